@@ -1,0 +1,37 @@
+# Helpers shared by the per-folder CMakeLists.
+
+set(SLM_WARNINGS -Wall -Wextra -Wno-unused-parameter)
+
+# One precompiled header for every LibTorch-using target (REUSE_FROM needs identical flags, so every
+# such target gets the same options through slm_torch_flags).
+add_library(slm_torch_flags INTERFACE)
+target_link_libraries(slm_torch_flags INTERFACE ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json)
+target_include_directories(slm_torch_flags INTERFACE ${CMAKE_SOURCE_DIR})
+target_compile_options(slm_torch_flags INTERFACE ${SLM_WARNINGS})
+
+add_library(slm_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch_anchor.cpp)
+target_link_libraries(slm_pch PRIVATE slm_torch_flags)
+target_precompile_headers(slm_pch PRIVATE ${CMAKE_SOURCE_DIR}/core/pch.h)
+
+# slm_add_library(NAME SOURCES ... DEPS ...): a static library using LibTorch and the shared PCH.
+function(slm_add_library name)
+  cmake_parse_arguments(ARG "" "" "SOURCES;DEPS" ${ARGN})
+  add_library(${name} STATIC ${ARG_SOURCES})
+  target_link_libraries(${name} PUBLIC slm_torch_flags ${ARG_DEPS})
+  target_precompile_headers(${name} REUSE_FROM slm_pch)
+endfunction()
+
+# slm_add_test(NAME SOURCES ... DEPS ...): a gtest executable. Tests whose suite or name contains
+# "Slow" get the ctest label `slow`; the rest get the folder's label.
+function(slm_add_test name)
+  cmake_parse_arguments(ARG "" "LABEL" "SOURCES;DEPS" ${ARGN})
+  add_executable(${name} ${ARG_SOURCES})
+  target_link_libraries(${name} PRIVATE slm_torch_flags ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  target_precompile_headers(${name} REUSE_FROM slm_pch)
+  target_compile_definitions(${name} PRIVATE SLM_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
+                                             SLM_BINARY_DIR="${CMAKE_BINARY_DIR}")
+  gtest_discover_tests(${name} TEST_FILTER "-*Slow*" DISCOVERY_MODE PRE_TEST
+                       PROPERTIES LABELS "${ARG_LABEL}" TIMEOUT 300)
+  gtest_discover_tests(${name} TEST_FILTER "*Slow*" DISCOVERY_MODE PRE_TEST
+                       PROPERTIES LABELS "${ARG_LABEL};slow" TIMEOUT 900)
+endfunction()

@@ -1,0 +1,242 @@
+#include "core/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/strings.h"
+
+namespace slm::config {
+namespace detail {
+
+std::string Describe(const YAML::Node& node) {
+  if (node.IsScalar()) return "'" + node.Scalar() + "'";
+  if (node.IsSequence()) return "a list";
+  if (node.IsMap()) return "a map";
+  return "nothing";
+}
+
+}  // namespace detail
+
+namespace {
+
+std::string MarkOf(const detail::State& state, const std::string& path, const YAML::Node& node) {
+  // The most specific override wins: "--set a.b=1" explains a.b and everything under it.
+  for (std::string p = path;; ) {
+    auto it = state.overrides.find(p);
+    if (it != state.overrides.end()) return it->second;
+    const size_t dot = p.rfind('.');
+    if (dot == std::string::npos) break;
+    p = p.substr(0, dot);
+  }
+  if (node && node.Mark().line >= 0) return Str(state.source, ":", node.Mark().line + 1);
+  return state.source;
+}
+
+// yaml-cpp accepts duplicate map keys silently; a strict config must not.
+void RejectDuplicateKeys(const YAML::Node& node, const std::string& source, const std::string& path) {
+  if (node.IsMap()) {
+    std::set<std::string> seen;
+    for (const auto& kv : node) {
+      const std::string key = kv.first.Scalar();
+      const std::string full = path.empty() ? key : path + "." + key;
+      if (!seen.insert(key).second)
+        throw Error(Str("config error: ", source, ":", kv.first.Mark().line + 1, ": key '", full,
+                        "' appears twice"));
+      RejectDuplicateKeys(kv.second, source, full);
+    }
+  } else if (node.IsSequence()) {
+    size_t i = 0;
+    for (const auto& item : node) RejectDuplicateKeys(item, source, Str(path, "[", i++, "]"));
+  }
+}
+
+void SetPath(YAML::Node root, const std::vector<std::string>& parts, const YAML::Node& value) {
+  // yaml-cpp nodes are handles: walking with operator[] on a copy mutates the shared tree.
+  std::vector<YAML::Node> chain{root};
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YAML::Node next = chain.back()[parts[i]];
+    if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);
+    chain.back()[parts[i]] = next;
+    chain.push_back(chain.back()[parts[i]]);
+  }
+  chain.back()[parts.back()] = value;
+}
+
+std::shared_ptr<detail::State> MakeState(YAML::Node root, std::string source) {
+  auto state = std::make_shared<detail::State>();
+  state->source = std::move(source);
+  if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsMap())
+    throw Error(Str("config error: ", state->source, ": the top level must be a map of keys"));
+  RejectDuplicateKeys(root, state->source, "");
+  state->root = root;
+  return state;
+}
+
+}  // namespace
+
+YAML::Node Node::Get(const std::string& key) const {
+  state_->consumed.insert(Join(key));
+  if (!node_ || !node_.IsMap()) return YAML::Node();
+  // const access: never inserts a key into the document.
+  const YAML::Node& cnode = node_;
+  return cnode[key];
+}
+
+bool Node::Has(const std::string& key) const {
+  if (!node_ || !node_.IsMap()) return false;
+  const YAML::Node& cnode = node_;
+  YAML::Node v = cnode[key];
+  return v && !v.IsNull();
+}
+
+void Node::Record(const std::string& key, const YAML::Node& value) {
+  SetPath(state_->effective, Split(Join(key), "."), YAML::Clone(value));
+}
+
+std::string Node::Where(const std::string& key) const {
+  const YAML::Node& cnode = node_;
+  YAML::Node v = (node_ && node_.IsMap()) ? cnode[key] : YAML::Node();
+  return MarkOf(*state_, Join(key), v ? v : node_);
+}
+
+void Node::Fail(const std::string& key, const std::string& message) const {
+  throw Error(Str("config error: ", Where(key), ": key '", Join(key), "' ", message));
+}
+
+Node Node::Child(const std::string& key) {
+  YAML::Node raw = Get(key);
+  if (raw && !raw.IsNull() && !raw.IsMap())
+    Fail(key, Str("expected a map of keys, got ", detail::Describe(raw)));
+  return Node(state_, raw && raw.IsMap() ? raw : YAML::Node(YAML::NodeType::Map), Join(key));
+}
+
+std::vector<Node> Node::List(const std::string& key) {
+  YAML::Node raw = Get(key);
+  std::vector<Node> items;
+  if (!raw || raw.IsNull()) return items;
+  if (!raw.IsSequence()) Fail(key, Str("expected a list, got ", detail::Describe(raw)));
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const std::string path = Str(Join(key), "[", i, "]");
+    if (!raw[i].IsMap())
+      throw Error(Str("config error: ", MarkOf(*state_, path, raw[i]), ": '", path,
+                      "' must be a map of keys, got ", detail::Describe(raw[i])));
+    state_->consumed.insert(path);
+    items.push_back(Node(state_, raw[i], path));
+  }
+  return items;
+}
+
+std::vector<std::string> Node::Keys() const {
+  std::vector<std::string> keys;
+  if (node_ && node_.IsMap())
+    for (const auto& kv : node_) keys.push_back(kv.first.Scalar());
+  return keys;
+}
+
+Document Document::LoadFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(Str("config error: cannot open '", path, "'"));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return LoadString(buffer.str(), path);
+}
+
+Document Document::LoadString(const std::string& text, const std::string& source_name) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw Error(Str("config error: ", source_name, ":", e.mark.line + 1, ": invalid YAML: ", e.msg));
+  }
+  return Document(MakeState(root, source_name));
+}
+
+Document Document::Empty(const std::string& source_name) {
+  return Document(MakeState(YAML::Node(YAML::NodeType::Map), source_name));
+}
+
+void Document::ApplyOverride(const std::string& assignment) {
+  const size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw Error(Str("config error: --set '", assignment, "' must look like key.path=value"));
+  const std::string path = Trim(assignment.substr(0, eq));
+  const std::vector<std::string> parts = Split(path, ".");
+  if (parts.empty() || Join(parts, ".") != path)
+    throw Error(Str("config error: --set '", assignment, "': malformed key path '", path, "'"));
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::ParserException& e) {
+    throw Error(Str("config error: --set '", assignment, "': invalid value: ", e.msg));
+  }
+  // Walk the existing tree: an intermediate key that holds a scalar cannot take a child.
+  YAML::Node cursor = state_->root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    const YAML::Node& ccursor = cursor;
+    YAML::Node next = ccursor[parts[i]];
+    if (next && !next.IsNull() && !next.IsMap())
+      throw Error(Str("config error: --set '", assignment, "': '",
+                      Join(std::vector<std::string>(parts.begin(), parts.begin() + i + 1), "."),
+                      "' is not a map"));
+    if (!next || next.IsNull()) break;
+    cursor = next;
+  }
+  SetPath(state_->root, parts, value);
+  state_->overrides[path] = "--set " + assignment;
+}
+
+void Document::ApplyOverrides(const std::vector<std::string>& assignments) {
+  for (const auto& a : assignments) ApplyOverride(a);
+}
+
+Node Document::Root() { return Node(state_, state_->root, ""); }
+
+namespace {
+void FindUnconsumed(const detail::State& state, const YAML::Node& node, const std::string& path) {
+  if (!node.IsMap()) return;
+  std::vector<std::string> siblings;
+  for (const auto& kv : node) {
+    const std::string full = path.empty() ? kv.first.Scalar() : path + "." + kv.first.Scalar();
+    if (state.consumed.count(full)) siblings.push_back(kv.first.Scalar());
+  }
+  // Known keys at this level include ones that were read but absent from the document.
+  const std::string prefix = path.empty() ? "" : path + ".";
+  for (const auto& c : state.consumed) {
+    if (c.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string rest = c.substr(prefix.size());
+    if (!rest.empty() && rest.find('.') == std::string::npos && rest.find('[') == std::string::npos)
+      siblings.push_back(rest);
+  }
+  for (const auto& kv : node) {
+    const std::string key = kv.first.Scalar();
+    const std::string full = path.empty() ? key : path + "." + key;
+    if (!state.consumed.count(full)) {
+      std::string message = Str("config error: ", MarkOf(state, full, kv.first), ": unknown key '",
+                                full, "'");
+      const std::string hint = ClosestMatch(key, siblings);
+      if (!hint.empty()) message += Str(" (did you mean '", prefix, hint, "'?)");
+      throw Error(message);
+    }
+    if (kv.second.IsMap()) FindUnconsumed(state, kv.second, full);
+    if (kv.second.IsSequence()) {
+      for (size_t i = 0; i < kv.second.size(); ++i)
+        if (kv.second[i].IsMap()) FindUnconsumed(state, kv.second[i], Str(full, "[", i, "]"));
+    }
+  }
+}
+}  // namespace
+
+void Document::CheckAllConsumed() const { FindUnconsumed(*state_, state_->root, ""); }
+
+YAML::Node Document::Effective() const { return YAML::Clone(state_->effective); }
+
+std::string Document::EffectiveYaml() const {
+  YAML::Emitter out;
+  out << state_->effective;
+  return std::string(out.c_str()) + "\n";
+}
+
+const std::string& Document::Source() const { return state_->source; }
+
+}  // namespace slm::config

@@ -1,0 +1,77 @@
+// safetensors reader and writer (https://github.com/huggingface/safetensors format):
+//   [u64 little-endian N][N bytes JSON header][data]
+// header: {"name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...,
+//          "__metadata__": {"k": "v"}} with offsets relative to the start of the data block.
+//
+// The reader memory-maps the file (copy-on-write, so writes into a returned tensor never reach the
+// file) and validates everything before any tensor is handed out: header length against the cap and
+// the file size, JSON syntax, known dtypes, shape*itemsize == byte length (overflow-checked), every
+// range inside the data block, ranges neither overlapping nor leaving holes (as the reference
+// implementation requires). Every error is an slm::Error naming the file and, where relevant, the
+// tensor. Tensors from Get() are CPU tensors that share the mapping (zero-copy) when the data is
+// suitably aligned, else a copy; the mapping lives as long as any tensor or the reader does.
+//
+// dtypes: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL (F32/F16/BF16/I64 are what checkpoints use).
+// Thread-safety: a reader is immutable after construction; Get() may be called concurrently.
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace slm::safetensors {
+
+struct TensorInfo {
+  std::string name;
+  std::string dtype;  // as in the file: "F32", "BF16", ...
+  torch::ScalarType scalar_type;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // byte offsets into the data block
+  uint64_t end = 0;
+};
+
+struct ReaderOptions {
+  // The reference implementation refuses headers over 100 MB; so do we.
+  uint64_t max_header_bytes = 100ull << 20;
+};
+
+class Reader {
+ public:
+  explicit Reader(const std::string& path, ReaderOptions options = {});
+  ~Reader();
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  const std::string& Path() const { return path_; }
+  const std::vector<TensorInfo>& Tensors() const { return tensors_; }  // sorted by name
+  std::vector<std::string> Names() const;
+  bool Has(const std::string& name) const;
+  const TensorInfo& Info(const std::string& name) const;  // throws naming file and tensor
+  torch::Tensor Get(const std::string& name) const;
+  const std::map<std::string, std::string>& Metadata() const { return metadata_; }
+
+ private:
+  struct Mapping;
+  std::string path_;
+  std::shared_ptr<Mapping> mapping_;
+  std::vector<TensorInfo> tensors_;
+  std::map<std::string, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+  uint64_t data_offset_ = 0;  // file offset of the data block
+};
+
+// Writes tensors (any device, any layout: moved to contiguous CPU) atomically (core/fs.h): a failed
+// write leaves an existing file at `path` untouched. Names must be unique and non-empty.
+void Save(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
+          const std::map<std::string, std::string>& metadata = {});
+
+// "F32" <-> torch::kFloat etc.; throws slm::Error for an unsupported one.
+torch::ScalarType ParseDtype(const std::string& dtype);
+std::string DtypeName(torch::ScalarType type);
+
+}  // namespace slm::safetensors

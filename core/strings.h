@@ -1,0 +1,32 @@
+// Small string utilities shared by config validation, registries and text processing.
+// All functions are pure and thread-safe.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace slm {
+
+// Levenshtein distance between two byte strings (O(|a|*|b|) time, O(|b|) memory).
+size_t EditDistance(std::string_view a, std::string_view b);
+
+// The candidate closest to `name` by edit distance, or "" when none is within max(2, |name|/3):
+// used for "did you mean ..." hints on misspelt keys and names.
+std::string ClosestMatch(std::string_view name, const std::vector<std::string>& candidates);
+
+// "a, b, c"
+std::string Join(const std::vector<std::string>& items, std::string_view separator = ", ");
+
+// Splits on any character in `delimiters`, dropping empty pieces.
+std::vector<std::string> Split(std::string_view text, std::string_view delimiters);
+
+std::string Trim(std::string_view text);
+std::string ToLower(std::string_view text);
+bool StartsWith(std::string_view text, std::string_view prefix);
+bool EndsWith(std::string_view text, std::string_view suffix);
+
+// Formats seconds as "1h02m03s" / "4m05s" / "6.7s" for progress output.
+std::string FormatDuration(double seconds);
+
+}  // namespace slm
