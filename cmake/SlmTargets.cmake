@@ -2,6 +2,12 @@
 
 set(SLM_WARNINGS -Wall -Wextra -Wno-unused-parameter)
 
+# The PyPI wheel's libtorch.so / libtorch_cpu.so export their own statically linked copies of
+# std::filesystem (an older libstdc++); listed before libstdc++.so they interpose on the system's
+# and e.g. std::filesystem::remove_all jumps to a null pointer. Naming libstdc++ first on every
+# link line makes it the first DT_NEEDED entry, so the system's definitions win.
+add_link_options(-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state)
+
 # One precompiled header for every LibTorch-using target (REUSE_FROM needs identical flags, so every
 # such target gets the same options through slm_torch_flags).
 add_library(slm_torch_flags INTERFACE)

@@ -28,6 +28,9 @@ std::string MarkOf(const detail::State& state, const std::string& path, const YA
     if (dot == std::string::npos) break;
     p = p.substr(0, dot);
   }
+  // A key that only exists because an override created it ("--set a.b=1" creates 'a').
+  for (const auto& [override_path, assignment] : state.overrides)
+    if (override_path.compare(0, path.size() + 1, path + ".") == 0) return assignment;
   if (node && node.Mark().line >= 0) return Str(state.source, ":", node.Mark().line + 1);
   return state.source;
 }
@@ -50,16 +53,20 @@ void RejectDuplicateKeys(const YAML::Node& node, const std::string& source, cons
   }
 }
 
-void SetPath(YAML::Node root, const std::vector<std::string>& parts, const YAML::Node& value) {
-  // yaml-cpp nodes are handles: walking with operator[] on a copy mutates the shared tree.
-  std::vector<YAML::Node> chain{root};
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    YAML::Node next = chain.back()[parts[i]];
-    if (!next.IsMap()) next = YAML::Node(YAML::NodeType::Map);
-    chain.back()[parts[i]] = next;
-    chain.push_back(chain.back()[parts[i]]);
+// yaml-cpp nodes are handles with reference semantics: assigning one Node variable to another
+// rewrites the node it refers to. So the walk never reassigns a handle; each level is a fresh one.
+void SetPath(YAML::Node node, const std::vector<std::string>& parts, size_t index,
+             const YAML::Node& value) {
+  if (index + 1 == parts.size()) {
+    node[parts[index]] = value;
+    return;
   }
-  chain.back()[parts.back()] = value;
+  if (!node[parts[index]].IsMap()) node[parts[index]] = YAML::Node(YAML::NodeType::Map);
+  SetPath(node[parts[index]], parts, index + 1, value);
+}
+
+void SetPath(YAML::Node root, const std::vector<std::string>& parts, const YAML::Node& value) {
+  SetPath(std::move(root), parts, 0, value);
 }
 
 std::shared_ptr<detail::State> MakeState(YAML::Node root, std::string source) {
@@ -180,7 +187,7 @@ void Document::ApplyOverride(const std::string& assignment) {
                       Join(std::vector<std::string>(parts.begin(), parts.begin() + i + 1), "."),
                       "' is not a map"));
     if (!next || next.IsNull()) break;
-    cursor = next;
+    cursor.reset(next);  // rebind the handle; `cursor = next` would overwrite the tree
   }
   SetPath(state_->root, parts, value);
   state_->overrides[path] = "--set " + assignment;

@@ -1,0 +1,236 @@
+#include "audio/audio_io.h"
+
+#include <sndfile.h>
+#include <soxr.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "core/error.h"
+#include "core/strings.h"
+
+namespace slm::audio {
+namespace {
+
+struct SndfileCloser {
+  void operator()(SNDFILE* f) const {
+    if (f) sf_close(f);
+  }
+};
+using SndfilePtr = std::unique_ptr<SNDFILE, SndfileCloser>;
+
+std::string FormatName(int format) {
+  SF_FORMAT_INFO info{};
+  info.format = format & SF_FORMAT_TYPEMASK;
+  if (sf_command(nullptr, SFC_GET_FORMAT_INFO, &info, sizeof info) == 0 && info.name) {
+    std::string name = info.name;
+    return name.substr(0, name.find(' '));
+  }
+  return "unknown";
+}
+
+SndfilePtr Open(const std::string& path, SF_INFO& info) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0)
+    throw Error(Str("audio file '", path, "': ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) throw Error(Str("audio file '", path, "': not a regular file"));
+  if (st.st_size == 0) throw Error(Str("audio file '", path, "': empty file (0 bytes)"));
+  info = SF_INFO{};
+  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  if (!f)
+    throw Error(Str("audio file '", path, "': cannot decode (", sf_strerror(nullptr),
+                    "); supported: wav, flac, ogg/vorbis, aiff and other libsndfile formats"));
+  SndfilePtr file(f);
+  Check(info.samplerate >= kMinSampleRate && info.samplerate <= kMaxSampleRate, "audio file '",
+        path, "': sample rate ", info.samplerate, " Hz is outside the supported range ",
+        kMinSampleRate, "..", kMaxSampleRate, " Hz");
+  Check(info.channels >= 1 && info.channels <= kMaxChannels, "audio file '", path, "': ",
+        info.channels, " channels is outside the supported range 1..", kMaxChannels);
+  Check(info.frames > 0, "audio file '", path, "': contains no samples");
+  return file;
+}
+
+struct SoxrDeleter {
+  void operator()(void* s) const {
+    if (s) soxr_delete(static_cast<soxr_t>(s));
+  }
+};
+
+}  // namespace
+
+void CheckFinite(const float* samples, size_t count, const std::string& what) {
+  for (size_t i = 0; i < count; ++i)
+    if (!std::isfinite(samples[i]))
+      throw Error(Str(what, ": sample ", i, " is ", std::isnan(samples[i]) ? "NaN" : "infinite"));
+}
+
+FileInfo Probe(const std::string& path) {
+  SF_INFO info;
+  SndfilePtr file = Open(path, info);
+  return FileInfo{info.samplerate, info.channels, static_cast<int64_t>(info.frames),
+                  FormatName(info.format)};
+}
+
+Waveform Read(const std::string& path, const ReadOptions& options) {
+  Check(options.block_frames > 0, "audio read of '", path, "': block_frames must be positive");
+  Check(options.target_rate == 0 ||
+            (options.target_rate >= kMinSampleRate && options.target_rate <= kMaxSampleRate),
+        "audio read of '", path, "': target rate ", options.target_rate, " Hz is unsupported");
+  SF_INFO info;
+  SndfilePtr file = Open(path, info);
+  if (options.max_seconds > 0) {
+    const double seconds = double(info.frames) / info.samplerate;
+    Check(seconds <= options.max_seconds, "audio file '", path, "': ", seconds,
+          " s is longer than the limit of ", options.max_seconds, " s");
+  }
+  const int channels = info.channels;
+  const int out_rate = options.target_rate ? options.target_rate : info.samplerate;
+  std::unique_ptr<StreamResampler> resampler;
+  if (out_rate != info.samplerate) resampler = std::make_unique<StreamResampler>(info.samplerate, out_rate);
+
+  Waveform out;
+  out.sample_rate = out_rate;
+  out.samples.reserve(static_cast<size_t>(double(info.frames) * out_rate / info.samplerate) + 16);
+  std::vector<float> block(static_cast<size_t>(options.block_frames) * channels);
+  std::vector<float> mono(static_cast<size_t>(options.block_frames));
+  int64_t position = 0;
+  while (true) {
+    const sf_count_t got = sf_readf_float(file.get(), block.data(), options.block_frames);
+    if (got <= 0) break;
+    for (sf_count_t i = 0; i < got; ++i) {
+      float sum = 0;
+      for (int c = 0; c < channels; ++c) {
+        const float v = block[i * channels + c];
+        if (!std::isfinite(v))
+          throw Error(Str("audio file '", path, "': sample ", position + i, " (channel ", c,
+                          ") is ", std::isnan(v) ? "NaN" : "infinite"));
+        sum += v;
+      }
+      mono[i] = sum / channels;
+    }
+    position += got;
+    if (resampler) {
+      auto chunk = resampler->Process(mono.data(), static_cast<size_t>(got));
+      out.samples.insert(out.samples.end(), chunk.begin(), chunk.end());
+    } else {
+      out.samples.insert(out.samples.end(), mono.begin(), mono.begin() + got);
+    }
+  }
+  if (sf_error(file.get()) != SF_ERR_NO_ERROR)
+    throw Error(Str("audio file '", path, "': decode error after ", position, " frames: ",
+                    sf_strerror(file.get())));
+  Check(position > 0, "audio file '", path, "': contains no samples");
+  if (resampler) {
+    auto tail = resampler->Flush();
+    out.samples.insert(out.samples.end(), tail.begin(), tail.end());
+  }
+  return out;
+}
+
+void Write(const std::string& path, const std::vector<float>& samples, int sample_rate,
+           SampleFormat format) {
+  Check(sample_rate >= kMinSampleRate && sample_rate <= kMaxSampleRate, "cannot write '", path,
+        "': sample rate ", sample_rate, " Hz is outside ", kMinSampleRate, "..", kMaxSampleRate);
+  Check(!samples.empty(), "cannot write '", path, "': no samples");
+  CheckFinite(samples.data(), samples.size(), Str("cannot write '", path, "'"));
+  const std::string ext = ToLower(path.substr(path.find_last_of('.') == std::string::npos
+                                                  ? path.size()
+                                                  : path.find_last_of('.')));
+  SF_INFO info{};
+  info.samplerate = sample_rate;
+  info.channels = 1;
+  if (ext == ".wav") {
+    info.format = SF_FORMAT_WAV | (format == SampleFormat::kFloat32 ? SF_FORMAT_FLOAT : SF_FORMAT_PCM_16);
+  } else if (ext == ".flac") {
+    info.format = SF_FORMAT_FLAC | SF_FORMAT_PCM_16;
+  } else if (ext == ".ogg") {
+    info.format = SF_FORMAT_OGG | SF_FORMAT_VORBIS;
+  } else {
+    throw Error(Str("cannot write '", path, "': unsupported extension '", ext,
+                    "' (use .wav, .flac or .ogg)"));
+  }
+  Check(sf_format_check(&info), "cannot write '", path, "': libsndfile rejects this format");
+  // Write next to the target, then rename: an existing file is never left half-written.
+  const std::string temp = path + ".tmp." + std::to_string(getpid());
+  SNDFILE* raw = sf_open(temp.c_str(), SFM_WRITE, &info);
+  if (!raw) throw Error(Str("cannot write '", path, "': ", sf_strerror(nullptr)));
+  sf_command(raw, SFC_SET_CLIPPING, nullptr, SF_TRUE);
+  const sf_count_t written = sf_writef_float(raw, samples.data(), static_cast<sf_count_t>(samples.size()));
+  const std::string write_error = sf_strerror(raw);
+  const int close_rc = sf_close(raw);
+  if (written != static_cast<sf_count_t>(samples.size()) || close_rc != 0) {
+    std::remove(temp.c_str());
+    throw Error(Str("cannot write '", path, "': ", write_error));
+  }
+  if (std::rename(temp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    std::remove(temp.c_str());
+    throw Error(Str("cannot write '", path, "': ", std::strerror(err)));
+  }
+}
+
+std::vector<float> Resample(const std::vector<float>& samples, int from_rate, int to_rate) {
+  StreamResampler resampler(from_rate, to_rate);
+  std::vector<float> out = resampler.Process(samples.data(), samples.size());
+  std::vector<float> tail = resampler.Flush();
+  out.insert(out.end(), tail.begin(), tail.end());
+  return out;
+}
+
+StreamResampler::StreamResampler(int from_rate, int to_rate) : from_rate_(from_rate), to_rate_(to_rate) {
+  Check(from_rate >= kMinSampleRate && from_rate <= kMaxSampleRate && to_rate >= kMinSampleRate &&
+            to_rate <= kMaxSampleRate,
+        "resampling ", from_rate, " Hz -> ", to_rate, " Hz: rates must be in ", kMinSampleRate, "..",
+        kMaxSampleRate, " Hz");
+  if (from_rate == to_rate) return;
+  soxr_error_t error = nullptr;
+  const soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+  const soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);
+  soxr_ = soxr_create(from_rate, to_rate, 1, &error, &io, &quality, nullptr);
+  if (error) {
+    soxr_ = nullptr;
+    throw Error(Str("soxr: cannot resample ", from_rate, " -> ", to_rate, " Hz: ", error));
+  }
+}
+
+StreamResampler::~StreamResampler() { SoxrDeleter()(soxr_); }
+
+std::vector<float> StreamResampler::Process(const float* samples, size_t count) {
+  if (!soxr_) return std::vector<float>(samples, samples + count);
+  std::vector<float> out;
+  const double ratio = double(to_rate_) / from_rate_;
+  std::vector<float> buffer(static_cast<size_t>(count * ratio) + 64);
+  size_t consumed = 0;
+  while (consumed < count) {
+    size_t idone = 0, odone = 0;
+    soxr_error_t error = soxr_process(static_cast<soxr_t>(soxr_), samples + consumed, count - consumed,
+                                      &idone, buffer.data(), buffer.size(), &odone);
+    if (error) throw Error(Str("soxr: resampling failed: ", error));
+    out.insert(out.end(), buffer.begin(), buffer.begin() + odone);
+    consumed += idone;
+    if (idone == 0 && odone == 0) break;
+  }
+  return out;
+}
+
+std::vector<float> StreamResampler::Flush() {
+  if (!soxr_) return {};
+  std::vector<float> out;
+  std::vector<float> buffer(4096);
+  while (true) {
+    size_t odone = 0;
+    soxr_error_t error =
+        soxr_process(static_cast<soxr_t>(soxr_), nullptr, 0, nullptr, buffer.data(), buffer.size(), &odone);
+    if (error) throw Error(Str("soxr: flushing failed: ", error));
+    if (odone == 0) break;
+    out.insert(out.end(), buffer.begin(), buffer.begin() + odone);
+  }
+  return out;
+}
+
+}  // namespace slm::audio

@@ -1,0 +1,37 @@
+// Command registration for the `slm` executable. Each command lives in its own file (cli/*.cpp,
+// bench/*.cpp) and registers itself at static-initialisation time:
+//
+//   static slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
+//     auto* cmd = slm::cli::Group(app, "data", "make training data")->add_subcommand("corpus", "...");
+//     auto opts = std::make_shared<Options>();
+//     cmd->add_option("--out", opts->out, "output directory")->required();
+//     cmd->callback([opts, &common] { ... Report report(common.json); ...; report.Emit(); });
+//   });
+//
+// Callbacks throw slm::Error for anything the user can fix; main() prints it and exits 1.
+// Common flags (--json, --threads, --log-level) are parsed before any callback runs.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <string>
+
+namespace slm::cli {
+
+struct Common {
+  bool json = false;      // print one JSON object last on stdout
+  int threads = 0;        // LibTorch intra-op threads; 0 = all cores
+  std::string log_level = "info";
+};
+
+using Setup = std::function<void(CLI::App& app, Common& common)>;
+
+struct Registrar {
+  explicit Registrar(Setup setup);
+};
+
+// The subcommand `name` of `parent`, created with `description` on first use.
+CLI::App* Group(CLI::App& parent, const std::string& name, const std::string& description);
+
+}  // namespace slm::cli

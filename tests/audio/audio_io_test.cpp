@@ -1,0 +1,176 @@
+#include "audio/audio_io.h"
+
+#include <gtest/gtest.h>
+#include <sndfile.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+
+#include "audio/synthetic_signal.h"
+#include "tests/test_util.h"
+
+namespace slm::audio {
+namespace {
+
+// Writes interleaved frames with libsndfile directly (bypassing our checks) to build test files.
+void WriteRawSndfile(const std::string& path, int format, int rate, int channels,
+                     const std::vector<float>& interleaved) {
+  SF_INFO info{};
+  info.samplerate = rate;
+  info.channels = channels;
+  info.format = format;
+  SNDFILE* f = sf_open(path.c_str(), SFM_WRITE, &info);
+  ASSERT_NE(f, nullptr) << sf_strerror(nullptr);
+  sf_writef_float(f, interleaved.data(), static_cast<sf_count_t>(interleaved.size() / channels));
+  sf_close(f);
+}
+
+// A minimal PCM WAV header with arbitrary (possibly absurd) fields followed by `frames` zeros.
+void WriteWavHeader(const std::string& path, uint32_t rate, uint16_t channels, uint32_t frames) {
+  std::ofstream out(path, std::ios::binary);
+  auto u32 = [&](uint32_t v) { out.write(reinterpret_cast<const char*>(&v), 4); };
+  auto u16 = [&](uint16_t v) { out.write(reinterpret_cast<const char*>(&v), 2); };
+  const uint32_t data_bytes = frames * channels * 2;
+  out << "RIFF";
+  u32(36 + data_bytes);
+  out << "WAVEfmt ";
+  u32(16);
+  u16(1);
+  u16(channels);
+  u32(rate);
+  u32(rate * channels * 2);
+  u16(static_cast<uint16_t>(channels * 2));
+  u16(16);
+  out << "data";
+  u32(data_bytes);
+  out << std::string(data_bytes, '\0');
+}
+
+int ZeroCrossings(const std::vector<float>& x) {
+  int count = 0;
+  for (size_t i = 1; i < x.size(); ++i) count += (x[i - 1] < 0) != (x[i] < 0);
+  return count;
+}
+
+TEST(AudioIo, Pcm16WavRoundTripWithinQuantisation) {
+  testing::TempDir dir;
+  const auto x = SpeechLikeSignal(1.0);
+  Write(dir.File("a.wav"), x, 16000);
+  const Waveform w = Read(dir.File("a.wav"));
+  ASSERT_EQ(w.samples.size(), x.size());
+  EXPECT_EQ(w.sample_rate, 16000);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_NEAR(w.samples[i], x[i], 1.0 / 32768 + 1e-6);
+  const FileInfo info = Probe(dir.File("a.wav"));
+  EXPECT_EQ(info.format, "WAV");
+  EXPECT_EQ(info.frames, 16000);
+}
+
+TEST(AudioIo, FloatWavIsExactAndFlacAndOggDecode) {
+  testing::TempDir dir;
+  const auto x = SineSignal(440, 0.5);
+  Write(dir.File("f.wav"), x, 16000, SampleFormat::kFloat32);
+  EXPECT_EQ(Read(dir.File("f.wav")).samples, x);
+  Write(dir.File("f.flac"), x, 16000);
+  const auto flac = Read(dir.File("f.flac"));
+  ASSERT_EQ(flac.samples.size(), x.size());
+  EXPECT_NEAR(flac.samples[100], x[100], 1e-4);
+  Write(dir.File("f.ogg"), x, 16000);
+  const auto ogg = Read(dir.File("f.ogg"));
+  EXPECT_NEAR(double(ogg.samples.size()), double(x.size()), 0.01 * x.size());
+  EXPECT_NEAR(ZeroCrossings(ogg.samples), ZeroCrossings(x), 10);  // still a 440 Hz tone
+}
+
+TEST(AudioIo, MultichannelIsAveragedAndResampledTo16k) {
+  testing::TempDir dir;
+  const int rate = 48000, channels = 8;
+  const auto tone = SineSignal(440, 1.0, rate);
+  std::vector<float> interleaved(tone.size() * channels);
+  for (size_t i = 0; i < tone.size(); ++i)
+    for (int c = 0; c < channels; ++c) interleaved[i * channels + c] = c % 2 ? tone[i] : 0.0f;
+  WriteRawSndfile(dir.File("m.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, rate, channels, interleaved);
+  const Waveform w = Read(dir.File("m.wav"));
+  EXPECT_EQ(w.sample_rate, 16000);
+  EXPECT_NEAR(double(w.samples.size()), 16000.0, 2.0);
+  EXPECT_NEAR(ZeroCrossings(w.samples), 880, 3);
+  float peak = 0;
+  for (float v : w.samples) peak = std::max(peak, std::abs(v));
+  EXPECT_NEAR(peak, 0.25f, 0.01f);  // half the channels carry the 0.5 tone
+  ReadOptions keep;
+  keep.target_rate = 0;
+  EXPECT_EQ(Read(dir.File("m.wav"), keep).samples.size(), tone.size());
+}
+
+TEST(AudioIo, BlockSizeDoesNotChangeTheResult) {
+  testing::TempDir dir;
+  const auto x = SpeechLikeSignal(2.0, 22050);
+  Write(dir.File("s.wav"), x, 22050, SampleFormat::kFloat32);
+  ReadOptions big, small;
+  small.block_frames = 777;
+  EXPECT_EQ(Read(dir.File("s.wav"), big).samples, Read(dir.File("s.wav"), small).samples);
+}
+
+TEST(AudioIo, StreamResamplerMatchesWholeSignal) {
+  const auto x = SpeechLikeSignal(1.5, 22050);
+  const auto whole = Resample(x, 22050, 16000);
+  StreamResampler stream(22050, 16000);
+  std::vector<float> chunked;
+  std::mt19937 rng(3);
+  for (size_t i = 0; i < x.size();) {
+    const size_t n = std::min<size_t>(x.size() - i, 1 + rng() % 3000);
+    auto out = stream.Process(x.data() + i, n);
+    chunked.insert(chunked.end(), out.begin(), out.end());
+    i += n;
+  }
+  auto tail = stream.Flush();
+  chunked.insert(chunked.end(), tail.begin(), tail.end());
+  ASSERT_EQ(chunked.size(), whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) ASSERT_NEAR(chunked[i], whole[i], 1e-5) << i;
+  EXPECT_NEAR(double(whole.size()), 1.5 * 16000, 2.0);
+}
+
+TEST(AudioIo, BadFilesGiveClearErrors) {
+  testing::TempDir dir;
+  EXPECT_SLM_ERROR(Read(dir.File("missing.wav")), "missing.wav': No such file");
+  std::ofstream(dir.File("text.wav")) << "this is not audio at all, just some text";
+  EXPECT_SLM_ERROR(Read(dir.File("text.wav")), "text.wav': cannot decode");
+  std::ofstream(dir.File("empty.wav"));
+  EXPECT_SLM_ERROR(Read(dir.File("empty.wav")), "empty file");
+  WriteWavHeader(dir.File("zero.wav"), 16000, 1, 0);
+  EXPECT_SLM_ERROR(Read(dir.File("zero.wav")), "zero.wav");
+  WriteWavHeader(dir.File("fast.wav"), 1000000000u, 1, 100);
+  EXPECT_SLM_ERROR(Read(dir.File("fast.wav")), "fast.wav");
+  WriteWavHeader(dir.File("slow.wav"), 10, 1, 100);
+  EXPECT_SLM_ERROR(Read(dir.File("slow.wav")), "sample rate 10 Hz is outside the supported range");
+  WriteWavHeader(dir.File("wide.wav"), 16000, 200, 10);
+  EXPECT_SLM_ERROR(Read(dir.File("wide.wav")), "wide.wav");
+  std::vector<float> bad = SineSignal(440, 0.1);
+  bad[123] = std::nanf("");
+  WriteRawSndfile(dir.File("nan.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
+  EXPECT_SLM_ERROR(Read(dir.File("nan.wav")), "sample 123 (channel 0) is NaN");
+  bad[123] = INFINITY;
+  WriteRawSndfile(dir.File("inf.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
+  EXPECT_SLM_ERROR(Read(dir.File("inf.wav")), "is infinite");
+  ReadOptions limit;
+  limit.max_seconds = 0.05;
+  EXPECT_SLM_ERROR(Read(dir.File("inf.wav"), limit), "longer than the limit");
+  std::filesystem::create_directory(dir.File("adir.wav"));
+  EXPECT_SLM_ERROR(Read(dir.File("adir.wav")), "not a regular file");
+}
+
+TEST(AudioIo, WriteRejectsBadInputAndKeepsOldFile) {
+  testing::TempDir dir;
+  const auto x = SineSignal(440, 0.1);
+  Write(dir.File("keep.wav"), x, 16000);
+  std::vector<float> bad = x;
+  bad[5] = std::nanf("");
+  EXPECT_SLM_ERROR(Write(dir.File("keep.wav"), bad, 16000), "sample 5 is NaN");
+  EXPECT_EQ(Read(dir.File("keep.wav")).samples.size(), x.size());
+  EXPECT_SLM_ERROR(Write(dir.File("x.mp9"), x, 16000), "unsupported extension '.mp9'");
+  EXPECT_SLM_ERROR(Write(dir.File("x.wav"), {}, 16000), "no samples");
+  EXPECT_SLM_ERROR(Write(dir.File("x.wav"), x, 0), "sample rate 0 Hz");
+  EXPECT_SLM_ERROR(StreamResampler(0, 16000), "rates must be in");
+}
+
+}  // namespace
+}  // namespace slm::audio

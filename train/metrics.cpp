@@ -1,0 +1,89 @@
+#include "train/metrics.h"
+
+#include <algorithm>
+#include <cctype>
+
+#include "core/strings.h"
+
+namespace slm::train {
+
+std::string NormalizeForScoring(const std::string& text) {
+  std::string mapped;
+  mapped.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (std::isalnum(c)) {
+      mapped += static_cast<char>(std::tolower(c));
+    } else if (c == '\'') {
+      // Keep apostrophes only between two word characters ("don't"), not as quotes.
+      const bool inside = i > 0 && i + 1 < text.size() &&
+                          std::isalnum(static_cast<unsigned char>(text[i - 1])) &&
+                          std::isalnum(static_cast<unsigned char>(text[i + 1]));
+      mapped += inside ? '\'' : ' ';
+    } else if (c >= 0x80) {
+      mapped += static_cast<char>(c);  // non-ASCII letters are kept verbatim
+    } else {
+      mapped += ' ';
+    }
+  }
+  return Join(Split(mapped, " \t\r\n"), " ");
+}
+
+double EditCounts::Rate() const {
+  if (reference_length == 0) return Errors() == 0 ? 0.0 : 1.0;
+  return static_cast<double>(Errors()) / static_cast<double>(reference_length);
+}
+
+EditCounts& EditCounts::operator+=(const EditCounts& o) {
+  substitutions += o.substitutions;
+  deletions += o.deletions;
+  insertions += o.insertions;
+  reference_length += o.reference_length;
+  return *this;
+}
+
+EditCounts AlignTokens(const std::vector<std::string>& ref, const std::vector<std::string>& hyp) {
+  // cost[i][j] over prefixes; ties prefer substitution, then deletion, then insertion, so that
+  // the breakdown is deterministic.
+  const size_t n = ref.size(), m = hyp.size();
+  std::vector<std::vector<int64_t>> cost(n + 1, std::vector<int64_t>(m + 1));
+  for (size_t i = 0; i <= n; ++i) cost[i][0] = static_cast<int64_t>(i);
+  for (size_t j = 0; j <= m; ++j) cost[0][j] = static_cast<int64_t>(j);
+  for (size_t i = 1; i <= n; ++i)
+    for (size_t j = 1; j <= m; ++j)
+      cost[i][j] = std::min({cost[i - 1][j - 1] + (ref[i - 1] == hyp[j - 1] ? 0 : 1),
+                             cost[i - 1][j] + 1, cost[i][j - 1] + 1});
+  EditCounts counts;
+  counts.reference_length = static_cast<int64_t>(n);
+  size_t i = n, j = m;
+  while (i > 0 || j > 0) {
+    if (i > 0 && j > 0 && cost[i][j] == cost[i - 1][j - 1] + (ref[i - 1] == hyp[j - 1] ? 0 : 1)) {
+      if (ref[i - 1] != hyp[j - 1]) ++counts.substitutions;
+      --i;
+      --j;
+    } else if (i > 0 && cost[i][j] == cost[i - 1][j] + 1) {
+      ++counts.deletions;
+      --i;
+    } else {
+      ++counts.insertions;
+      --j;
+    }
+  }
+  return counts;
+}
+
+EditCounts WordErrors(const std::string& reference, const std::string& hypothesis) {
+  return AlignTokens(Split(NormalizeForScoring(reference), " "),
+                     Split(NormalizeForScoring(hypothesis), " "));
+}
+
+EditCounts CharErrors(const std::string& reference, const std::string& hypothesis) {
+  auto chars = [](const std::string& s) {
+    std::vector<std::string> out;
+    for (char c : s) out.emplace_back(1, c);
+    return out;
+  };
+  return AlignTokens(chars(NormalizeForScoring(reference)), chars(NormalizeForScoring(hypothesis)));
+}
+
+}  // namespace slm::train
