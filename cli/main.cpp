@@ -42,9 +42,10 @@ int main(int argc, char** argv) {
     slm::log::SetLevel(slm::log::ParseLevel(common.log_level));
     slm::SetThreads(common.threads);
   });
-  for (const auto& setup : slm::cli::Setups()) setup(app, common);
-  // Flags may also follow the subcommand: "slm audio mel --in x.wav --json".
+  // Flags may also follow the subcommand ("slm audio mel --in x.wav --json"); CLI11 copies this
+  // setting into subcommands created afterwards, so it must precede the registrations.
   app.fallthrough();
+  for (const auto& setup : slm::cli::Setups()) setup(app, common);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
