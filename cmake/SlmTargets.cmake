@@ -11,9 +11,12 @@ add_link_options(-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state)
 # One precompiled header for every LibTorch-using target (REUSE_FROM needs identical flags, so every
 # such target gets the same options through slm_torch_flags).
 add_library(slm_torch_flags INTERFACE)
-target_link_libraries(slm_torch_flags INTERFACE ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json)
+# Threads::Threads (-pthread defines _REENTRANT): OpenCV, gRPC and soxr add it to their users, and
+# GCC ignores a precompiled header built without the same macro, so every target gets it.
+target_link_libraries(slm_torch_flags INTERFACE ${TORCH_LIBRARIES} nlohmann_json::nlohmann_json
+                                                Threads::Threads)
 target_include_directories(slm_torch_flags INTERFACE ${CMAKE_SOURCE_DIR})
-target_compile_options(slm_torch_flags INTERFACE ${SLM_WARNINGS})
+target_compile_options(slm_torch_flags INTERFACE ${SLM_WARNINGS} -pthread)
 
 add_library(slm_pch OBJECT ${CMAKE_SOURCE_DIR}/cmake/pch_anchor.cpp)
 target_link_libraries(slm_pch PRIVATE slm_torch_flags)

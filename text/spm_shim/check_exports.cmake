@@ -1,0 +1,50 @@
+# ctest script: fails unless libslm_spm_shim.so exports exactly the slm_spm_* C API (NOTES.md
+# hazard 1). A leaked google::protobuf or sentencepiece:: symbol would be interposed by, or would
+# interpose on, LibTorch's and gRPC's protobuf at load time.
+#   cmake -DSHIM=<path to the .so> -DNM=<nm> -P check_exports.cmake
+cmake_minimum_required(VERSION 3.22)
+if(NOT SHIM OR NOT NM)
+  message(FATAL_ERROR "usage: cmake -DSHIM=<lib> -DNM=<nm> -P check_exports.cmake")
+endif()
+execute_process(COMMAND "${NM}" -D --defined-only -C "${SHIM}"
+                OUTPUT_VARIABLE symbols ERROR_VARIABLE nm_error RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "nm failed on ${SHIM}: ${nm_error}")
+endif()
+string(REPLACE "\n" ";" lines "${symbols}")
+set(exported)
+set(foreign)
+foreach(line IN LISTS lines)
+  if(line STREQUAL "")
+    continue()
+  endif()
+  # "<address> <type> <name>", the name demangled and possibly containing spaces.
+  string(REGEX REPLACE "^[0-9a-fA-F]* *[A-Za-z] " "" name "${line}")
+  if(name MATCHES "^slm_spm_[a-z_]+$")
+    list(APPEND exported "${name}")
+  else()
+    list(APPEND foreign "${name}")
+  endif()
+endforeach()
+foreach(pattern "google::protobuf" "sentencepiece::" "absl::")
+  foreach(name IN LISTS foreign)
+    string(FIND "${name}" "${pattern}" at)
+    if(NOT at EQUAL -1)
+      message(FATAL_ERROR "${SHIM} exports a ${pattern} symbol: ${name}")
+    endif()
+  endforeach()
+endforeach()
+if(foreign)
+  list(JOIN foreign "\n  " foreign_text)
+  message(FATAL_ERROR "${SHIM} exports symbols outside the slm_spm_* API:\n  ${foreign_text}")
+endif()
+foreach(required slm_spm_last_error slm_spm_free slm_spm_train slm_spm_load_file
+                 slm_spm_load_bytes slm_spm_destroy slm_spm_encode_ids slm_spm_encode_pieces
+                 slm_spm_decode_ids slm_spm_piece_to_id slm_spm_id_to_piece slm_spm_piece_kind
+                 slm_spm_vocab_size slm_spm_bos_id slm_spm_eos_id slm_spm_pad_id slm_spm_unk_id)
+  if(NOT required IN_LIST exported)
+    message(FATAL_ERROR "${SHIM} does not export ${required}")
+  endif()
+endforeach()
+list(LENGTH exported count)
+message(STATUS "${SHIM}: ${count} symbols exported, all slm_spm_*; no protobuf/sentencepiece")
