@@ -41,7 +41,12 @@ void RunOneFile(const MelCommand& c, Report& report) {
   const audio::FileInfo info = audio::Probe(c.in);
   const audio::Waveform wave = audio::Read(c.in);  // resampled to 16 kHz mono
   const double compute_start = bench::NowSeconds();
-  const torch::Tensor features = audio::LogMel(OptionsFor(c)).Compute(wave.samples);
+  torch::Tensor features;
+  try {
+    features = audio::LogMel(OptionsFor(c)).Compute(wave.samples);
+  } catch (const Error& e) {
+    throw Error(Str("audio file '", c.in, "': ", e.what()));
+  }
   const double compute_seconds = bench::NowSeconds() - compute_start;
   if (!c.out.empty()) {
     safetensors::Save(c.out, {{"features", features}},
@@ -70,11 +75,18 @@ void RunManifest(const MelCommand& c, Report& report) {
   for (const auto& e : m.entries) {
     Check(!e.audio.empty(), c.manifest, ": entry '", e.id, "' has no audio");
     signals.push_back(audio::Read(m.AudioPath(e)).samples);
+    Check(static_cast<int>(signals.back().size()) >= audio::LogMelOptions().MinSamples(), c.manifest,
+          ": entry '", e.id, "' (", m.AudioPath(e), ") is too short for one log-mel frame");
     audio_seconds += double(signals.back().size()) / audio::kSampleRate;
   }
   Check(!signals.empty(), "manifest '", c.manifest, "' has no entries");
   const double compute_start = bench::NowSeconds();
-  const auto features = audio::LogMel(OptionsFor(c)).ComputeBatch(signals);
+  std::vector<torch::Tensor> features;
+  try {
+    features = audio::LogMel(OptionsFor(c)).ComputeBatch(signals);
+  } catch (const Error& e) {
+    throw Error(Str("manifest '", c.manifest, "': ", e.what()));
+  }
   const double compute_seconds = bench::NowSeconds() - compute_start;
   const torch::Tensor all = torch::cat(features, 0);
   report.Set("manifest", c.manifest);
