@@ -61,7 +61,7 @@ class Node {
  public:
   // Reads an optional key into `value` (left at its default when absent) and records the value
   // used in the effective config. Throws slm::Error on a wrong type or a failed validator.
-  // Supported T: bool, int, int64_t, double, float, std::string, std::vector of those.
+  // Supported T: bool, int, int64_t, uint64_t, double, float, std::string, std::vector of those.
   template <typename T>
   Node& Read(const std::string& key, T& value, Validator<T> validate = nullptr);
 
@@ -134,6 +134,7 @@ struct TypeName;
 template <> struct TypeName<bool> { static constexpr const char* value = "a boolean (true/false)"; };
 template <> struct TypeName<int> { static constexpr const char* value = "an integer"; };
 template <> struct TypeName<int64_t> { static constexpr const char* value = "an integer"; };
+template <> struct TypeName<uint64_t> { static constexpr const char* value = "a non-negative integer"; };
 template <> struct TypeName<double> { static constexpr const char* value = "a number"; };
 template <> struct TypeName<float> { static constexpr const char* value = "a number"; };
 template <> struct TypeName<std::string> { static constexpr const char* value = "a string"; };

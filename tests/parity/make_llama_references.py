@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Reference outputs of Hugging Face transformers' LlamaForCausalLM, for the C++ backbone parity
+test (tests/parity/llama_parity_test.cpp).
+
+    make_llama_references.py OUT_DIR             writes the references (run first by ctest)
+    make_llama_references.py --check-cpp OUT_DIR  loads the model the C++ test saved with
+                                                  transformers and compares logits (run last)
+
+For each of three small randomly initialised models (torch.manual_seed), OUT_DIR/llama_<name>/
+holds the model as save_pretrained writes it (config.json + model.safetensors) and
+reference.safetensors with, in float32 and eval mode, attn_implementation="eager" (plain
+matmul-softmax attention, independent of the SDPA kernel the C++ code uses):
+  single.input_ids / single.logits / single.hidden_states.<i>   one unpadded sequence
+  padded.input_ids / padded.attention_mask / padded.logits / padded.hidden_states.<i>
+      a left-padded batch of 2; position_ids passed explicitly as generate() computes them
+      (cumsum(mask) - 1, padding at 0) because transformers' plain forward() would number
+      padding as real positions
+  generate.prompt<k> / generate.output<k>   greedy generate(do_sample=False, max_new_tokens=20)
+      of 2 prompts, one at a time (output = prompt + 20 new tokens)
+  generate.batch.input_ids / generate.batch.attention_mask / generate.batch.output
+      the same 2 prompts as one left-padded batch
+The smallest top-1/top-2 logit margin seen during greedy decoding is stored as metadata: token
+identity is a fair test only when that margin is far above the logit tolerance.
+"""
+import json
+import os
+import sys
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlamaConfig, LlamaForCausalLM
+
+MAX_NEW_TOKENS = 20
+ATTENTION = "eager"
+
+CONFIGS = {
+    # Grouped-query attention (4 heads share 2 kv heads), separate lm_head.
+    "gqa_untied": dict(seed=1234, vocab_size=512, hidden_size=96, intermediate_size=256,
+                       num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+                       max_position_embeddings=256, tie_word_embeddings=False,
+                       rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # Head tied to the embeddings; biases in attention and MLP projections.
+    "tied": dict(seed=2345, vocab_size=384, hidden_size=64, intermediate_size=160,
+                 num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                 max_position_embeddings=256, tie_word_embeddings=True, attention_bias=True,
+                 mlp_bias=True,
+                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    # Llama 3.1 rotary scaling. With head_dim 16 and theta 5e5 the wavelengths are
+    # 2*pi*5e5^(i/8); original context 1024 puts i = 0..2 in the kept band, i = 3 in the
+    # interpolated band and i >= 4 in the scaled band.
+    "llama3_rope": dict(seed=3456, vocab_size=640, hidden_size=128, intermediate_size=256,
+                        num_hidden_layers=2, num_attention_heads=8, num_key_value_heads=2,
+                        max_position_embeddings=2048, tie_word_embeddings=False,
+                        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0,
+                                         "factor": 8.0, "low_freq_factor": 1.0,
+                                         "high_freq_factor": 4.0,
+                                         "original_max_position_embeddings": 1024}),
+}
+
+PAD = 0
+
+
+def build(name, spec):
+    spec = dict(spec)
+    seed = spec.pop("seed")
+    config = LlamaConfig(hidden_act="silu", rms_norm_eps=1e-5, bos_token_id=1,
+                         eos_token_id=2, pad_token_id=None,
+                         # Weights large enough that logits spread over a few units: greedy
+                         # decoding then has clear winners and 1e-4 is a meaningful bound.
+                         initializer_range=0.25, attn_implementation=ATTENTION, **spec)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    return model, seed
+
+
+def positions_like_generate(mask):
+    return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def greedy(model, input_ids, attention_mask):
+    model.generation_config.eos_token_id = None  # always MAX_NEW_TOKENS new tokens
+    model.generation_config.pad_token_id = PAD
+    out = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                         max_new_tokens=MAX_NEW_TOKENS, output_scores=True,
+                         return_dict_in_generate=True)
+    margin = float("inf")
+    for scores in out.scores:
+        top = scores.float().topk(2, dim=-1).values
+        margin = min(margin, (top[:, 0] - top[:, 1]).min().item())
+    return out.sequences, margin
+
+
+def references(model, vocab, seed):
+    g = torch.Generator().manual_seed(seed + 1)
+    tensors = {}
+    single = torch.randint(3, vocab, (1, 13), generator=g)
+    with torch.no_grad():
+        out = model(input_ids=single, output_hidden_states=True)
+    tensors["single.input_ids"] = single
+    tensors["single.logits"] = out.logits.float()
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"single.hidden_states.{i}"] = h.float()
+
+    padded = torch.randint(3, vocab, (2, 11), generator=g)
+    mask = torch.ones_like(padded)
+    mask[0, :4] = 0
+    padded[0, :4] = PAD
+    with torch.no_grad():
+        out = model(input_ids=padded, attention_mask=mask,
+                    position_ids=positions_like_generate(mask), output_hidden_states=True)
+    tensors["padded.input_ids"] = padded
+    tensors["padded.attention_mask"] = mask
+    tensors["padded.logits"] = out.logits.float()
+    for i, h in enumerate(out.hidden_states):
+        tensors[f"padded.hidden_states.{i}"] = h.float()
+
+    prompts = [torch.randint(3, vocab, (1, n), generator=g) for n in (9, 5)]
+    margin = float("inf")
+    for k, prompt in enumerate(prompts):
+        sequence, m = greedy(model, prompt, torch.ones_like(prompt))
+        tensors[f"generate.prompt{k}"] = prompt
+        tensors[f"generate.output{k}"] = sequence
+        margin = min(margin, m)
+    width = max(p.shape[1] for p in prompts)
+    batch = torch.full((2, width), PAD, dtype=torch.long)
+    batch_mask = torch.zeros((2, width), dtype=torch.long)
+    for k, prompt in enumerate(prompts):
+        batch[k, width - prompt.shape[1]:] = prompt[0]
+        batch_mask[k, width - prompt.shape[1]:] = 1
+    sequence, m = greedy(model, batch, batch_mask)
+    tensors["generate.batch.input_ids"] = batch
+    tensors["generate.batch.attention_mask"] = batch_mask
+    tensors["generate.batch.output"] = sequence
+    margin = min(margin, m)
+    return {k: v.contiguous() for k, v in tensors.items()}, margin
+
+
+def make(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    for name, spec in CONFIGS.items():
+        model, seed = build(name, spec)
+        model_dir = os.path.join(out_dir, f"llama_{name}")
+        model.save_pretrained(model_dir, safe_serialization=True)
+        tensors, margin = references(model, spec["vocab_size"], seed)
+        # 100x the parity tolerance: otherwise a token mismatch would say nothing about the code.
+        assert margin > 1e-2, f"{name}: greedy top-2 margin {margin} too small; change the seed"
+        save_file(tensors, os.path.join(model_dir, "reference.safetensors"),
+                  metadata={"attn_implementation": ATTENTION, "min_greedy_margin": f"{margin:.6g}",
+                            "transformers_layout": "logits [B, T, vocab]"})
+        print(f"llama_{name}: {sum(p.numel() for p in model.parameters())} parameters, "
+              f"min greedy top-2 margin {margin:.4g}, written to {model_dir}")
+
+
+def check_cpp(out_dir):
+    """The C++ test saved a model with SaveWeights plus the logits it computed for fixed ids."""
+    model_dir = os.path.join(out_dir, "llama_cpp_saved")
+    with open(os.path.join(model_dir, "config.json")) as f:
+        declared = json.load(f)
+    model = LlamaForCausalLM.from_pretrained(model_dir, attn_implementation=ATTENTION).eval()
+    expected = load_file(os.path.join(model_dir, "cpp_logits.safetensors"))
+    loaded = set(model.state_dict().keys())
+    assert "lm_head.weight" in loaded, loaded
+    assert model.config.tie_word_embeddings == declared["tie_word_embeddings"]
+    with torch.no_grad():
+        logits = model(input_ids=expected["input_ids"]).logits.float()
+    diff = (logits - expected["logits"]).abs().max().item()
+    print(f"{model_dir}: transformers vs C++ logits max abs diff {diff:.3g}")
+    assert diff <= 1e-4, diff
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--check-cpp":
+        check_cpp(sys.argv[2])
+    else:
+        make(sys.argv[1])

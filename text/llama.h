@@ -1,0 +1,156 @@
+// The frozen text backbone: a Llama-family decoder-only LM (Hugging Face `LlamaForCausalLM`).
+//
+// Architecture (as transformers' modeling_llama): token embeddings -> N x [RMSNorm -> grouped-query
+// self-attention with rotary position embeddings -> residual -> RMSNorm -> SwiGLU MLP -> residual]
+// -> final RMSNorm -> LM head (tied to the embeddings or separate). Rotary embeddings use
+// rope_theta and the `rope_scaling` variants of Hugging Face configs: none ("default"), "linear"
+// and "llama3" (Llama-3.1/3.2: low/high frequency factors around the original context).
+//
+// Parameters are registered under exactly the Hugging Face names ("model.embed_tokens.weight",
+// "model.layers.0.self_attn.q_proj.weight", ..., "model.norm.weight", "lm_head.weight"), so a
+// Hugging Face directory (config.json + model.safetensors or a sharded
+// model.safetensors.index.json; F32/F16/BF16 on disk) loads unchanged, and what SaveWeights writes
+// loads in transformers with LlamaForCausalLM.from_pretrained.
+//
+// Shapes and dtypes: input_ids [B, T] int64; inputs_embeds [B, T, hidden_size] in the model's
+// dtype; attention_mask [B, T_past + T] (1 = real token, 0 = padding; left padding for batched
+// generation); logits [B, T, vocab_size] float32 (computed in the model's dtype, returned as fp32;
+// a float64 model returns float64 logits, so gradient checks keep their precision).
+// Any dtype (float32, bfloat16, float16, float64) on CPU or CUDA.
+//
+// Positions: with position_ids undefined, positions count the real tokens of each row
+// (cumsum(attention_mask) - 1, padding at 0), which is what transformers' generate() passes for
+// left-padded batches; without an attention_mask that is T_past, T_past + 1, ... . Padding rows
+// produce finite (meaningless) values, never NaN. A sequence longer than max_position_embeddings
+// (T_past + T) is an error. Token ids are range-checked when they are on the CPU (a check on a GPU
+// would cost a host sync per step); ids already on a GPU must be below vocab_size.
+//
+// Thread-safety: forward() on a frozen model from several threads is safe when each call has its
+// own KVCache; LoadWeights/Freeze mutate the module and need exclusive access.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace slm::text {
+
+struct RopeScaling {
+  std::string rope_type = "default";                // "default" (no scaling), "linear", "llama3"
+  double factor = 1.0;                              // linear, llama3
+  double low_freq_factor = 1.0;                     // llama3
+  double high_freq_factor = 4.0;                    // llama3
+  int64_t original_max_position_embeddings = 8192;  // llama3
+};
+
+struct LlamaConfig {
+  int64_t vocab_size = 32000;
+  int64_t hidden_size = 4096;
+  int64_t intermediate_size = 11008;
+  int64_t num_hidden_layers = 32;
+  int64_t num_attention_heads = 32;
+  int64_t num_key_value_heads = 32;
+  int64_t head_dim = 0;  // 0 = hidden_size / num_attention_heads
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;
+  bool mlp_bias = false;
+  int64_t bos_token_id = 1;
+  std::vector<int64_t> eos_token_ids = {2};  // config.json's eos_token_id: an int or a list
+  int64_t pad_token_id = -1;                 // -1 = none
+  std::string torch_dtype = "float32";       // as declared in config.json
+  double initializer_range = 0.02;           // std of the normal init of a fresh model
+
+  int64_t HeadDim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
+  // slm::Error for inconsistent values (heads not dividing, kv heads not dividing heads, ...).
+  void Validate(const std::string& where) const;
+  // Parses a Hugging Face config.json object. slm::Error naming `where` and the key for a missing
+  // or invalid key, an unsupported architecture (model_type must be "llama" or architectures must
+  // name LlamaForCausalLM), hidden_act other than silu, or an unsupported rope_scaling type.
+  static LlamaConfig FromJson(const nlohmann::json& json, const std::string& where);
+  static LlamaConfig FromFile(const std::string& config_json_path);
+  // Hugging Face config.json content (architectures, model_type, every field above).
+  nlohmann::json ToJson() const;
+};
+
+// Keys and values of every layer for incremental decoding: keys[l], values[l] are
+// [B, num_key_value_heads, T_cached, head_dim]. One cache per sequence batch; not thread-safe.
+struct KVCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  int64_t Length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
+  void Clear() {
+    keys.clear();
+    values.clear();
+  }
+};
+
+struct LlamaInput {
+  torch::Tensor input_ids;       // [B, T] int64, or undefined when inputs_embeds is given
+  torch::Tensor inputs_embeds;   // [B, T, hidden_size]; exactly one of the two must be defined
+  torch::Tensor attention_mask;  // [B, T_past + T], 1 = attend; undefined = all ones
+  torch::Tensor position_ids;    // [B, T] int64; undefined = cumsum(attention_mask) - 1 (as HF)
+  KVCache* cache = nullptr;      // when set, attends to the cache and appends this step's keys
+  bool output_hidden_states = false;
+  int64_t logits_to_keep = 0;  // 0 = logits for every position; k = only the last k positions
+};
+
+struct LlamaOutput {
+  torch::Tensor logits;                      // [B, T or k, vocab_size] float32 (fp64 model: fp64)
+  torch::Tensor last_hidden_state;           // [B, T, hidden_size], after the final norm
+  std::vector<torch::Tensor> hidden_states;  // if requested: num_hidden_layers + 1, HF convention
+};
+
+// Inverse rotary frequencies [HeadDim() / 2] float32 for config.rope_scaling, computed with the
+// same float32 operations as transformers' ROPE_INIT_FUNCTIONS ("default", "linear", "llama3").
+torch::Tensor RopeInverseFrequencies(const LlamaConfig& config);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  // A fresh model initialised as transformers does (normal(0, initializer_range) weights, zero
+  // biases, unit norms), float32 on the CPU.
+  explicit LlamaModelImpl(const LlamaConfig& config);
+  // Parameters allocated with `options` (dtype, device); init_weights = false leaves them
+  // uninitialised, for a caller that loads every weight right after (LoadLlama).
+  LlamaModelImpl(const LlamaConfig& config, const torch::TensorOptions& options, bool init_weights);
+
+  LlamaOutput forward(const LlamaInput& input);
+  // Token embeddings [B, T, hidden_size] of ids [B, T] (what adapters splice into).
+  torch::Tensor EmbedTokens(const torch::Tensor& input_ids);
+  const LlamaConfig& Config() const { return config_; }
+
+  // No parameter requires grad and the module is in eval mode; gradients still flow through the
+  // activations to inputs_embeds (adapters train through the frozen backbone).
+  void Freeze();
+  bool IsFrozen() const;
+
+  // Loads Hugging Face weights from model_dir (model.safetensors, or model.safetensors.index.json
+  // with its shards), converting to this module's dtype and device. slm::Error naming the tensor
+  // for a missing, unexpected or wrongly shaped tensor, and naming the file for unreadable ones.
+  // Nothing is changed unless every tensor checks out. A tied model may omit lm_head.weight (one
+  // that stores it has it ignored, as transformers ties it to the embeddings); the
+  // "*.rotary_emb.inv_freq" buffers older checkpoints carry are ignored (recomputed from config).
+  void LoadWeights(const std::string& model_dir);
+  // Writes config.json and model.safetensors (HF names; a tied lm_head is not stored twice).
+  void SaveWeights(const std::string& model_dir) const;
+  int64_t ParameterCount() const;
+
+ private:
+  LlamaConfig config_;
+  // Submodules registered as "model" (embed_tokens, layers, norm) and "lm_head"; defined in
+  // llama.cpp.
+  struct Parts;
+  std::shared_ptr<Parts> parts_;
+};
+TORCH_MODULE(LlamaModel);
+
+// config.json + weights of a Hugging Face directory, on `device` in `dtype`.
+LlamaModel LoadLlama(const std::string& model_dir, torch::Device device = torch::kCPU,
+                     torch::ScalarType dtype = torch::kFloat);
+
+}  // namespace slm::text

@@ -1,0 +1,83 @@
+// `slm text pretrain`: trains a small Llama from scratch on the WordNet corpus, tokenizer included,
+// and writes a Hugging Face model directory that both slm (LoadLlama, Tokenizer) and transformers
+// (LlamaForCausalLM.from_pretrained) load: config.json, model.safetensors, tokenizer.model,
+// generation_config.json; plus config.yaml (the effective config) and metrics.jsonl.
+//
+// Training: packed windows of seq_len + 1 tokens (text/lm_data.h) shuffled per epoch with the seed,
+// AdamW (no weight decay on norms), linear warm-up then cosine decay to min_lr_ratio * lr, gradient
+// clipping, float32 on CPU (bf16 autocast is not used on CPU). Evaluation every eval.every steps on
+// the valid split; the final report has valid and test perplexity next to a unigram baseline
+// estimated on the training tokens and scored on the same predicted tokens.
+// Deterministic for a fixed seed and thread count. Not thread-safe (one run per process).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/config.h"
+#include "text/llama.h"
+
+namespace slm::text {
+
+struct PretrainConfig {
+  struct Data {
+    std::string corpus_dir = "data/wordnet";  // output of `slm data corpus` (text/train.txt, ...)
+    std::string wordnet_dir = "/usr/share/wordnet";
+    bool build_if_missing = true;             // run the WordNet corpus builder when absent
+    int64_t max_train_lines = 0;              // 0 = all
+  } data;
+  struct Tokenizer {
+    int vocab_size = 4096;
+    std::string model_type = "unigram";
+  } tokenizer;
+  LlamaConfig model;  // vocab_size comes from the tokenizer
+  struct Train {
+    int64_t steps = 1000;
+    double max_minutes = 0;  // 0 = no time limit; otherwise stop early (and say so) at this wall time
+    int64_t batch_size = 32;
+    int64_t seq_len = 128;
+    double lr = 3e-3;
+    int64_t warmup_steps = 100;
+    double min_lr_ratio = 0.1;
+    double weight_decay = 0.1;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double grad_clip = 1.0;
+    double init_std = 0.02;
+    int64_t log_every = 10;
+  } train;
+  struct Eval {
+    int64_t every = 200;
+    int64_t max_windows = 0;  // 0 = the whole valid split
+    int64_t batch_size = 32;
+  } eval;
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string output_dir = "runs/backbone_tiny";
+
+  PretrainConfig();  // small-model defaults (see samples/configs/backbone_tiny.yaml)
+  void Load(config::Node node);
+};
+
+struct PretrainResult {
+  std::string model_dir;
+  int64_t steps = 0;
+  int64_t train_tokens_seen = 0;
+  double seconds = 0;
+  double tokens_per_second = 0;
+  double final_train_loss = 0;
+  double valid_perplexity = 0;
+  double test_perplexity = 0;
+  double unigram_valid_perplexity = 0;
+  double unigram_test_perplexity = 0;
+  int64_t parameters = 0;
+  bool stopped_by_time_limit = false;
+  nlohmann::json ToJson() const;
+};
+
+// Runs the whole pretraining. `effective_config_yaml` is saved as output_dir/config.yaml.
+PretrainResult Pretrain(const PretrainConfig& config, const std::string& effective_config_yaml,
+                        bool quiet = false);
+
+}  // namespace slm::text
