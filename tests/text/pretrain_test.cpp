@@ -1,0 +1,86 @@
+#include "text/pretrain.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/fs.h"
+#include "text/generate.h"
+#include "text/tokenizer.h"
+#include "text/wordnet_corpus.h"
+#include "tests/test_util.h"
+
+namespace slm::text {
+namespace {
+
+const char* kTinyConfig = R"(
+data: {build_if_missing: false, max_train_lines: 4000}
+tokenizer: {vocab_size: 600}
+model: {hidden_size: 64, intermediate_size: 128, num_hidden_layers: 2, num_attention_heads: 4,
+        num_key_value_heads: 2, max_position_embeddings: 80}
+train: {steps: 200, batch_size: 16, seq_len: 32, lr: 0.02, warmup_steps: 20, log_every: 20}
+eval: {every: 100, max_windows: 64}
+threads: 1
+)";
+
+TEST(PretrainConfig, StrictKeysAndConsistency) {
+  auto doc = config::Document::LoadString("train: {stpes: 5}\n", "p.yaml");
+  PretrainConfig config;
+  config.Load(doc.Root());
+  EXPECT_SLM_ERROR(doc.CheckAllConsumed(), "p.yaml:1: unknown key 'train.stpes' (did you mean 'train.steps'?)");
+  auto long_seq = config::Document::LoadString("train: {seq_len: 300}\n", "p.yaml");
+  EXPECT_SLM_ERROR(PretrainConfig().Load(long_seq.Root()), "key 'train.seq_len' + 1 must not exceed");
+  auto heads = config::Document::LoadString("model: {num_attention_heads: 3}\n", "p.yaml");
+  EXPECT_SLM_ERROR(PretrainConfig().Load(heads.Root()), "must divide hidden_size");
+}
+
+TEST(PretrainConfig, MissingCorpusSaysHowToMakeIt) {
+  testing::TempDir dir;
+  auto doc = config::Document::LoadString(kTinyConfig, "p.yaml");
+  doc.ApplyOverride("data.corpus_dir=" + dir.File("nothing"));
+  doc.ApplyOverride("output_dir=" + dir.File("out"));
+  PretrainConfig config;
+  config.Load(doc.Root());
+  EXPECT_SLM_ERROR(Pretrain(config, "", true), "run `slm data corpus --source wordnet --out");
+}
+
+// Trains a tiny model on a slice of the real WordNet corpus: the result must beat the unigram
+// baseline and be a loadable Hugging Face directory.
+TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
+  if (!std::filesystem::exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base missing";
+  testing::TempDir dir;
+  WordNetCorpusOptions corpus;
+  corpus.out_dir = dir.File("corpus");
+  BuildWordNetCorpus(corpus);
+  auto doc = config::Document::LoadString(kTinyConfig, "tiny.yaml");
+  doc.ApplyOverride("data.corpus_dir=" + corpus.out_dir);
+  doc.ApplyOverride("output_dir=" + dir.File("model"));
+  PretrainConfig config;
+  config.Load(doc.Root());
+  doc.CheckAllConsumed();
+  const PretrainResult r = Pretrain(config, doc.EffectiveYaml(), true);
+  EXPECT_EQ(r.steps, 200);
+  EXPECT_LT(r.valid_perplexity, 0.8 * r.unigram_valid_perplexity);
+  EXPECT_LT(r.test_perplexity, 0.8 * r.unigram_test_perplexity);
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.model",
+                           "generation_config.json", "config.yaml", "metrics.jsonl", "result.json"})
+    EXPECT_TRUE(std::filesystem::exists(dir.File("model") + "/" + file)) << file;
+  const Tokenizer tokenizer = Tokenizer::Load(dir.File("model"));
+  LlamaModel model = LoadLlama(dir.File("model"));
+  model->Freeze();
+  EXPECT_EQ(model->Config().vocab_size, tokenizer.VocabSize());
+  GenerationOptions options;
+  options.max_new_tokens = 8;
+  options.ignore_stop_tokens = true;
+  const GenerationResult g = Generate(model, {tokenizer.Encode("a small", true, false)}, options);
+  EXPECT_EQ(g.tokens[0].size(), 8u);
+  // metrics.jsonl: one record per log_every steps, the evaluations, and the final summary.
+  std::ifstream metrics(dir.File("model") + "/metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line);) ++lines;
+  EXPECT_EQ(lines, 10 + 1 + 1);
+}
+
+}  // namespace
+}  // namespace slm::text
