@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "core/manifest.h"
 #include "core/strings.h"
+#include "tests/test_util.h"
 
 namespace slm::text {
 namespace {
@@ -56,22 +57,7 @@ const char* const kAnnoDomini =
     "00001837 02 r 03 AD 0 A.D. 0 anno_Domini 0 000 | in the Christian era; used before dates "
     "after the supposed year Christ was born; \"in AD 200\"  ";
 
-// A fresh directory per test, removed afterwards.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = stdfs::temp_directory_path() /
-            Str("slm_wordnet_", info->test_suite_name(), "_", info->name(), "_", getpid());
-    stdfs::remove_all(path_);
-    stdfs::create_directories(path_);
-  }
-  ~TempDir() { stdfs::remove_all(path_); }
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  stdfs::path path_;
-};
+using slm::testing::TempDir;
 
 std::string Lines(std::initializer_list<const char*> lines) {
   std::string text;
@@ -286,16 +272,16 @@ TEST(WordNetSplitTest, DeterministicAndNearTheRequestedFractions) {
 
 TEST(WordNetCorpusTest, BuildsExactOutputsFromFixture) {
   TempDir temp;
-  WriteFixture(temp.Sub("wordnet"));
+  WriteFixture(temp.File("wordnet"));
   WordNetCorpusOptions options;
-  options.wordnet_dir = temp.Sub("wordnet");
-  options.out_dir = temp.Sub("out");
+  options.wordnet_dir = temp.File("wordnet");
+  options.out_dir = temp.File("out");
   options.valid_fraction = 0;
   options.test_fraction = 0;
   const WordNetCorpusStats stats = BuildWordNetCorpus(options);
 
   EXPECT_EQ(
-      fs::ReadFile(temp.Sub("out/text/train.txt")),
+      fs::ReadFile(temp.File("out/text/train.txt")),
       Lines({"dog, domestic dog, Canis familiaris: a member of the genus Canis (probably "
              "descended from the common wolf) that has been domesticated by man since "
              "prehistoric times; occurs in many breeds",
@@ -316,7 +302,7 @@ TEST(WordNetCorpusTest, BuildsExactOutputsFromFixture) {
              "AD, A.D., anno Domini: in the Christian era; used before dates after the "
              "supposed year Christ was born",
              "in AD 200"}));
-  EXPECT_EQ(fs::ReadFile(temp.Sub("out/sentences/train.txt")),
+  EXPECT_EQ(fs::ReadFile(temp.File("out/sentences/train.txt")),
             Lines({"The dog barked all night.", "A lightweight handheld collapsible canopy.",
                    "I can breathe better when the air is clean.", "The patient is respiring.",
                    "Draw air into, and expel out of, the lungs.", "Able to swim.",
@@ -324,9 +310,9 @@ TEST(WordNetCorpusTest, BuildsExactOutputsFromFixture) {
                    "They performed a cappella.", "Without musical accompaniment."}));
   for (const char* empty :
        {"text/valid.txt", "text/test.txt", "sentences/valid.txt", "sentences/test.txt"})
-    EXPECT_EQ(fs::ReadFile(temp.Sub(Str("out/", empty))), "") << empty;
+    EXPECT_EQ(fs::ReadFile(temp.File(Str("out/", empty))), "") << empty;
 
-  const manifest::Manifest qa = manifest::Read(temp.Sub("out/qa.jsonl"));
+  const manifest::Manifest qa = manifest::Read(temp.File("out/qa.jsonl"));
   std::vector<std::string> rendered;
   for (const manifest::Entry& e : qa.entries) {
     EXPECT_EQ(e.task, "qa");
@@ -359,7 +345,7 @@ TEST(WordNetCorpusTest, BuildsExactOutputsFromFixture) {
   EXPECT_EQ(stats.Of(DataSplit::kTrain).qa_pairs, 8);
   EXPECT_EQ(stats.Of(DataSplit::kTrain).sentences, 10);
   EXPECT_EQ(stats.Of(DataSplit::kValid).synsets, 0);
-  const nlohmann::json written = nlohmann::json::parse(fs::ReadFile(temp.Sub("out/stats.json")));
+  const nlohmann::json written = nlohmann::json::parse(fs::ReadFile(temp.File("out/stats.json")));
   EXPECT_EQ(written, stats.ToJson());
   EXPECT_EQ(written["files"]["qa.jsonl"], 8);
   EXPECT_EQ(written["files"]["sentences/train.txt"], 10);
@@ -368,45 +354,45 @@ TEST(WordNetCorpusTest, BuildsExactOutputsFromFixture) {
 
 TEST(WordNetCorpusTest, DuplicateLinesAreKeptOnceInTheirFirstSplit) {
   TempDir temp;
-  WriteFixture(temp.Sub("wordnet"));
+  WriteFixture(temp.File("wordnet"));
   // A second synset with the dog's example sentence.
   fs::AtomicWriteString(
-      temp.Sub("wordnet/data.noun"),
+      temp.File("wordnet/data.noun"),
       kLicense + Lines({kDog,
                         "02084072 05 n 01 hound 0 000 | a dog used in hunting; \"the dog "
                         "barked all night\""}));
   WordNetCorpusOptions options;
-  options.wordnet_dir = temp.Sub("wordnet");
-  options.out_dir = temp.Sub("out");
+  options.wordnet_dir = temp.File("wordnet");
+  options.out_dir = temp.File("out");
   options.valid_fraction = 0;
   options.test_fraction = 0;
   const WordNetCorpusStats stats = BuildWordNetCorpus(options);
   EXPECT_EQ(stats.duplicate_text_lines, 1);
   EXPECT_EQ(stats.duplicate_sentences, 1);
-  const std::string text = fs::ReadFile(temp.Sub("out/text/train.txt"));
+  const std::string text = fs::ReadFile(temp.File("out/text/train.txt"));
   EXPECT_EQ(text.find("the dog barked all night\n"), text.rfind("the dog barked all night\n"));
 }
 
 TEST(WordNetCorpusTest, SameSeedSameFilesAndSplitsFollowSynsets) {
   TempDir temp;
-  WriteFixture(temp.Sub("wordnet"));
+  WriteFixture(temp.File("wordnet"));
   WordNetCorpusOptions options;
-  options.wordnet_dir = temp.Sub("wordnet");
+  options.wordnet_dir = temp.File("wordnet");
   options.seed = 11;
   options.valid_fraction = 0.3;
   options.test_fraction = 0.3;
-  options.out_dir = temp.Sub("a");
+  options.out_dir = temp.File("a");
   BuildWordNetCorpus(options);
-  options.out_dir = temp.Sub("b");
+  options.out_dir = temp.File("b");
   BuildWordNetCorpus(options);
   for (const char* file :
        {"text/train.txt", "text/valid.txt", "text/test.txt", "qa.jsonl", "sentences/train.txt",
         "sentences/valid.txt", "sentences/test.txt", "stats.json"}) {
-    EXPECT_EQ(fs::ReadFile(temp.Sub(Str("a/", file))), fs::ReadFile(temp.Sub(Str("b/", file))))
+    EXPECT_EQ(fs::ReadFile(temp.File(Str("a/", file))), fs::ReadFile(temp.File(Str("b/", file))))
         << file;
   }
   // Every question sits in its synset's split, and the synset's example is in that split's text.
-  const manifest::Manifest qa = manifest::Read(temp.Sub("a/qa.jsonl"));
+  const manifest::Manifest qa = manifest::Read(temp.File("a/qa.jsonl"));
   ASSERT_EQ(qa.entries.size(), 8u);
   std::set<std::string> splits_used;
   for (const manifest::Entry& e : qa.entries) {
@@ -417,9 +403,9 @@ TEST(WordNetCorpusTest, SameSeedSameFilesAndSplitsFollowSynsets) {
     splits_used.insert(split);
     if (e.id == "qa-r-00001740") {
       EXPECT_NE(
-          fs::ReadFile(temp.Sub("a/text/" + split + ".txt")).find("they performed a cappella\n"),
+          fs::ReadFile(temp.File("a/text/" + split + ".txt")).find("they performed a cappella\n"),
           std::string::npos);
-      EXPECT_NE(fs::ReadFile(temp.Sub("a/sentences/" + split + ".txt"))
+      EXPECT_NE(fs::ReadFile(temp.File("a/sentences/" + split + ".txt"))
                     .find("They performed a cappella.\n"),
                 std::string::npos);
     }
@@ -430,29 +416,29 @@ TEST(WordNetCorpusTest, SameSeedSameFilesAndSplitsFollowSynsets) {
 TEST(WordNetCorpusTest, ErrorsNameThePathAndTheFix) {
   TempDir temp;
   WordNetCorpusOptions options;
-  options.out_dir = temp.Sub("out");
-  options.wordnet_dir = temp.Sub("no_wordnet");
+  options.out_dir = temp.File("out");
+  options.wordnet_dir = temp.File("no_wordnet");
   std::string message = ErrorOf([&] { BuildWordNetCorpus(options); });
-  EXPECT_NE(message.find(temp.Sub("no_wordnet")), std::string::npos) << message;
+  EXPECT_NE(message.find(temp.File("no_wordnet")), std::string::npos) << message;
   EXPECT_NE(message.find("apt-get install wordnet-base"), std::string::npos) << message;
 
-  WriteFixture(temp.Sub("wordnet"));
-  stdfs::remove(temp.Sub("wordnet/data.adv"));
-  options.wordnet_dir = temp.Sub("wordnet");
+  WriteFixture(temp.File("wordnet"));
+  stdfs::remove(temp.File("wordnet/data.adv"));
+  options.wordnet_dir = temp.File("wordnet");
   message = ErrorOf([&] { BuildWordNetCorpus(options); });
-  EXPECT_NE(message.find(temp.Sub("wordnet/data.adv")), std::string::npos) << message;
+  EXPECT_NE(message.find(temp.File("wordnet/data.adv")), std::string::npos) << message;
   EXPECT_NE(message.find("apt-get install wordnet-base"), std::string::npos) << message;
-  EXPECT_FALSE(stdfs::exists(temp.Sub("out")));  // nothing written before the inputs are checked
+  EXPECT_FALSE(stdfs::exists(temp.File("out")));  // nothing written before the inputs are checked
 
-  WriteFixture(temp.Sub("wordnet"));
-  fs::AtomicWriteString(temp.Sub("wordnet/data.verb"),
+  WriteFixture(temp.File("wordnet"));
+  fs::AtomicWriteString(temp.File("wordnet/data.verb"),
                         kLicense + Lines({kBreathe, "00002325 29 v 01 respire 1 005 $ | x"}));
   message = ErrorOf([&] { BuildWordNetCorpus(options); });
-  EXPECT_NE(message.find(temp.Sub("wordnet/data.verb") + ":4: malformed WordNet data line"),
+  EXPECT_NE(message.find(temp.File("wordnet/data.verb") + ":4: malformed WordNet data line"),
             std::string::npos)
       << message;
 
-  WriteFixture(temp.Sub("wordnet"));
+  WriteFixture(temp.File("wordnet"));
   options.valid_fraction = 0.6;
   options.test_fraction = 0.4;
   message = ErrorOf([&] { BuildWordNetCorpus(options); });
@@ -460,10 +446,10 @@ TEST(WordNetCorpusTest, ErrorsNameThePathAndTheFix) {
 
   options.valid_fraction = 0.05;
   options.test_fraction = 0.05;
-  fs::AtomicWriteString(temp.Sub("a_file"), "x");
-  options.out_dir = temp.Sub("a_file/out");
+  fs::AtomicWriteString(temp.File("a_file"), "x");
+  options.out_dir = temp.File("a_file/out");
   message = ErrorOf([&] { BuildWordNetCorpus(options); });
-  EXPECT_NE(message.find(temp.Sub("a_file/out")), std::string::npos) << message;
+  EXPECT_NE(message.find(temp.File("a_file/out")), std::string::npos) << message;
 }
 
 // The real package, when installed: plausible sizes and leak-free splits.
@@ -471,7 +457,7 @@ TEST(WordNetCorpusTest, SystemWordNetGivesPlausibleLeakFreeCorpus) {
   if (!stdfs::exists("/usr/share/wordnet/data.noun")) GTEST_SKIP() << "wordnet-base missing";
   TempDir temp;
   WordNetCorpusOptions options;
-  options.out_dir = temp.Sub("out");
+  options.out_dir = temp.File("out");
   const WordNetCorpusStats stats = BuildWordNetCorpus(options);
   EXPECT_EQ(stats.synsets, 117659);  // WordNet 3.0
   EXPECT_GT(stats.Of(DataSplit::kTrain).text_lines, 50000);
@@ -479,7 +465,7 @@ TEST(WordNetCorpusTest, SystemWordNetGivesPlausibleLeakFreeCorpus) {
   EXPECT_GT(stats.Of(DataSplit::kTest).sentences, 1000);
   EXPECT_LT(stats.seconds, 30.0);
 
-  const manifest::Manifest qa = manifest::Read(temp.Sub("out/qa.jsonl"));
+  const manifest::Manifest qa = manifest::Read(temp.File("out/qa.jsonl"));
   EXPECT_GT(qa.entries.size(), 50000u);
   std::map<std::string, std::set<std::string>> synsets_by_split;
   for (const manifest::Entry& e : qa.entries) {
@@ -495,7 +481,7 @@ TEST(WordNetCorpusTest, SystemWordNetGivesPlausibleLeakFreeCorpus) {
 
   auto line_set = [&](const std::string& file) {
     std::set<std::string> lines;
-    std::istringstream in(fs::ReadFile(temp.Sub("out/" + file)));
+    std::istringstream in(fs::ReadFile(temp.File("out/" + file)));
     for (std::string line; std::getline(in, line);) lines.insert(line);
     return lines;
   };

@@ -11,27 +11,14 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/manifest.h"
+#include "tests/test_util.h"
 
 namespace slm::vision {
 namespace {
 
 namespace stdfs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    path_ = stdfs::temp_directory_path() /
-            Str("slm_shapes_", info->test_suite_name(), "_", info->name(), "_", getpid());
-    stdfs::remove_all(path_);
-    stdfs::create_directories(path_);
-  }
-  ~TempDir() { stdfs::remove_all(path_); }
-  std::string Sub(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  stdfs::path path_;
-};
+using slm::testing::TempDir;
 
 std::string ErrorOf(const std::function<void()>& action) {
   try {
@@ -257,7 +244,7 @@ TEST(ShapesTextTest, ValidCountRoundsAndKeepsBothSplitsNonEmpty) {
 TEST(ShapesGenerateTest, WritesReadablePngsAndManifests) {
   TempDir temp;
   ShapesOptions options;
-  options.out_dir = temp.Sub("out");
+  options.out_dir = temp.File("out");
   options.count = 20;
   options.seed = 5;
   options.progress = false;
@@ -266,7 +253,7 @@ TEST(ShapesGenerateTest, WritesReadablePngsAndManifests) {
   EXPECT_EQ(stats.valid_images, 2);
 
   int pngs = 0;
-  for (const auto& entry : stdfs::directory_iterator(temp.Sub("out/img"))) {
+  for (const auto& entry : stdfs::directory_iterator(temp.File("out/img"))) {
     EXPECT_EQ(entry.path().extension(), ".png");
     const cv::Mat image = cv::imread(entry.path().string(), cv::IMREAD_UNCHANGED);
     ASSERT_FALSE(image.empty()) << entry.path();
@@ -277,8 +264,8 @@ TEST(ShapesGenerateTest, WritesReadablePngsAndManifests) {
   }
   EXPECT_EQ(pngs, 20);
 
-  const manifest::Manifest train = manifest::Read(temp.Sub("out/caption_train.jsonl"));
-  const manifest::Manifest valid = manifest::Read(temp.Sub("out/caption_valid.jsonl"));
+  const manifest::Manifest train = manifest::Read(temp.File("out/caption_train.jsonl"));
+  const manifest::Manifest valid = manifest::Read(temp.File("out/caption_valid.jsonl"));
   ASSERT_EQ(train.entries.size(), 18u);
   ASSERT_EQ(valid.entries.size(), 2u);
   const manifest::Entry& first = train.entries[0];
@@ -296,8 +283,8 @@ TEST(ShapesGenerateTest, WritesReadablePngsAndManifests) {
   const cv::Mat read_back = cv::imread(train.ImagePath(first), cv::IMREAD_COLOR);
   EXPECT_EQ(cv::norm(read_back, RenderScene(scene0, 64), cv::NORM_INF), 0.0);
 
-  const manifest::Manifest vqa_train = manifest::Read(temp.Sub("out/vqa_train.jsonl"));
-  const manifest::Manifest vqa_valid = manifest::Read(temp.Sub("out/vqa_valid.jsonl"));
+  const manifest::Manifest vqa_train = manifest::Read(temp.File("out/vqa_train.jsonl"));
+  const manifest::Manifest vqa_valid = manifest::Read(temp.File("out/vqa_valid.jsonl"));
   EXPECT_EQ(static_cast<int64_t>(vqa_train.entries.size()), stats.train_questions);
   EXPECT_EQ(static_cast<int64_t>(vqa_valid.entries.size()), stats.valid_questions);
   const auto questions0 = Questions(scene0);
@@ -309,7 +296,7 @@ TEST(ShapesGenerateTest, WritesReadablePngsAndManifests) {
   EXPECT_EQ(vqa_train.entries[questions0.size() - 1].prompt, questions0.back().first);
   EXPECT_EQ(vqa_valid.entries[0].image, "img/s000019.png");
 
-  const nlohmann::json written = nlohmann::json::parse(fs::ReadFile(temp.Sub("out/stats.json")));
+  const nlohmann::json written = nlohmann::json::parse(fs::ReadFile(temp.File("out/stats.json")));
   EXPECT_EQ(written, stats.ToJson());
   EXPECT_EQ(written["images"], 20);
   int64_t shapes = 0;
@@ -325,22 +312,22 @@ TEST(ShapesGenerateTest, OutputDoesNotDependOnThreads) {
   options.size = 40;
   options.progress = false;
   options.threads = 1;
-  options.out_dir = temp.Sub("one");
+  options.out_dir = temp.File("one");
   GenerateShapes(options);
   options.threads = 3;
-  options.out_dir = temp.Sub("three");
+  options.out_dir = temp.File("three");
   GenerateShapes(options);
   for (const char* file : {"caption_train.jsonl", "caption_valid.jsonl", "vqa_train.jsonl",
                            "vqa_valid.jsonl", "stats.json", "img/s000001.png", "img/s000012.png"})
-    EXPECT_EQ(fs::ReadFile(temp.Sub(Str("one/", file))),
-              fs::ReadFile(temp.Sub(Str("three/", file))))
+    EXPECT_EQ(fs::ReadFile(temp.File(Str("one/", file))),
+              fs::ReadFile(temp.File(Str("three/", file))))
         << file;
 }
 
 TEST(ShapesGenerateTest, BadOptionsAreExplained) {
   TempDir temp;
   ShapesOptions options;
-  options.out_dir = temp.Sub("out");
+  options.out_dir = temp.File("out");
   options.progress = false;
   auto error_with = [&](const std::function<void(ShapesOptions&)>& change) {
     ShapesOptions changed = options;
@@ -360,11 +347,11 @@ TEST(ShapesGenerateTest, BadOptionsAreExplained) {
             std::string::npos);
   EXPECT_NE(error_with([](ShapesOptions& o) { o.out_dir = ""; }).find("output directory"),
             std::string::npos);
-  fs::AtomicWriteString(temp.Sub("a_file"), "x");
+  fs::AtomicWriteString(temp.File("a_file"), "x");
   const std::string message =
-      error_with([&](ShapesOptions& o) { o.out_dir = temp.Sub("a_file/out"); });
-  EXPECT_NE(message.find(temp.Sub("a_file/out")), std::string::npos) << message;
-  EXPECT_FALSE(stdfs::exists(temp.Sub("out")));  // bad options fail before anything is written
+      error_with([&](ShapesOptions& o) { o.out_dir = temp.File("a_file/out"); });
+  EXPECT_NE(message.find(temp.File("a_file/out")), std::string::npos) << message;
+  EXPECT_FALSE(stdfs::exists(temp.File("out")));  // bad options fail before anything is written
 }
 
 }  // namespace
