@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "core/error.h"
@@ -29,6 +30,17 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// The message of the slm::Error that `action` throws, or "" if it throws none (for asserting on
+// several parts of one message).
+inline std::string ErrorOf(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const slm::Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 }  // namespace slm::testing
 

@@ -75,14 +75,7 @@ void WriteFixture(const std::string& dir) {
   fs::AtomicWriteString(dir + "/data.adv", kLicense + Lines({kCappella, kAnnoDomini}));
 }
 
-std::string ErrorOf(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using slm::testing::ErrorOf;
 
 TEST(WordNetParseTest, ParsesNounWordsDefinitionAndExamples) {
   const std::optional<Synset> dog = ParseDataLine(kDog, 'n');

@@ -20,14 +20,7 @@ namespace stdfs = std::filesystem;
 
 using slm::testing::TempDir;
 
-std::string ErrorOf(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using slm::testing::ErrorOf;
 
 bool SameScene(const ShapeScene& a, const ShapeScene& b) {
   for (int i = 0; i < 2; ++i) {
