@@ -78,7 +78,17 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
   for (const auto& p : cmd.prompts) prompts.push_back(tokenizer.Encode(p, true, false));
   text::GenerationOptions options = cmd.options;
   if (options.stop_token_ids.empty()) options.stop_token_ids = tokenizer.EosIds();
-  // One prompt streams its tokens to stdout as they are produced (the per-token callback);
+  // Continuations are decoded together with their prompt and the prompt's text is cut off, so
+  // that the space sentencepiece encodes in a word's first piece ("▁word") is kept.
+  auto completion_of = [&](size_t row, const std::vector<int64_t>& generated) {
+    std::vector<int64_t> all = prompts[row];
+    const std::string prompt_text = tokenizer.Decode(all, true);
+    all.insert(all.end(), generated.begin(), generated.end());
+    const std::string text = tokenizer.Decode(all, true);
+    return text.compare(0, prompt_text.size(), prompt_text) == 0 ? text.substr(prompt_text.size())
+                                                                 : tokenizer.Decode(generated, true);
+  };
+  // One prompt streams its continuation to stdout token by token (the per-token callback);
   // several prompts print when all are done.
   const bool stream = !json && prompts.size() == 1;
   std::vector<int64_t> shown;
@@ -86,7 +96,7 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
   auto callback = [&](int64_t, int64_t token) {
     if (!stream) return true;
     shown.push_back(token);
-    const std::string text = tokenizer.Decode(shown, true);
+    const std::string text = completion_of(0, shown);
     if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
       std::cout << text.substr(printed.size()) << std::flush;
       printed = text;
@@ -99,7 +109,7 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
   Report report(json);
   nlohmann::json outputs = nlohmann::json::array();
   for (size_t i = 0; i < prompts.size(); ++i) {
-    const std::string completion = tokenizer.Decode(result.tokens[i], true);
+    const std::string completion = completion_of(i, result.tokens[i]);
     outputs.push_back({{"prompt", cmd.prompts[i]}, {"completion", completion},
                        {"tokens", result.tokens[i].size()}, {"finish_reason", result.finish_reasons[i]}});
     if (!stream) report.Line(cmd.prompts[i] + completion);

@@ -71,7 +71,9 @@ for prompt in ["a small", "the act of", "an animal that"]:
                          eos_token_id=eos, pad_token_id=eos)[0, len(ids):].tolist()
     if eos in out:
         out = out[:out.index(eos)]
-    theirs = sp.decode(out)
+    prompt_text = sp.decode(ids[1:])
+    full = sp.decode(ids[1:] + out)
+    theirs = full[len(prompt_text):] if full.startswith(prompt_text) else sp.decode(out)
     mine = slm_json("text", "generate", "--model", model_dir, "--prompt", prompt,
                     "--max-new-tokens", "12")["outputs"][0]["completion"]
     same = mine == theirs
