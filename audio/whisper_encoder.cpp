@@ -1,0 +1,459 @@
+#include "audio/whisper_encoder.h"
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <utility>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/safetensors.h"
+#include "core/strings.h"
+
+namespace slm::audio {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+const char kPrefix[] = "model.encoder.";
+
+std::string Shape(torch::IntArrayRef shape) {
+  std::vector<std::string> dims;
+  for (int64_t d : shape) dims.push_back(std::to_string(d));
+  return "[" + Join(dims) + "]";
+}
+
+// JSON null counts as absent, as transformers treats it.
+const json* Field(const json& object, const std::string& key) {
+  auto it = object.find(key);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+
+int64_t IntField(const json& object, const std::string& key, const std::string& where,
+                 const int64_t* fallback) {
+  const json* value = Field(object, key);
+  Check(value != nullptr || fallback != nullptr, where, ": missing required key \"", key, "\"");
+  if (!value) return *fallback;
+  Check(value->is_number_integer(), where, ": \"", key, "\" must be an integer, got ",
+        value->dump());
+  return value->get<int64_t>();
+}
+
+std::string StringField(const json& object, const std::string& key, const std::string& where,
+                        const std::string& fallback) {
+  const json* value = Field(object, key);
+  if (!value) return fallback;
+  Check(value->is_string(), where, ": \"", key, "\" must be a string, got ", value->dump());
+  return value->get<std::string>();
+}
+
+torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias, const torch::TensorOptions& o) {
+  torch::nn::Linear linear(torch::nn::LinearOptions(in, out).bias(bias));
+  linear->to(o.device(), c10::typeMetaToScalarType(o.dtype()));
+  return linear;
+}
+
+torch::nn::LayerNorm MakeNorm(int64_t dim, const torch::TensorOptions& o) {
+  torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
+  norm->to(o.device(), c10::typeMetaToScalarType(o.dtype()));
+  return norm;
+}
+
+class EncoderLayerImpl : public torch::nn::Module {
+ public:
+  EncoderLayerImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o)
+      : heads_(c.encoder_attention_heads), head_dim_(c.HeadDim()) {
+    attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+    q_proj = attn->register_module("q_proj", MakeLinear(c.d_model, c.d_model, true, o));
+    k_proj = attn->register_module("k_proj", MakeLinear(c.d_model, c.d_model, false, o));
+    v_proj = attn->register_module("v_proj", MakeLinear(c.d_model, c.d_model, true, o));
+    out_proj = attn->register_module("out_proj", MakeLinear(c.d_model, c.d_model, true, o));
+    self_attn_layer_norm = register_module("self_attn_layer_norm", MakeNorm(c.d_model, o));
+    fc1 = register_module("fc1", MakeLinear(c.d_model, c.encoder_ffn_dim, true, o));
+    fc2 = register_module("fc2", MakeLinear(c.encoder_ffn_dim, c.d_model, true, o));
+    final_layer_norm = register_module("final_layer_norm", MakeNorm(c.d_model, o));
+  }
+
+  // mask: [B, 1, T, T] bool (true = attend) or undefined (everything attends to everything).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
+    const int64_t batch = x.size(0);
+    const int64_t steps = x.size(1);
+    const torch::Tensor h = self_attn_layer_norm(x);
+    // As transformers: the query is scaled before the product, the attention itself unscaled.
+    const double scaling = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+    auto heads = [&](const torch::Tensor& t) {
+      return t.view({batch, steps, heads_, head_dim_}).transpose(1, 2);
+    };
+    const torch::Tensor attended = torch::scaled_dot_product_attention(
+        heads(q_proj(h) * scaling), heads(k_proj(h)), heads(v_proj(h)),
+        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, 0.0, false, 1.0);
+    const torch::Tensor y =
+        x + out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
+    return y + fc2(torch::gelu(fc1(final_layer_norm(y))));
+  }
+
+  std::shared_ptr<torch::nn::Module> attn;
+  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  torch::nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
+  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+
+ private:
+  int64_t heads_;
+  int64_t head_dim_;
+};
+TORCH_MODULE(EncoderLayer);
+
+// transformers' WhisperEncoder: registered as "model" -> "encoder".
+class EncoderImpl : public torch::nn::Module {
+ public:
+  EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o) {
+    const auto dtype = c10::typeMetaToScalarType(o.dtype());
+    conv1 = register_module(
+        "conv1",
+        torch::nn::Conv1d(torch::nn::Conv1dOptions(c.num_mel_bins, c.d_model, 3).padding(1)));
+    conv2 = register_module(
+        "conv2",
+        torch::nn::Conv1d(torch::nn::Conv1dOptions(c.d_model, c.d_model, 3).stride(2).padding(1)));
+    conv1->to(o.device(), dtype);
+    conv2->to(o.device(), dtype);
+    // Not trained (transformers sets requires_grad False on it), but a parameter so it loads.
+    auto positions = register_module("embed_positions", std::make_shared<torch::nn::Module>());
+    embed_positions = positions->register_parameter(
+        "weight", torch::empty({c.max_source_positions, c.d_model}, o), /*requires_grad=*/false);
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int64_t i = 0; i < c.encoder_layers; ++i) {
+      typed_layers.push_back(EncoderLayer(c, o));
+      layers->push_back(typed_layers.back());
+    }
+    layer_norm = register_module("layer_norm", MakeNorm(c.d_model, o));
+  }
+  torch::nn::Conv1d conv1{nullptr}, conv2{nullptr};
+  torch::Tensor embed_positions;
+  torch::nn::ModuleList layers{nullptr};
+  std::vector<EncoderLayer> typed_layers;
+  torch::nn::LayerNorm layer_norm{nullptr};
+};
+TORCH_MODULE(Encoder);
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+void WhisperEncoderConfig::Validate(const std::string& where) const {
+  auto positive = [&](int64_t value, const char* key) {
+    Check(value > 0, where, ": \"", key, "\" must be positive, got ", value);
+  };
+  positive(d_model, "d_model");
+  positive(encoder_layers, "encoder_layers");
+  positive(encoder_attention_heads, "encoder_attention_heads");
+  positive(encoder_ffn_dim, "encoder_ffn_dim");
+  positive(num_mel_bins, "num_mel_bins");
+  positive(max_source_positions, "max_source_positions");
+  Check(d_model % encoder_attention_heads == 0, where, ": \"d_model\" (", d_model,
+        ") is not a multiple of \"encoder_attention_heads\" (", encoder_attention_heads, ")");
+  Check(d_model % 2 == 0 && d_model >= 4, where,
+        ": \"d_model\" must be even and >= 4 for sinusoidal positions, got ", d_model);
+  Check(attention_chunk_frames >= 0, where,
+        ": \"attention_chunk_frames\" must not be negative, got ", attention_chunk_frames);
+  Check(init_std >= 0, where, ": \"init_std\" must not be negative, got ", init_std);
+}
+
+WhisperEncoderConfig WhisperEncoderConfig::FromJson(const json& object, const std::string& where) {
+  Check(object.is_object(), where, ": a config must be a JSON object, got ", object.type_name());
+  const json* type = Field(object, "model_type");
+  Check(type != nullptr, where, ": missing required key \"model_type\" (must be \"whisper\")");
+  Check(type->is_string() && type->get<std::string>() == "whisper", where, ": model_type ",
+        type->dump(), " is not supported (supported: \"whisper\")");
+  Check(Field(object, "quantization_config") == nullptr, where,
+        ": quantized checkpoints (\"quantization_config\") are not supported");
+  const std::string act = StringField(object, "activation_function", where, "gelu");
+  Check(act == "gelu", where, ": activation_function \"", act,
+        "\" is not supported (Whisper uses \"gelu\")");
+
+  WhisperEncoderConfig c;
+  c.d_model = IntField(object, "d_model", where, nullptr);
+  c.encoder_layers = IntField(object, "encoder_layers", where, nullptr);
+  c.encoder_attention_heads = IntField(object, "encoder_attention_heads", where, nullptr);
+  c.encoder_ffn_dim = IntField(object, "encoder_ffn_dim", where, nullptr);
+  c.num_mel_bins = IntField(object, "num_mel_bins", where, nullptr);
+  const int64_t default_positions = 1500, no_chunks = 0;
+  c.max_source_positions = IntField(object, "max_source_positions", where, &default_positions);
+  c.attention_chunk_frames = IntField(object, "attention_chunk_frames", where, &no_chunks);
+  if (const json* init_std = Field(object, "init_std")) {
+    Check(init_std->is_number(), where, ": \"init_std\" must be a number, got ", init_std->dump());
+    c.init_std = init_std->get<double>();
+  }
+  c.Validate(where);
+  return c;
+}
+
+WhisperEncoderConfig WhisperEncoderConfig::FromFile(const std::string& path) {
+  Check(stdfs::is_regular_file(path), "missing model config: '", path, "' does not exist");
+  json object;
+  try {
+    object = json::parse(fs::ReadFile(path));
+  } catch (const json::exception& e) {
+    throw Error(Str(path, ": not valid JSON: ", e.what()));
+  }
+  return FromJson(object, path);
+}
+
+torch::Tensor WhisperSinusoids(int64_t length, int64_t channels) {
+  Check(channels % 2 == 0 && channels >= 4,
+        "WhisperSinusoids: channels must be even and >= 4, got ", channels);
+  // transformers: exp(-increment * arange(C/2)) and arange(length) * inv, both float32.
+  const double increment = std::log(10000.0) / static_cast<double>(channels / 2 - 1);
+  const torch::Tensor inv = torch::exp(torch::arange(channels / 2, torch::kLong) * (-increment));
+  const torch::Tensor scaled =
+      torch::arange(length, torch::kLong).view({-1, 1}) * inv.view({1, -1});
+  return torch::cat({scaled.sin(), scaled.cos()}, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// WhisperEncoderImpl
+
+struct WhisperEncoderImpl::Parts {
+  Encoder encoder{nullptr};
+};
+
+WhisperEncoderImpl::WhisperEncoderImpl(const WhisperEncoderConfig& config)
+    : WhisperEncoderImpl(config, torch::TensorOptions().dtype(torch::kFloat), true) {}
+
+WhisperEncoderImpl::WhisperEncoderImpl(const WhisperEncoderConfig& config,
+                                       const torch::TensorOptions& options, bool init_weights)
+    : config_(config), parts_(std::make_shared<Parts>()) {
+  config_.Validate("WhisperEncoderConfig");
+  Check(torch::isFloatingType(c10::typeMetaToScalarType(options.dtype())),
+        "WhisperEncoder: parameters need a floating-point dtype, got ", options.dtype().name());
+  auto model = register_module("model", std::make_shared<torch::nn::Module>());
+  parts_->encoder = model->register_module("encoder", Encoder(config_, options));
+  if (!init_weights) return;
+  torch::NoGradGuard no_grad;
+  for (auto& named : named_parameters()) {
+    const std::string& name = named.key();
+    torch::Tensor& p = named.value();
+    if (EndsWith(name, "embed_positions.weight")) {
+      p.copy_(WhisperSinusoids(config_.max_source_positions, config_.d_model));
+    } else if (EndsWith(name, "norm.weight")) {
+      p.fill_(1.0);
+    } else if (EndsWith(name, ".bias")) {
+      p.zero_();
+    } else {
+      p.normal_(0.0, config_.init_std);
+    }
+  }
+}
+
+torch::Tensor WhisperEncoderImpl::forward(const torch::Tensor& features) {
+  WhisperEncoderInput input;
+  input.features = features;
+  return forward(input).last_hidden_state;
+}
+
+WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& input) {
+  Encoder& enc = parts_->encoder;
+  const torch::Tensor& weight = enc->conv1->weight;
+  const auto dtype = weight.scalar_type();
+  const auto device = weight.device();
+  Check(input.features.defined(), "WhisperEncoder: features are undefined");
+  Check(input.features.dim() == 3 && input.features.size(2) == config_.num_mel_bins,
+        "WhisperEncoder: features must be [B, T, n_mels=", config_.num_mel_bins, "], got ",
+        Shape(input.features.sizes()));
+  const int64_t batch = input.features.size(0);
+  const int64_t steps = input.features.size(1);
+  Check(batch > 0 && steps > 0, "WhisperEncoder: empty input ", Shape(input.features.sizes()));
+  Check(steps <= config_.MaxInputFrames(), "WhisperEncoder: ", steps,
+        " feature frames exceed the maximum of ", config_.MaxInputFrames(),
+        " (2 * max_source_positions = ", config_.max_source_positions, " positions)");
+  const int64_t out_steps = (steps - 1) / 2 + 1;
+
+  // Input lengths per row, from `lengths` or a prefix `mask`.
+  Check(!(input.lengths.defined() && input.mask.defined()),
+        "WhisperEncoder: give lengths or mask, not both");
+  torch::Tensor lengths;
+  if (input.mask.defined()) {
+    Check(input.mask.dim() == 2 && input.mask.size(0) == batch && input.mask.size(1) == steps,
+          "WhisperEncoder: mask must be [B, T] = ", Shape({batch, steps}), ", got ",
+          Shape(input.mask.sizes()));
+    const torch::Tensor real = input.mask.to(torch::kCPU).ne(0);
+    lengths = real.sum(1).to(torch::kLong);
+    const torch::Tensor prefix = torch::arange(steps).unsqueeze(0) < lengths.unsqueeze(1);
+    Check(torch::equal(prefix, real),
+          "WhisperEncoder: mask must mark a prefix of each row (real frames first, then padding)");
+  } else if (input.lengths.defined()) {
+    Check(input.lengths.dim() == 1 && input.lengths.size(0) == batch,
+          "WhisperEncoder: lengths must be [B] = [", batch, "], got ",
+          Shape(input.lengths.sizes()));
+    Check(!torch::isFloatingType(input.lengths.scalar_type()),
+          "WhisperEncoder: lengths must be integers, got ", input.lengths.scalar_type());
+    lengths = input.lengths.to(torch::kCPU, torch::kLong);
+  }
+  if (lengths.defined()) {
+    const int64_t low = lengths.min().item<int64_t>();
+    const int64_t high = lengths.max().item<int64_t>();
+    Check(low >= 1 && high <= steps, "WhisperEncoder: lengths must be in [1, T=", steps, "], got ",
+          low < 1 ? low : high);
+  }
+  const torch::Tensor out_lengths = lengths.defined()
+                                        ? (lengths - 1).div(2, "floor") + 1
+                                        : torch::full({batch}, out_steps, torch::kLong);
+  const bool padded = lengths.defined() && lengths.min().item<int64_t>() < steps;
+
+  // Convolutions over [B, n_mels, T]. Padded frames are zeroed before each convolution, so the
+  // last real frames see zeros exactly as at the end of an unpadded row.
+  torch::Tensor x = input.features.to(device, dtype).transpose(1, 2);
+  torch::Tensor in_keep, mid_keep;
+  if (padded) {
+    in_keep =
+        (torch::arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).to(device, dtype).unsqueeze(1);
+    x = x * in_keep;
+  }
+  x = torch::gelu(enc->conv1(x));
+  if (padded) x = x * in_keep;
+  x = torch::gelu(enc->conv2(x)).transpose(1, 2);
+  torch::Tensor hidden = x + enc->embed_positions.slice(0, 0, out_steps);
+
+  // Attention mask [B, 1, T', T'] (true = attend): keys beyond a row's length are hidden, and in
+  // chunked mode keys in later chunks. Every real query sees itself; padded queries see at least
+  // frame 0, so no row is fully masked (no NaN).
+  const int64_t chunk = input.attention_chunk_frames >= 0 ? input.attention_chunk_frames
+                                                          : config_.attention_chunk_frames;
+  torch::Tensor mask;
+  const torch::Tensor positions = torch::arange(out_steps, torch::kLong);
+  if (padded)
+    mask = (positions.unsqueeze(0) < out_lengths.unsqueeze(1)).view({batch, 1, 1, out_steps});
+  if (chunk > 0 && out_steps > chunk) {
+    const torch::Tensor block = positions.div(chunk, "floor");
+    const torch::Tensor causal =
+        (block.unsqueeze(0) <= block.unsqueeze(1)).view({1, 1, out_steps, out_steps});
+    mask = mask.defined() ? mask.logical_and(causal) : causal;
+  }
+  if (mask.defined()) mask = mask.to(device);
+
+  WhisperEncoderOutput output;
+  if (input.output_hidden_states) output.hidden_states.push_back(hidden);
+  for (EncoderLayer& layer : enc->typed_layers) {
+    hidden = layer(hidden, mask);
+    if (input.output_hidden_states) output.hidden_states.push_back(hidden);
+  }
+  output.last_hidden_state = enc->layer_norm(hidden);
+  output.lengths = out_lengths.to(device);
+  output.mask = (positions.unsqueeze(0) < out_lengths.unsqueeze(1)).to(device);
+  return output;
+}
+
+void WhisperEncoderImpl::Freeze() {
+  for (torch::Tensor& p : parameters()) p.set_requires_grad(false);
+  eval();
+}
+
+bool WhisperEncoderImpl::IsFrozen() const {
+  if (is_training()) return false;
+  for (const torch::Tensor& p : parameters())
+    if (p.requires_grad()) return false;
+  return true;
+}
+
+int64_t WhisperEncoderImpl::ParameterCount() const {
+  int64_t count = 0;
+  for (const torch::Tensor& p : parameters()) count += p.numel();
+  return count;
+}
+
+void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
+  const std::string single = model_dir + "/model.safetensors";
+  const std::string index = model_dir + "/model.safetensors.index.json";
+  std::vector<std::unique_ptr<safetensors::Reader>> readers;
+  // Our parameter name -> (file, name in the file). WhisperForConditionalGeneration checkpoints
+  // (the hub's) store "model.encoder.*", a bare WhisperModel "encoder.*"; when a file mixes both,
+  // "model.encoder.*" wins.
+  std::map<std::string, std::pair<const safetensors::Reader*, std::string>> source;
+  bool prefixed = false;
+  auto OurName = [&](const std::string& name) -> std::string {
+    if (StartsWith(name, kPrefix)) {
+      if (!prefixed) source.clear();
+      prefixed = true;
+      return name;
+    }
+    if (StartsWith(name, "encoder.") && !prefixed) return "model." + name;
+    return "";
+  };
+  if (stdfs::exists(index)) {
+    json weight_map;
+    try {
+      weight_map = json::parse(fs::ReadFile(index)).at("weight_map");
+    } catch (const json::exception& e) {
+      throw Error(Str(index, ": not a safetensors index (", e.what(), ")"));
+    }
+    std::map<std::string, const safetensors::Reader*> shards;
+    for (auto it = weight_map.begin(); it != weight_map.end(); ++it) {
+      const std::string ours = OurName(it.key());
+      if (ours.empty()) continue;
+      Check(it->is_string(), index, ": weight_map[\"", it.key(), "\"] must be a file name");
+      const std::string shard = it->get<std::string>();
+      Check(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", index,
+            ": shard name '", shard, "' must be a file name in the model directory");
+      auto found = shards.find(shard);
+      if (found == shards.end()) {
+        readers.push_back(std::make_unique<safetensors::Reader>(model_dir + "/" + shard));
+        found = shards.emplace(shard, readers.back().get()).first;
+      }
+      source[ours] = {found->second, it.key()};
+    }
+  } else {
+    Check(stdfs::exists(single), "no model.safetensors or model.safetensors.index.json in '",
+          model_dir, "'");
+    readers.push_back(std::make_unique<safetensors::Reader>(single));
+    for (const safetensors::TensorInfo& info : readers[0]->Tensors()) {
+      const std::string ours = OurName(info.name);
+      if (!ours.empty()) source[ours] = {readers[0].get(), info.name};
+    }
+  }
+
+  // Check everything before copying anything, so that a bad checkpoint leaves the model intact.
+  std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;
+  std::vector<std::string> missing;
+  for (const auto& named : named_parameters(/*recurse=*/true)) {
+    const std::string& name = named.key();
+    auto found = source.find(name);
+    if (found == source.end() || !found->second.first->Has(found->second.second)) {
+      missing.push_back(name);
+      continue;
+    }
+    const auto& [reader, stored] = found->second;
+    const safetensors::TensorInfo& info = reader->Info(stored);
+    Check(info.shape == named.value().sizes().vec(), reader->Path(), ": tensor '", stored,
+          "' has shape ", Shape(info.shape), ", expected ", Shape(named.value().sizes()));
+    Check(torch::isFloatingType(info.scalar_type), reader->Path(), ": tensor '", stored,
+          "' has dtype ", info.dtype, ", expected a floating-point one (F32, F16, BF16)");
+    plan.push_back({named.value(), {reader, stored}});
+  }
+  if (!missing.empty()) {
+    const size_t shown = std::min<size_t>(missing.size(), 5);
+    std::string list =
+        "'" + Join(std::vector<std::string>(missing.begin(), missing.begin() + shown), "', '") +
+        "'";
+    if (missing.size() > shown) list += Str(" and ", missing.size() - shown, " more");
+    throw Error(Str(readers.empty() ? index : readers[0]->Path(),
+                    ": missing Whisper encoder tensor", missing.size() > 1 ? "s " : " ", list));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [parameter, where] : plan) parameter.copy_(where.first->Get(where.second));
+}
+
+WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,
+                                  torch::ScalarType dtype) {
+  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
+  const std::string config_path = model_dir + "/config.json";
+  Check(stdfs::is_regular_file(config_path), "'", model_dir,
+        "' has no config.json (not a Hugging Face model directory)");
+  WhisperEncoder model(WhisperEncoderConfig::FromFile(config_path),
+                       torch::TensorOptions().dtype(dtype).device(device), /*init_weights=*/false);
+  model->LoadWeights(model_dir);
+  return model;
+}
+
+}  // namespace slm::audio

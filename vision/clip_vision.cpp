@@ -1,0 +1,364 @@
+#include "vision/clip_vision.h"
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include "core/error.h"
+#include "core/safetensors.h"
+
+namespace slm::vision {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+namespace nn = torch::nn;
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+struct EmbeddingsImpl : nn::Module {
+  nn::Conv2d patch_embedding{nullptr};
+  torch::Tensor class_embedding;
+  nn::Embedding position_embedding{nullptr};
+  explicit EmbeddingsImpl(const ClipVisionConfig& c) {
+    patch_embedding = register_module(
+        "patch_embedding", nn::Conv2d(nn::Conv2dOptions(c.num_channels, c.hidden_size, c.patch_size)
+                                          .stride(c.patch_size)
+                                          .bias(false)));
+    class_embedding = register_parameter("class_embedding", torch::randn({c.hidden_size}));
+    position_embedding =
+        register_module("position_embedding", nn::Embedding(c.NumPatches() + 1, c.hidden_size));
+  }
+};
+TORCH_MODULE(Embeddings);
+
+struct AttentionImpl : nn::Module {
+  nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
+  explicit AttentionImpl(const ClipVisionConfig& c) {
+    k_proj = register_module("k_proj", nn::Linear(c.hidden_size, c.hidden_size));
+    v_proj = register_module("v_proj", nn::Linear(c.hidden_size, c.hidden_size));
+    q_proj = register_module("q_proj", nn::Linear(c.hidden_size, c.hidden_size));
+    out_proj = register_module("out_proj", nn::Linear(c.hidden_size, c.hidden_size));
+  }
+};
+TORCH_MODULE(Attention);
+
+struct MlpImpl : nn::Module {
+  nn::Linear fc1{nullptr}, fc2{nullptr};
+  explicit MlpImpl(const ClipVisionConfig& c) {
+    fc1 = register_module("fc1", nn::Linear(c.hidden_size, c.intermediate_size));
+    fc2 = register_module("fc2", nn::Linear(c.intermediate_size, c.hidden_size));
+  }
+};
+TORCH_MODULE(Mlp);
+
+nn::LayerNorm MakeNorm(const ClipVisionConfig& c) {
+  return nn::LayerNorm(nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+}
+
+struct EncoderLayerImpl : nn::Module {
+  Attention self_attn{nullptr};
+  nn::LayerNorm layer_norm1{nullptr}, layer_norm2{nullptr};
+  Mlp mlp{nullptr};
+  explicit EncoderLayerImpl(const ClipVisionConfig& c) {
+    self_attn = register_module("self_attn", Attention(c));
+    layer_norm1 = register_module("layer_norm1", MakeNorm(c));
+    mlp = register_module("mlp", Mlp(c));
+    layer_norm2 = register_module("layer_norm2", MakeNorm(c));
+  }
+};
+TORCH_MODULE(EncoderLayer);
+
+struct EncoderImpl : nn::Module {
+  nn::ModuleList layers;
+  explicit EncoderImpl(const ClipVisionConfig& c) {
+    layers = register_module("layers", nn::ModuleList());
+    for (int64_t i = 0; i < c.num_hidden_layers; ++i) layers->push_back(EncoderLayer(c));
+  }
+};
+TORCH_MODULE(Encoder);
+
+struct TransformerImpl : nn::Module {
+  Embeddings embeddings{nullptr};
+  nn::LayerNorm pre_layrnorm{nullptr}, post_layernorm{nullptr};
+  Encoder encoder{nullptr};
+  explicit TransformerImpl(const ClipVisionConfig& c) {
+    embeddings = register_module("embeddings", Embeddings(c));
+    pre_layrnorm = register_module("pre_layrnorm", MakeNorm(c));
+    encoder = register_module("encoder", Encoder(c));
+    post_layernorm = register_module("post_layernorm", MakeNorm(c));
+  }
+};
+TORCH_MODULE(Transformer);
+
+torch::Tensor Activation(const std::string& name, const torch::Tensor& x) {
+  if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);
+  if (name == "gelu") return torch::gelu(x);
+  return torch::gelu(x, "tanh");  // gelu_new, gelu_pytorch_tanh (validated)
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// ClipVisionConfig
+
+void ClipVisionConfig::Validate(const std::string& where) const {
+  Check(hidden_size > 0 && intermediate_size > 0 && num_hidden_layers > 0 &&
+            num_attention_heads > 0 && num_channels > 0 && image_size > 0 && patch_size > 0,
+        where, ": vision sizes must be positive");
+  Check(hidden_size % num_attention_heads == 0, where, ": hidden_size ", hidden_size,
+        " is not divisible by num_attention_heads ", num_attention_heads);
+  Check(image_size % patch_size == 0, where, ": image_size ", image_size,
+        " is not divisible by patch_size ", patch_size);
+  Check(hidden_act == "quick_gelu" || hidden_act == "gelu" || hidden_act == "gelu_new" ||
+            hidden_act == "gelu_pytorch_tanh",
+        where, ": unsupported hidden_act \"", hidden_act,
+        "\" (quick_gelu, gelu, gelu_new, gelu_pytorch_tanh)");
+  Check(layer_norm_eps > 0, where, ": layer_norm_eps must be positive");
+}
+
+ClipVisionConfig ClipVisionConfig::FromJson(const json& root, const std::string& where) {
+  Check(root.is_object(), where, ": expected a JSON object");
+  const json* j = &root;
+  std::string context = where;
+  auto vc = root.find("vision_config");
+  if (vc != root.end()) {
+    Check(vc->is_object(), where, ": \"vision_config\" must be an object");
+    j = &*vc;
+    context = where + " (vision_config)";
+  } else {
+    auto mt = root.find("model_type");
+    Check(mt == root.end() || *mt == "clip_vision_model", where, ": model_type ",
+          mt == root.end() ? std::string("?") : mt->dump(),
+          " has no \"vision_config\" and is not \"clip_vision_model\"");
+  }
+  ClipVisionConfig c;
+  auto integer = [&](const char* key, int64_t* out) {
+    auto it = j->find(key);
+    if (it == j->end() || it->is_null()) return;
+    Check(it->is_number_integer(), context, ": \"", key, "\" must be an integer, got ", it->dump());
+    *out = it->get<int64_t>();
+  };
+  integer("hidden_size", &c.hidden_size);
+  integer("intermediate_size", &c.intermediate_size);
+  integer("num_hidden_layers", &c.num_hidden_layers);
+  integer("num_attention_heads", &c.num_attention_heads);
+  integer("num_channels", &c.num_channels);
+  integer("image_size", &c.image_size);
+  integer("patch_size", &c.patch_size);
+  if (auto it = j->find("hidden_act"); it != j->end() && !it->is_null()) {
+    Check(it->is_string(), context, ": \"hidden_act\" must be a string");
+    c.hidden_act = it->get<std::string>();
+  }
+  if (auto it = j->find("layer_norm_eps"); it != j->end() && !it->is_null()) {
+    Check(it->is_number(), context, ": \"layer_norm_eps\" must be a number");
+    c.layer_norm_eps = it->get<double>();
+  }
+  c.Validate(context);
+  return c;
+}
+
+ClipVisionConfig ClipVisionConfig::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  Check(in.good(), path, ": cannot open config");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(Str(path, ": not valid JSON: ", e.what()));
+  }
+  return FromJson(j, path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ClipVisionModelImpl
+
+struct ClipVisionModelImpl::Parts {
+  Transformer vision_model{nullptr};
+};
+
+ClipVisionModelImpl::ClipVisionModelImpl(const ClipVisionConfig& config)
+    : ClipVisionModelImpl(config, torch::TensorOptions(), true) {}
+
+ClipVisionModelImpl::ClipVisionModelImpl(const ClipVisionConfig& config,
+                                         const torch::TensorOptions& options, bool init_weights)
+    : config_(config), parts_(std::make_shared<Parts>()) {
+  config_.Validate("CLIP vision config");
+  parts_->vision_model = register_module("vision_model", Transformer(config_));
+  if (init_weights) {
+    torch::NoGradGuard no_grad;
+    for (auto& named : named_parameters()) {
+      const std::string& name = named.key();
+      torch::Tensor p = named.value();
+      if (name.find("layer_norm") != std::string::npos ||
+          name.find("layrnorm") != std::string::npos ||
+          name.find("post_layernorm") != std::string::npos) {
+        if (name.size() >= 6 && name.compare(name.size() - 6, 6, "weight") == 0)
+          p.fill_(1.0);
+        else
+          p.zero_();
+      } else if (name.size() >= 4 && name.compare(name.size() - 4, 4, "bias") == 0) {
+        p.zero_();
+      } else {
+        p.normal_(0.0, 0.02);
+      }
+    }
+  }
+  to(options.device(), options.dtype().toScalarType());
+}
+
+torch::Tensor ClipVisionModelImpl::Embed(const torch::Tensor& pixel_values) {
+  Check(pixel_values.dim() == 4 && pixel_values.size(1) == config_.num_channels &&
+            pixel_values.size(2) == config_.image_size &&
+            pixel_values.size(3) == config_.image_size,
+        "CLIP vision: pixel_values must be [B, ", config_.num_channels, ", ", config_.image_size,
+        ", ", config_.image_size, "], got ", ShapeString(pixel_values.sizes().vec()));
+  auto& e = parts_->vision_model->embeddings;
+  const torch::Tensor weight = e->patch_embedding->weight;
+  torch::Tensor x = e->patch_embedding(pixel_values.to(weight.device(), weight.scalar_type()));
+  x = x.flatten(2).transpose(1, 2);  // [B, P, hidden]
+  const int64_t batch = x.size(0);
+  torch::Tensor cls = e->class_embedding.view({1, 1, -1}).expand({batch, 1, -1});
+  x = torch::cat({cls, x}, 1) + e->position_embedding->weight.unsqueeze(0);
+  return parts_->vision_model->pre_layrnorm(x);
+}
+
+torch::Tensor ClipVisionModelImpl::Layer(int64_t index, const torch::Tensor& hidden) {
+  auto layer = parts_->vision_model->encoder->layers->ptr<EncoderLayerImpl>(index);
+  const int64_t b = hidden.size(0), t = hidden.size(1), heads = config_.num_attention_heads,
+                d = config_.HeadDim();
+  torch::Tensor h = layer->layer_norm1(hidden);
+  auto& a = layer->self_attn;
+  auto split = [&](const torch::Tensor& x) { return x.view({b, t, heads, d}).transpose(1, 2); };
+  const torch::Tensor q = split(a->q_proj(h)), k = split(a->k_proj(h)), v = split(a->v_proj(h));
+  // transformers' eager attention: softmax in float32, back to the compute dtype.
+  torch::Tensor w = torch::matmul(q, k.transpose(2, 3)) * std::pow(double(d), -0.5);
+  w = torch::softmax(w, -1, torch::kFloat).to(q.scalar_type());
+  torch::Tensor o = torch::matmul(w, v).transpose(1, 2).reshape({b, t, heads * d});
+  torch::Tensor x = hidden + a->out_proj(o);
+  h = layer->layer_norm2(x);
+  h = layer->mlp->fc2(Activation(config_.hidden_act, layer->mlp->fc1(h)));
+  return x + h;
+}
+
+ClipVisionOutput ClipVisionModelImpl::forward(const torch::Tensor& pixel_values,
+                                              bool output_hidden_states) {
+  ClipVisionOutput out;
+  torch::Tensor h = Embed(pixel_values);
+  if (output_hidden_states) out.hidden_states.push_back(h);
+  for (int64_t i = 0; i < config_.num_hidden_layers; ++i) {
+    h = Layer(i, h);
+    if (output_hidden_states) out.hidden_states.push_back(h);
+  }
+  out.last_hidden_state = h;
+  out.pooler_output = parts_->vision_model->post_layernorm(h.select(1, 0));
+  return out;
+}
+
+torch::Tensor ClipVisionModelImpl::Features(const torch::Tensor& pixel_values,
+                                            const ClipFeatureOptions& options) {
+  const int64_t count = config_.num_hidden_layers + 1;
+  const int64_t layer = options.layer < 0 ? count + options.layer : options.layer;
+  Check(layer >= 0 && layer < count, "CLIP vision: feature layer ", options.layer,
+        " is out of range for ", config_.num_hidden_layers, " layers (valid: ", -count, "..",
+        count - 1, ")");
+  torch::Tensor h = Embed(pixel_values);
+  for (int64_t i = 0; i < layer; ++i) h = Layer(i, h);
+  return options.keep_class_token ? h : h.slice(1, 1);
+}
+
+void ClipVisionModelImpl::Freeze() {
+  for (auto& p : parameters()) p.set_requires_grad(false);
+  eval();
+}
+
+bool ClipVisionModelImpl::IsFrozen() const {
+  for (const auto& p : parameters())
+    if (p.requires_grad()) return false;
+  return !is_training();
+}
+
+void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
+  const std::string path = model_dir + "/model.safetensors";
+  if (!stdfs::exists(path)) {
+    const bool other = stdfs::exists(model_dir + "/model.safetensors.index.json") ||
+                       stdfs::exists(model_dir + "/pytorch_model.bin");
+    throw Error(
+        Str("no model.safetensors in '", model_dir, "'",
+            other ? " (sharded and pickle checkpoints are not read by the CLIP loader)" : ""));
+  }
+  safetensors::Reader reader(path);
+  // The tower's tensors sit under a prefix that depends on the class that saved them:
+  // "vision_model." (CLIPModel, CLIPVisionModel in transformers 4), "" (CLIPVisionModel saved by
+  // transformers 5), "vision_tower.vision_model." / "model.vision_tower.vision_model." (LLaVA).
+  const std::string anchor = "embeddings.patch_embedding.weight";
+  std::vector<std::string> prefixes;
+  for (const std::string& name : reader.Names())
+    if (name.size() >= anchor.size() &&
+        name.compare(name.size() - anchor.size(), anchor.size(), anchor) == 0 &&
+        (name.size() == anchor.size() || name[name.size() - anchor.size() - 1] == '.'))
+      prefixes.push_back(name.substr(0, name.size() - anchor.size()));
+  Check(!prefixes.empty(), path, ": missing tensor 'vision_model.", anchor,
+        "' (no CLIP vision tower in this checkpoint)");
+  Check(prefixes.size() == 1, path, ": several CLIP vision towers ('", prefixes[0], anchor, "', '",
+        prefixes[1], anchor, "')");
+  const std::string prefix = prefixes[0];
+  const std::string internal = "vision_model.";
+  std::vector<std::pair<torch::Tensor, std::string>> plan;
+  std::vector<std::string> missing;
+  std::set<std::string> expected;
+  for (const auto& named : named_parameters()) {
+    const std::string name = prefix + named.key().substr(internal.size());
+    expected.insert(name);
+    if (!reader.Has(name)) {
+      missing.push_back(name);
+      continue;
+    }
+    const safetensors::TensorInfo& info = reader.Info(name);
+    Check(info.shape == named.value().sizes().vec(), path, ": tensor '", name, "' has shape ",
+          ShapeString(info.shape), ", expected ", ShapeString(named.value().sizes().vec()));
+    Check(torch::isFloatingType(info.scalar_type), path, ": tensor '", name, "' has dtype ",
+          info.dtype, ", expected a floating-point one (F32, F16, BF16)");
+    plan.push_back({named.value(), name});
+  }
+  if (!missing.empty()) {
+    std::string list;
+    for (size_t i = 0; i < missing.size() && i < 5; ++i) list += (i ? "', '" : "") + missing[i];
+    throw Error(Str(path, ": missing tensor", missing.size() > 1 ? "s '" : " '", list, "'",
+                    missing.size() > 5 ? Str(" and ", missing.size() - 5, " more") : "",
+                    " (not a CLIP vision checkpoint with this config?)"));
+  }
+  for (const std::string& name : reader.Names()) {
+    if (name.rfind(prefix, 0) != 0 || expected.count(name) ||
+        name == prefix + "embeddings.position_ids")
+      continue;
+    const std::string rest = name.substr(prefix.size());
+    const bool tower = rest.rfind("embeddings.", 0) == 0 || rest.rfind("encoder.", 0) == 0 ||
+                       rest.rfind("pre_layrnorm.", 0) == 0 || rest.rfind("post_layernorm.", 0) == 0;
+    if (!tower) continue;  // text tower, projections, logit_scale, ...
+    throw Error(Str(path, ": unexpected tensor '", name, "' (not a parameter of this ",
+                    config_.num_hidden_layers, "-layer CLIP vision tower)"));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [parameter, name] : plan) parameter.copy_(reader.Get(name));
+}
+
+ClipVisionModel LoadClipVision(const std::string& model_dir, torch::Device device,
+                               torch::ScalarType dtype) {
+  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
+  const std::string config_path = model_dir + "/config.json";
+  Check(stdfs::is_regular_file(config_path), "'", model_dir,
+        "' has no config.json (not a Hugging Face model directory)");
+  const ClipVisionConfig config = ClipVisionConfig::FromFile(config_path);
+  ClipVisionModel model(config, torch::TensorOptions().dtype(dtype).device(device),
+                        /*init_weights=*/false);
+  model->LoadWeights(model_dir);
+  return model;
+}
+
+}  // namespace slm::vision

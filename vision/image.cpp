@@ -1,0 +1,431 @@
+#include "vision/image.h"
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "core/error.h"
+
+namespace slm::vision {
+namespace {
+
+namespace stdfs = std::filesystem;
+using nlohmann::json;
+
+uint32_t Be32(const unsigned char* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+uint32_t Be16(const unsigned char* p) { return (uint32_t(p[0]) << 8) | p[1]; }
+uint32_t Le16(const unsigned char* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8); }
+int32_t Le32(const unsigned char* p) {
+  return int32_t(uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) |
+                 (uint32_t(p[3]) << 24));
+}
+
+// Width and height from the header of PNG, JPEG, BMP or GIF bytes; false if not recognised.
+bool HeaderSize(const std::vector<unsigned char>& b, int64_t* width, int64_t* height) {
+  const size_t n = b.size();
+  if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G') {
+    *width = Be32(&b[16]);
+    *height = Be32(&b[20]);
+    return true;
+  }
+  if (n >= 26 && b[0] == 'B' && b[1] == 'M') {
+    *width = std::abs(int64_t(Le32(&b[18])));
+    *height = std::abs(int64_t(Le32(&b[22])));
+    return true;
+  }
+  if (n >= 10 && b[0] == 'G' && b[1] == 'I' && b[2] == 'F') {
+    *width = Le16(&b[6]);
+    *height = Le16(&b[8]);
+    return true;
+  }
+  if (n >= 4 && b[0] == 0xFF && b[1] == 0xD8) {
+    size_t i = 2;
+    while (i + 9 < n) {
+      if (b[i] != 0xFF) return false;
+      const unsigned char marker = b[i + 1];
+      if (marker == 0xFF) {
+        ++i;
+        continue;
+      }
+      const uint32_t length = Be16(&b[i + 2]);
+      const bool sof =
+          marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+      if (sof) {
+        *height = Be16(&b[i + 5]);
+        *width = Be16(&b[i + 7]);
+        return true;
+      }
+      i += 2 + length;
+    }
+  }
+  return false;
+}
+
+void CheckPixels(int64_t width, int64_t height, const LoadImageOptions& options,
+                 const std::string& path) {
+  Check(width > 0 && height > 0, path, ": image has no pixels (", width, "x", height, ")");
+  Check(width * height <= options.max_pixels, path, ": image is ", width, "x", height, " = ",
+        width * height, " pixels, more than the limit of ", options.max_pixels);
+}
+
+const json* Field(const json& object, const char* key) {
+  auto it = object.find(key);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+
+// Pillow's Resample.c (ImagingResample, 8 bits per channel) for the bicubic filter.
+struct PilCoefficients {
+  std::vector<int> xmin, xsize;
+  std::vector<int32_t> k;  // out_size x ksize, fixed point
+  int ksize = 0;
+};
+
+double PilBicubic(double x) {
+  const double a = -0.5;
+  x = std::fabs(x);
+  if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+  if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0.0;
+}
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+PilCoefficients PilPrecompute(int in_size, int out_size) {
+  const double support_base = 2.0;  // bicubic
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = support_base * filterscale;
+  PilCoefficients c;
+  c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.xmin.resize(out_size);
+  c.xsize.resize(out_size);
+  c.k.assign(static_cast<size_t>(out_size) * c.ksize, 0);
+  std::vector<double> w(c.ksize);
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    int xmin = static_cast<int>(center - support + 0.5);
+    if (xmin < 0) xmin = 0;
+    int xmax = static_cast<int>(center + support + 0.5);
+    if (xmax > in_size) xmax = in_size;
+    xmax -= xmin;
+    double ww = 0.0;
+    for (int x = 0; x < xmax; ++x) {
+      w[x] = PilBicubic((x + xmin - center + 0.5) * ss);
+      ww += w[x];
+    }
+    for (int x = 0; x < xmax; ++x) {
+      const double v = ww != 0.0 ? w[x] / ww : w[x];
+      c.k[static_cast<size_t>(xx) * c.ksize + x] = static_cast<int32_t>(
+          v < 0 ? -0.5 + v * (1 << kPrecisionBits) : 0.5 + v * (1 << kPrecisionBits));
+    }
+    c.xmin[xx] = xmin;
+    c.xsize[xx] = xmax;
+  }
+  return c;
+}
+
+uint8_t PilClip8(int64_t v) {
+  v >>= kPrecisionBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+// One separable pass along `horizontal` (columns) or rows, 8-bit, any channel count.
+cv::Mat PilPass(const cv::Mat& in, int out_size, bool horizontal) {
+  const int channels = in.channels();
+  const int in_size = horizontal ? in.cols : in.rows;
+  const PilCoefficients c = PilPrecompute(in_size, out_size);
+  cv::Mat out(horizontal ? in.rows : out_size, horizontal ? out_size : in.cols, in.type());
+  for (int y = 0; y < out.rows; ++y) {
+    uint8_t* dst = out.ptr<uint8_t>(y);
+    for (int x = 0; x < out.cols; ++x) {
+      const int o = horizontal ? x : y;
+      const int32_t* k = &c.k[static_cast<size_t>(o) * c.ksize];
+      for (int ch = 0; ch < channels; ++ch) {
+        int64_t ss = int64_t(1) << (kPrecisionBits - 1);
+        for (int i = 0; i < c.xsize[o]; ++i) {
+          const int src = c.xmin[o] + i;
+          const uint8_t v = horizontal ? in.ptr<uint8_t>(y)[src * channels + ch]
+                                       : in.ptr<uint8_t>(src)[x * channels + ch];
+          ss += int64_t(v) * k[i];
+        }
+        dst[x * channels + ch] = PilClip8(ss);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+cv::Mat PilBicubicResize(const cv::Mat& image, int width, int height) {
+  Check(!image.empty() && image.depth() == CV_8U, "PilBicubicResize: expected an 8-bit image");
+  Check(width > 0 && height > 0, "PilBicubicResize: target size must be positive");
+  cv::Mat out = image.isContinuous() ? image : image.clone();
+  // Pillow: horizontal pass first when the width changes, then vertical when the height does.
+  if (width != out.cols) out = PilPass(out, width, /*horizontal=*/true);
+  if (height != out.rows) out = PilPass(out, height, /*horizontal=*/false);
+  return out;
+}
+
+cv::Mat ToRgb8(const cv::Mat& image, const std::string& where) {
+  Check(!image.empty(), where, ": image has no pixels");
+  cv::Mat eight;
+  switch (image.depth()) {
+    case CV_8U:
+      eight = image;
+      break;
+    case CV_16U:
+      image.convertTo(eight, CV_8U, 1.0 / 257.0);  // 65535 -> 255, rounded
+      break;
+    case CV_32F:
+    case CV_64F:
+      image.convertTo(eight, CV_8U, 255.0);  // saturating: [0, 1] -> [0, 255]
+      break;
+    default:
+      throw Error(Str(where, ": unsupported pixel depth (OpenCV depth ", image.depth(),
+                      "); expected 8-bit, 16-bit or float"));
+  }
+  const int channels = eight.channels();
+  cv::Mat rgb;
+  if (channels == 1) {
+    cv::cvtColor(eight, rgb, cv::COLOR_GRAY2RGB);
+  } else if (channels == 3) {
+    cv::cvtColor(eight, rgb, cv::COLOR_BGR2RGB);
+  } else if (channels == 2 || channels == 4) {
+    // Alpha on white, as transformers' torchvision backend: floats in [0, 1], c * a + (1 - a),
+    // back to uint8 as torchvision's to_dtype(scale=True) does (v * (256 - 1e-3), truncated).
+    std::vector<cv::Mat> planes;
+    cv::split(eight, planes);
+    cv::Mat alpha;
+    planes.back().convertTo(alpha, CV_32F, 1.0 / 255.0);
+    const cv::Mat one_minus = 1.0f - alpha;
+    std::vector<cv::Mat> out;
+    const int colour = channels == 2 ? 1 : 3;
+    for (int c = 0; c < colour; ++c) {
+      cv::Mat v;
+      planes[c].convertTo(v, CV_32F, 1.0 / 255.0);
+      v = v.mul(alpha) + one_minus;
+      v *= 256.0f - 1e-3f;
+      cv::Mat truncated(v.size(), CV_8U);
+      for (int r = 0; r < v.rows; ++r) {
+        const float* src = v.ptr<float>(r);
+        uint8_t* dst = truncated.ptr<uint8_t>(r);
+        for (int x = 0; x < v.cols; ++x)
+          dst[x] = static_cast<uint8_t>(std::min(255.0f, std::max(0.0f, src[x])));
+      }
+      out.push_back(truncated);
+    }
+    if (colour == 1) {
+      cv::cvtColor(out[0], rgb, cv::COLOR_GRAY2RGB);
+    } else {
+      cv::Mat bgr;
+      cv::merge(out, bgr);
+      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+    }
+  } else {
+    throw Error(Str(where, ": unsupported channel count ", channels, " (expected 1-4)"));
+  }
+  return rgb;
+}
+
+cv::Mat LoadImage(const std::string& path, const LoadImageOptions& options) {
+  std::error_code ec;
+  Check(stdfs::exists(path, ec), path, ": image file does not exist");
+  Check(stdfs::is_regular_file(path, ec), path, ": not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  Check(in.good(), path, ": cannot open image file");
+  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
+  Check(!bytes.empty(), path, ": image file is empty");
+  int64_t width = 0, height = 0;
+  if (HeaderSize(bytes, &width, &height)) CheckPixels(width, height, options, path);
+  cv::Mat decoded;
+  try {
+    decoded = cv::imdecode(bytes, cv::IMREAD_UNCHANGED);  // also: no EXIF rotation
+  } catch (const cv::Exception& e) {
+    throw Error(Str(path, ": not a readable image (", e.what(), ")"));
+  }
+  Check(!decoded.empty(), path, ": not a readable image (corrupt or unsupported format)");
+  CheckPixels(decoded.cols, decoded.rows, options, path);
+  return ToRgb8(decoded, path);
+}
+
+ClipPreprocessOptions ClipPreprocessOptions::FromJson(const json& j, const std::string& where) {
+  Check(j.is_object(), where, ": expected a JSON object");
+  ClipPreprocessOptions o;
+  auto boolean = [&](const char* key, bool* out) {
+    if (const json* v = Field(j, key)) {
+      Check(v->is_boolean(), where, ": \"", key, "\" must be true or false, got ", v->dump());
+      *out = v->get<bool>();
+    }
+  };
+  auto positive = [&](const json& v, const std::string& key) {
+    Check(v.is_number_integer() && v.get<int64_t>() > 0, where, ": \"", key,
+          "\" must be a positive integer, got ", v.dump());
+    return v.get<int64_t>();
+  };
+  boolean("do_resize", &o.do_resize);
+  boolean("do_center_crop", &o.do_center_crop);
+  boolean("do_rescale", &o.do_rescale);
+  boolean("do_normalize", &o.do_normalize);
+  if (const json* v = Field(j, "size")) {
+    if (v->is_object()) {
+      const json* s = Field(*v, "shortest_edge");
+      Check(s != nullptr, where,
+            ": \"size\" must have \"shortest_edge\" (CLIP resizes the shortest", " edge), got ",
+            v->dump());
+      o.shortest_edge = positive(*s, "size.shortest_edge");
+    } else {
+      o.shortest_edge = positive(*v, "size");
+    }
+  }
+  if (const json* v = Field(j, "crop_size")) {
+    if (v->is_object()) {
+      const json* h = Field(*v, "height");
+      const json* w = Field(*v, "width");
+      Check(h && w, where, ": \"crop_size\" must have \"height\" and \"width\", got ", v->dump());
+      o.crop_height = positive(*h, "crop_size.height");
+      o.crop_width = positive(*w, "crop_size.width");
+    } else {
+      o.crop_height = o.crop_width = positive(*v, "crop_size");
+    }
+  }
+  if (const json* v = Field(j, "resample"))
+    Check(v->is_number_integer() && v->get<int>() == 3, where,
+          ": \"resample\" must be 3 (bicubic), the only resampling implemented; got ", v->dump());
+  if (const json* v = Field(j, "rescale_factor")) {
+    Check(v->is_number() && v->get<double>() > 0, where,
+          ": \"rescale_factor\" must be a positive number, got ", v->dump());
+    o.rescale_factor = v->get<double>();
+  }
+  auto triple = [&](const char* key, std::vector<double>* out, bool positive_only) {
+    if (const json* v = Field(j, key)) {
+      bool ok = v->is_array() && v->size() == 3;
+      for (size_t i = 0; ok && i < 3; ++i)
+        ok = (*v)[i].is_number() && (!positive_only || (*v)[i].get<double>() > 0);
+      Check(ok, where, ": \"", key, "\" must be 3 ", positive_only ? "positive " : "",
+            "numbers, got ", v->dump());
+      *out = v->get<std::vector<double>>();
+    }
+  };
+  triple("image_mean", &o.image_mean, false);
+  triple("image_std", &o.image_std, true);
+  return o;
+}
+
+ClipPreprocessOptions ClipPreprocessOptions::FromFile(const std::string& path) {
+  std::ifstream in(path);
+  Check(in.good(), path, ": cannot open preprocessor config");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(Str(path, ": not valid JSON: ", e.what()));
+  }
+  return FromJson(j, path);
+}
+
+// transformers' PIL/numpy backend: PIL resize, numpy center crop, float64 rescale stored as
+// float32, float32 normalisation.
+static torch::Tensor ClipPreprocessPil(const cv::Mat& rgb, const ClipPreprocessOptions& o) {
+  cv::Mat image = rgb;
+  if (o.do_resize) {
+    const int64_t height = rgb.rows, width = rgb.cols;
+    const int64_t short_side = std::min(height, width), long_side = std::max(height, width);
+    const int64_t new_long = static_cast<int64_t>(static_cast<double>(o.shortest_edge * long_side) /
+                                                  static_cast<double>(short_side));
+    const int64_t new_h = width <= height ? new_long : o.shortest_edge;
+    const int64_t new_w = width <= height ? o.shortest_edge : new_long;
+    image = PilBicubicResize(rgb, static_cast<int>(new_w), static_cast<int>(new_h));
+  }
+  torch::Tensor x = torch::from_blob(image.data, {image.rows, image.cols, 3}, torch::kUInt8)
+                        .permute({2, 0, 1})
+                        .clone();
+  if (o.do_center_crop) {
+    const int64_t h = x.size(1), w = x.size(2);
+    Check(o.crop_height <= h && o.crop_width <= w,
+          "ClipPreprocess (PIL backend): crop larger than the resized image is not implemented");
+    const int64_t top = (h - o.crop_height) / 2, left = (w - o.crop_width) / 2;
+    x = x.slice(1, top, top + o.crop_height).slice(2, left, left + o.crop_width);
+  }
+  torch::Tensor out = o.do_rescale ? (x.to(torch::kDouble) * o.rescale_factor).to(torch::kFloat)
+                                   : x.to(torch::kFloat);
+  if (o.do_normalize) {
+    const torch::Tensor mean = torch::tensor(o.image_mean, torch::kDouble).to(torch::kFloat);
+    const torch::Tensor std = torch::tensor(o.image_std, torch::kDouble).to(torch::kFloat);
+    out = (out - mean.view({3, 1, 1})) / std.view({3, 1, 1});
+  }
+  return out.contiguous();
+}
+
+torch::Tensor ClipPreprocess(const cv::Mat& rgb, const ClipPreprocessOptions& o) {
+  Check(!rgb.empty() && rgb.rows > 0 && rgb.cols > 0, "ClipPreprocess: empty image");
+  Check(rgb.type() == CV_8UC3, "ClipPreprocess: expected an 8-bit RGB image (CV_8UC3), got type ",
+        rgb.type(), " with ", rgb.channels(), " channels (use LoadImage or ToRgb8)");
+  Check(o.image_mean.size() == 3 && o.image_std.size() == 3,
+        "ClipPreprocess: image_mean and image_std need 3 values");
+  if (o.resample_backend == ClipResample::kPil) return ClipPreprocessPil(rgb, o);
+  const cv::Mat contiguous = rgb.isContinuous() ? rgb : rgb.clone();
+  // [H, W, 3] uint8 -> [1, 3, H, W]
+  torch::Tensor image = torch::from_blob(contiguous.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8)
+                            .permute({2, 0, 1})
+                            .contiguous()
+                            .unsqueeze(0);
+  if (o.do_resize) {
+    const int64_t height = rgb.rows, width = rgb.cols;
+    const int64_t short_side = std::min(height, width), long_side = std::max(height, width);
+    const int64_t new_short = o.shortest_edge;
+    // Python: int(size * long / short), a float division truncated.
+    const int64_t new_long = static_cast<int64_t>(static_cast<double>(new_short * long_side) /
+                                                  static_cast<double>(short_side));
+    const int64_t new_h = width <= height ? new_long : new_short;
+    const int64_t new_w = width <= height ? new_short : new_long;
+    if (new_h != height || new_w != width) {
+      image =
+          torch::nn::functional::interpolate(image, torch::nn::functional::InterpolateFuncOptions()
+                                                        .size(std::vector<int64_t>{new_h, new_w})
+                                                        .mode(torch::kBicubic)
+                                                        .align_corners(false)
+                                                        .antialias(true));
+    } else {
+      // torchvision resizes even to the same size; torch's kernel is then the identity.
+    }
+  }
+  if (o.do_center_crop) {
+    int64_t h = image.size(2), w = image.size(3);
+    const int64_t ch = o.crop_height, cw = o.crop_width;
+    if (cw > w || ch > h) {
+      const int64_t left = cw > w ? (cw - w) / 2 : 0, top = ch > h ? (ch - h) / 2 : 0;
+      const int64_t right = cw > w ? (cw - w + 1) / 2 : 0, bottom = ch > h ? (ch - h + 1) / 2 : 0;
+      image = torch::constant_pad_nd(image, {left, right, top, bottom}, 0);
+      h = image.size(2);
+      w = image.size(3);
+    }
+    const int64_t top = static_cast<int64_t>((h - ch) / 2.0);
+    const int64_t left = static_cast<int64_t>((w - cw) / 2.0);
+    image = image.slice(2, top, top + ch).slice(3, left, left + cw);
+  }
+  torch::Tensor out;
+  if (o.do_normalize) {
+    torch::Tensor mean = torch::tensor(o.image_mean, torch::kFloat);
+    torch::Tensor std = torch::tensor(o.image_std, torch::kFloat);
+    if (o.do_rescale) {  // fused as transformers: mean / f, std / f (in float32)
+      mean = mean * (1.0 / o.rescale_factor);
+      std = std * (1.0 / o.rescale_factor);
+    }
+    out = (image.to(torch::kFloat) - mean.view({1, 3, 1, 1})) / std.view({1, 3, 1, 1});
+  } else if (o.do_rescale) {
+    out = image.to(torch::kFloat) * o.rescale_factor;
+  } else {
+    out = image.to(torch::kFloat);
+  }
+  return out.squeeze(0).contiguous();
+}
+
+}  // namespace slm::vision
