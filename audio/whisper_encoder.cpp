@@ -192,13 +192,7 @@ WhisperEncoderConfig WhisperEncoderConfig::FromJson(const json& object, const st
 
 WhisperEncoderConfig WhisperEncoderConfig::FromFile(const std::string& path) {
   Check(stdfs::is_regular_file(path), "missing model config: '", path, "' does not exist");
-  json object;
-  try {
-    object = json::parse(fs::ReadFile(path));
-  } catch (const json::exception& e) {
-    throw Error(Str(path, ": not valid JSON: ", e.what()));
-  }
-  return FromJson(object, path);
+  return FromJson(fs::ReadJson(path), path);
 }
 
 torch::Tensor WhisperSinusoids(int64_t length, int64_t channels) {
@@ -384,7 +378,7 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
   if (stdfs::exists(index)) {
     json weight_map;
     try {
-      weight_map = json::parse(fs::ReadFile(index)).at("weight_map");
+      weight_map = fs::ReadJson(index).at("weight_map");
     } catch (const json::exception& e) {
       throw Error(Str(index, ": not a safetensors index (", e.what(), ")"));
     }

@@ -68,6 +68,15 @@ std::string ReadFile(const std::string& path) {
   return buffer.str();
 }
 
+nlohmann::json ReadJson(const std::string& path) {
+  const std::string text = ReadFile(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(Str(path, ": not valid JSON: ", e.what()));
+  }
+}
+
 void MakeDirs(const std::string& path) {
   std::error_code ec;
   std::filesystem::create_directories(path, ec);

@@ -1,6 +1,8 @@
 // File-system helpers with crash-safe semantics. Thread-safe (no shared state).
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <functional>
 #include <string>
 
@@ -15,6 +17,10 @@ void AtomicWriteString(const std::string& path, const std::string& content);
 
 // Whole file as bytes; slm::Error naming the path if it cannot be read.
 std::string ReadFile(const std::string& path);
+
+// A JSON file, parsed. slm::Error naming the path when it cannot be read ("cannot open ...") or
+// parsed ("<path>: not valid JSON: ...").
+nlohmann::json ReadJson(const std::string& path);
 
 // Creates the directory and its parents; slm::Error if that fails or a file is in the way.
 void MakeDirs(const std::string& path);

@@ -523,13 +523,7 @@ LlamaConfig LlamaConfig::FromJson(const json& object, const std::string& where) 
 LlamaConfig LlamaConfig::FromFile(const std::string& config_json_path) {
   Check(stdfs::is_regular_file(config_json_path), "missing model config: '", config_json_path,
         "' does not exist");
-  json object;
-  try {
-    object = json::parse(fs::ReadFile(config_json_path));
-  } catch (const json::exception& e) {
-    throw Error(Str(config_json_path, ": not valid JSON: ", e.what()));
-  }
-  return FromJson(object, config_json_path);
+  return FromJson(fs::ReadJson(config_json_path), config_json_path);
 }
 
 json LlamaConfig::ToJson() const {
@@ -809,12 +803,7 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
 
   if (stdfs::exists(index_path)) {
     described = index_path;
-    json index;
-    try {
-      index = json::parse(fs::ReadFile(index_path));
-    } catch (const json::exception& e) {
-      throw Error(Str(index_path, ": not valid JSON: ", e.what()));
-    }
+    const json index = fs::ReadJson(index_path);
     const json* weight_map = index.is_object() ? Field(index, "weight_map") : nullptr;
     Check(weight_map && weight_map->is_object(), index_path,
           ": missing or invalid \"weight_map\" object");

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/safetensors.h"
 
 namespace slm::vision {
@@ -164,15 +165,7 @@ ClipVisionConfig ClipVisionConfig::FromJson(const json& root, const std::string&
 }
 
 ClipVisionConfig ClipVisionConfig::FromFile(const std::string& path) {
-  std::ifstream in(path);
-  Check(in.good(), path, ": cannot open config");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(Str(path, ": not valid JSON: ", e.what()));
-  }
-  return FromJson(j, path);
+  return FromJson(fs::ReadJson(path), path);
 }
 
 // ---------------------------------------------------------------------------------------------

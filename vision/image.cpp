@@ -8,6 +8,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace slm::vision {
 namespace {
@@ -320,15 +321,7 @@ ClipPreprocessOptions ClipPreprocessOptions::FromJson(const json& j, const std::
 }
 
 ClipPreprocessOptions ClipPreprocessOptions::FromFile(const std::string& path) {
-  std::ifstream in(path);
-  Check(in.good(), path, ": cannot open preprocessor config");
-  json j;
-  try {
-    j = json::parse(in);
-  } catch (const json::exception& e) {
-    throw Error(Str(path, ": not valid JSON: ", e.what()));
-  }
-  return FromJson(j, path);
+  return FromJson(fs::ReadJson(path), path);
 }
 
 // transformers' PIL/numpy backend: PIL resize, numpy center crop, float64 rescale stored as

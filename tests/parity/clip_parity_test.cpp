@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "tests/parity/parity_util.h"
 #include "core/safetensors.h"
 #include "vision/clip_vision.h"
 #include "vision/image.h"
@@ -16,14 +17,9 @@
 namespace slm::vision {
 namespace {
 
-std::string ParityDir() {
-  const char* dir = std::getenv("SLM_PARITY_DIR");
-  return dir ? dir : SLM_BINARY_DIR "/parity";
-}
+using parity::ParityDir;
 
-double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
+using parity::MaxAbsDiff;
 
 TEST(ClipParity, PreprocessingMatchesClipImageProcessor) {
   safetensors::Reader refs(ParityDir() + "/clip_references.safetensors");

@@ -12,20 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "tests/parity/parity_util.h"
 #include "core/safetensors.h"
 #include "text/llama.h"
 
 namespace slm::text {
 namespace {
 
-std::string ParityDir() {
-  const char* dir = std::getenv("SLM_PARITY_DIR");
-  return dir ? dir : SLM_BINARY_DIR "/parity";
-}
+using parity::ParityDir;
 
-double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
+using parity::MaxAbsDiff;
 
 // Greedy decoding with the KV cache: the prompt in one pass, then one token per step, the mask
 // growing by a column of ones per step (transformers' generate() for a left-padded batch).

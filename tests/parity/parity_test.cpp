@@ -6,16 +6,14 @@
 
 #include <cstdlib>
 
+#include "tests/parity/parity_util.h"
 #include "audio/log_mel.h"
 #include "core/safetensors.h"
 
 namespace slm {
 namespace {
 
-std::string ParityDir() {
-  const char* dir = std::getenv("SLM_PARITY_DIR");
-  return dir ? dir : SLM_BINARY_DIR "/parity";
-}
+using parity::ParityDir;
 
 std::vector<float> ToVector(const torch::Tensor& t) {
   const torch::Tensor c = t.to(torch::kFloat).contiguous();

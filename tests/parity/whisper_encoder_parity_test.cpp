@@ -10,20 +10,16 @@
 #include <cstdlib>
 #include <string>
 
+#include "tests/parity/parity_util.h"
 #include "audio/whisper_encoder.h"
 #include "core/safetensors.h"
 
 namespace slm::audio {
 namespace {
 
-std::string ParityDir() {
-  const char* dir = std::getenv("SLM_PARITY_DIR");
-  return dir ? dir : SLM_BINARY_DIR "/parity";
-}
+using parity::ParityDir;
 
-double MaxAbsDiff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>();
-}
+using parity::MaxAbsDiff;
 
 // HF features [B, n_mels, T] -> ours [B, T, n_mels].
 torch::Tensor Ours(const torch::Tensor& hf_features) {
