@@ -1,14 +1,35 @@
 // Projectors: the small trainable maps from an encoder's feature space into the frozen LM's input
-// embedding space. Chosen by name in config through a registry (an unknown name is an error that
-// lists the valid ones). Every projector maps
-//   input  [B, T, input_dim]  (float32/bf16, encoder frames or image patches)
-//   output [B, OutputLength(T), output_dim]  (same dtype/device)
-// and reports its time compression, so a caller can compute how many LM positions a given number
-// of encoder frames occupies.
+// embedding space, chosen by name in config through a registry (an unknown name is an error that
+// lists the valid ones; a key that the chosen type does not use is an unknown-key error).
 //
-// Registered now: "linear" (LiMBeR: one affine map) and "mlp" (LLaVA-1.5: Linear-GELU-Linear,
-// parameters named linear_1/linear_2 as Hugging Face's LlavaMultiModalProjector, so weights load
-// unchanged). Thread-safety: forward() on one module from several threads is safe in eval mode.
+// Shape contract of every projector:
+//   input  features [B, T, input_dim] (any float dtype; encoder frames or image patches) and
+//          optionally lengths [B] (real frames per row, the rest is padding)
+//   output embeds   [B, OutputLength(T), output_dim] (same dtype/device) and lengths [B] =
+//          OutputLength(length) per row.
+// Padded input frames never influence real output positions: Project() zeroes them first (so a
+// stack or convolution at a row's end sees zeros, exactly as the same row alone), and the Q-Former
+// masks them out of cross-attention. So row b of a padded batch equals that row run alone.
+//
+// Registered types (the time compression = input frames per output position):
+//   linear    LiMBeR: one affine map ("linear.*").                                    compression 1
+//   mlp       LLaVA-1.5: Linear-GELU-Linear ("linear_1", "linear_2" as Hugging Face's
+//             LlavaMultiModalProjector, so its weights load unchanged).               compression 1
+//   stack_mlp Ultravox / SLAM-LLM: concatenate `stack` consecutive frames (the end zero-padded),
+//             RMSNorm, Linear -> SwiGLU -> RMSNorm -> Linear, no biases ("ln_pre", "linear_1",
+//             "ln_mid", "linear_2" as Ultravox's projector).                     compression stack
+//   conv      strided Conv1d (kernel_size, stride; the end zero-padded so that
+//             OutputLength(T) = ceil(T / stride)) -> GELU -> Linear ("conv", "linear").
+//                                                                                compression stride
+//   qformer   SALMONN's window-level Q-Former: frames cut into windows of `window` frames (the
+//             last one partial, masked), `num_queries` learned queries per window pass through
+//             `num_layers` pre-LN blocks [self-attention over the queries, cross-attention to the
+//             window's frames, GELU MLP], then a Linear to output_dim.
+//                                                              compression window / num_queries
+// OutputRate(input_rate) = input_rate / Compression(): e.g. the Whisper encoder's 50 frames/s
+// through stack_mlp with stack 4 gives 12.5 LM positions per second of speech.
+//
+// Thread-safety: forward()/Project() on one module from several threads is safe in eval mode.
 #pragma once
 
 #include <torch/torch.h>
@@ -25,24 +46,50 @@ struct ProjectorSpec {
   std::string type = "mlp";
   int64_t input_dim = 0;
   int64_t output_dim = 0;
-  int64_t hidden_dim = 0;  // 0 = output_dim (mlp only)
-  // Reads type/input_dim/output_dim/hidden_dim with validation (type must be registered).
+  int64_t hidden_dim = 0;   // 0 = output_dim (mlp, stack_mlp, conv), input_dim (qformer)
+  int64_t stack = 4;        // stack_mlp: frames per output position
+  int64_t kernel_size = 0;  // conv: 0 = stride + 1 (odd overlap around each step)
+  int64_t stride = 2;       // conv
+  int64_t window = 8;       // qformer: frames per window
+  int64_t num_queries = 1;  // qformer: output positions per window
+  int64_t num_layers = 2;   // qformer
+  int64_t num_heads = 4;    // qformer: must divide the hidden size
+  // Reads type, input_dim, output_dim and the keys the chosen type uses (strict, ranges checked).
   void Load(config::Node node);
+};
+
+struct ProjectorOutput {
+  torch::Tensor embeds;   // [B, N, output_dim]
+  torch::Tensor lengths;  // [B] int64, real output positions per row
 };
 
 class ProjectorImpl : public torch::nn::Module {
  public:
-  virtual torch::Tensor forward(const torch::Tensor& features) = 0;
+  // Features [B, T, input_dim], all frames real.
+  torch::Tensor forward(const torch::Tensor& features);
+  // Padded batch: lengths [B] integer in [1, T] (undefined = all T).
+  ProjectorOutput Project(const torch::Tensor& features, const torch::Tensor& lengths);
+
   // Output positions for T input frames.
   virtual int64_t OutputLength(int64_t input_frames) const { return input_frames; }
+  // Input frames per output position (may be fractional for a Q-Former with several queries).
+  virtual double Compression() const { return 1.0; }
+  double OutputRate(double input_frames_per_second) const {
+    return input_frames_per_second / Compression();
+  }
   const ProjectorSpec& Spec() const { return spec_; }
   int64_t ParameterCount() const;
 
  protected:
   explicit ProjectorImpl(ProjectorSpec spec) : spec_(std::move(spec)) {}
+  // features [B, T, input_dim] with padded frames zeroed; frame_mask [B, T] bool (true = real) or
+  // undefined when every frame is real.
+  virtual torch::Tensor Forward(const torch::Tensor& features, const torch::Tensor& frame_mask) = 0;
+  ProjectorSpec spec_;
+
+ private:
   // Throws slm::Error naming the projector if features are not [B, T, input_dim].
   void CheckInput(const torch::Tensor& features) const;
-  ProjectorSpec spec_;
 };
 
 // Creates the registered projector `spec.type`; slm::Error for an unknown type or bad dimensions.

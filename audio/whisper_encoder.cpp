@@ -195,6 +195,86 @@ WhisperEncoderConfig WhisperEncoderConfig::FromFile(const std::string& path) {
   return FromJson(fs::ReadJson(path), path);
 }
 
+json WhisperEncoderConfig::ToJson() const {
+  json j = {{"model_type", "whisper"},
+            {"architectures", {"WhisperModel"}},
+            {"activation_function", "gelu"},
+            {"d_model", d_model},
+            {"encoder_layers", encoder_layers},
+            {"encoder_attention_heads", encoder_attention_heads},
+            {"encoder_ffn_dim", encoder_ffn_dim},
+            {"num_mel_bins", num_mel_bins},
+            {"max_source_positions", max_source_positions},
+            {"init_std", init_std}};
+  if (attention_chunk_frames > 0) j["attention_chunk_frames"] = attention_chunk_frames;
+  return j;
+}
+
+namespace {
+const char* NormalizationKey(MelNormalization n) {
+  switch (n) {
+    case MelNormalization::kWhisper:
+      return "whisper";
+    case MelNormalization::kFixedFloor:
+      return "fixed_floor";
+    default:
+      return "none";
+  }
+}
+}  // namespace
+
+LogMelOptions LoadEncoderFeatureOptions(const std::string& model_dir) {
+  LogMelOptions options;
+  const std::string path = model_dir + "/preprocessor_config.json";
+  if (!stdfs::exists(path)) return options;
+  const json object = fs::ReadJson(path);
+  Check(object.is_object(), path, ": must be a JSON object");
+  auto integer = [&](const char* key, int& field) {
+    const json* value = Field(object, key);
+    if (value == nullptr) return;
+    Check(value->is_number_integer() && value->get<int64_t>() > 0 && value->get<int64_t>() < (1 << 20),
+          path, ": \"", key, "\" must be a positive integer, got ", value->dump());
+    field = value->get<int>();
+  };
+  integer("feature_size", options.n_mels);
+  integer("sampling_rate", options.sample_rate);
+  integer("hop_length", options.hop_length);
+  integer("n_fft", options.n_fft);
+  if (const json* norm = Field(object, "slm_normalization")) {
+    const std::string name = norm->is_string() ? norm->get<std::string>() : norm->dump();
+    if (name == "whisper") options.normalization = MelNormalization::kWhisper;
+    else if (name == "fixed_floor") options.normalization = MelNormalization::kFixedFloor;
+    else if (name == "none") options.normalization = MelNormalization::kNone;
+    else
+      throw Error(Str(path, ": \"slm_normalization\" must be \"whisper\", \"fixed_floor\" or ",
+                      "\"none\", got ", norm->dump()));
+  }
+  if (const json* floor = Field(object, "slm_floor_log10")) {
+    Check(floor->is_number(), path, ": \"slm_floor_log10\" must be a number, got ", floor->dump());
+    options.floor_log10 = floor->get<double>();
+  }
+  Check(options.n_mels == 80 || options.n_mels == 128, path,
+        ": \"feature_size\" must be 80 or 128, got ", options.n_mels);
+  Check(options.n_fft % 2 == 0 && options.hop_length <= options.n_fft, path,
+        ": n_fft must be even and >= hop_length (n_fft ", options.n_fft, ", hop_length ",
+        options.hop_length, ")");
+  return options;
+}
+
+void SaveEncoderFeatureOptions(const std::string& model_dir, const LogMelOptions& o) {
+  const json object = {{"feature_extractor_type", "WhisperFeatureExtractor"},
+                       {"feature_size", o.n_mels},
+                       {"sampling_rate", o.sample_rate},
+                       {"hop_length", o.hop_length},
+                       {"n_fft", o.n_fft},
+                       {"padding_value", 0.0},
+                       {"return_attention_mask", true},
+                       {"slm_normalization", NormalizationKey(o.normalization)},
+                       {"slm_floor_log10", o.floor_log10}};
+  fs::MakeDirs(model_dir);
+  fs::AtomicWriteString(model_dir + "/preprocessor_config.json", object.dump(2) + "\n");
+}
+
 torch::Tensor WhisperSinusoids(int64_t length, int64_t channels) {
   Check(channels % 2 == 0 && channels >= 4,
         "WhisperSinusoids: channels must be even and >= 4, got ", channels);
@@ -436,6 +516,26 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
   }
   torch::NoGradGuard no_grad;
   for (auto& [parameter, where] : plan) parameter.copy_(where.first->Get(where.second));
+}
+
+void WhisperEncoderImpl::SaveWeights(
+    const std::string& model_dir,
+    const std::vector<std::pair<std::string, torch::Tensor>>& extra) const {
+  fs::MakeDirs(model_dir);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& named : named_parameters()) tensors.emplace_back(named.key(), named.value().detach());
+  for (const auto& [name, tensor] : extra) {
+    Check(!StartsWith(name, kPrefix) && !StartsWith(name, "encoder."),
+          "WhisperEncoder::SaveWeights: extra tensor '", name, "' would collide with the encoder's");
+    tensors.emplace_back(name, tensor.detach());
+  }
+  json config = config_.ToJson();
+  const auto dtype = tensors.front().second.scalar_type();
+  config["torch_dtype"] = dtype == torch::kBFloat16 ? "bfloat16"
+                          : dtype == torch::kHalf   ? "float16"
+                                                    : "float32";
+  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  fs::AtomicWriteString(model_dir + "/config.json", config.dump(2) + "\n");
 }
 
 WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,

@@ -37,7 +37,10 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "audio/log_mel.h"
 
 namespace slm::audio {
 
@@ -62,7 +65,19 @@ struct WhisperEncoderConfig {
   // activation_function "gelu". slm::Error naming `where` and the key for a missing or invalid key.
   static WhisperEncoderConfig FromJson(const nlohmann::json& json, const std::string& where);
   static WhisperEncoderConfig FromFile(const std::string& config_json_path);
+  // A Hugging Face Whisper config.json object with these encoder keys (model_type "whisper"); the
+  // decoder keys are left to transformers' defaults.
+  nlohmann::json ToJson() const;
 };
+
+// The log-mel features an encoder directory expects, from its preprocessor_config.json
+// (transformers' WhisperFeatureExtractor keys feature_size, sampling_rate, hop_length, n_fft, plus
+// the slm keys "slm_normalization" (whisper|fixed_floor|none) and "slm_floor_log10"). Without the
+// file, or without slm_normalization (a hub Whisper), Whisper's own normalisation is assumed.
+// slm::Error naming the file and key for an invalid value.
+LogMelOptions LoadEncoderFeatureOptions(const std::string& model_dir);
+// Writes model_dir/preprocessor_config.json for `options` (atomic).
+void SaveEncoderFeatureOptions(const std::string& model_dir, const LogMelOptions& options);
 
 struct WhisperEncoderInput {
   torch::Tensor features;  // [B, T, n_mels]
@@ -109,6 +124,11 @@ class WhisperEncoderImpl : public torch::nn::Module {
   // the tensor for a missing or wrongly shaped one; nothing is changed unless every tensor checks
   // out.
   void LoadWeights(const std::string& model_dir);
+  // Writes config.json and model.safetensors ("model.encoder.*" names, the layout
+  // WhisperForConditionalGeneration uses) plus `extra` tensors under their own names (e.g. a CTC
+  // head), which LoadWeights ignores. Each file is replaced atomically.
+  void SaveWeights(const std::string& model_dir,
+                   const std::vector<std::pair<std::string, torch::Tensor>>& extra = {}) const;
   int64_t ParameterCount() const;
 
  private:

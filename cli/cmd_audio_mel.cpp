@@ -101,7 +101,7 @@ void RunManifest(const MelCommand& c, Report& report) {
 }
 
 Registrar registrar([](CLI::App& app, Common& common) {
-  auto* cmd = Group(app, "audio", "audio front-end tools")
+  auto* cmd = Group(app, "audio", "audio front-end and speech encoder tools")
                   ->add_subcommand("mel", "log-mel features (Whisper front-end) of audio");
   auto c = std::make_shared<MelCommand>();
   auto* in = cmd->add_option("--in", c->in, "audio file (wav, flac, ogg, ...; any rate and channels)");

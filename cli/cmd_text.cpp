@@ -18,18 +18,10 @@
 namespace slm::cli {
 namespace {
 
-struct PretrainCommand {
-  std::string config;
-  std::vector<std::string> overrides;
-};
-
-void RunPretrain(const PretrainCommand& cmd, bool json) {
-  auto doc = config::Document::LoadFile(cmd.config);
-  doc.ApplyOverrides(cmd.overrides);
-  text::PretrainConfig config;
-  config.Load(doc.Root());
-  doc.CheckAllConsumed();
-  const text::PretrainResult result = text::Pretrain(config, doc.EffectiveYaml(), json);
+void RunPretrain(const ConfigArgs& args, bool json) {
+  std::string effective;
+  const auto config = args.Load<text::PretrainConfig>(&effective);
+  const text::PretrainResult result = text::Pretrain(config, effective, json);
   Report report(json);
   const nlohmann::json summary = result.ToJson();
   for (auto it = summary.begin(); it != summary.end(); ++it) report.Set(it.key(), it.value());
@@ -126,9 +118,8 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
 Registrar registrar([](CLI::App& app, Common& common) {
   CLI::App* text = Group(app, "text", "text backbone tools");
   auto* pretrain = text->add_subcommand("pretrain", "train a small Llama from scratch on WordNet text");
-  auto p = std::make_shared<PretrainCommand>();
-  pretrain->add_option("--config", p->config, "YAML config (samples/configs/backbone_tiny.yaml)")->required();
-  pretrain->add_option("--set", p->overrides, "override a config key: --set train.steps=10");
+  auto p = std::make_shared<ConfigArgs>();
+  p->Add(pretrain, "samples/configs/backbone_tiny.yaml");
   pretrain->callback([p, &common] { RunPretrain(*p, common.json); });
 
   auto* ppl = text->add_subcommand("ppl", "perplexity of a model on a text file (one sentence per line)");

@@ -16,6 +16,9 @@
 
 #include <functional>
 #include <string>
+#include <vector>
+
+#include "core/config.h"
 
 namespace slm::cli {
 
@@ -29,6 +32,29 @@ using Setup = std::function<void(CLI::App& app, Common& common)>;
 
 struct Registrar {
   explicit Registrar(Setup setup);
+};
+
+// `--config FILE` and repeated `--set key=value` of a config-driven command. Load() reads the file,
+// applies the overrides, fills a config struct with its strict Load(config::Node) and rejects keys
+// nothing consumed; `effective_yaml` receives the effective config to save with the run.
+struct ConfigArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+
+  void Add(CLI::App* cmd, const std::string& example) {
+    cmd->add_option("--config", config, "YAML config (" + example + ")")->required();
+    cmd->add_option("--set", overrides, "override a config key, e.g. --set train.steps=10");
+  }
+  template <class ConfigT>
+  ConfigT Load(std::string* effective_yaml = nullptr) const {
+    auto doc = config::Document::LoadFile(config);
+    doc.ApplyOverrides(overrides);
+    ConfigT loaded;
+    loaded.Load(doc.Root());
+    doc.CheckAllConsumed();
+    if (effective_yaml != nullptr) *effective_yaml = doc.EffectiveYaml();
+    return loaded;
+  }
 };
 
 // The subcommand `name` of `parent`, created with `description` on first use.

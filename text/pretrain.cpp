@@ -11,6 +11,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/lr_schedule.h"
+#include "core/metrics_log.h"
 #include "core/progress.h"
 #include "text/lm_data.h"
 #include "text/tokenizer.h"
@@ -26,11 +28,7 @@ double Elapsed(std::chrono::steady_clock::time_point start) {
 }
 
 double LearningRate(const PretrainConfig::Train& t, int64_t step) {
-  if (step < t.warmup_steps) return t.lr * double(step + 1) / double(t.warmup_steps);
-  const double progress =
-      double(step - t.warmup_steps) / double(std::max<int64_t>(1, t.steps - t.warmup_steps));
-  const double cosine = 0.5 * (1.0 + std::cos(M_PI * std::min(1.0, progress)));
-  return t.lr * (t.min_lr_ratio + (1.0 - t.min_lr_ratio) * cosine);
+  return WarmupCosineLr(t.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
 }
 
 // GPT-2/Llama-style initialisation: N(0, std) for matrices, with the residual output projections
@@ -49,12 +47,6 @@ void InitWeights(LlamaModel& model, double std) {
                           name.find("down_proj") != std::string::npos;
     p.value().normal_(0.0, residual ? residual_std : std);
   }
-}
-
-void AppendJsonLine(const std::string& path, const nlohmann::json& record) {
-  std::ofstream out(path, std::ios::app);
-  Check(out.good(), "cannot append to '", path, "'");
-  out << record.dump() << "\n";
 }
 
 }  // namespace
@@ -140,8 +132,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
   torch::manual_seed(c.seed);
   fs::MakeDirs(c.output_dir);
   fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  const std::string metrics_path = c.output_dir + "/metrics.jsonl";
-  fs::AtomicWriteString(metrics_path, "");
+  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
 
   // 1. Corpus.
   const std::string text_dir = c.data.corpus_dir + "/text";
@@ -247,14 +238,14 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     result.final_train_loss = loss_value;
     bar.Update(1, Str("loss ", std::round(loss_ema * 1000) / 1000));
     if ((step + 1) % c.train.log_every == 0) {
-      AppendJsonLine(metrics_path, {{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema},
+      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema},
                                     {"lr", lr}, {"grad_norm", grad_norm},
                                     {"tokens_per_second", result.train_tokens_seen / Elapsed(start)},
                                     {"elapsed_seconds", Elapsed(start)}});
     }
     if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
       const PerplexityResult valid = Perplexity(model, valid_windows, c.eval.batch_size);
-      AppendJsonLine(metrics_path, {{"step", step + 1}, {"valid_perplexity", valid.perplexity},
+      metrics.Append({{"step", step + 1}, {"valid_perplexity", valid.perplexity},
                                     {"valid_nll", valid.mean_nll}});
       model->train();
     }
@@ -283,7 +274,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
                                {"max_new_tokens", 64}};
   if (model_config.pad_token_id >= 0) generation["pad_token_id"] = model_config.pad_token_id;
   fs::AtomicWriteString(c.output_dir + "/generation_config.json", generation.dump(2) + "\n");
-  AppendJsonLine(metrics_path, {{"final", result.ToJson()}});
+  metrics.Append({{"final", result.ToJson()}});
   fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
   return result;
 }

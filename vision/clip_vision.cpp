@@ -164,6 +164,20 @@ ClipVisionConfig ClipVisionConfig::FromJson(const json& root, const std::string&
   return c;
 }
 
+json ClipVisionConfig::ToJson() const {
+  return {{"model_type", "clip_vision_model"},
+          {"architectures", {"CLIPVisionModel"}},
+          {"hidden_size", hidden_size},
+          {"intermediate_size", intermediate_size},
+          {"num_hidden_layers", num_hidden_layers},
+          {"num_attention_heads", num_attention_heads},
+          {"num_channels", num_channels},
+          {"image_size", image_size},
+          {"patch_size", patch_size},
+          {"hidden_act", hidden_act},
+          {"layer_norm_eps", layer_norm_eps}};
+}
+
 ClipVisionConfig ClipVisionConfig::FromFile(const std::string& path) {
   return FromJson(fs::ReadJson(path), path);
 }
@@ -274,6 +288,27 @@ bool ClipVisionModelImpl::IsFrozen() const {
   for (const auto& p : parameters())
     if (p.requires_grad()) return false;
   return !is_training();
+}
+
+int64_t ClipVisionModelImpl::ParameterCount() const {
+  int64_t count = 0;
+  for (const auto& p : parameters()) count += p.numel();
+  return count;
+}
+
+void ClipVisionModelImpl::SaveWeights(
+    const std::string& model_dir,
+    const std::vector<std::pair<std::string, torch::Tensor>>& extra) const {
+  fs::MakeDirs(model_dir);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& named : named_parameters()) tensors.emplace_back(named.key(), named.value().detach());
+  for (const auto& [name, tensor] : extra) {
+    Check(name.rfind("vision_model.", 0) != 0, "ClipVisionModel::SaveWeights: extra tensor '", name,
+          "' would collide with the tower's");
+    tensors.emplace_back(name, tensor.detach());
+  }
+  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
+  fs::AtomicWriteString(model_dir + "/config.json", config_.ToJson().dump(2) + "\n");
 }
 
 void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {

@@ -24,6 +24,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace slm::vision {
@@ -46,6 +47,8 @@ struct ClipVisionConfig {
   // "vision_config" object (CLIPConfig, LLaVA); missing keys keep CLIPVisionConfig's defaults.
   static ClipVisionConfig FromJson(const nlohmann::json& json, const std::string& where);
   static ClipVisionConfig FromFile(const std::string& config_json_path);
+  // A CLIPVisionConfig config.json object (model_type "clip_vision_model").
+  nlohmann::json ToJson() const;
 };
 
 struct ClipFeatureOptions {
@@ -82,6 +85,11 @@ class ClipVisionModelImpl : public torch::nn::Module {
   // unexpected one (e.g. more layers than the config); other tensors (text tower, projections,
   // position_ids buffers) are ignored. Nothing changes unless every tensor checks out.
   void LoadWeights(const std::string& model_dir);
+  // Writes config.json and model.safetensors ("vision_model.*", the CLIPModel layout) plus `extra`
+  // tensors under their own names (e.g. "visual_projection.weight"), each file atomically.
+  void SaveWeights(const std::string& model_dir,
+                   const std::vector<std::pair<std::string, torch::Tensor>>& extra = {}) const;
+  int64_t ParameterCount() const;
 
  private:
   ClipVisionConfig config_;

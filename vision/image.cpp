@@ -320,6 +320,21 @@ ClipPreprocessOptions ClipPreprocessOptions::FromJson(const json& j, const std::
   return o;
 }
 
+json ClipPreprocessOptions::ToJson() const {
+  return {{"image_processor_type", "CLIPImageProcessor"},
+          {"do_resize", do_resize},
+          {"size", {{"shortest_edge", shortest_edge}}},
+          {"resample", 3},
+          {"do_center_crop", do_center_crop},
+          {"crop_size", {{"height", crop_height}, {"width", crop_width}}},
+          {"do_rescale", do_rescale},
+          {"rescale_factor", rescale_factor},
+          {"do_normalize", do_normalize},
+          {"image_mean", image_mean},
+          {"image_std", image_std},
+          {"do_convert_rgb", true}};
+}
+
 ClipPreprocessOptions ClipPreprocessOptions::FromFile(const std::string& path) {
   return FromJson(fs::ReadJson(path), path);
 }

@@ -74,6 +74,9 @@ struct ClipPreprocessOptions {
   // keep CLIP's defaults; invalid values are an slm::Error naming `where` and the key.
   static ClipPreprocessOptions FromJson(const nlohmann::json& json, const std::string& where);
   static ClipPreprocessOptions FromFile(const std::string& preprocessor_config_path);
+  // A CLIPImageProcessor preprocessor_config.json object (resample 3 = bicubic) that FromJson and
+  // transformers read back to these options.
+  nlohmann::json ToJson() const;
 };
 
 // Pillow's Image.resize(size, BICUBIC) of an 8-bit image (any channel count), as Resample.c.

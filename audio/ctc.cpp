@@ -1,0 +1,119 @@
+#include "audio/ctc.h"
+
+#include <cctype>
+
+#include "core/error.h"
+
+namespace slm::audio {
+
+std::string CtcAlphabet::Normalize(const std::string& text) {
+  std::string letters;
+  letters.reserve(text.size());
+  for (unsigned char c : text) {
+    if (std::isalpha(c)) {
+      letters.push_back(static_cast<char>(std::tolower(c)));
+    } else if (c == '\'') {
+      letters.push_back('\'');
+    } else {
+      letters.push_back(' ');
+    }
+  }
+  // Apostrophes survive only between two letters ("don't"), never at word edges ('tis, dogs').
+  std::string out;
+  out.reserve(letters.size());
+  for (size_t i = 0; i < letters.size(); ++i) {
+    char c = letters[i];
+    if (c == '\'') {
+      const bool inside = i > 0 && std::isalpha(static_cast<unsigned char>(letters[i - 1])) &&
+                          i + 1 < letters.size() &&
+                          std::isalpha(static_cast<unsigned char>(letters[i + 1]));
+      if (!inside) c = ' ';
+    }
+    if (c == ' ' && (out.empty() || out.back() == ' ')) continue;
+    out.push_back(c);
+  }
+  if (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+std::vector<int64_t> CtcAlphabet::Encode(const std::string& text) {
+  std::vector<int64_t> ids;
+  for (char c : Normalize(text)) {
+    if (c == ' ') ids.push_back(1);
+    else if (c == '\'') ids.push_back(2);
+    else ids.push_back(3 + (c - 'a'));
+  }
+  return ids;
+}
+
+std::string CtcAlphabet::Decode(const std::vector<int64_t>& ids) {
+  std::string out;
+  for (int64_t id : ids) {
+    Check(id >= 0 && id < kSize, "CTC id ", id, " is outside the alphabet [0, ", kSize, ")");
+    if (id == kBlank) continue;
+    out.push_back(id == 1 ? ' ' : id == 2 ? '\'' : static_cast<char>('a' + (id - 3)));
+  }
+  return out;
+}
+
+CtcHeadImpl::CtcHeadImpl(int64_t d_model) {
+  Check(d_model > 0, "CtcHead: d_model must be positive, got ", d_model);
+  proj = register_module("proj", torch::nn::Linear(d_model, CtcAlphabet::kSize));
+}
+
+torch::Tensor CtcHeadImpl::forward(const torch::Tensor& states) {
+  Check(states.dim() == 3 && states.size(2) == proj->weight.size(1), "CtcHead: states must be [B, T, ",
+        proj->weight.size(1), "], got ", states.sizes());
+  return proj->forward(states);
+}
+
+torch::Tensor CtcLoss(const torch::Tensor& logits, const torch::Tensor& frame_lengths,
+                      const std::vector<std::vector<int64_t>>& targets) {
+  Check(logits.dim() == 3, "CtcLoss: logits must be [B, T, V], got ", logits.sizes());
+  const int64_t batch = logits.size(0);
+  Check(static_cast<int64_t>(targets.size()) == batch, "CtcLoss: ", targets.size(),
+        " target sequences for a batch of ", batch);
+  Check(frame_lengths.dim() == 1 && frame_lengths.size(0) == batch,
+        "CtcLoss: frame_lengths must be [", batch, "], got ", frame_lengths.sizes());
+  std::vector<int64_t> flat, target_lengths;
+  for (const auto& row : targets) {
+    Check(!row.empty(), "CtcLoss: an empty target sequence (nothing to transcribe)");
+    for (int64_t id : row)
+      Check(id > 0 && id < logits.size(2), "CtcLoss: target id ", id, " outside [1, ",
+            logits.size(2), ")");
+    flat.insert(flat.end(), row.begin(), row.end());
+    target_lengths.push_back(static_cast<int64_t>(row.size()));
+  }
+  // torch's ctc_loss wants [T, B, V] log-probabilities.
+  const torch::Tensor log_probs = torch::log_softmax(logits.to(torch::kFloat), -1).transpose(0, 1);
+  return torch::ctc_loss(log_probs, torch::tensor(flat, torch::kLong).to(logits.device()),
+                         frame_lengths.to(torch::kCPU, torch::kLong),
+                         torch::tensor(target_lengths, torch::kLong), CtcAlphabet::kBlank,
+                         at::Reduction::Mean, /*zero_infinity=*/true);
+}
+
+std::vector<std::vector<int64_t>> CtcGreedyDecode(const torch::Tensor& logits,
+                                                  const torch::Tensor& frame_lengths) {
+  Check(logits.dim() == 3, "CtcGreedyDecode: logits must be [B, T, V], got ", logits.sizes());
+  const torch::Tensor best = logits.argmax(-1).to(torch::kCPU, torch::kLong).contiguous();
+  const int64_t batch = best.size(0), steps = best.size(1);
+  torch::Tensor lengths = frame_lengths.defined()
+                              ? frame_lengths.to(torch::kCPU, torch::kLong).contiguous()
+                              : torch::full({batch}, steps, torch::kLong);
+  Check(lengths.dim() == 1 && lengths.size(0) == batch, "CtcGreedyDecode: frame_lengths must be [",
+        batch, "], got ", lengths.sizes());
+  std::vector<std::vector<int64_t>> out(batch);
+  const int64_t* ids = best.data_ptr<int64_t>();
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t n = std::min(steps, std::max<int64_t>(0, lengths[b].item<int64_t>()));
+    int64_t previous = -1;
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t id = ids[b * steps + t];
+      if (id != previous && id != CtcAlphabet::kBlank) out[b].push_back(id);
+      previous = id;
+    }
+  }
+  return out;
+}
+
+}  // namespace slm::audio

@@ -1,0 +1,58 @@
+// Connectionist temporal classification over characters: the alphabet, a linear CTC head on top of
+// an encoder and greedy decoding. This is what makes the project's own speech encoder carry
+// phonetic content (train/speech_encoder_pretrain.h) and what its character error rate is
+// measured with.
+//
+// Alphabet (fixed, so a checkpoint never needs a vocabulary file): index 0 = blank, 1 = space,
+// 2 = apostrophe, 3..28 = 'a'..'z'. Text is normalised before encoding: ASCII lower case; every
+// character that is not a letter or an apostrophe inside a word becomes a space (digits included:
+// the espeak corpus spells no digits); apostrophes at word edges are dropped; spaces collapse.
+//
+// Thread-safety: all functions are pure; CtcHead::forward is safe from several threads in eval
+// mode.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace slm::audio {
+
+struct CtcAlphabet {
+  static constexpr int64_t kBlank = 0;
+  static constexpr int64_t kSize = 29;
+  // The normalised form of `text` (see above); "" when nothing speakable is left.
+  static std::string Normalize(const std::string& text);
+  // Ids in [1, kSize) of Normalize(text).
+  static std::vector<int64_t> Encode(const std::string& text);
+  // Text of ids; blank ids are skipped, an id outside [0, kSize) is an slm::Error.
+  static std::string Decode(const std::vector<int64_t>& ids);
+};
+
+// Per-frame class scores of encoder states: Linear(d_model -> CtcAlphabet::kSize), parameters
+// "weight" [kSize, d_model] and "bias" [kSize]. Input [B, T, d_model]; output logits [B, T, kSize]
+// (same dtype).
+class CtcHeadImpl : public torch::nn::Module {
+ public:
+  explicit CtcHeadImpl(int64_t d_model);
+  torch::Tensor forward(const torch::Tensor& states);
+  torch::nn::Linear proj{nullptr};
+};
+TORCH_MODULE(CtcHead);
+
+// CTC loss (mean over the batch of the per-utterance negative log-likelihood divided by the target
+// length, as torch's reduction="mean"); logits [B, T, V] any float dtype (computed in float32),
+// frame_lengths [B], targets: one id sequence per row (ids in [1, V)). Utterances whose targets
+// cannot fit their frames give +inf and are zeroed (zero_infinity), so one bad row cannot poison
+// a batch.
+torch::Tensor CtcLoss(const torch::Tensor& logits, const torch::Tensor& frame_lengths,
+                      const std::vector<std::vector<int64_t>>& targets);
+
+// Greedy (best-path) decoding: argmax per frame over the first frame_lengths[b] frames, repeated
+// ids merged, blanks dropped. logits [B, T, V]; frame_lengths [B] integer (undefined = all T).
+std::vector<std::vector<int64_t>> CtcGreedyDecode(const torch::Tensor& logits,
+                                                  const torch::Tensor& frame_lengths);
+
+}  // namespace slm::audio

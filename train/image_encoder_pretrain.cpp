@@ -1,0 +1,341 @@
+#include "train/image_encoder_pretrain.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <set>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/lr_schedule.h"
+#include "core/manifest.h"
+#include "core/metrics_log.h"
+#include "core/progress.h"
+#include "text/llama.h"
+#include "text/tokenizer.h"
+#include "vision/image.h"
+#include "vision/shapes.h"
+
+namespace slm::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+using config::InRange;
+using Clock = std::chrono::steady_clock;
+
+double Elapsed(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct ImageSet {
+  torch::Tensor pixels;               // [N, 3, S, S] float32
+  std::vector<std::string> captions;  // per image
+  torch::Tensor text_features;        // [N, lm_hidden] frozen backbone features of the captions
+};
+
+ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreprocessOptions& pre) {
+  const manifest::Manifest m = manifest::Read(manifest_path);
+  Check(!m.entries.empty(), manifest_path, ": no images");
+  ImageSet set;
+  std::vector<torch::Tensor> pixels;
+  for (const manifest::Entry& e : m.entries) {
+    Check(!e.image.empty() && !e.text.empty(), manifest_path, ": entry '", e.id,
+          "' needs \"image\" and \"text\"");
+    const cv::Mat rgb = vision::ToRgb8(vision::LoadImage(fs::Resolve(m.base_dir, e.image)), e.image);
+    pixels.push_back(vision::ClipPreprocess(rgb, pre));
+    set.captions.push_back(e.text);
+  }
+  set.pixels = torch::stack(pixels);
+  return set;
+}
+
+// Mean of the frozen backbone's last hidden states over each caption's tokens (BOS included).
+torch::Tensor CaptionFeatures(text::LlamaModel& lm, const text::Tokenizer& tokenizer,
+                              const std::vector<std::string>& captions) {
+  torch::NoGradGuard no_grad;
+  std::map<std::string, torch::Tensor> cache;  // captions repeat; compute each once
+  std::vector<torch::Tensor> rows;
+  for (const std::string& caption : captions) {
+    auto found = cache.find(caption);
+    if (found == cache.end()) {
+      text::LlamaInput input;
+      input.input_ids = torch::tensor(tokenizer.Encode(caption, true, false), torch::kLong).unsqueeze(0);
+      input.logits_to_keep = 1;
+      const torch::Tensor hidden = lm->forward(input).last_hidden_state;  // [1, T, H]
+      found = cache.emplace(caption, hidden[0].mean(0).to(torch::kFloat)).first;
+    }
+    rows.push_back(found->second);
+  }
+  return torch::stack(rows);
+}
+
+struct Towers {
+  vision::ClipVisionModel tower{nullptr};
+  torch::nn::Linear visual_projection{nullptr}, text_projection{nullptr};
+  torch::Tensor logit_scale;
+
+  torch::Tensor ImageEmbeds(const torch::Tensor& pixels) {
+    return torch::nn::functional::normalize(
+        visual_projection(tower->forward(pixels).pooler_output),
+        torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  }
+  torch::Tensor TextEmbeds(const torch::Tensor& features) {
+    return torch::nn::functional::normalize(
+        text_projection(features), torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  }
+};
+
+RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  t.tower->eval();
+  std::vector<torch::Tensor> image_parts;
+  for (int64_t start = 0; start < set.pixels.size(0); start += batch_size)
+    image_parts.push_back(t.ImageEmbeds(set.pixels.slice(0, start, start + batch_size)));
+  const torch::Tensor images = torch::cat(image_parts);  // [N, D]
+  // Distinct captions, each with the feature of its first occurrence.
+  std::vector<std::string> distinct;
+  std::map<std::string, int64_t> index;
+  std::vector<int64_t> first;
+  for (size_t i = 0; i < set.captions.size(); ++i)
+    if (index.emplace(set.captions[i], static_cast<int64_t>(distinct.size())).second) {
+      distinct.push_back(set.captions[i]);
+      first.push_back(static_cast<int64_t>(i));
+    }
+  const torch::Tensor texts =
+      t.TextEmbeds(set.text_features.index_select(0, torch::tensor(first, torch::kLong)));
+  const torch::Tensor similarity = images.matmul(texts.t());  // [N, C]
+  const int64_t k = std::min<int64_t>(5, similarity.size(1));
+  const torch::Tensor top = std::get<1>(similarity.topk(k, 1));
+  const torch::Tensor best_image = similarity.argmax(0);  // [C]
+  RetrievalScores s;
+  s.images = images.size(0);
+  s.distinct_captions = static_cast<int64_t>(distinct.size());
+  s.chance_top1 = 1.0 / static_cast<double>(distinct.size());
+  int64_t top1 = 0, top5 = 0;
+  for (int64_t i = 0; i < s.images; ++i) {
+    const int64_t truth = index[set.captions[i]];
+    if (top[i][0].item<int64_t>() == truth) ++top1;
+    for (int64_t j = 0; j < k; ++j)
+      if (top[i][j].item<int64_t>() == truth) ++top5;
+  }
+  int64_t text_hits = 0;
+  for (int64_t c = 0; c < s.distinct_captions; ++c)
+    if (set.captions[best_image[c].item<int64_t>()] == distinct[c]) ++text_hits;
+  s.image_to_text_top1 = double(top1) / s.images;
+  s.image_to_text_top5 = double(top5) / s.images;
+  s.text_to_image_top1 = double(text_hits) / s.distinct_captions;
+  t.tower->train();
+  return s;
+}
+
+}  // namespace
+
+ImageEncoderPretrainConfig::ImageEncoderPretrainConfig() {
+  model.hidden_size = 192;
+  model.intermediate_size = 768;
+  model.num_hidden_layers = 4;
+  model.num_attention_heads = 4;
+  model.image_size = 64;
+  model.patch_size = 8;
+}
+
+void ImageEncoderPretrainConfig::Load(config::Node node) {
+  auto d = node.Child("data");
+  d.Read("shapes_dir", data.shapes_dir)
+      .Read("count", data.count, InRange<int64_t>(20, int64_t{1} << 30))
+      .Read("size", data.size, InRange(32, 512));
+  node.Read("text_backbone", text_backbone);
+  auto m = node.Child("model");
+  m.Read("hidden_size", model.hidden_size, InRange<int64_t>(4, 65536))
+      .Read("intermediate_size", model.intermediate_size, InRange<int64_t>(1, 262144))
+      .Read("num_hidden_layers", model.num_hidden_layers, InRange<int64_t>(1, 256))
+      .Read("num_attention_heads", model.num_attention_heads, InRange<int64_t>(1, 512))
+      .Read("image_size", model.image_size, InRange<int64_t>(8, 4096))
+      .Read("patch_size", model.patch_size, InRange<int64_t>(1, 4096))
+      .Read("hidden_act", model.hidden_act,
+            config::OneOf<std::string>({"quick_gelu", "gelu", "gelu_new", "gelu_pytorch_tanh"}));
+  if (model.hidden_size % model.num_attention_heads != 0)
+    m.Fail("num_attention_heads", Str("must divide hidden_size (", model.hidden_size, ")"));
+  if (model.image_size % model.patch_size != 0)
+    m.Fail("patch_size", Str("must divide image_size (", model.image_size, ")"));
+  node.Read("projection_dim", projection_dim, InRange<int64_t>(1, 65536));
+  auto t = node.Child("train");
+  t.Read("steps", train.steps, InRange<int64_t>(1, int64_t{1} << 40))
+      .Read("max_minutes", train.max_minutes, InRange(0.0, 1e6))
+      .Read("batch_size", train.batch_size, InRange<int64_t>(2, 1 << 16))
+      .Read("lr", train.lr, InRange(0.0, 10.0))
+      .Read("warmup_steps", train.warmup_steps, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("min_lr_ratio", train.min_lr_ratio, InRange(0.0, 1.0))
+      .Read("weight_decay", train.weight_decay, InRange(0.0, 10.0))
+      .Read("grad_clip", train.grad_clip, InRange(0.0, 1e6))
+      .Read("log_every", train.log_every, InRange<int64_t>(1, 1 << 30));
+  auto e = node.Child("eval");
+  e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
+      .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
+  node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
+}
+
+nlohmann::json RetrievalScores::ToJson() const {
+  return {{"image_to_text_top1", image_to_text_top1}, {"image_to_text_top5", image_to_text_top5},
+          {"text_to_image_top1", text_to_image_top1}, {"chance_top1", chance_top1},
+          {"images", images}, {"distinct_captions", distinct_captions}};
+}
+
+nlohmann::json ImageEncoderPretrainResult::ToJson() const {
+  return {{"model_dir", model_dir},     {"steps", steps},
+          {"parameters", parameters},   {"train_images", train_images},
+          {"seconds", seconds},         {"images_per_second", images_per_second},
+          {"final_train_loss", final_train_loss}, {"valid", valid.ToJson()},
+          {"stopped_by_time_limit", stopped_by_time_limit}};
+}
+
+ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig& c,
+                                                const std::string& effective_config_yaml,
+                                                bool quiet) {
+  const auto start = Clock::now();
+  SetThreads(c.threads);
+  torch::manual_seed(c.seed);
+  fs::MakeDirs(c.output_dir);
+  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
+  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
+
+  // 1. Data.
+  const std::string train_manifest = c.data.shapes_dir + "/caption_train.jsonl";
+  const std::string valid_manifest = c.data.shapes_dir + "/caption_valid.jsonl";
+  if (!stdfs::exists(train_manifest)) {
+    log::Info(Str("generating ", c.data.count, " shapes images in ", c.data.shapes_dir));
+    vision::ShapesOptions shapes;
+    shapes.out_dir = c.data.shapes_dir;
+    shapes.count = c.data.count;
+    shapes.seed = c.seed;
+    shapes.size = c.data.size;
+    shapes.threads = std::max(1, c.threads);
+    shapes.progress = !quiet;
+    vision::GenerateShapes(shapes);
+  }
+  vision::ClipPreprocessOptions pre;
+  pre.shortest_edge = c.model.image_size;
+  pre.crop_height = pre.crop_width = c.model.image_size;
+  ImageSet train = LoadImages(train_manifest, pre);
+  ImageSet valid = LoadImages(valid_manifest, pre);
+  Check(train.pixels.size(0) >= c.train.batch_size, "only ", train.pixels.size(0),
+        " training images for train.batch_size ", c.train.batch_size);
+
+  // 2. The frozen text side.
+  const text::Tokenizer tokenizer = text::Tokenizer::Load(c.text_backbone);
+  text::LlamaModel lm = text::LoadLlama(c.text_backbone);
+  lm->Freeze();
+  train.text_features = CaptionFeatures(lm, tokenizer, train.captions);
+  valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions);
+  const int64_t lm_hidden = lm->Config().hidden_size;
+
+  // 3. Towers.
+  Towers t;
+  t.tower = vision::ClipVisionModel(c.model);
+  t.visual_projection = torch::nn::Linear(
+      torch::nn::LinearOptions(c.model.hidden_size, c.projection_dim).bias(false));
+  t.text_projection =
+      torch::nn::Linear(torch::nn::LinearOptions(lm_hidden, c.projection_dim).bias(false));
+  t.logit_scale = torch::full({}, std::log(1.0 / 0.07)).set_requires_grad(true);
+  t.tower->train();
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& p : t.tower->named_parameters()) (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
+  for (auto& p : t.visual_projection->parameters()) decay.push_back(p);
+  for (auto& p : t.text_projection->parameters()) decay.push_back(p);
+  no_decay.push_back(t.logit_scale);
+  auto adamw = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(c.train.lr).betas({0.9, 0.98}).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, adamw(c.train.weight_decay));
+  groups.emplace_back(no_decay, adamw(0.0));
+  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(c.train.lr));
+  std::vector<torch::Tensor> trainable = decay;
+  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+
+  ImageEncoderPretrainResult result;
+  result.model_dir = c.output_dir;
+  result.train_images = train.pixels.size(0);
+  for (const auto& p : trainable) result.parameters += p.numel();
+  log::Info(Str("contrastive pretraining of a ", result.parameters, "-parameter image tower on ",
+                result.train_images, " images, text side: frozen ", c.text_backbone));
+
+  // 4. Train.
+  torch::Generator generator = at::detail::createCPUGenerator(c.seed);
+  torch::Tensor order = torch::randperm(train.pixels.size(0), generator);
+  int64_t cursor = 0, seen = 0;
+  ProgressBar bar("image encoder", c.train.steps, quiet);
+  double loss_ema = 0;
+  const auto train_start = Clock::now();
+  for (int64_t step = 0; step < c.train.steps; ++step) {
+    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+      result.stopped_by_time_limit = true;
+      log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
+      break;
+    }
+    if (cursor + c.train.batch_size > order.size(0)) {
+      order = torch::randperm(train.pixels.size(0), generator);
+      cursor = 0;
+    }
+    const torch::Tensor rows = order.slice(0, cursor, cursor + c.train.batch_size);
+    cursor += c.train.batch_size;
+    const double lr = WarmupCosineLr(c.train.lr, step, c.train.warmup_steps, c.train.steps,
+                                     c.train.min_lr_ratio);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+
+    const torch::Tensor images = t.ImageEmbeds(train.pixels.index_select(0, rows));
+    const torch::Tensor texts = t.TextEmbeds(train.text_features.index_select(0, rows));
+    // CLIP clamps the temperature at 100 so the logits cannot blow up.
+    const torch::Tensor logits = t.logit_scale.clamp_max(std::log(100.0)).exp() * images.matmul(texts.t());
+    const torch::Tensor labels = torch::arange(logits.size(0), torch::kLong);
+    const torch::Tensor loss = 0.5 * (torch::nn::functional::cross_entropy(logits, labels) +
+                                      torch::nn::functional::cross_entropy(logits.t(), labels));
+    optimizer.zero_grad();
+    loss.backward();
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        trainable, c.train.grad_clip > 0 ? c.train.grad_clip : 1e30);
+    optimizer.step();
+
+    const double loss_value = loss.item<double>();
+    Check(std::isfinite(loss_value), "image encoder training diverged: loss ", loss_value,
+          " at step ", step, " (lower train.lr)");
+    seen += rows.size(0);
+    loss_ema = step == 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
+    result.steps = step + 1;
+    result.final_train_loss = loss_value;
+    bar.Update(1, Str("loss ", std::round(loss_ema * 1000) / 1000));
+    if ((step + 1) % c.train.log_every == 0)
+      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
+                      {"grad_norm", grad_norm}, {"temperature", 1.0 / t.logit_scale.exp().item<double>()},
+                      {"images_per_second", seen / Elapsed(train_start)},
+                      {"elapsed_seconds", Elapsed(start)}});
+    if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
+      const RetrievalScores v = Evaluate(t, valid, c.eval.batch_size);
+      metrics.Append({{"step", step + 1}, {"valid", v.ToJson()}});
+      log::Info(Str("step ", step + 1, ": valid image->text top-1 ", v.image_to_text_top1,
+                    " (chance ", v.chance_top1, ")"));
+    }
+  }
+  bar.Finish();
+  result.images_per_second = seen / std::max(1e-9, Elapsed(train_start));
+  result.valid = Evaluate(t, valid, c.eval.batch_size);
+  result.seconds = Elapsed(start);
+
+  // 5. The model directory.
+  t.tower->SaveWeights(c.output_dir, {{"visual_projection.weight", t.visual_projection->weight},
+                                      {"text_projection.weight", t.text_projection->weight},
+                                      {"logit_scale", t.logit_scale}});
+  fs::AtomicWriteString(c.output_dir + "/preprocessor_config.json", pre.ToJson().dump(2) + "\n");
+  metrics.Append({{"final", result.ToJson()}});
+  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  return result;
+}
+
+}  // namespace slm::train

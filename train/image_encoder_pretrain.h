@@ -1,0 +1,91 @@
+// `slm vision pretrain-encoder`: the embedded default image encoder. Trains a small CLIP ViT tower
+// (vision/clip_vision.h) contrastively (CLIP's symmetric InfoNCE loss with a learned temperature)
+// on the synthetic shapes data (vision/shapes.h) against the captions as the frozen text backbone
+// reads them: each caption's text feature is the mean of the backbone's last hidden states over its
+// tokens (computed once, under no-grad), mapped by a trainable text_projection; images go through
+// the tower's pooler output and a visual_projection. So the tower learns features that line up
+// with what the LM it will later be spliced into already "means" by a caption.
+//
+// Data: data.shapes_dir (GenerateShapes output; generated with data.count images of data.size
+// pixels when missing). Images are preprocessed once with ClipPreprocess (shortest edge and crop =
+// model.image_size, CLIP mean/std) and kept in memory.
+//
+// Evaluation: retrieval on the valid images: image->text top-1 and top-5 accuracy over the set of
+// distinct valid captions (a hit is the image's own caption text), text->image top-1 (a hit is an
+// image with that caption), next to the chance rate 1 / distinct captions.
+//
+// Output (output_dir): config.json + model.safetensors ("vision_model.*" as CLIPModel, plus
+// "visual_projection.weight", "text_projection.weight", "logit_scale"), preprocessor_config.json
+// (CLIPImageProcessor keys), config.yaml, metrics.jsonl, result.json. LoadClipVision(output_dir)
+// loads the tower. Deterministic for a fixed seed and thread count. Not thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/config.h"
+#include "vision/clip_vision.h"
+
+namespace slm::train {
+
+struct ImageEncoderPretrainConfig {
+  struct Data {
+    std::string shapes_dir = "data/shapes_encoder";
+    int64_t count = 6000;  // images generated when shapes_dir has none
+    int size = 64;
+  } data;
+  std::string text_backbone = "samples/models/backbone_tiny";  // HF dir with tokenizer.model
+  vision::ClipVisionConfig model;
+  int64_t projection_dim = 128;
+  struct Train {
+    int64_t steps = 1000;
+    double max_minutes = 0;
+    int64_t batch_size = 64;
+    double lr = 1e-3;
+    int64_t warmup_steps = 100;
+    double min_lr_ratio = 0.05;
+    double weight_decay = 0.05;
+    double grad_clip = 1.0;
+    int64_t log_every = 10;
+  } train;
+  struct Eval {
+    int64_t every = 250;
+    int64_t batch_size = 128;
+  } eval;
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string output_dir = "runs/image_encoder_tiny";
+
+  ImageEncoderPretrainConfig();  // the tiny defaults of samples/configs/image_encoder_tiny.yaml
+  void Load(config::Node node);
+};
+
+struct RetrievalScores {
+  double image_to_text_top1 = 0;
+  double image_to_text_top5 = 0;
+  double text_to_image_top1 = 0;
+  double chance_top1 = 0;  // 1 / distinct captions
+  int64_t images = 0;
+  int64_t distinct_captions = 0;
+  nlohmann::json ToJson() const;
+};
+
+struct ImageEncoderPretrainResult {
+  std::string model_dir;
+  int64_t steps = 0;
+  int64_t parameters = 0;  // tower + projections (the frozen backbone not counted)
+  int64_t train_images = 0;
+  double seconds = 0;
+  double images_per_second = 0;
+  double final_train_loss = 0;
+  RetrievalScores valid;
+  bool stopped_by_time_limit = false;
+  nlohmann::json ToJson() const;
+};
+
+ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig& config,
+                                                const std::string& effective_config_yaml,
+                                                bool quiet = false);
+
+}  // namespace slm::train

@@ -1,0 +1,432 @@
+#include "train/speech_encoder_pretrain.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "audio/audio_io.h"
+#include "audio/ctc.h"
+#include "audio/speech_corpus.h"
+#include "core/device.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/lr_schedule.h"
+#include "core/manifest.h"
+#include "core/metrics_log.h"
+#include "core/progress.h"
+#include "text/wordnet_corpus.h"
+#include "train/metrics.h"
+
+namespace slm::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+using config::InRange;
+using Clock = std::chrono::steady_clock;
+
+double Elapsed(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+struct Utterance {
+  std::string id;
+  std::string text;          // as in the manifest
+  torch::Tensor features;    // [T, n_mels] float32
+  std::vector<int64_t> target;
+  double seconds = 0;
+};
+
+struct Split {
+  std::vector<Utterance> utterances;
+  int64_t skipped_long = 0, skipped_empty = 0;
+  double seconds = 0;
+};
+
+// The manifest of one split, synthesized from the sentence file when it is missing.
+std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string& split, int64_t count,
+                        uint64_t seed_offset) {
+  const std::string dir = c.data.speech_dir + "/" + split;
+  const std::string manifest = dir + "/manifest.jsonl";
+  if (stdfs::exists(manifest)) return manifest;
+  const std::string sentences = c.data.corpus_dir + "/sentences/" + split + ".txt";
+  if (!stdfs::exists(sentences)) {
+    Check(c.data.build_if_missing, "no sentences at '", sentences, "'; run `slm data corpus --out ",
+          c.data.corpus_dir, "` or set data.build_if_missing: true");
+    log::Info(Str("building the WordNet corpus in ", c.data.corpus_dir));
+    text::WordNetCorpusOptions corpus;
+    corpus.wordnet_dir = c.data.wordnet_dir;
+    corpus.out_dir = c.data.corpus_dir;
+    text::BuildWordNetCorpus(corpus);
+  }
+  log::Info(Str("synthesizing ", count, " ", split, " utterances into ", dir));
+  audio::SpeechCorpusOptions options;
+  options.text_path = sentences;
+  options.out_dir = dir;
+  options.voices = c.data.voices;
+  options.limit = count;
+  options.seed = c.seed * 7919 + seed_offset;
+  options.quiet = true;
+  const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
+  log::Info(Str(split, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
+                " s of speech in ", std::lround(stats.wall_seconds), " s"));
+  return manifest;
+}
+
+Split LoadSplit(const std::string& manifest_path, const audio::LogMel& mel, double max_seconds,
+                int64_t limit) {
+  const manifest::Manifest m = manifest::Read(manifest_path);
+  Split split;
+  for (const manifest::Entry& e : m.entries) {
+    if (limit > 0 && static_cast<int64_t>(split.utterances.size()) >= limit) break;
+    Check(!e.audio.empty(), manifest_path, ": utterance '", e.id, "' has no \"audio\"");
+    const audio::Waveform wave = audio::Read(fs::Resolve(m.base_dir, e.audio));
+    Utterance u;
+    u.id = e.id;
+    u.text = e.text;
+    u.seconds = wave.Seconds();
+    u.target = audio::CtcAlphabet::Encode(e.text);
+    if (u.target.empty()) {
+      ++split.skipped_empty;
+      continue;
+    }
+    if (max_seconds > 0 && u.seconds > max_seconds) {
+      ++split.skipped_long;
+      continue;
+    }
+    u.features = mel.Compute(wave.samples);
+    split.seconds += u.seconds;
+    split.utterances.push_back(std::move(u));
+  }
+  Check(!split.utterances.empty(), manifest_path, ": no usable utterance (", split.skipped_long,
+        " longer than data.max_seconds, ", split.skipped_empty, " without letters)");
+  return split;
+}
+
+struct Batch {
+  torch::Tensor features;  // [B, T, n_mels]
+  torch::Tensor lengths;   // [B]
+  std::vector<std::vector<int64_t>> targets;
+  std::vector<const Utterance*> utterances;
+};
+
+Batch MakeBatch(const std::vector<Utterance>& data, const std::vector<int64_t>& indices) {
+  Batch batch;
+  int64_t longest = 0;
+  for (int64_t i : indices) longest = std::max(longest, data[i].features.size(0));
+  const int64_t mels = data[indices[0]].features.size(1);
+  batch.features = torch::zeros({static_cast<int64_t>(indices.size()), longest, mels});
+  std::vector<int64_t> lengths;
+  for (size_t row = 0; row < indices.size(); ++row) {
+    const Utterance& u = data[indices[row]];
+    batch.features[row].slice(0, 0, u.features.size(0)).copy_(u.features);
+    lengths.push_back(u.features.size(0));
+    batch.targets.push_back(u.target);
+    batch.utterances.push_back(&u);
+  }
+  batch.lengths = torch::tensor(lengths, torch::kLong);
+  return batch;
+}
+
+// Epoch order: shuffle, then sort within pools of 50 batches by length and shuffle the batches,
+// so padding stays small without making the order deterministic in length.
+std::vector<std::vector<int64_t>> EpochBatches(const std::vector<Utterance>& data, int64_t batch_size,
+                                               torch::Generator& generator) {
+  const int64_t n = static_cast<int64_t>(data.size());
+  const torch::Tensor perm = torch::randperm(n, generator);
+  std::vector<int64_t> order(perm.data_ptr<int64_t>(), perm.data_ptr<int64_t>() + n);
+  const int64_t pool = batch_size * 50;
+  std::vector<std::vector<int64_t>> batches;
+  for (int64_t start = 0; start < n; start += pool) {
+    const int64_t end = std::min(n, start + pool);
+    std::sort(order.begin() + start, order.begin() + end, [&](int64_t a, int64_t b) {
+      return data[a].features.size(0) < data[b].features.size(0);
+    });
+    for (int64_t b = start; b + batch_size <= end; b += batch_size)
+      batches.emplace_back(order.begin() + b, order.begin() + b + batch_size);
+  }
+  const torch::Tensor shuffle = torch::randperm(static_cast<int64_t>(batches.size()), generator);
+  std::vector<std::vector<int64_t>> shuffled;
+  for (int64_t i = 0; i < shuffle.size(0); ++i) shuffled.push_back(batches[shuffle[i].item<int64_t>()]);
+  return shuffled;
+}
+
+// SpecAugment: zeroes random frequency bands and time spans of each row (in place), inside the
+// row's real frames.
+void MaskFeatures(Batch& batch, const SpeechEncoderPretrainConfig::Train& t,
+                  torch::Generator& generator) {
+  auto uniform = [&](int64_t high) {  // integer in [0, high)
+    if (high <= 0) return int64_t{0};
+    return torch::randint(high, {1}, generator).item<int64_t>();
+  };
+  const int64_t mels = batch.features.size(2);
+  for (int64_t row = 0; row < batch.features.size(0); ++row) {
+    const int64_t length = batch.lengths[row].item<int64_t>();
+    for (int64_t m = 0; m < t.freq_masks; ++m) {
+      const int64_t width = uniform(t.freq_mask_width + 1);
+      const int64_t start = uniform(mels - width + 1);
+      batch.features[row].slice(1, start, start + width).zero_();
+    }
+    for (int64_t m = 0; m < t.time_masks; ++m) {
+      const int64_t width = std::min(uniform(t.time_mask_width + 1), length / 5);
+      const int64_t start = uniform(length - width + 1);
+      batch.features[row].slice(0, start, start + width).zero_();
+    }
+  }
+}
+
+struct Scores {
+  EditCounts chars, words;
+  std::vector<std::pair<std::string, std::string>> examples;  // (reference, hypothesis)
+};
+
+Scores Evaluate(audio::WhisperEncoder& encoder, audio::CtcHead& head, const std::vector<Utterance>& data,
+                int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  encoder->eval();
+  head->eval();
+  Scores scores;
+  std::vector<int64_t> order(data.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int64_t>(i);
+  for (size_t start = 0; start < order.size(); start += batch_size) {
+    const std::vector<int64_t> indices(order.begin() + start,
+                                       order.begin() + std::min(order.size(), start + batch_size));
+    const Batch batch = MakeBatch(data, indices);
+    audio::WhisperEncoderInput input;
+    input.features = batch.features;
+    input.lengths = batch.lengths;
+    const audio::WhisperEncoderOutput out = encoder->forward(input);
+    const auto decoded = audio::CtcGreedyDecode(head(out.last_hidden_state), out.lengths);
+    for (size_t row = 0; row < indices.size(); ++row) {
+      const std::string reference = audio::CtcAlphabet::Normalize(batch.utterances[row]->text);
+      const std::string hypothesis = audio::CtcAlphabet::Decode(decoded[row]);
+      scores.chars += CharErrors(reference, hypothesis);
+      scores.words += WordErrors(reference, hypothesis);
+      scores.examples.emplace_back(reference, hypothesis);
+    }
+  }
+  encoder->train();
+  head->train();
+  return scores;
+}
+
+}  // namespace
+
+SpeechEncoderPretrainConfig::SpeechEncoderPretrainConfig() {
+  features.normalization = audio::MelNormalization::kFixedFloor;
+  model.d_model = 192;
+  model.encoder_layers = 4;
+  model.encoder_attention_heads = 4;
+  model.encoder_ffn_dim = 768;
+  model.num_mel_bins = 80;
+  model.max_source_positions = 1500;
+}
+
+void SpeechEncoderPretrainConfig::Load(config::Node node) {
+  auto d = node.Child("data");
+  d.Read("corpus_dir", data.corpus_dir)
+      .Read("wordnet_dir", data.wordnet_dir)
+      .Read("build_if_missing", data.build_if_missing)
+      .Read("speech_dir", data.speech_dir)
+      .Read("train_utterances", data.train_utterances, InRange<int64_t>(1, int64_t{1} << 30))
+      .Read("valid_utterances", data.valid_utterances, InRange<int64_t>(1, int64_t{1} << 30))
+      .Read("test_utterances", data.test_utterances, InRange<int64_t>(1, int64_t{1} << 30))
+      .Read("max_seconds", data.max_seconds, InRange(0.0, 600.0))
+      .Read("voices", data.voices);
+  features.Load(node.Child("features"));
+  auto m = node.Child("model");
+  m.Read("d_model", model.d_model, InRange<int64_t>(4, 65536))
+      .Read("encoder_layers", model.encoder_layers, InRange<int64_t>(1, 256))
+      .Read("encoder_attention_heads", model.encoder_attention_heads, InRange<int64_t>(1, 512))
+      .Read("encoder_ffn_dim", model.encoder_ffn_dim, InRange<int64_t>(1, 262144))
+      .Read("max_source_positions", model.max_source_positions, InRange<int64_t>(1, 1 << 20))
+      .Read("attention_chunk_frames", model.attention_chunk_frames, InRange<int64_t>(0, 1 << 20));
+  model.num_mel_bins = features.n_mels;
+  if (model.d_model % model.encoder_attention_heads != 0)
+    m.Fail("encoder_attention_heads", Str("must divide d_model (", model.d_model, ")"));
+  if (model.d_model % 2 != 0) m.Fail("d_model", "must be even (sinusoidal positions)");
+  auto t = node.Child("train");
+  t.Read("steps", train.steps, InRange<int64_t>(1, int64_t{1} << 40))
+      .Read("max_minutes", train.max_minutes, InRange(0.0, 1e6))
+      .Read("batch_size", train.batch_size, InRange<int64_t>(1, 1 << 16))
+      .Read("lr", train.lr, InRange(0.0, 10.0))
+      .Read("warmup_steps", train.warmup_steps, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("min_lr_ratio", train.min_lr_ratio, InRange(0.0, 1.0))
+      .Read("weight_decay", train.weight_decay, InRange(0.0, 10.0))
+      .Read("grad_clip", train.grad_clip, InRange(0.0, 1e6))
+      .Read("freq_masks", train.freq_masks, InRange<int64_t>(0, 100))
+      .Read("freq_mask_width", train.freq_mask_width, InRange<int64_t>(0, 128))
+      .Read("time_masks", train.time_masks, InRange<int64_t>(0, 100))
+      .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000))
+      .Read("log_every", train.log_every, InRange<int64_t>(1, 1 << 30));
+  auto e = node.Child("eval");
+  e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
+      .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
+  node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
+  if (data.max_seconds * features.sample_rate / features.hop_length > model.MaxInputFrames())
+    d.Fail("max_seconds", Str("gives more feature frames than the encoder accepts (",
+                              model.MaxInputFrames(), " = 2 * model.max_source_positions)"));
+}
+
+nlohmann::json SpeechEncoderPretrainResult::ToJson() const {
+  return {{"model_dir", model_dir},
+          {"steps", steps},
+          {"parameters", parameters},
+          {"train_utterances", train_utterances},
+          {"train_audio_seconds", train_audio_seconds},
+          {"seconds", seconds},
+          {"audio_seconds_per_second", audio_seconds_per_second},
+          {"final_train_loss", final_train_loss},
+          {"valid_cer", valid_cer},
+          {"test_cer", test_cer},
+          {"test_wer", test_wer},
+          {"test_utterances", test_utterances},
+          {"stopped_by_time_limit", stopped_by_time_limit}};
+}
+
+SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainConfig& c,
+                                                  const std::string& effective_config_yaml,
+                                                  bool quiet) {
+  const auto start = Clock::now();
+  SetThreads(c.threads);
+  torch::manual_seed(c.seed);
+  fs::MakeDirs(c.output_dir);
+  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
+  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
+
+  // 1. Data: synthesized once, features in memory.
+  const audio::LogMel mel(c.features);
+  const Split train = LoadSplit(EnsureSplit(c, "train", c.data.train_utterances, 0), mel,
+                                c.data.max_seconds, c.data.train_utterances);
+  const Split valid = LoadSplit(EnsureSplit(c, "valid", c.data.valid_utterances, 1), mel, 0,
+                                c.data.valid_utterances);
+  const Split test = LoadSplit(EnsureSplit(c, "test", c.data.test_utterances, 2), mel, 0,
+                               c.data.test_utterances);
+  Check(static_cast<int64_t>(train.utterances.size()) >= c.train.batch_size, "only ",
+        train.utterances.size(), " training utterances for train.batch_size ", c.train.batch_size);
+  for (const Split* split : {&valid, &test})
+    for (const Utterance& u : split->utterances)
+      Check(u.features.size(0) <= c.model.MaxInputFrames(), "held-out utterance '", u.id, "' (",
+            u.seconds, " s) is longer than the encoder accepts; raise model.max_source_positions");
+  log::Info(Str("speech encoder data: ", train.utterances.size(), " train utterances (",
+                std::lround(train.seconds), " s; ", train.skipped_long, " longer than ",
+                c.data.max_seconds, " s skipped), ", valid.utterances.size(), " valid, ",
+                test.utterances.size(), " test"));
+
+  // 2. Model.
+  audio::WhisperEncoder encoder(c.model);
+  audio::CtcHead head(c.model.d_model);
+  encoder->train();
+  head->train();
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto* module : {static_cast<torch::nn::Module*>(encoder.get()),
+                       static_cast<torch::nn::Module*>(head.get())})
+    for (auto& p : module->named_parameters()) {
+      if (p.key().find("embed_positions") != std::string::npos) {
+        p.value().set_requires_grad(false);  // Whisper's sinusoids stay fixed
+        continue;
+      }
+      (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
+    }
+  auto adamw = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(
+        torch::optim::AdamWOptions(c.train.lr).betas({0.9, 0.98}).weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, adamw(c.train.weight_decay));
+  groups.emplace_back(no_decay, adamw(0.0));
+  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(c.train.lr));
+  std::vector<torch::Tensor> trainable = decay;
+  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+
+  SpeechEncoderPretrainResult result;
+  result.model_dir = c.output_dir;
+  result.parameters = encoder->ParameterCount() + head->proj->weight.numel() + head->proj->bias.numel();
+  result.train_utterances = static_cast<int64_t>(train.utterances.size());
+  log::Info(Str("training a ", result.parameters, "-parameter encoder + CTC head"));
+
+  // 3. Train.
+  torch::Generator generator = at::detail::createCPUGenerator(c.seed);
+  std::vector<std::vector<int64_t>> epoch = EpochBatches(train.utterances, c.train.batch_size, generator);
+  size_t cursor = 0;
+  ProgressBar bar("speech encoder", c.train.steps, quiet);
+  double loss_ema = 0;
+  const auto train_start = Clock::now();
+  for (int64_t step = 0; step < c.train.steps; ++step) {
+    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+      result.stopped_by_time_limit = true;
+      log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
+      break;
+    }
+    if (cursor >= epoch.size()) {
+      epoch = EpochBatches(train.utterances, c.train.batch_size, generator);
+      cursor = 0;
+    }
+    Batch batch = MakeBatch(train.utterances, epoch[cursor++]);
+    MaskFeatures(batch, c.train, generator);
+    const double lr = WarmupCosineLr(c.train.lr, step, c.train.warmup_steps, c.train.steps,
+                                     c.train.min_lr_ratio);
+    for (auto& group : optimizer.param_groups())
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+
+    audio::WhisperEncoderInput input;
+    input.features = batch.features;
+    input.lengths = batch.lengths;
+    const audio::WhisperEncoderOutput out = encoder->forward(input);
+    const torch::Tensor loss = audio::CtcLoss(head(out.last_hidden_state), out.lengths, batch.targets);
+    optimizer.zero_grad();
+    loss.backward();
+    const double grad_norm = torch::nn::utils::clip_grad_norm_(
+        trainable, c.train.grad_clip > 0 ? c.train.grad_clip : 1e30);
+    optimizer.step();
+
+    const double loss_value = loss.item<double>();
+    Check(std::isfinite(loss_value), "speech encoder training diverged: loss ", loss_value,
+          " at step ", step, " (lower train.lr or raise train.warmup_steps)");
+    for (const Utterance* u : batch.utterances) result.train_audio_seconds += u->seconds;
+    loss_ema = step == 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
+    result.steps = step + 1;
+    result.final_train_loss = loss_value;
+    bar.Update(1, Str("ctc ", std::round(loss_ema * 1000) / 1000));
+    if ((step + 1) % c.train.log_every == 0)
+      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
+                      {"grad_norm", grad_norm},
+                      {"audio_seconds_per_second", result.train_audio_seconds / Elapsed(train_start)},
+                      {"elapsed_seconds", Elapsed(start)}});
+    if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
+      const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
+      metrics.Append({{"step", step + 1}, {"valid_cer", v.chars.Rate()}, {"valid_wer", v.words.Rate()}});
+      log::Info(Str("step ", step + 1, ": valid CER ", v.chars.Rate(), ", WER ", v.words.Rate()));
+    }
+  }
+  bar.Finish();
+  const double train_seconds = Elapsed(train_start);
+
+  // 4. Final evaluation on unseen sentences.
+  const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
+  const Scores t = Evaluate(encoder, head, test.utterances, c.eval.batch_size);
+  result.valid_cer = v.chars.Rate();
+  result.test_cer = t.chars.Rate();
+  result.test_wer = t.words.Rate();
+  result.test_utterances = static_cast<int64_t>(test.utterances.size());
+  result.seconds = Elapsed(start);
+  result.audio_seconds_per_second = result.train_audio_seconds / std::max(1e-9, train_seconds);
+
+  // 5. The model directory.
+  encoder->SaveWeights(c.output_dir, {{"ctc_head.weight", head->proj->weight},
+                                      {"ctc_head.bias", head->proj->bias}});
+  audio::SaveEncoderFeatureOptions(c.output_dir, c.features);
+  std::string samples;
+  for (size_t i = 0; i < std::min<size_t>(20, t.examples.size()); ++i)
+    samples += "REF: " + t.examples[i].first + "\nHYP: " + t.examples[i].second + "\n\n";
+  fs::AtomicWriteString(c.output_dir + "/samples.txt", samples);
+  metrics.Append({{"final", result.ToJson()}});
+  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  return result;
+}
+
+}  // namespace slm::train

@@ -1,0 +1,98 @@
+// `slm audio pretrain-encoder`: the embedded default speech encoder. Trains a small Whisper-shaped
+// encoder (audio/whisper_encoder.h) from scratch with a character CTC head (audio/ctc.h) on the
+// espeak-ng corpus, so that its features carry phonetic content before any adapter sees them.
+//
+// Data: the WordNet sentences (`slm data corpus`; built when missing and data.build_if_missing)
+// synthesized by espeak-ng (`slm data synth`'s SynthesizeCorpus) into data.speech_dir/{train,
+// valid,test}/ when those manifests are missing. The splits come from disjoint synsets, so valid
+// and test sentences are unseen text. Utterances longer than data.max_seconds are skipped.
+// Features: log-mel with the `features` options (default fixed_floor normalisation, so the same
+// encoder streams: audio/log_mel.h), computed once and kept in memory.
+//
+// Training: batches of similar length (length-bucketed, shuffled per epoch with the seed),
+// SpecAugment-style masks (train.freq_masks x freq_mask_width bins, train.time_masks x
+// time_mask_width frames), AdamW, warm-up + cosine, gradient clipping, float32 on CPU.
+// Evaluation: greedy CTC character error rate (train/metrics.h CharErrors, over the CTC alphabet's
+// normalised text) on valid every eval.every steps and on valid and test at the end.
+//
+// Output (output_dir): config.json + model.safetensors (HF Whisper encoder names, plus
+// "ctc_head.weight"/"ctc_head.bias"), preprocessor_config.json (the feature options), config.yaml
+// (effective), metrics.jsonl, result.json, samples.txt (reference vs hypothesis of test
+// utterances). LoadWhisperEncoder(output_dir) loads the encoder. Deterministic for a fixed seed and
+// thread count. Not thread-safe (one run per process).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "audio/log_mel.h"
+#include "audio/whisper_encoder.h"
+#include "core/config.h"
+
+namespace slm::train {
+
+struct SpeechEncoderPretrainConfig {
+  struct Data {
+    std::string corpus_dir = "data/wordnet";
+    std::string wordnet_dir = "/usr/share/wordnet";
+    bool build_if_missing = true;
+    std::string speech_dir = "data/speech_encoder";
+    int64_t train_utterances = 4000;
+    int64_t valid_utterances = 200;
+    int64_t test_utterances = 200;
+    double max_seconds = 8.0;
+    std::vector<std::string> voices;  // empty = every English espeak-ng voice
+  } data;
+  audio::LogMelOptions features;
+  audio::WhisperEncoderConfig model;
+  struct Train {
+    int64_t steps = 3000;
+    double max_minutes = 0;  // 0 = no wall-time limit
+    int64_t batch_size = 16;
+    double lr = 2e-3;
+    int64_t warmup_steps = 300;
+    double min_lr_ratio = 0.05;
+    double weight_decay = 0.01;
+    double grad_clip = 1.0;
+    int64_t freq_masks = 2;
+    int64_t freq_mask_width = 10;
+    int64_t time_masks = 2;
+    int64_t time_mask_width = 20;
+    int64_t log_every = 10;
+  } train;
+  struct Eval {
+    int64_t every = 500;
+    int64_t batch_size = 32;
+  } eval;
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string output_dir = "runs/speech_encoder_tiny";
+
+  SpeechEncoderPretrainConfig();  // the tiny defaults of samples/configs/speech_encoder_tiny.yaml
+  void Load(config::Node node);
+};
+
+struct SpeechEncoderPretrainResult {
+  std::string model_dir;
+  int64_t steps = 0;
+  int64_t parameters = 0;
+  int64_t train_utterances = 0;
+  double train_audio_seconds = 0;
+  double seconds = 0;
+  double audio_seconds_per_second = 0;  // training throughput (seconds of audio per wall second)
+  double final_train_loss = 0;
+  double valid_cer = 0;
+  double test_cer = 0;
+  double test_wer = 0;
+  int64_t test_utterances = 0;
+  bool stopped_by_time_limit = false;
+  nlohmann::json ToJson() const;
+};
+
+SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainConfig& config,
+                                                  const std::string& effective_config_yaml,
+                                                  bool quiet = false);
+
+}  // namespace slm::train
