@@ -1,5 +1,6 @@
 #include "text/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -192,19 +193,70 @@ std::string ConfigDtypeName(torch::ScalarType type) {
 // Building blocks, each registering its parameters under the name torch.nn / transformers use.
 // Parameters are allocated uninitialised; LlamaModelImpl initialises them (or loads them).
 
-// y = x W^T (+ b), parameters "weight" [out, in] and "bias" [out] as torch.nn.Linear.
+// y = x W^T (+ b), parameters "weight" [out, in] and "bias" [out] as torch.nn.Linear, with an
+// optional LoRA branch (submodules "lora_A", "lora_B", PEFT's names).
 class ProjectionImpl : public torch::nn::Module {
  public:
   ProjectionImpl(int64_t in, int64_t out, bool bias, const torch::TensorOptions& options) {
     weight = register_parameter("weight", torch::empty({out, in}, options));
     if (bias) this->bias = register_parameter("bias", torch::empty({out}, options));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor y = torch::linear(x, weight, bias);
+    if (lora_A && !lora_merged && lora_factor != 0.0) {
+      const torch::Tensor h = lora_dropout > 0 && is_training()
+                                  ? torch::dropout(x, lora_dropout, /*train=*/true)
+                                  : x;
+      y = y + torch::linear(torch::linear(h, lora_A->weight), lora_B->weight) * lora_factor;
+    }
+    return y;
+  }
+
+  void AddLora(int64_t rank, double dropout, double factor) {
+    const torch::TensorOptions options = weight.options().requires_grad(false);
+    lora_A = register_module("lora_A", std::make_shared<ProjectionImpl>(weight.size(1), rank, false, options));
+    lora_B = register_module("lora_B", std::make_shared<ProjectionImpl>(rank, weight.size(0), false, options));
+    {
+      torch::NoGradGuard no_grad;
+      // PEFT: kaiming_uniform_(a=sqrt(5)) for A, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
+      const double bound = 1.0 / std::sqrt(static_cast<double>(weight.size(1)));
+      lora_A->weight.uniform_(-bound, bound);
+      lora_B->weight.zero_();
+    }
+    lora_A->weight.set_requires_grad(true);
+    lora_B->weight.set_requires_grad(true);
+    lora_dropout = dropout;
+    lora_factor = factor;
+  }
+  // The update scale * alpha / rank * B A in float32.
+  torch::Tensor LoraDelta() const {
+    return torch::matmul(lora_B->weight.to(torch::kFloat), lora_A->weight.to(torch::kFloat)) *
+           lora_factor;
+  }
+  void Merge(bool merge) {
+    torch::NoGradGuard no_grad;
+    const torch::Tensor delta = LoraDelta();
+    const torch::Tensor merged = weight.to(torch::kFloat) + (merge ? delta : -delta);
+    weight.copy_(merged.to(weight.scalar_type()));
+    lora_merged = merge;
+  }
 
   torch::Tensor weight;
   torch::Tensor bias;  // undefined without bias
+  std::shared_ptr<ProjectionImpl> lora_A, lora_B;  // null without LoRA
+  double lora_factor = 0.0;  // runtime scale * alpha / rank
+  double lora_dropout = 0.0;
+  bool lora_merged = false;
 };
 TORCH_MODULE(Projection);
+
+bool IsLoraName(const std::string& name) { return name.find(".lora_") != std::string::npos; }
+
+const std::vector<std::string>& LoraTargetNames() {
+  static const std::vector<std::string> names = {"q_proj", "k_proj",    "v_proj",  "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
 
 class EmbeddingImpl : public torch::nn::Module {
  public:
@@ -604,6 +656,32 @@ torch::Tensor RopeInverseFrequencies(const LlamaConfig& config) {
 struct LlamaModelImpl::Parts {
   Backbone model{nullptr};
   Projection lm_head{nullptr};  // null when tied to the embeddings
+
+  // Every projection of every layer named `target` (q_proj, ..., down_proj).
+  std::vector<ProjectionImpl*> Targets(const std::string& target) const {
+    std::vector<ProjectionImpl*> out;
+    for (DecoderLayer layer : model->decoder_layers) {  // holders by value: non-const access
+      auto& a = layer->self_attn;
+      auto& m = layer->mlp;
+      ProjectionImpl* p = target == "q_proj"      ? a->q_proj.get()
+                          : target == "k_proj"    ? a->k_proj.get()
+                          : target == "v_proj"    ? a->v_proj.get()
+                          : target == "o_proj"    ? a->o_proj.get()
+                          : target == "gate_proj" ? m->gate_proj.get()
+                          : target == "up_proj"   ? m->up_proj.get()
+                          : target == "down_proj" ? m->down_proj.get()
+                                                  : nullptr;
+      Check(p != nullptr, "LoRA: unknown target module '", target, "'");
+      out.push_back(p);
+    }
+    return out;
+  }
+  std::vector<ProjectionImpl*> LoraProjections(const LoraOptions& lora) const {
+    std::vector<ProjectionImpl*> out;
+    for (const std::string& target : lora.target_modules)
+      for (ProjectionImpl* p : Targets(target)) out.push_back(p);
+    return out;
+  }
 };
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config)
@@ -777,21 +855,196 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
 }
 
 void LlamaModelImpl::Freeze() {
-  for (torch::Tensor& p : parameters()) p.set_requires_grad(false);
+  for (auto& [name, p] : BaseParameters()) p.set_requires_grad(false);
   eval();
 }
 
 bool LlamaModelImpl::IsFrozen() const {
   if (is_training()) return false;
-  for (const torch::Tensor& p : parameters())
+  for (const auto& [name, p] : BaseParameters())
     if (p.requires_grad()) return false;
   return true;
 }
 
 int64_t LlamaModelImpl::ParameterCount() const {
   int64_t count = 0;
-  for (const torch::Tensor& p : parameters()) count += p.numel();
+  for (const auto& [name, p] : BaseParameters()) count += p.numel();
   return count;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::BaseParameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& named : named_parameters())
+    if (!IsLoraName(named.key())) out.emplace_back(named.key(), named.value());
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LoRA
+
+void LoraOptions::Validate() const {
+  Check(rank >= 1, "lora.rank must be >= 1, got ", rank);
+  Check(alpha > 0, "lora.alpha must be positive, got ", alpha);
+  Check(dropout >= 0 && dropout < 1, "lora.dropout must be in [0, 1), got ", dropout);
+  Check(!target_modules.empty(), "lora.target_modules must name at least one projection");
+  std::set<std::string> seen;
+  for (const std::string& t : target_modules) {
+    const auto& valid = LoraTargetNames();
+    Check(std::find(valid.begin(), valid.end(), t) != valid.end(), "lora.target_modules: unknown module '",
+          t, "' (valid: ", Join(valid, ", "), ")");
+    Check(seen.insert(t).second, "lora.target_modules names '", t, "' twice");
+  }
+}
+
+void LoraOptions::Load(config::Node node) {
+  node.Read("rank", rank, config::InRange<int64_t>(1, 65536))
+      .Read("alpha", alpha, config::InRange(1e-9, 1e9))
+      .Read("dropout", dropout, config::InRange(0.0, 0.999))
+      .Read("target_modules", target_modules);
+  try {
+    Validate();
+  } catch (const Error& e) {
+    node.Fail("target_modules", e.what());
+  }
+}
+
+void LlamaModelImpl::AddLora(const LoraOptions& options) {
+  Check(!has_lora_, "LlamaModel: LoRA was already added");
+  options.Validate();
+  lora_ = options;
+  const double factor = lora_scale_ * options.alpha / static_cast<double>(options.rank);
+  for (ProjectionImpl* p : parts_->LoraProjections(options)) p->AddLora(options.rank, options.dropout, factor);
+  has_lora_ = true;
+  lora_merged_ = false;
+}
+
+bool LlamaModelImpl::HasLora() const { return has_lora_; }
+
+const LoraOptions& LlamaModelImpl::Lora() const {
+  Check(has_lora_, "LlamaModel: the model has no LoRA");
+  return lora_;
+}
+
+std::vector<torch::Tensor> LlamaModelImpl::LoraParameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& named : named_parameters())
+    if (IsLoraName(named.key())) out.push_back(named.value());
+  return out;
+}
+
+void LlamaModelImpl::SetLoraScale(double scale) {
+  Check(std::isfinite(scale) && scale >= 0, "LoRA scale must be finite and >= 0, got ", scale);
+  const bool merged = lora_merged_;
+  if (merged) UnmergeLora();
+  lora_scale_ = scale;
+  if (has_lora_) {
+    const double factor = scale * lora_.alpha / static_cast<double>(lora_.rank);
+    for (ProjectionImpl* p : parts_->LoraProjections(lora_)) p->lora_factor = factor;
+  }
+  if (merged) MergeLora();
+}
+
+void LlamaModelImpl::MergeLora() {
+  Check(has_lora_, "LlamaModel: MergeLora without LoRA");
+  Check(!lora_merged_, "LlamaModel: LoRA is already merged");
+  for (ProjectionImpl* p : parts_->LoraProjections(lora_)) p->Merge(true);
+  lora_merged_ = true;
+}
+
+void LlamaModelImpl::UnmergeLora() {
+  Check(has_lora_, "LlamaModel: UnmergeLora without LoRA");
+  Check(lora_merged_, "LlamaModel: LoRA is not merged");
+  for (ProjectionImpl* p : parts_->LoraProjections(lora_)) p->Merge(false);
+  lora_merged_ = false;
+}
+
+namespace {
+const char kPeftPrefix[] = "base_model.model.";
+}  // namespace
+
+void LlamaModelImpl::SaveLora(const std::string& adapter_dir) const {
+  Check(has_lora_, "LlamaModel: SaveLora without LoRA");
+  fs::MakeDirs(adapter_dir);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& named : named_parameters())
+    if (IsLoraName(named.key()))
+      tensors.emplace_back(kPeftPrefix + named.key(), named.value().detach());
+  safetensors::Save(adapter_dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  const json config = {{"peft_type", "LORA"},
+                       {"task_type", "CAUSAL_LM"},
+                       {"r", lora_.rank},
+                       {"lora_alpha", lora_.alpha},
+                       {"lora_dropout", lora_.dropout},
+                       {"target_modules", lora_.target_modules},
+                       {"bias", "none"},
+                       {"fan_in_fan_out", false},
+                       {"inference_mode", false}};
+  fs::AtomicWriteString(adapter_dir + "/adapter_config.json", config.dump(2) + "\n");
+}
+
+void LlamaModelImpl::LoadLora(const std::string& adapter_dir) {
+  const std::string config_path = adapter_dir + "/adapter_config.json";
+  const std::string weights_path = adapter_dir + "/adapter_model.safetensors";
+  Check(stdfs::is_regular_file(config_path), "'", adapter_dir, "' has no adapter_config.json");
+  const json config = fs::ReadJson(config_path);
+  LoraOptions options;
+  try {
+    Check(config.value("peft_type", std::string("LORA")) == "LORA", "peft_type must be \"LORA\"");
+    options.rank = config.at("r").get<int64_t>();
+    options.alpha = config.at("lora_alpha").get<double>();
+    options.dropout = config.value("lora_dropout", 0.0);
+    const json& targets = config.at("target_modules");
+    options.target_modules = targets.is_string() ? std::vector<std::string>{targets.get<std::string>()}
+                                                 : targets.get<std::vector<std::string>>();
+    Check(config.value("bias", std::string("none")) == "none", "only bias \"none\" is supported");
+    options.Validate();
+  } catch (const json::exception& e) {
+    throw Error(Str(config_path, ": invalid LoRA config (", e.what(), ")"));
+  } catch (const Error& e) {
+    throw Error(Str(config_path, ": ", e.what()));
+  }
+  if (has_lora_) {
+    Check(options.rank == lora_.rank && options.target_modules == lora_.target_modules, config_path,
+          ": rank ", options.rank, " / targets ", Join(options.target_modules, ","),
+          " differ from the model's LoRA (rank ", lora_.rank, " / ", Join(lora_.target_modules, ","), ")");
+    Check(!lora_merged_, "LlamaModel: unmerge LoRA before loading another adapter");
+  }
+  const safetensors::Reader reader(weights_path);
+  // Shapes follow from the options and the base weights, so everything is checked before the
+  // model changes.
+  std::set<std::string> expected;
+  for (const std::string& target : options.target_modules) {
+    const std::vector<ProjectionImpl*> projections = parts_->Targets(target);
+    for (size_t layer = 0; layer < projections.size(); ++layer) {
+      const bool mlp = target == "gate_proj" || target == "up_proj" || target == "down_proj";
+      const std::string base =
+          Str(kPeftPrefix, "model.layers.", layer, mlp ? ".mlp." : ".self_attn.", target);
+      const torch::Tensor& w = projections[layer]->weight;
+      const std::vector<std::pair<std::string, std::vector<int64_t>>> parts = {
+          {base + ".lora_A.weight", {options.rank, w.size(1)}},
+          {base + ".lora_B.weight", {w.size(0), options.rank}}};
+      for (const auto& [name, shape] : parts) {
+        Check(reader.Has(name), weights_path, ": missing tensor '", name, "'");
+        const safetensors::TensorInfo& info = reader.Info(name);
+        Check(info.shape == shape, weights_path, ": tensor '", name, "' has shape ",
+              ShapeString(info.shape), ", expected ", ShapeString(shape));
+        Check(torch::isFloatingType(info.scalar_type), weights_path, ": tensor '", name,
+              "' has dtype ", info.dtype, ", expected a floating-point one");
+        expected.insert(name);
+      }
+    }
+  }
+  for (const std::string& name : reader.Names())
+    Check(expected.count(name), weights_path, ": unexpected tensor '", name,
+          "' (not a LoRA weight of this model's targets)");
+  if (!has_lora_) AddLora(options);
+  torch::NoGradGuard no_grad;
+  for (const auto& named : named_parameters())
+    if (IsLoraName(named.key())) named.value().copy_(reader.Get(kPeftPrefix + named.key()));
+  lora_.dropout = options.dropout;
+  lora_.alpha = options.alpha;
+  for (ProjectionImpl* p : parts_->LoraProjections(lora_)) p->lora_dropout = options.dropout;
+  SetLoraScale(lora_scale_);  // alpha may differ from a previously added LoRA's
 }
 
 void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
@@ -847,8 +1100,7 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
   std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;
   std::vector<std::string> missing;
   std::set<std::string> expected;
-  for (const auto& named : named_parameters()) {
-    const std::string& name = named.key();
+  for (const auto& [name, parameter] : BaseParameters()) {
     expected.insert(name);
     auto found = source.find(name);
     if (found == source.end()) {
@@ -856,12 +1108,11 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
       continue;
     }
     const safetensors::TensorInfo& info = found->second->Info(name);
-    Check(info.shape == named.value().sizes().vec(), found->second->Path(), ": tensor '", name,
-          "' has shape ", ShapeString(info.shape), ", expected ",
-          ShapeString(named.value().sizes()));
+    Check(info.shape == parameter.sizes().vec(), found->second->Path(), ": tensor '", name,
+          "' has shape ", ShapeString(info.shape), ", expected ", ShapeString(parameter.sizes()));
     Check(torch::isFloatingType(info.scalar_type), found->second->Path(), ": tensor '", name,
           "' has dtype ", info.dtype, ", expected a floating-point one (F32, F16, BF16)");
-    plan.push_back({named.value(), {found->second, name}});
+    plan.push_back({parameter, {found->second, name}});
   }
   Check(missing.empty(), described, ": missing tensor", missing.size() > 1 ? "s " : " ",
         NameList(missing));
@@ -892,8 +1143,7 @@ void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {
   fs::MakeDirs(model_dir);
   json config = config_.ToJson();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& named : named_parameters())
-    tensors.emplace_back(named.key(), named.value().detach());
+  for (const auto& [name, parameter] : BaseParameters()) tensors.emplace_back(name, parameter.detach());
   // Declare the dtype the weights are actually stored in, not the one the model was loaded from.
   config["torch_dtype"] = ConfigDtypeName(tensors.front().second.scalar_type());
   safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});

@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
+
 namespace slm::text {
 
 struct RopeScaling {
@@ -106,6 +108,26 @@ struct LlamaOutput {
   std::vector<torch::Tensor> hidden_states;  // if requested: num_hidden_layers + 1, HF convention
 };
 
+// LoRA (Hu et al. 2021) on the backbone's linear layers: each targeted projection y = x W^T + b
+// becomes y = x W^T + b + scale * (alpha / rank) * dropout(x) A^T B^T with A [rank, in] (Kaiming-
+// uniform init, as PEFT) and B [out, rank] (zeros, so a fresh LoRA changes nothing). Parameters are
+// named as PEFT names them ("model.layers.0.self_attn.q_proj.lora_A.weight"), and SaveLora writes
+// PEFT's adapter directory (adapter_config.json + adapter_model.safetensors with the
+// "base_model.model." prefix), which peft.PeftModel.from_pretrained loads.
+// `scale` is a runtime factor (1 by default) applied on top of alpha / rank: the "LoRA scaling
+// discount" of forgetting ablations (e.g. 0.5 halves the update at inference).
+struct LoraOptions {
+  int64_t rank = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;  // on the LoRA branch's input, training mode only
+  // Projection names: any of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj.
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+  // Keys rank, alpha, dropout, target_modules (strict; an unknown module name lists the valid ones).
+  void Load(config::Node node);
+  // slm::Error naming the field for an invalid value.
+  void Validate() const;
+};
+
 // Inverse rotary frequencies [HeadDim() / 2] float32 for config.rope_scaling, computed with the
 // same float32 operations as transformers' ROPE_INIT_FUNCTIONS ("default", "linear", "llama3").
 torch::Tensor RopeInverseFrequencies(const LlamaConfig& config);
@@ -124,10 +146,32 @@ class LlamaModelImpl : public torch::nn::Module {
   torch::Tensor EmbedTokens(const torch::Tensor& input_ids);
   const LlamaConfig& Config() const { return config_; }
 
-  // No parameter requires grad and the module is in eval mode; gradients still flow through the
-  // activations to inputs_embeds (adapters train through the frozen backbone).
+  // No base parameter requires grad and the module is in eval mode; gradients still flow through
+  // the activations to inputs_embeds (adapters train through the frozen backbone). LoRA
+  // parameters keep requiring grad: they are the trainable part.
   void Freeze();
-  bool IsFrozen() const;
+  bool IsFrozen() const;  // every base parameter frozen and eval mode
+
+  // Adds LoRA to every targeted projection of every layer, parameters in the base weights' dtype
+  // and device, requiring grad. slm::Error if LoRA was already added or the options are invalid.
+  void AddLora(const LoraOptions& options);
+  bool HasLora() const;
+  const LoraOptions& Lora() const;  // slm::Error without LoRA
+  std::vector<torch::Tensor> LoraParameters() const;
+  // Runtime factor on every LoRA update (>= 0). Works merged or not (a merged model is re-merged).
+  void SetLoraScale(double scale);
+  double LoraScale() const { return lora_scale_; }
+  // Folds scale * alpha / rank * B A into each base weight (computed in float32, then cast) so that
+  // inference costs nothing extra; UnmergeLora subtracts the same product. In float32 the round
+  // trip restores the weights to rounding error; in bf16 each merge/unmerge rounds the weight.
+  void MergeLora();
+  void UnmergeLora();
+  bool LoraMerged() const { return lora_merged_; }
+  // PEFT adapter directory (see LoraOptions). LoadLora adds LoRA with the directory's options when
+  // the model has none (or checks they match) and loads A and B; slm::Error naming the file and
+  // tensor for anything missing, misshaped or unexpected, leaving the model unchanged.
+  void SaveLora(const std::string& adapter_dir) const;
+  void LoadLora(const std::string& adapter_dir);
 
   // Loads Hugging Face weights from model_dir (model.safetensors, or model.safetensors.index.json
   // with its shards), converting to this module's dtype and device. slm::Error naming the tensor
@@ -136,12 +180,19 @@ class LlamaModelImpl : public torch::nn::Module {
   // that stores it has it ignored, as transformers ties it to the embeddings); the
   // "*.rotary_emb.inv_freq" buffers older checkpoints carry are ignored (recomputed from config).
   void LoadWeights(const std::string& model_dir);
-  // Writes config.json and model.safetensors (HF names; a tied lm_head is not stored twice).
+  // Writes config.json and model.safetensors (HF names; a tied lm_head is not stored twice). LoRA
+  // is never part of it (SaveLora); a merged LoRA is, inside the base weights.
   void SaveWeights(const std::string& model_dir) const;
-  int64_t ParameterCount() const;
+  int64_t ParameterCount() const;  // base parameters (LoRA excluded)
+  // Base parameters by Hugging Face name (LoRA excluded).
+  std::vector<std::pair<std::string, torch::Tensor>> BaseParameters() const;
 
  private:
   LlamaConfig config_;
+  LoraOptions lora_;
+  bool has_lora_ = false;
+  bool lora_merged_ = false;
+  double lora_scale_ = 1.0;
   // Submodules registered as "model" (embed_tokens, layers, norm) and "lm_head"; defined in
   // llama.cpp.
   struct Parts;

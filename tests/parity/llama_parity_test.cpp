@@ -156,6 +156,19 @@ TEST(LlamaParitySave, WritesAModelForTransformers) {
   const torch::Tensor logits = model->forward(input).logits;
   safetensors::Save(dir + "/cpp_logits.safetensors", {{"input_ids", ids}, {"logits", logits}});
   EXPECT_EQ(LoadLlama(dir)->ParameterCount(), model->ParameterCount());
+
+  // A LoRA adapter on the same base, written as a PEFT directory: peft.PeftModel must load it and
+  // give these logits (checked by make_llama_references.py --check-cpp).
+  LoraOptions lora;
+  lora.rank = 4;
+  lora.alpha = 8.0;
+  lora.target_modules = {"q_proj", "v_proj", "gate_proj", "down_proj"};
+  model->AddLora(lora);
+  for (torch::Tensor& p : model->LoraParameters()) p.normal_(0.0, 0.2);
+  model->SaveLora(dir + "/lora");
+  const torch::Tensor lora_logits = model->forward(input).logits;
+  EXPECT_GT(MaxAbsDiff(lora_logits, logits), 1e-3);  // the adapter changes the output
+  safetensors::Save(dir + "/cpp_lora_logits.safetensors", {{"input_ids", ids}, {"logits", lora_logits}});
 }
 
 }  // namespace

@@ -4,7 +4,8 @@ test (tests/parity/llama_parity_test.cpp).
 
     make_llama_references.py OUT_DIR             writes the references (run first by ctest)
     make_llama_references.py --check-cpp OUT_DIR  loads the model the C++ test saved with
-                                                  transformers and compares logits (run last)
+                                                  transformers (and its LoRA adapter with PEFT)
+                                                  and compares logits (run last)
 
 For each of three small randomly initialised models (torch.manual_seed), OUT_DIR/llama_<name>/
 holds the model as save_pretrained writes it (config.json + model.safetensors) and
@@ -165,6 +166,16 @@ def check_cpp(out_dir):
         logits = model(input_ids=expected["input_ids"]).logits.float()
     diff = (logits - expected["logits"]).abs().max().item()
     print(f"{model_dir}: transformers vs C++ logits max abs diff {diff:.3g}")
+    assert diff <= 1e-4, diff
+
+    # The LoRA adapter SaveLora wrote, on the same base, through PEFT.
+    from peft import PeftModel
+    lora = PeftModel.from_pretrained(model, os.path.join(model_dir, "lora")).eval()
+    expected = load_file(os.path.join(model_dir, "cpp_lora_logits.safetensors"))
+    with torch.no_grad():
+        logits = lora(input_ids=expected["input_ids"]).logits.float()
+    diff = (logits - expected["logits"]).abs().max().item()
+    print(f"{model_dir}/lora: PEFT vs C++ LoRA logits max abs diff {diff:.3g}")
     assert diff <= 1e-4, diff
 
 
