@@ -288,8 +288,8 @@ const Registry<ProjectorType>& Projectors() {
 
 void ProjectorSpec::Load(config::Node node) {
   node.Read("type", type, config::OneOf<std::string>(ProjectorTypes()));
-  node.Require("input_dim", input_dim, InRange<int64_t>(1, 1 << 20));
-  node.Require("output_dim", output_dim, InRange<int64_t>(1, 1 << 20));
+  node.Read("input_dim", input_dim, InRange<int64_t>(0, 1 << 20));
+  node.Read("output_dim", output_dim, InRange<int64_t>(0, 1 << 20));
   Projectors().Get(type).load(node, *this);
 }
 

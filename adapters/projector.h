@@ -55,6 +55,8 @@ struct ProjectorSpec {
   int64_t num_layers = 2;   // qformer
   int64_t num_heads = 4;    // qformer: must divide the hidden size
   // Reads type, input_dim, output_dim and the keys the chosen type uses (strict, ranges checked).
+  // input_dim/output_dim may be left out (0): MultimodalLM fills them from its encoder and
+  // backbone; MakeProjector rejects a spec where they are still 0.
   void Load(config::Node node);
 };
 

@@ -236,6 +236,16 @@ void FindUnconsumed(const detail::State& state, const YAML::Node& node, const st
 
 void Document::CheckAllConsumed() const { FindUnconsumed(*state_, state_->root, ""); }
 
+void Document::CheckAllConsumed(const std::string& path) const {
+  YAML::Node node = state_->root;
+  for (const std::string& part : Split(path, ".")) {
+    if (!node.IsMap() || !node[part]) return;  // an absent section has no unknown keys
+    const YAML::Node child = node[part];
+    node.reset(child);  // rebind the handle; operator= would overwrite the tree's node
+  }
+  FindUnconsumed(*state_, node, path);
+}
+
 YAML::Node Document::Effective() const { return YAML::Clone(state_->effective); }
 
 std::string Document::EffectiveYaml() const {

@@ -109,6 +109,9 @@ class Document {
   Node Root();
   // Throws slm::Error for the first key that no Read/Child/List call looked at.
   void CheckAllConsumed() const;
+  // The same, only for keys under the section `path` ("model", "a.b"); a command that reads one
+  // section of a larger config (e.g. `slm model summary` of a training config) checks just that.
+  void CheckAllConsumed(const std::string& path) const;
   // The configuration actually used: every value read, defaults included.
   YAML::Node Effective() const;
   std::string EffectiveYaml() const;

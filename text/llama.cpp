@@ -847,7 +847,21 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
   output.last_hidden_state = hidden;
 
   const int64_t keep = input.logits_to_keep;
-  const torch::Tensor kept = keep > 0 && keep < steps ? hidden.slice(1, steps - keep) : hidden;
+  torch::Tensor kept = keep > 0 && keep < steps ? hidden.slice(1, steps - keep) : hidden;
+  if (input.logits_positions.defined()) {
+    const torch::Tensor& at = input.logits_positions;
+    Check(keep == 0, "LlamaModel: give logits_to_keep or logits_positions, not both");
+    Check(at.dim() == 2 && at.size(0) == batch && at.scalar_type() == torch::kLong,
+          "LlamaModel: logits_positions must be int64 [B=", batch, ", K], got ", at.scalar_type(), " ",
+          ShapeString(at.sizes()));
+    if (at.device().is_cpu() && at.numel() > 0) {
+      const auto [low, high] = torch::aminmax(at);
+      Check(low.item<int64_t>() >= 0 && high.item<int64_t>() < steps,
+            "LlamaModel: logits_positions must be in [0, ", steps, ")");
+    }
+    // The LM head over only the positions a loss needs: [B, K, H] instead of [B, T, H].
+    kept = hidden.gather(1, at.to(device).unsqueeze(-1).expand({batch, at.size(1), hidden.size(2)}));
+  }
   const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
   const torch::Tensor logits = torch::linear(kept, head);
   output.logits = dtype == torch::kDouble ? logits : logits.to(torch::kFloat);

@@ -100,10 +100,14 @@ struct LlamaInput {
   KVCache* cache = nullptr;      // when set, attends to the cache and appends this step's keys
   bool output_hidden_states = false;
   int64_t logits_to_keep = 0;  // 0 = logits for every position; k = only the last k positions
+  // [B, K] int64: logits only at these positions of each row (a training loss needs the target
+  // positions only, which saves the LM head over long speech prompts). Exclusive with
+  // logits_to_keep.
+  torch::Tensor logits_positions;
 };
 
 struct LlamaOutput {
-  torch::Tensor logits;                      // [B, T or k, vocab_size] float32 (fp64 model: fp64)
+  torch::Tensor logits;  // [B, T | k | K, vocab_size] float32 (fp64 model: fp64)
   torch::Tensor last_hidden_state;           // [B, T, hidden_size], after the final norm
   std::vector<torch::Tensor> hidden_states;  // if requested: num_hidden_layers + 1, HF convention
 };

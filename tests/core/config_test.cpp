@@ -125,3 +125,23 @@ TEST(Config, RequiredKeyAndListsOfMaps) {
 
 }  // namespace
 }  // namespace slm::config
+
+namespace slm::config {
+namespace {
+
+TEST(Config, CheckAllConsumedUnderOneSection) {
+  auto doc = Document::LoadString("model:\n  size: 3\n  sise: 4\ntrain:\n  steps: 9\n", "s.yaml");
+  int size = 0;
+  doc.Root().Child("model").Read("size", size);
+  // Only the model section is checked: train.steps belongs to another reader.
+  EXPECT_SLM_ERROR(doc.CheckAllConsumed("model"), "unknown key 'model.sise' (did you mean 'model.size'?)");
+  EXPECT_NO_THROW(doc.CheckAllConsumed("absent"));
+  auto ok = Document::LoadString("model:\n  size: 3\ntrain:\n  steps: 9\n", "t.yaml");
+  ok.Root().Child("model").Read("size", size);
+  EXPECT_NO_THROW(ok.CheckAllConsumed("model"));
+  EXPECT_SLM_ERROR(ok.CheckAllConsumed(), "unknown key 'train'");
+  EXPECT_EQ(size, 3);
+}
+
+}  // namespace
+}  // namespace slm::config

@@ -909,3 +909,28 @@ TEST(LlamaInputTest, RejectsBadInputsWithClearMessages) {
 
 }  // namespace
 }  // namespace slm::text
+
+namespace slm::text {
+namespace {
+
+TEST(Llama, LogitsAtChosenPositionsEqualFullLogits) {
+  LlamaModel model = TinyModel();
+  const auto ids = torch::randint(3, 97, {2, 10}, torch::kLong);
+  LlamaInput full;
+  full.input_ids = ids;
+  torch::NoGradGuard no_grad;
+  const auto all = model->forward(full).logits;
+  LlamaInput some = full;
+  some.logits_positions = torch::tensor({{0, 4, 9}, {7, 7, 2}}, torch::kLong);
+  const auto picked = model->forward(some).logits;
+  ASSERT_EQ(picked.sizes(), (std::vector<int64_t>{2, 3, 97}));
+  EXPECT_TRUE(torch::allclose(picked[0][1], all[0][4], 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(picked[1][2], all[1][2], 1e-5, 1e-6));
+  some.logits_positions = torch::tensor({{0, 10}, {1, 2}}, torch::kLong);
+  EXPECT_SLM_ERROR(model->forward(some), "logits_positions must be in [0, 10)");
+  some.logits_to_keep = 1;
+  EXPECT_SLM_ERROR(model->forward(some), "not both");
+}
+
+}  // namespace
+}  // namespace slm::text

@@ -1,0 +1,462 @@
+#include "adapters/multimodal.h"
+
+#include <filesystem>
+#include <set>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/safetensors.h"
+
+namespace slm::adapters {
+namespace {
+
+namespace stdfs = std::filesystem;
+using config::InRange;
+using nlohmann::json;
+
+constexpr int64_t kIgnore = -100;
+
+int64_t Count(const std::vector<int64_t>& ids, int64_t id) {
+  return static_cast<int64_t>(std::count(ids.begin(), ids.end(), id));
+}
+
+// Projector dims left at 0 come from the models; given ones must agree.
+void FillDims(ProjectorSpec& spec, int64_t input_dim, int64_t output_dim, const std::string& where) {
+  Check(spec.input_dim == 0 || spec.input_dim == input_dim, where, ".projector.input_dim is ",
+        spec.input_dim, " but the encoder's features have ", input_dim, " channels");
+  Check(spec.output_dim == 0 || spec.output_dim == output_dim, where, ".projector.output_dim is ",
+        spec.output_dim, " but the backbone's hidden_size is ", output_dim);
+  spec.input_dim = input_dim;
+  spec.output_dim = output_dim;
+}
+
+int64_t Bytes(const torch::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
+
+ComponentSummary Summarize(const std::string& name, const std::vector<torch::Tensor>& params) {
+  ComponentSummary c;
+  c.name = name;
+  for (const torch::Tensor& p : params) {
+    c.parameters += p.numel();
+    if (p.requires_grad()) c.trainable += p.numel();
+    c.bytes += Bytes(p);
+  }
+  return c;
+}
+
+json SpecJson(const ProjectorSpec& s) {
+  return {{"type", s.type},     {"input_dim", s.input_dim},   {"output_dim", s.output_dim},
+          {"hidden_dim", s.hidden_dim}, {"stack", s.stack},   {"kernel_size", s.kernel_size},
+          {"stride", s.stride}, {"window", s.window},         {"num_queries", s.num_queries},
+          {"num_layers", s.num_layers}, {"num_heads", s.num_heads}};
+}
+
+}  // namespace
+
+MultimodalConfig::MultimodalConfig() {
+  speech.projector.type = "stack_mlp";
+  speech.projector.stack = 4;
+  image.projector.type = "mlp";
+}
+
+void MultimodalConfig::Load(config::Node node) {
+  node.Require("backbone", backbone);
+  if (node.Has("speech")) {
+    auto s = node.Child("speech");
+    s.Require("encoder", speech.encoder);
+    s.Read("attention_chunk_frames", speech.attention_chunk_frames, InRange<int64_t>(-1, 1 << 20));
+    if (s.Has("projector")) speech.projector.Load(s.Child("projector"));
+  }
+  if (node.Has("image")) {
+    auto i = node.Child("image");
+    i.Require("encoder", image.encoder);
+    i.Read("feature_layer", image.features.layer, InRange<int64_t>(-1024, 1024))
+        .Read("keep_class_token", image.features.keep_class_token);
+    if (i.Has("projector")) image.projector.Load(i.Child("projector"));
+  }
+  if (node.Has("lora")) {
+    auto l = node.Child("lora");
+    l.Read("enabled", lora_enabled);
+    lora.Load(l);
+  }
+  node.Read("device", device).Read("dtype", dtype,
+                                   config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
+}
+
+nlohmann::json ModelSummary::ToJson() const {
+  json parts = json::array();
+  for (const ComponentSummary& c : components)
+    parts.push_back({{"name", c.name}, {"parameters", c.parameters}, {"trainable", c.trainable},
+                     {"bytes", c.bytes}});
+  return {{"components", parts},
+          {"total_parameters", total_parameters},
+          {"trainable_parameters", trainable_parameters},
+          {"frozen_parameters", frozen_parameters},
+          {"parameter_bytes", parameter_bytes},
+          {"training_state_bytes", training_state_bytes}};
+}
+
+MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(config) {
+  device_ = ParseDevice(config_.device);
+  dtype_ = ParseDtype(config_.dtype);
+  Check(!config_.backbone.empty(), "model.backbone: no backbone directory given");
+  tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::Load(config_.backbone));
+  backbone_ = register_module("backbone", text::LoadLlama(config_.backbone, device_, dtype_));
+  backbone_->Freeze();
+  const int64_t hidden = backbone_->Config().hidden_size;
+
+  if (!config_.speech.encoder.empty()) {
+    speech_encoder_ = register_module("speech_encoder",
+                                      audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_));
+    speech_encoder_->Freeze();
+    const audio::LogMelOptions features = audio::LoadEncoderFeatureOptions(config_.speech.encoder);
+    Check(features.n_mels == speech_encoder_->Config().num_mel_bins, config_.speech.encoder,
+          ": preprocessor_config.json has ", features.n_mels, " mel bins, the encoder expects ",
+          speech_encoder_->Config().num_mel_bins);
+    mel_ = std::make_unique<audio::LogMel>(features);
+    FillDims(config_.speech.projector, speech_encoder_->Config().d_model, hidden, "model.speech");
+    speech_projector_ = register_module("speech_projector", MakeProjector(config_.speech.projector));
+    speech_projector_->to(device_, dtype_);
+    speech_marker_ = tokenizer_->AddedTokenId(text::kSpeechMarker);
+  }
+  if (!config_.image.encoder.empty()) {
+    image_encoder_ = register_module("image_encoder",
+                                     vision::LoadClipVision(config_.image.encoder, device_, dtype_));
+    image_encoder_->Freeze();
+    const std::string pre = config_.image.encoder + "/preprocessor_config.json";
+    if (stdfs::exists(pre)) {
+      image_preprocess_ = vision::ClipPreprocessOptions::FromFile(pre);
+    } else {
+      image_preprocess_.shortest_edge = image_encoder_->Config().image_size;
+      image_preprocess_.crop_height = image_preprocess_.crop_width = image_encoder_->Config().image_size;
+    }
+    FillDims(config_.image.projector, image_encoder_->Config().hidden_size, hidden, "model.image");
+    image_projector_ = register_module("image_projector", MakeProjector(config_.image.projector));
+    image_projector_->to(device_, dtype_);
+    image_marker_ = tokenizer_->AddedTokenId(text::kImageMarker);
+  }
+  if (config_.lora_enabled) backbone_->AddLora(config_.lora);
+}
+
+double MultimodalLMImpl::SpeechPositionsPerSecond() const {
+  Check(speech_projector_ != nullptr, "the model has no speech input");
+  // Whisper: one encoder frame per two feature frames.
+  const double frames_per_second =
+      static_cast<double>(mel_->Options().sample_rate) / mel_->Options().hop_length / 2.0;
+  return speech_projector_->OutputRate(frames_per_second);
+}
+
+torch::Tensor MultimodalLMImpl::SpeechFeatures(const std::vector<float>& samples) const {
+  Check(mel_ != nullptr, "the model has no speech input (model.speech.encoder)");
+  return mel_->Compute(samples);
+}
+
+torch::Tensor MultimodalLMImpl::ImagePixels(const std::string& image_path) const {
+  Check(!image_encoder_.is_empty(), "the model has no image input (model.image.encoder)");
+  return vision::ClipPreprocess(vision::ToRgb8(vision::LoadImage(image_path), image_path),
+                                image_preprocess_);
+}
+
+std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<MultimodalExample>& examples) {
+  std::vector<const torch::Tensor*> clips;
+  for (size_t e = 0; e < examples.size(); ++e)
+    for (size_t c = 0; c < examples[e].speech.size(); ++c) {
+      const torch::Tensor& f = examples[e].speech[c];
+      Check(!speech_encoder_.is_empty(), "example ", e, " has speech but the model has no speech encoder");
+      const int64_t mels = speech_encoder_->Config().num_mel_bins;
+      Check(f.defined() && f.dim() == 2 && f.size(1) == mels && f.size(0) > 0, "example ", e,
+            ", speech ", c, ": features must be log-mel [frames, ", mels, "], got ",
+            f.defined() ? Str(f.sizes()) : std::string("undefined"));
+      Check(f.size(0) <= speech_encoder_->Config().MaxInputFrames(), "example ", e, ", speech ", c,
+            ": ", f.size(0), " frames exceed the encoder's ", speech_encoder_->Config().MaxInputFrames(),
+            " (", speech_encoder_->Config().MaxInputFrames() / 100.0, " s)");
+      clips.push_back(&f);
+    }
+  if (clips.empty()) return {};
+  int64_t longest = 0;
+  for (const torch::Tensor* f : clips) longest = std::max(longest, f->size(0));
+  torch::Tensor features = torch::zeros({static_cast<int64_t>(clips.size()), longest, clips[0]->size(1)});
+  std::vector<int64_t> lengths;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    features[i].slice(0, 0, clips[i]->size(0)).copy_(*clips[i]);
+    lengths.push_back(clips[i]->size(0));
+  }
+  audio::WhisperEncoderOutput encoded;
+  {
+    torch::NoGradGuard no_grad;  // the encoder is frozen: no graph through it
+    audio::WhisperEncoderInput input;
+    input.features = features.to(device_, dtype_);
+    input.lengths = torch::tensor(lengths, torch::kLong);
+    input.attention_chunk_frames = config_.speech.attention_chunk_frames;
+    encoded = speech_encoder_->forward(input);
+  }
+  const ProjectorOutput projected = speech_projector_->Project(encoded.last_hidden_state, encoded.lengths);
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < clips.size(); ++i)
+    out.push_back(projected.embeds[i].slice(0, 0, projected.lengths[i].item<int64_t>()));
+  return out;
+}
+
+std::vector<torch::Tensor> MultimodalLMImpl::EncodeImages(const std::vector<MultimodalExample>& examples) {
+  std::vector<torch::Tensor> pixels;
+  for (size_t e = 0; e < examples.size(); ++e)
+    for (size_t i = 0; i < examples[e].images.size(); ++i) {
+      Check(!image_encoder_.is_empty(), "example ", e, " has images but the model has no image encoder");
+      const torch::Tensor& p = examples[e].images[i];
+      const int64_t size = image_encoder_->Config().image_size;
+      Check(p.defined() && p.dim() == 3 && p.size(0) == 3 && p.size(1) == size && p.size(2) == size,
+            "example ", e, ", image ", i, ": pixels must be [3, ", size, ", ", size, "], got ",
+            p.defined() ? Str(p.sizes()) : std::string("undefined"));
+      pixels.push_back(p);
+    }
+  if (pixels.empty()) return {};
+  torch::Tensor features;
+  {
+    torch::NoGradGuard no_grad;
+    features = image_encoder_->Features(torch::stack(pixels).to(device_, dtype_), config_.image.features);
+  }
+  const torch::Tensor projected = image_projector_->forward(features);
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < projected.size(0); ++i) out.push_back(projected[i]);
+  return out;
+}
+
+MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& examples,
+                                         text::PaddingSide side) {
+  Check(!examples.empty(), "MultimodalLM: an empty batch");
+  const bool training = side == text::PaddingSide::kRight;
+  // Placeholders first, so a mismatch is reported before any encoder runs.
+  std::vector<std::vector<int64_t>> prompts, targets;
+  for (size_t e = 0; e < examples.size(); ++e) {
+    const MultimodalExample& ex = examples[e];
+    prompts.push_back(tokenizer_->Encode(ex.prompt, /*add_bos=*/true, /*add_eos=*/false));
+    const int64_t speech_slots = speech_marker_ >= 0 ? Count(prompts.back(), speech_marker_) : 0;
+    const int64_t image_slots = image_marker_ >= 0 ? Count(prompts.back(), image_marker_) : 0;
+    Check(speech_slots == static_cast<int64_t>(ex.speech.size()), "example ", e, ": the prompt has ",
+          speech_slots, " <speech> placeholder(s) but ", ex.speech.size(), " speech input(s) were given",
+          speech_marker_ < 0 && !ex.speech.empty() ? " (the model has no speech encoder)" : "");
+    Check(image_slots == static_cast<int64_t>(ex.images.size()), "example ", e, ": the prompt has ",
+          image_slots, " <image> placeholder(s) but ", ex.images.size(), " image(s) were given",
+          image_marker_ < 0 && !ex.images.empty() ? " (the model has no image encoder)" : "");
+    if (training) {
+      Check(!ex.target.empty(), "example ", e, ": empty target (nothing to learn)");
+      targets.push_back(tokenizer_->Encode(ex.target, /*add_bos=*/false, /*add_eos=*/true));
+    } else {
+      targets.emplace_back();
+    }
+  }
+  const std::vector<torch::Tensor> speech = EncodeSpeech(examples);
+  const std::vector<torch::Tensor> images = EncodeImages(examples);
+
+  // Rows: embeddings and labels, placeholders replaced in order.
+  const int64_t max_positions = backbone_->Config().max_position_embeddings;
+  size_t next_speech = 0, next_image = 0;
+  std::vector<torch::Tensor> rows;
+  std::vector<std::vector<int64_t>> row_labels;
+  MultimodalBatch batch;
+  for (size_t e = 0; e < examples.size(); ++e) {
+    std::vector<torch::Tensor> parts;
+    std::vector<int64_t> labels;
+    std::vector<int64_t> run;  // text ids waiting to be embedded
+    auto flush = [&] {
+      if (run.empty()) return;
+      parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+      labels.insert(labels.end(), run.size(), kIgnore);
+      run.clear();
+    };
+    for (int64_t id : prompts[e]) {
+      if (id == speech_marker_ || id == image_marker_) {
+        flush();
+        const torch::Tensor& inserted = id == speech_marker_ ? speech[next_speech++] : images[next_image++];
+        parts.push_back(inserted);
+        labels.insert(labels.end(), inserted.size(0), kIgnore);
+      } else {
+        run.push_back(id);
+      }
+    }
+    flush();
+    if (!targets[e].empty()) {
+      parts.push_back(backbone_->EmbedTokens(torch::tensor(targets[e], torch::kLong).unsqueeze(0))[0]);
+      labels.insert(labels.end(), targets[e].begin(), targets[e].end());
+      batch.target_tokens += static_cast<int64_t>(targets[e].size());
+    }
+    const int64_t length = static_cast<int64_t>(labels.size());
+    Check(length <= max_positions, "example ", e, ": ", length, " positions (prompt, inputs",
+          training ? " and target" : "", ") exceed the backbone's max_position_embeddings ",
+          max_positions);
+    rows.push_back(torch::cat(parts, 0));
+    row_labels.push_back(std::move(labels));
+    batch.lengths.push_back(length);
+  }
+
+  // Padding: zero embeddings, mask 0, label -100.
+  const int64_t width = *std::max_element(batch.lengths.begin(), batch.lengths.end());
+  const int64_t count = static_cast<int64_t>(rows.size());
+  std::vector<torch::Tensor> padded;
+  torch::Tensor mask = torch::zeros({count, width}, torch::kLong);
+  torch::Tensor labels = torch::full({count, width}, kIgnore, torch::kLong);
+  for (int64_t b = 0; b < count; ++b) {
+    const int64_t n = batch.lengths[b], pad = width - n;
+    const int64_t start = training ? 0 : pad;
+    torch::Tensor row = rows[b];
+    if (pad > 0) {
+      const torch::Tensor zeros = torch::zeros({pad, row.size(1)}, row.options().requires_grad(false));
+      row = training ? torch::cat({row, zeros}) : torch::cat({zeros, row});
+    }
+    padded.push_back(row);
+    mask[b].slice(0, start, start + n).fill_(1);
+    labels[b].slice(0, start, start + n).copy_(torch::tensor(row_labels[b], torch::kLong));
+  }
+  batch.inputs_embeds = torch::stack(padded);
+  batch.attention_mask = mask.to(device_);
+  batch.labels = labels;
+  return batch;
+}
+
+torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
+  Check(batch.target_tokens > 0, "MultimodalLM::Loss: the batch has no target tokens");
+  // Logits at position t predict the token at t + 1: keep only positions whose successor is a
+  // target, padded per row to the same count (extra slots point at position 0, label ignored).
+  const torch::Tensor next = batch.labels.slice(1, 1);  // [B, T-1]
+  const torch::Tensor wanted = next.ne(kIgnore);
+  const int64_t keep = wanted.sum(1).max().item<int64_t>();
+  const int64_t count = next.size(0);
+  torch::Tensor positions = torch::zeros({count, keep}, torch::kLong);
+  torch::Tensor targets = torch::full({count, keep}, kIgnore, torch::kLong);
+  for (int64_t b = 0; b < count; ++b) {
+    const torch::Tensor where = wanted[b].nonzero().view(-1);
+    const int64_t n = where.size(0);
+    positions[b].slice(0, 0, n).copy_(where);
+    targets[b].slice(0, 0, n).copy_(next[b].index_select(0, where));
+  }
+  text::LlamaInput input;
+  input.inputs_embeds = batch.inputs_embeds;
+  input.attention_mask = batch.attention_mask;
+  input.logits_positions = positions;
+  const torch::Tensor logits = backbone_->forward(input).logits;  // [B, K, V] float32
+  return torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}), targets.view(-1).to(logits.device()),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore));
+}
+
+text::GenerationResult MultimodalLMImpl::Generate(const std::vector<MultimodalExample>& examples,
+                                                  const text::GenerationOptions& options,
+                                                  const text::TokenCallback& callback) {
+  torch::NoGradGuard no_grad;
+  std::vector<MultimodalExample> prompts = examples;
+  for (auto& e : prompts) e.target.clear();
+  const MultimodalBatch batch = Prepare(prompts, text::PaddingSide::kLeft);
+  text::GenerationOptions o = options;
+  if (o.stop_token_ids.empty()) o.stop_token_ids = tokenizer_->EosIds();
+  return text::GenerateFromEmbeds(backbone_, batch.inputs_embeds, batch.attention_mask, o, callback);
+}
+
+void MultimodalLMImpl::train(bool on) {
+  torch::nn::Module::train(on);
+  if (!speech_encoder_.is_empty()) speech_encoder_->eval();
+  if (!image_encoder_.is_empty()) image_encoder_->eval();
+  if (!backbone_->HasLora()) backbone_->eval();
+}
+
+std::vector<torch::Tensor> MultimodalLMImpl::TrainableParameters() const {
+  std::vector<torch::Tensor> out;
+  for (const auto& projector : {speech_projector_, image_projector_})
+    if (projector)
+      for (const torch::Tensor& p : projector->parameters()) out.push_back(p);
+  if (backbone_->HasLora())
+    for (const torch::Tensor& p : backbone_->LoraParameters()) out.push_back(p);
+  return out;
+}
+
+ModelSummary MultimodalLMImpl::Summary() const {
+  ModelSummary s;
+  std::vector<torch::Tensor> base;
+  for (const auto& [name, p] : backbone_->BaseParameters()) base.push_back(p);
+  s.components.push_back(Summarize("backbone", base));
+  if (backbone_->HasLora()) s.components.push_back(Summarize("lora", backbone_->LoraParameters()));
+  if (!speech_encoder_.is_empty()) {
+    s.components.push_back(Summarize("speech_encoder", speech_encoder_->parameters()));
+    s.components.push_back(Summarize("speech_projector (" + config_.speech.projector.type + ")",
+                                     speech_projector_->parameters()));
+  }
+  if (!image_encoder_.is_empty()) {
+    s.components.push_back(Summarize("image_encoder", image_encoder_->parameters()));
+    s.components.push_back(Summarize("image_projector (" + config_.image.projector.type + ")",
+                                     image_projector_->parameters()));
+  }
+  for (const ComponentSummary& c : s.components) {
+    s.total_parameters += c.parameters;
+    s.trainable_parameters += c.trainable;
+    s.parameter_bytes += c.bytes;
+  }
+  s.frozen_parameters = s.total_parameters - s.trainable_parameters;
+  s.training_state_bytes = s.trainable_parameters * 4 * 3;
+  return s;
+}
+
+void MultimodalLMImpl::SaveAdapters(const std::string& adapter_dir) const {
+  fs::MakeDirs(adapter_dir);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  json specs = json::object();
+  if (speech_projector_) {
+    for (const auto& named : speech_projector_->named_parameters())
+      tensors.emplace_back("speech_projector." + named.key(), named.value().detach());
+    specs["speech_projector"] = SpecJson(speech_projector_->Spec());
+  }
+  if (image_projector_) {
+    for (const auto& named : image_projector_->named_parameters())
+      tensors.emplace_back("image_projector." + named.key(), named.value().detach());
+    specs["image_projector"] = SpecJson(image_projector_->Spec());
+  }
+  Check(!tensors.empty() || backbone_->HasLora(), "MultimodalLM: no adapters to save");
+  if (!tensors.empty()) safetensors::Save(adapter_dir + "/adapters.safetensors", tensors, {{"format", "pt"}});
+  if (backbone_->HasLora()) {
+    backbone_->SaveLora(adapter_dir + "/lora");
+    specs["lora"] = true;
+  }
+  fs::AtomicWriteString(adapter_dir + "/adapter_config.json", specs.dump(2) + "\n");
+}
+
+void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
+  const std::string config_path = adapter_dir + "/adapter_config.json";
+  Check(stdfs::is_regular_file(config_path), "'", adapter_dir, "' has no adapter_config.json");
+  const json specs = fs::ReadJson(config_path);
+  Check(specs.is_object(), config_path, ": must be a JSON object");
+  std::vector<std::pair<std::string, std::shared_ptr<ProjectorImpl>>> projectors;
+  if (speech_projector_) projectors.emplace_back("speech_projector", speech_projector_);
+  if (image_projector_) projectors.emplace_back("image_projector", image_projector_);
+  for (const auto& [name, projector] : projectors) {
+    Check(specs.contains(name), config_path, ": no \"", name, "\" but the model has one");
+    Check(specs[name] == SpecJson(projector->Spec()), config_path, ": \"", name, "\" is ",
+          specs[name].dump(), " but the model's is ", SpecJson(projector->Spec()).dump());
+  }
+  for (const char* name : {"speech_projector", "image_projector"}) {
+    const bool ours = (std::string(name) == "speech_projector" ? speech_projector_ : image_projector_) != nullptr;
+    Check(!specs.contains(name) || ours, config_path, ": has \"", name, "\" but the model has none");
+  }
+  const bool lora = specs.value("lora", false);
+  Check(lora == backbone_->HasLora(), config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
+                                                        : ": has no LoRA but the model has one");
+  std::vector<std::pair<torch::Tensor, std::string>> plan;
+  std::unique_ptr<safetensors::Reader> reader;
+  if (!projectors.empty()) {
+    reader = std::make_unique<safetensors::Reader>(adapter_dir + "/adapters.safetensors");
+    std::set<std::string> expected;
+    for (const auto& [prefix, projector] : projectors)
+      for (const auto& named : projector->named_parameters()) {
+        const std::string name = prefix + "." + named.key();
+        expected.insert(name);
+        Check(reader->Has(name), reader->Path(), ": missing tensor '", name, "'");
+        Check(reader->Info(name).shape == named.value().sizes().vec(), reader->Path(), ": tensor '",
+              name, "' has the wrong shape");
+        plan.emplace_back(named.value(), name);
+      }
+    for (const std::string& name : reader->Names())
+      Check(expected.count(name), reader->Path(), ": unexpected tensor '", name, "'");
+  }
+  if (lora) backbone_->LoadLora(adapter_dir + "/lora");  // checks everything before changing
+  torch::NoGradGuard no_grad;
+  for (auto& [parameter, name] : plan) parameter.copy_(reader->Get(name));
+}
+
+}  // namespace slm::adapters

@@ -1,0 +1,181 @@
+// MultimodalLM: the frozen text backbone with speech and image inputs spliced into its input
+// embeddings through trainable projectors (and optional LoRA on the backbone).
+//
+//   "<speech> Transcribe:" --Tokenizer--> [BOS, <speech>, ▁Trans, cribe, :]
+//   speech log-mel --WhisperEncoder (frozen, no-grad)--> [T/2, d] --projector--> [N, H]
+//   inputs_embeds = [E(BOS), speech_0 .. speech_{N-1}, E(▁Trans), E(cribe), E(:), E(target)...]
+//
+// Each "<speech>" / "<image>" placeholder in a prompt (several allowed, in any order) is replaced
+// by the projected encoder output of the next clip / image of the example, so a placeholder takes
+// as many positions as its projector outputs (ProjectorImpl::OutputLength). The target text (with
+// EOS) follows the prompt; labels are -100 everywhere except on target tokens, so the loss covers
+// only what the model must produce.
+//
+// Batching: rows of different lengths are padded (right for training, left for generation) with
+// zero embeddings and attention_mask 0; positions count real positions only (the backbone's
+// cumsum(mask) - 1), so a row's logits equal that row alone. Encoders run once per batch on all
+// clips / images of all rows (padded, with lengths), under no-grad.
+//
+// Frozen vs trainable: backbone, tokenizer embeddings and both encoders are frozen (no grad, eval
+// mode, no optimizer state); only the projectors (and LoRA when enabled) are trainable
+// (TrainableParameters). Gradients flow from the loss through the frozen backbone into the
+// projectors.
+//
+// Devices and dtypes: everything lives on `device` in `dtype` (config model.device / model.dtype);
+// encoders may be loaded in the same dtype. Speech features are log-mel [T, n_mels] float32 as the
+// speech encoder's preprocessor_config.json describes (SpeechFeatures), images CLIP pixel values
+// [3, S, S] (ImagePixels).
+//
+// Thread-safety: Prepare/Loss/Generate mutate nothing but must not run concurrently with training
+// steps on the same model; concurrent inference calls are safe in eval mode.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adapters/projector.h"
+#include "audio/log_mel.h"
+#include "audio/whisper_encoder.h"
+#include "core/config.h"
+#include "text/generate.h"
+#include "text/llama.h"
+#include "text/tokenizer.h"
+#include "vision/clip_vision.h"
+#include "vision/image.h"
+
+namespace slm::adapters {
+
+struct SpeechBranchConfig {
+  std::string encoder;  // Whisper-style encoder directory; empty = no speech input
+  ProjectorSpec projector;
+  int64_t attention_chunk_frames = -1;  // -1 = the encoder's own setting; 0 = full attention
+};
+
+struct ImageBranchConfig {
+  std::string encoder;  // CLIP vision directory; empty = no image input
+  vision::ClipFeatureOptions features;  // layer (default -2 = penultimate), keep_class_token
+  ProjectorSpec projector;
+};
+
+struct MultimodalConfig {
+  std::string backbone;  // Llama directory with tokenizer.model
+  SpeechBranchConfig speech;
+  ImageBranchConfig image;
+  bool lora_enabled = false;
+  text::LoraOptions lora;
+  std::string device = "cpu";
+  std::string dtype = "float32";
+
+  MultimodalConfig();  // projector defaults: speech stack_mlp (stack 4), image mlp
+  // The `model` section: backbone, speech {encoder, projector {...}, attention_chunk_frames},
+  // image {encoder, feature_layer, keep_class_token, projector {...}}, lora {enabled, rank, alpha,
+  // dropout, target_modules}, device, dtype. Projector input_dim/output_dim may be omitted: they
+  // come from the encoder and the backbone (a given value must match them).
+  void Load(config::Node node);
+};
+
+struct MultimodalExample {
+  std::string prompt;                  // text with "<speech>" / "<image>" placeholders
+  std::vector<torch::Tensor> speech;   // one log-mel [T, n_mels] per "<speech>", in order
+  std::vector<torch::Tensor> images;   // one pixel tensor [3, S, S] per "<image>", in order
+  std::string target;                  // text to predict; empty for generation
+};
+
+struct MultimodalBatch {
+  torch::Tensor inputs_embeds;   // [B, T, hidden] model dtype/device
+  torch::Tensor attention_mask;  // [B, T] int64 (device), 1 = real
+  torch::Tensor labels;          // [B, T] int64 (CPU), the token at t for target positions, else -100
+  std::vector<int64_t> lengths;  // real positions per row
+  int64_t target_tokens = 0;     // labels != -100
+};
+
+struct ComponentSummary {
+  std::string name;
+  int64_t parameters = 0;
+  int64_t trainable = 0;
+  int64_t bytes = 0;  // parameter storage in their dtype
+};
+
+struct ModelSummary {
+  std::vector<ComponentSummary> components;
+  int64_t total_parameters = 0;
+  int64_t trainable_parameters = 0;
+  int64_t frozen_parameters = 0;
+  int64_t parameter_bytes = 0;
+  // Training-time extra memory of the trainable part: fp32 gradients + AdamW's two fp32 moments.
+  int64_t training_state_bytes = 0;
+  nlohmann::json ToJson() const;
+};
+
+class MultimodalLMImpl : public torch::nn::Module {
+ public:
+  // Loads backbone, tokenizer and the configured encoders (frozen), builds fresh projectors and
+  // adds LoRA when enabled. slm::Error for missing directories, dimension mismatches, a tokenizer
+  // without the "<speech>" / "<image>" markers a branch needs.
+  explicit MultimodalLMImpl(const MultimodalConfig& config);
+
+  // Builds the batch of `examples` (see the header comment). side: kRight for training, kLeft for
+  // generation. slm::Error naming the example for placeholder/input count mismatches, features of
+  // the wrong shape, a row longer than max_position_embeddings, an empty target with kRight.
+  MultimodalBatch Prepare(const std::vector<MultimodalExample>& examples, text::PaddingSide side);
+  // Mean cross-entropy over the target tokens (the backbone's logits only at target positions).
+  torch::Tensor Loss(const MultimodalBatch& batch);
+  // Greedy/sampled continuation of each example's prompt (targets ignored), KV-cached.
+  text::GenerationResult Generate(const std::vector<MultimodalExample>& examples,
+                                  const text::GenerationOptions& options,
+                                  const text::TokenCallback& callback = nullptr);
+
+  // Log-mel features of 16 kHz mono samples, with the speech encoder's feature options.
+  torch::Tensor SpeechFeatures(const std::vector<float>& samples) const;
+  // CLIP pixel values of an image file, with the image encoder's preprocessing.
+  torch::Tensor ImagePixels(const std::string& image_path) const;
+
+  // Training mode reaches the projectors (and the LoRA branches); the frozen encoders stay in
+  // eval mode whatever `on` is, and so does the backbone unless it carries LoRA.
+  void train(bool on = true) override;
+
+  std::vector<torch::Tensor> TrainableParameters() const;
+  ModelSummary Summary() const;
+  // Projector weights (+ LoRA) only: adapter_dir/adapters.safetensors ("speech_projector.*",
+  // "image_projector.*"), adapter_config.json (the projector specs) and, with LoRA, adapter_dir/lora
+  // (PEFT format). LoadAdapters checks the specs match this model and every tensor's shape before
+  // changing anything.
+  void SaveAdapters(const std::string& adapter_dir) const;
+  void LoadAdapters(const std::string& adapter_dir);
+
+  const MultimodalConfig& Config() const { return config_; }
+  text::LlamaModel& Backbone() { return backbone_; }
+  const text::Tokenizer& Tokenizer() const { return *tokenizer_; }
+  bool HasSpeech() const { return !speech_encoder_.is_empty(); }
+  bool HasImage() const { return !image_encoder_.is_empty(); }
+  audio::WhisperEncoder& SpeechEncoder() { return speech_encoder_; }
+  vision::ClipVisionModel& ImageEncoder() { return image_encoder_; }
+  std::shared_ptr<ProjectorImpl> SpeechProjector() const { return speech_projector_; }
+  std::shared_ptr<ProjectorImpl> ImageProjector() const { return image_projector_; }
+  // LM positions per second of speech (encoder frame rate / projector compression).
+  double SpeechPositionsPerSecond() const;
+
+ private:
+  // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.
+  std::vector<torch::Tensor> EncodeSpeech(const std::vector<MultimodalExample>& examples);
+  std::vector<torch::Tensor> EncodeImages(const std::vector<MultimodalExample>& examples);
+
+  MultimodalConfig config_;
+  torch::Device device_{torch::kCPU};
+  torch::ScalarType dtype_ = torch::kFloat;
+  std::unique_ptr<text::Tokenizer> tokenizer_;
+  text::LlamaModel backbone_{nullptr};
+  audio::WhisperEncoder speech_encoder_{nullptr};
+  vision::ClipVisionModel image_encoder_{nullptr};
+  std::shared_ptr<ProjectorImpl> speech_projector_, image_projector_;
+  std::unique_ptr<audio::LogMel> mel_;
+  vision::ClipPreprocessOptions image_preprocess_;
+  int64_t speech_marker_ = -1, image_marker_ = -1;
+};
+TORCH_MODULE(MultimodalLM);
+
+}  // namespace slm::adapters
