@@ -35,8 +35,27 @@ double Elapsed(Clock::time_point start) {
 struct ImageSet {
   torch::Tensor pixels;               // [N, 3, S, S] float32
   std::vector<std::string> captions;  // per image
+  std::vector<std::string> scenes;    // per image: what the caption asserts, order-independent
   torch::Tensor text_features;        // [N, lm_hidden] frozen backbone features of the captions
 };
+
+// "a red circle above a blue square" and "a blue square below a red circle" describe the same
+// scene; retrieval counts either as a hit. From the manifest's shapes attributes when present
+// (the caption text otherwise).
+std::string SceneKey(const manifest::Entry& e) {
+  const nlohmann::json* attributes = e.extra.contains("attributes") ? &e.extra["attributes"] : nullptr;
+  if (attributes == nullptr || !attributes->contains("shapes") || !attributes->contains("relation"))
+    return e.text;
+  const auto& shapes = (*attributes)["shapes"];
+  if (!shapes.is_array() || shapes.size() != 2) return e.text;
+  auto describe = [&](size_t i) {
+    return shapes[i].value("color", std::string()) + " " + shapes[i].value("shape", std::string());
+  };
+  const std::string relation = (*attributes)["relation"].get<std::string>();
+  if (relation == "below") return describe(1) + " above " + describe(0);
+  if (relation == "right of") return describe(1) + " left of " + describe(0);
+  return describe(0) + " " + relation + " " + describe(1);
+}
 
 ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreprocessOptions& pre) {
   const manifest::Manifest m = manifest::Read(manifest_path);
@@ -49,6 +68,7 @@ ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreproce
     const cv::Mat rgb = vision::ToRgb8(vision::LoadImage(fs::Resolve(m.base_dir, e.image)), e.image);
     pixels.push_back(vision::ClipPreprocess(rgb, pre));
     set.captions.push_back(e.text);
+    set.scenes.push_back(SceneKey(e));
   }
   set.pixels = torch::stack(pixels);
   return set;
@@ -115,17 +135,26 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
   RetrievalScores s;
   s.images = images.size(0);
   s.distinct_captions = static_cast<int64_t>(distinct.size());
-  s.chance_top1 = 1.0 / static_cast<double>(distinct.size());
   int64_t top1 = 0, top5 = 0;
+  // A retrieved caption is right when it describes the image's scene (first occurrence's scene).
+  auto scene_of_caption = [&](int64_t c) { return set.scenes[first[c]]; };
   for (int64_t i = 0; i < s.images; ++i) {
-    const int64_t truth = index[set.captions[i]];
-    if (top[i][0].item<int64_t>() == truth) ++top1;
+    if (scene_of_caption(top[i][0].item<int64_t>()) == set.scenes[i]) ++top1;
     for (int64_t j = 0; j < k; ++j)
-      if (top[i][j].item<int64_t>() == truth) ++top5;
+      if (scene_of_caption(top[i][j].item<int64_t>()) == set.scenes[i]) {
+        ++top5;
+        break;
+      }
   }
   int64_t text_hits = 0;
   for (int64_t c = 0; c < s.distinct_captions; ++c)
-    if (set.captions[best_image[c].item<int64_t>()] == distinct[c]) ++text_hits;
+    if (set.scenes[best_image[c].item<int64_t>()] == scene_of_caption(c)) ++text_hits;
+  // Chance: the expected share of captions that describe a given image's scene.
+  std::map<std::string, int64_t> per_scene;
+  for (int64_t c = 0; c < s.distinct_captions; ++c) ++per_scene[scene_of_caption(c)];
+  double chance = 0;
+  for (int64_t i = 0; i < s.images; ++i) chance += double(per_scene[set.scenes[i]]) / s.distinct_captions;
+  s.chance_top1 = chance / s.images;
   s.image_to_text_top1 = double(top1) / s.images;
   s.image_to_text_top5 = double(top5) / s.images;
   s.text_to_image_top1 = double(text_hits) / s.distinct_captions;

@@ -11,8 +11,9 @@
 // model.image_size, CLIP mean/std) and kept in memory.
 //
 // Evaluation: retrieval on the valid images: image->text top-1 and top-5 accuracy over the set of
-// distinct valid captions (a hit is the image's own caption text), text->image top-1 (a hit is an
-// image with that caption), next to the chance rate 1 / distinct captions.
+// distinct valid captions, text->image top-1 over the valid images, next to the chance rate. A hit
+// is a caption that describes the image's scene: "a red circle above a blue square" and "a blue
+// square below a red circle" are the same scene (from the manifest's shape attributes).
 //
 // Output (output_dir): config.json + model.safetensors ("vision_model.*" as CLIPModel, plus
 // "visual_projection.weight", "text_projection.weight", "logit_scale"), preprocessor_config.json
@@ -32,7 +33,7 @@ namespace slm::train {
 struct ImageEncoderPretrainConfig {
   struct Data {
     std::string shapes_dir = "data/shapes_encoder";
-    int64_t count = 6000;  // images generated when shapes_dir has none
+    int64_t count = 20000;  // images generated when shapes_dir has none
     int size = 64;
   } data;
   std::string text_backbone = "samples/models/backbone_tiny";  // HF dir with tokenizer.model
@@ -45,7 +46,7 @@ struct ImageEncoderPretrainConfig {
     double lr = 1e-3;
     int64_t warmup_steps = 100;
     double min_lr_ratio = 0.05;
-    double weight_decay = 0.05;
+    double weight_decay = 0.1;
     double grad_clip = 1.0;
     int64_t log_every = 10;
   } train;
@@ -65,7 +66,7 @@ struct RetrievalScores {
   double image_to_text_top1 = 0;
   double image_to_text_top5 = 0;
   double text_to_image_top1 = 0;
-  double chance_top1 = 0;  // 1 / distinct captions
+  double chance_top1 = 0;  // expected top-1 of a random caption ranking
   int64_t images = 0;
   int64_t distinct_captions = 0;
   nlohmann::json ToJson() const;

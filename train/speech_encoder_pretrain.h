@@ -48,7 +48,7 @@ struct SpeechEncoderPretrainConfig {
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;
   struct Train {
-    int64_t steps = 3000;
+    int64_t steps = 2200;
     double max_minutes = 0;  // 0 = no wall-time limit
     int64_t batch_size = 16;
     double lr = 2e-3;
