@@ -322,3 +322,39 @@ TEST(WhisperEncoderTest, FreshModelHasSinusoidalPositions) {
 
 }  // namespace
 }  // namespace slm::audio
+
+namespace slm::audio {
+namespace {
+
+TEST(WhisperEncoderTest, SaveWeightsRoundTripsWithExtraTensorsAndFeatureOptions) {
+  testing::TempDir tmp;
+  WhisperEncoder model = TinyModel(3);
+  model->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", torch::ones({29, 32})}});
+  WhisperEncoder loaded = LoadWhisperEncoder(tmp.File("enc"));
+  EXPECT_EQ(loaded->Config().d_model, 32);
+  const auto features = torch::randn({1, 21, 16});
+  EXPECT_TRUE(torch::equal(loaded->forward(features), model->forward(features)));
+  safetensors::Reader reader(tmp.File("enc") + "/model.safetensors");
+  EXPECT_TRUE(reader.Has("model.encoder.conv1.weight"));
+  EXPECT_TRUE(reader.Has("ctc_head.weight"));
+  EXPECT_SLM_ERROR(model->SaveWeights(tmp.File("x"), {{"model.encoder.conv1.weight", torch::ones({1})}}),
+                   "would collide");
+
+  // Feature options: absent file = Whisper's; written options read back; bad values named.
+  EXPECT_EQ(LoadEncoderFeatureOptions(tmp.File("enc")).normalization, MelNormalization::kWhisper);
+  LogMelOptions mel;
+  mel.normalization = MelNormalization::kFixedFloor;
+  mel.floor_log10 = -6.5;
+  SaveEncoderFeatureOptions(tmp.File("enc"), mel);
+  const LogMelOptions back = LoadEncoderFeatureOptions(tmp.File("enc"));
+  EXPECT_EQ(back.normalization, MelNormalization::kFixedFloor);
+  EXPECT_DOUBLE_EQ(back.floor_log10, -6.5);
+  EXPECT_EQ(back.n_mels, 80);
+  std::ofstream(tmp.File("enc") + "/preprocessor_config.json") << R"({"slm_normalization": "loud"})";
+  EXPECT_SLM_ERROR(LoadEncoderFeatureOptions(tmp.File("enc")), "\"slm_normalization\" must be");
+  std::ofstream(tmp.File("enc") + "/preprocessor_config.json") << R"({"feature_size": 64})";
+  EXPECT_SLM_ERROR(LoadEncoderFeatureOptions(tmp.File("enc")), "\"feature_size\" must be 80 or 128");
+}
+
+}  // namespace
+}  // namespace slm::audio

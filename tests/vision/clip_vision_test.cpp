@@ -186,3 +186,24 @@ TEST(ClipVision, BadCheckpointsNameTheProblem) {
 
 }  // namespace
 }  // namespace slm::vision
+
+namespace slm::vision {
+namespace {
+
+TEST(ClipVision, SaveWeightsRoundTripsWithProjections) {
+  testing::TempDir tmp;
+  torch::manual_seed(2);
+  ClipVisionModel model(Tiny());
+  model->eval();
+  model->SaveWeights(tmp.File("tower"), {{"visual_projection.weight", torch::ones({8, 32})}});
+  ClipVisionModel loaded = LoadClipVision(tmp.File("tower"));
+  const auto pixels = torch::randn({2, 3, 64, 64});
+  EXPECT_TRUE(torch::equal(loaded->Features(pixels), model->Features(pixels)));
+  EXPECT_EQ(loaded->ParameterCount(), model->ParameterCount());
+  EXPECT_EQ(ClipVisionConfig::FromJson(Tiny().ToJson(), "t").patch_size, 16);
+  EXPECT_SLM_ERROR(model->SaveWeights(tmp.File("x"), {{"vision_model.a", torch::ones({1})}}),
+                   "would collide");
+}
+
+}  // namespace
+}  // namespace slm::vision

@@ -212,3 +212,22 @@ TEST(ClipPreprocess, OptionsFromPreprocessorConfig) {
 
 }  // namespace
 }  // namespace slm::vision
+
+namespace slm::vision {
+namespace {
+
+TEST(ClipPreprocess, OptionsWrittenAsJsonReadBack) {
+  ClipPreprocessOptions o;
+  o.shortest_edge = 64;
+  o.crop_height = o.crop_width = 64;
+  o.image_mean = {0.1, 0.2, 0.3};
+  const ClipPreprocessOptions back = ClipPreprocessOptions::FromJson(o.ToJson(), "written");
+  EXPECT_EQ(back.shortest_edge, 64);
+  EXPECT_EQ(back.crop_width, 64);
+  EXPECT_EQ(back.image_mean, o.image_mean);
+  EXPECT_EQ(back.image_std, o.image_std);
+  EXPECT_EQ(o.ToJson()["image_processor_type"], "CLIPImageProcessor");
+}
+
+}  // namespace
+}  // namespace slm::vision

@@ -1,0 +1,68 @@
+#include "audio/ctc.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "tests/test_util.h"
+
+namespace slm::audio {
+namespace {
+
+TEST(CtcAlphabet, NormalizesEncodesAndDecodes) {
+  EXPECT_EQ(CtcAlphabet::Normalize("  Don't STOP -- the well-known 'dogs' 42!"),
+            "don't stop the well known dogs");
+  EXPECT_EQ(CtcAlphabet::Normalize("?!"), "");
+  const auto ids = CtcAlphabet::Encode("A b'c");
+  EXPECT_EQ(ids, (std::vector<int64_t>{3, 1, 4, 2, 5}));
+  EXPECT_EQ(CtcAlphabet::Decode({0, 3, 0, 1, 28}), "a z");
+  EXPECT_SLM_ERROR(CtcAlphabet::Decode({29}), "CTC id 29 is outside the alphabet [0, 29)");
+}
+
+TEST(Ctc, GreedyDecodingMergesRepeatsAndDropsBlanks) {
+  // Frames: a a _ a b b _ _ (then padding that must be ignored).
+  const std::vector<int64_t> path = {3, 3, 0, 3, 4, 4, 0, 0, 5, 5};
+  torch::Tensor logits = torch::zeros({1, 10, CtcAlphabet::kSize});
+  for (int64_t t = 0; t < 10; ++t) logits[0][t][path[t]] = 5.0;
+  const auto decoded = CtcGreedyDecode(logits, torch::tensor({8}));
+  EXPECT_EQ(CtcAlphabet::Decode(decoded[0]), "aab");
+  EXPECT_EQ(CtcAlphabet::Decode(CtcGreedyDecode(logits, {})[0]), "aabc");
+}
+
+TEST(Ctc, LossMatchesTorchAndSurvivesImpossibleTargets) {
+  torch::manual_seed(0);
+  const auto logits = torch::randn({2, 12, CtcAlphabet::kSize});
+  const std::vector<std::vector<int64_t>> targets = {{3, 4, 5}, {6, 6}};
+  const auto ours = CtcLoss(logits, torch::tensor({12, 9}), targets);
+  const auto reference = torch::ctc_loss(torch::log_softmax(logits, -1).transpose(0, 1),
+                                         torch::tensor({3, 4, 5, 6, 6}), torch::tensor({12, 9}),
+                                         torch::tensor({3, 2}), 0, at::Reduction::Mean, true);
+  EXPECT_NEAR(ours.item<double>(), reference.item<double>(), 1e-6);
+  // 3 frames cannot hold "aaa" (repeats need blanks between): zeroed, not inf.
+  const auto impossible = CtcLoss(logits.slice(0, 0, 1), torch::tensor({3}), {{3, 3, 3}});
+  EXPECT_TRUE(std::isfinite(impossible.item<double>()));
+  EXPECT_SLM_ERROR(CtcLoss(logits, torch::tensor({12, 9}), {{3}}), "1 target sequences for a batch of 2");
+  EXPECT_SLM_ERROR(CtcLoss(logits, torch::tensor({12, 9}), {{3}, {0}}), "target id 0 outside [1, 29)");
+}
+
+TEST(Ctc, HeadLearnsToTranscribeFixedFeatures) {
+  torch::manual_seed(1);
+  CtcHead head(16);
+  const auto states = torch::randn({2, 20, 16});
+  const std::vector<std::string> texts = {"cab", "bad a"};
+  std::vector<std::vector<int64_t>> targets;
+  for (const auto& t : texts) targets.push_back(CtcAlphabet::Encode(t));
+  torch::optim::Adam optimizer(head->parameters(), torch::optim::AdamOptions(0.05));
+  for (int step = 0; step < 300; ++step) {
+    const auto loss = CtcLoss(head(states), torch::tensor({20, 20}), targets);
+    optimizer.zero_grad();
+    loss.backward();
+    optimizer.step();
+  }
+  torch::NoGradGuard no_grad;
+  const auto decoded = CtcGreedyDecode(head(states), torch::tensor({20, 20}));
+  EXPECT_EQ(CtcAlphabet::Decode(decoded[0]), "cab");
+  EXPECT_EQ(CtcAlphabet::Decode(decoded[1]), "bad a");
+}
+
+}  // namespace
+}  // namespace slm::audio

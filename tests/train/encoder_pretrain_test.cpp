@@ -1,0 +1,119 @@
+// The embedded default encoders' pretraining: config validation (fast) and a miniature end-to-end
+// run of each (Slow: synthesis / image generation + a few steps), checking the written model
+// directories load back and the reported metrics are coherent.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+
+#include "audio/whisper_encoder.h"
+#include "core/fs.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+#include "train/image_encoder_pretrain.h"
+#include "train/speech_encoder_pretrain.h"
+#include "vision/clip_vision.h"
+
+namespace slm::train {
+namespace {
+
+TEST(SpeechEncoderPretrainConfig, ValidatesKeysAndLimits) {
+  auto doc = config::Document::LoadString(
+      "model: {d_model: 30, encoder_attention_heads: 4}\n", "s.yaml");
+  SpeechEncoderPretrainConfig c;
+  EXPECT_SLM_ERROR(c.Load(doc.Root()), "must divide d_model (30)");
+  auto longer = config::Document::LoadString(
+      "data: {max_seconds: 20}\nmodel: {max_source_positions: 500}\n", "l.yaml");
+  SpeechEncoderPretrainConfig l;
+  EXPECT_SLM_ERROR(l.Load(longer.Root()), "data.max_seconds");
+  auto typo = config::Document::LoadString("train: {stepz: 3}\n", "t.yaml");
+  SpeechEncoderPretrainConfig t;
+  t.Load(typo.Root());
+  EXPECT_SLM_ERROR(typo.CheckAllConsumed(), "unknown key 'train.stepz' (did you mean 'train.steps'?)");
+  // The sample config is valid as committed.
+  auto sample = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) +
+                                           "/samples/configs/speech_encoder_tiny.yaml");
+  SpeechEncoderPretrainConfig s;
+  s.Load(sample.Root());
+  sample.CheckAllConsumed();
+  EXPECT_EQ(s.features.normalization, audio::MelNormalization::kFixedFloor);
+}
+
+TEST(ImageEncoderPretrainConfig, ValidatesKeys) {
+  auto doc = config::Document::LoadString("model: {image_size: 60, patch_size: 8}\n", "i.yaml");
+  ImageEncoderPretrainConfig c;
+  EXPECT_SLM_ERROR(c.Load(doc.Root()), "must divide image_size (60)");
+  auto sample = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) +
+                                           "/samples/configs/image_encoder_tiny.yaml");
+  ImageEncoderPretrainConfig s;
+  s.Load(sample.Root());
+  sample.CheckAllConsumed();
+  EXPECT_EQ(s.model.image_size, 64);
+}
+
+TEST(EncoderPretrainSlow, SpeechEncoderMiniatureRun) {
+  testing::TempDir tmp;
+  const std::string sentences = tmp.File("corpus/sentences");
+  std::filesystem::create_directories(sentences);
+  fs::AtomicWriteString(sentences + "/train.txt",
+                        "The cat sat on the mat.\nA dog ran home.\nRed circles are round.\n"
+                        "She reads a book.\nWe walk to school.\nBirds can fly high.\n"
+                        "The sun is warm.\nFish swim in water.\n");
+  fs::AtomicWriteString(sentences + "/valid.txt", "A bird sings.\nThe tree is tall.\n");
+  fs::AtomicWriteString(sentences + "/test.txt", "Snow is cold.\nHe drinks tea.\n");
+  auto doc = config::Document::LoadString(
+      "data: {corpus_dir: " + tmp.File("corpus") + ", speech_dir: " + tmp.File("speech") +
+          ", train_utterances: 8, valid_utterances: 2, test_utterances: 2}\n"
+          "model: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2, encoder_ffn_dim: 64}\n"
+          "train: {steps: 6, batch_size: 4, warmup_steps: 2, log_every: 2}\n"
+          "eval: {every: 3}\nthreads: 1\noutput_dir: " + tmp.File("run") + "\n",
+      "mini.yaml");
+  SpeechEncoderPretrainConfig c;
+  c.Load(doc.Root());
+  doc.CheckAllConsumed();
+  const SpeechEncoderPretrainResult r = PretrainSpeechEncoder(c, doc.EffectiveYaml(), true);
+  EXPECT_EQ(r.steps, 6);
+  EXPECT_EQ(r.train_utterances, 8);
+  EXPECT_EQ(r.test_utterances, 2);
+  EXPECT_GE(r.test_cer, 0.0);
+  EXPECT_GT(r.audio_seconds_per_second, 0.0);
+  // The directory is a loadable encoder with its features and CTC head.
+  audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(tmp.File("run"));
+  EXPECT_EQ(encoder->Config().d_model, 32);
+  EXPECT_EQ(audio::LoadEncoderFeatureOptions(tmp.File("run")).normalization,
+            audio::MelNormalization::kFixedFloor);
+  safetensors::Reader weights(tmp.File("run") + "/model.safetensors");
+  EXPECT_EQ(weights.Info("ctc_head.weight").shape, (std::vector<int64_t>{29, 32}));
+  const auto result = fs::ReadJson(tmp.File("run") + "/result.json");
+  EXPECT_EQ(result["steps"], 6);
+  EXPECT_TRUE(std::filesystem::exists(tmp.File("run") + "/samples.txt"));
+  EXPECT_TRUE(std::filesystem::exists(tmp.File("speech") + "/valid/manifest.jsonl"));
+}
+
+TEST(EncoderPretrainSlow, ImageEncoderMiniatureRun) {
+  testing::TempDir tmp;
+  auto doc = config::Document::LoadString(
+      "data: {shapes_dir: " + tmp.File("shapes") + ", count: 120}\n"
+          "text_backbone: " + std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny\n"
+          "model: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, "
+          "num_attention_heads: 2, image_size: 64, patch_size: 16}\n"
+          "projection_dim: 16\ntrain: {steps: 5, batch_size: 16, warmup_steps: 1}\n"
+          "eval: {every: 3}\nthreads: 1\noutput_dir: " + tmp.File("run") + "\n",
+      "mini.yaml");
+  ImageEncoderPretrainConfig c;
+  c.Load(doc.Root());
+  doc.CheckAllConsumed();
+  const ImageEncoderPretrainResult r = PretrainImageEncoder(c, doc.EffectiveYaml(), true);
+  EXPECT_EQ(r.steps, 5);
+  EXPECT_EQ(r.valid.images, 12);
+  EXPECT_GT(r.valid.chance_top1, 0.0);
+  EXPECT_LE(r.valid.image_to_text_top1, r.valid.image_to_text_top5);
+  vision::ClipVisionModel tower = vision::LoadClipVision(tmp.File("run"));
+  EXPECT_EQ(tower->Config().patch_size, 16);
+  safetensors::Reader weights(tmp.File("run") + "/model.safetensors");
+  EXPECT_EQ(weights.Info("text_projection.weight").shape, (std::vector<int64_t>{16, 256}));
+  EXPECT_TRUE(std::filesystem::exists(tmp.File("run") + "/preprocessor_config.json"));
+}
+
+}  // namespace
+}  // namespace slm::train
