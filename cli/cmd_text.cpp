@@ -18,16 +18,6 @@
 namespace slm::cli {
 namespace {
 
-void RunPretrain(const ConfigArgs& args, bool json) {
-  std::string effective;
-  const auto config = args.Load<text::PretrainConfig>(&effective);
-  const text::PretrainResult result = text::Pretrain(config, effective, json);
-  Report report(json);
-  const nlohmann::json summary = result.ToJson();
-  for (auto it = summary.begin(); it != summary.end(); ++it) report.Set(it.key(), it.value());
-  report.Emit();
-}
-
 struct PplCommand {
   std::string model, data;
   int64_t seq_len = 128;
@@ -117,10 +107,9 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
 
 Registrar registrar([](CLI::App& app, Common& common) {
   CLI::App* text = Group(app, "text", "text backbone tools");
-  auto* pretrain = text->add_subcommand("pretrain", "train a small Llama from scratch on WordNet text");
-  auto p = std::make_shared<ConfigArgs>();
-  p->Add(pretrain, "samples/configs/backbone_tiny.yaml");
-  pretrain->callback([p, &common] { RunPretrain(*p, common.json); });
+  AddConfigJob<text::PretrainConfig>(text, "pretrain",
+                                     "train a small Llama from scratch on WordNet text",
+                                     "samples/configs/backbone_tiny.yaml", common, text::Pretrain);
 
   auto* ppl = text->add_subcommand("ppl", "perplexity of a model on a text file (one sentence per line)");
   auto q = std::make_shared<PplCommand>();

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/json_report.h"
 
 namespace slm::cli {
 
@@ -56,6 +57,26 @@ struct ConfigArgs {
     return loaded;
   }
 };
+
+// `parent name --config FILE [--set k=v ...]` for a command that runs a whole job from a config:
+// loads ConfigT, calls run(config, effective_yaml, quiet) (quiet = --json, no progress bars) and
+// reports every field of the result's ToJson().
+template <class ConfigT, class Run>
+void AddConfigJob(CLI::App* parent, const std::string& name, const std::string& description,
+                  const std::string& example, Common& common, Run run) {
+  auto* cmd = parent->add_subcommand(name, description);
+  auto args = std::make_shared<ConfigArgs>();
+  args->Add(cmd, example);
+  cmd->callback([args, &common, run] {
+    std::string effective;
+    const ConfigT config = args->Load<ConfigT>(&effective);
+    const auto result = run(config, effective, common.json);
+    Report report(common.json);
+    const nlohmann::json summary = result.ToJson();
+    for (auto it = summary.begin(); it != summary.end(); ++it) report.Set(it.key(), it.value());
+    report.Emit();
+  });
+}
 
 // The subcommand `name` of `parent`, created with `description` on first use.
 CLI::App* Group(CLI::App& parent, const std::string& name, const std::string& description);

@@ -11,7 +11,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/lr_schedule.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
 #include "text/lm_data.h"
@@ -25,10 +24,6 @@ using config::InRange;
 
 double Elapsed(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-double LearningRate(const PretrainConfig::Train& t, int64_t step) {
-  return WarmupCosineLr(t.lr, step, t.warmup_steps, t.steps, t.min_lr_ratio);
 }
 
 // GPT-2/Llama-style initialisation: N(0, std) for matrices, with the residual output projections
@@ -88,19 +83,9 @@ void PretrainConfig::Load(config::Node node) {
   if (model.num_attention_heads % model.num_key_value_heads != 0)
     m.Fail("num_key_value_heads", Str("must divide num_attention_heads (", model.num_attention_heads, ")"));
   auto tr = node.Child("train");
-  tr.Read("steps", train.steps, InRange<int64_t>(1, int64_t{1} << 40))
-      .Read("max_minutes", train.max_minutes, InRange(0.0, 1e6))
-      .Read("batch_size", train.batch_size, InRange<int64_t>(1, 1 << 16))
-      .Read("seq_len", train.seq_len, InRange<int64_t>(2, 1 << 20))
-      .Read("lr", train.lr, InRange(0.0, 10.0))
-      .Read("warmup_steps", train.warmup_steps, InRange<int64_t>(0, int64_t{1} << 40))
-      .Read("min_lr_ratio", train.min_lr_ratio, InRange(0.0, 1.0))
-      .Read("weight_decay", train.weight_decay, InRange(0.0, 10.0))
-      .Read("beta1", train.beta1, InRange(0.0, 0.99999))
-      .Read("beta2", train.beta2, InRange(0.0, 0.99999))
-      .Read("grad_clip", train.grad_clip, InRange(0.0, 1e6))
-      .Read("init_std", train.init_std, InRange(1e-6, 1.0))
-      .Read("log_every", train.log_every, InRange<int64_t>(1, 1 << 30));
+  train.Load(tr);
+  tr.Read("seq_len", train.seq_len, InRange<int64_t>(2, 1 << 20))
+      .Read("init_std", train.init_std, InRange(1e-6, 1.0));
   if (train.seq_len + 1 > model.max_position_embeddings)
     tr.Fail("seq_len", Str("+ 1 must not exceed model.max_position_embeddings (",
                            model.max_position_embeddings, ")"));
@@ -178,16 +163,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
   InitWeights(model, c.train.init_std);
   model->train();
 
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : model->named_parameters()) (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
-  auto adamw = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(c.train.lr).betas({c.train.beta1, c.train.beta2}).weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, adamw(c.train.weight_decay));
-  groups.emplace_back(no_decay, adamw(0.0));
-  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(c.train.lr));
+  const auto optimizer = MakeAdamW(model->parameters(), c.train);
 
   PretrainResult result;
   result.model_dir = c.output_dir;
@@ -214,20 +190,18 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     }
     const torch::Tensor batch = train_windows.index_select(0, order.slice(0, cursor, cursor + c.train.batch_size));
     cursor += c.train.batch_size;
-    const double lr = LearningRate(c.train, step);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double lr = c.train.LearningRate(step);
+    SetLearningRate(*optimizer, lr);
 
     LlamaInput input;
     input.input_ids = batch;
     const torch::Tensor logits = model->forward(input).logits;
     const torch::Tensor loss = torch::nn::functional::cross_entropy(
         logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}), batch.slice(1, 1).reshape({-1}));
-    optimizer.zero_grad();
+    optimizer->zero_grad();
     loss.backward();
-    const double grad_norm =
-        torch::nn::utils::clip_grad_norm_(model->parameters(), c.train.grad_clip > 0 ? c.train.grad_clip : 1e30);
-    optimizer.step();
+    const double grad_norm = ClipGradients(model->parameters(), c.train);
+    optimizer->step();
 
     const double loss_value = loss.item<double>();
     Check(std::isfinite(loss_value), "pretraining diverged: loss is ", loss_value, " at step ", step,

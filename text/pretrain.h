@@ -16,6 +16,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/optim.h"
 #include "text/llama.h"
 
 namespace slm::text {
@@ -32,20 +33,14 @@ struct PretrainConfig {
     std::string model_type = "unigram";
   } tokenizer;
   LlamaConfig model;  // vocab_size comes from the tokenizer
-  struct Train {
-    int64_t steps = 1000;
-    double max_minutes = 0;  // 0 = no time limit; otherwise stop early (and say so) at this wall time
-    int64_t batch_size = 32;
+  struct Train : OptimOptions {  // steps, lr schedule, AdamW, clipping (core/optim.h) plus:
     int64_t seq_len = 128;
-    double lr = 3e-3;
-    int64_t warmup_steps = 100;
-    double min_lr_ratio = 0.1;
-    double weight_decay = 0.1;
-    double beta1 = 0.9;
-    double beta2 = 0.95;
-    double grad_clip = 1.0;
     double init_std = 0.02;
-    int64_t log_every = 10;
+    Train() {
+      batch_size = 32;
+      lr = 3e-3;
+      weight_decay = 0.1;
+    }
   } train;
   struct Eval {
     int64_t every = 200;

@@ -12,7 +12,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/lr_schedule.h"
 #include "core/manifest.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
@@ -36,7 +35,7 @@ struct ImageSet {
   torch::Tensor pixels;               // [N, 3, S, S] float32
   std::vector<std::string> captions;  // per image
   std::vector<std::string> scenes;    // per image: what the caption asserts, order-independent
-  torch::Tensor text_features;        // [N, lm_hidden] frozen backbone features of the captions
+  torch::Tensor text_features;        // [N, F] frozen backbone features of the captions
 };
 
 // "a red circle above a blue square" and "a blue square below a red circle" describe the same
@@ -74,9 +73,11 @@ ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreproce
   return set;
 }
 
-// Mean of the frozen backbone's last hidden states over each caption's tokens (BOS included).
+// A caption as the frozen backbone reads it: its last hidden states over the caption's tokens
+// (BOS included) pooled by `pooling`: "mean", "last" (the causal LM's summary of the whole caption,
+// which knows which colour goes with which shape) or "mean_last" (both, concatenated).
 torch::Tensor CaptionFeatures(text::LlamaModel& lm, const text::Tokenizer& tokenizer,
-                              const std::vector<std::string>& captions) {
+                              const std::vector<std::string>& captions, const std::string& pooling) {
   torch::NoGradGuard no_grad;
   std::map<std::string, torch::Tensor> cache;  // captions repeat; compute each once
   std::vector<torch::Tensor> rows;
@@ -86,8 +87,12 @@ torch::Tensor CaptionFeatures(text::LlamaModel& lm, const text::Tokenizer& token
       text::LlamaInput input;
       input.input_ids = torch::tensor(tokenizer.Encode(caption, true, false), torch::kLong).unsqueeze(0);
       input.logits_to_keep = 1;
-      const torch::Tensor hidden = lm->forward(input).last_hidden_state;  // [1, T, H]
-      found = cache.emplace(caption, hidden[0].mean(0).to(torch::kFloat)).first;
+      const torch::Tensor hidden = lm->forward(input).last_hidden_state[0].to(torch::kFloat);  // [T, H]
+      const torch::Tensor mean = hidden.mean(0), last = hidden[-1];
+      const torch::Tensor pooled = pooling == "mean"   ? mean
+                                   : pooling == "last" ? last
+                                                       : torch::cat({mean, last});
+      found = cache.emplace(caption, pooled).first;
     }
     rows.push_back(found->second);
   }
@@ -165,6 +170,13 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
 }  // namespace
 
 ImageEncoderPretrainConfig::ImageEncoderPretrainConfig() {
+  train.steps = 1000;
+  train.batch_size = 64;
+  train.lr = 1e-3;
+  train.warmup_steps = 100;
+  train.min_lr_ratio = 0.05;
+  train.weight_decay = 0.1;
+  train.beta2 = 0.98;
   model.hidden_size = 192;
   model.intermediate_size = 768;
   model.num_hidden_layers = 4;
@@ -178,7 +190,8 @@ void ImageEncoderPretrainConfig::Load(config::Node node) {
   d.Read("shapes_dir", data.shapes_dir)
       .Read("count", data.count, InRange<int64_t>(20, int64_t{1} << 30))
       .Read("size", data.size, InRange(32, 512));
-  node.Read("text_backbone", text_backbone);
+  node.Read("text_backbone", text_backbone)
+      .Read("text_pooling", text_pooling, config::OneOf<std::string>({"mean", "last", "mean_last"}));
   auto m = node.Child("model");
   m.Read("hidden_size", model.hidden_size, InRange<int64_t>(4, 65536))
       .Read("intermediate_size", model.intermediate_size, InRange<int64_t>(1, 262144))
@@ -194,15 +207,8 @@ void ImageEncoderPretrainConfig::Load(config::Node node) {
     m.Fail("patch_size", Str("must divide image_size (", model.image_size, ")"));
   node.Read("projection_dim", projection_dim, InRange<int64_t>(1, 65536));
   auto t = node.Child("train");
-  t.Read("steps", train.steps, InRange<int64_t>(1, int64_t{1} << 40))
-      .Read("max_minutes", train.max_minutes, InRange(0.0, 1e6))
-      .Read("batch_size", train.batch_size, InRange<int64_t>(2, 1 << 16))
-      .Read("lr", train.lr, InRange(0.0, 10.0))
-      .Read("warmup_steps", train.warmup_steps, InRange<int64_t>(0, int64_t{1} << 40))
-      .Read("min_lr_ratio", train.min_lr_ratio, InRange(0.0, 1.0))
-      .Read("weight_decay", train.weight_decay, InRange(0.0, 10.0))
-      .Read("grad_clip", train.grad_clip, InRange(0.0, 1e6))
-      .Read("log_every", train.log_every, InRange<int64_t>(1, 1 << 30));
+  train.Load(t);
+  if (train.batch_size < 2) t.Fail("batch_size", "must be >= 2 (contrastive pairs need negatives)");
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
@@ -259,9 +265,9 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   const text::Tokenizer tokenizer = text::Tokenizer::Load(c.text_backbone);
   text::LlamaModel lm = text::LoadLlama(c.text_backbone);
   lm->Freeze();
-  train.text_features = CaptionFeatures(lm, tokenizer, train.captions);
-  valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions);
-  const int64_t lm_hidden = lm->Config().hidden_size;
+  train.text_features = CaptionFeatures(lm, tokenizer, train.captions, c.text_pooling);
+  valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions, c.text_pooling);
+  const int64_t lm_hidden = train.text_features.size(1);
 
   // 3. Towers.
   Towers t;
@@ -272,21 +278,11 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
       torch::nn::Linear(torch::nn::LinearOptions(lm_hidden, c.projection_dim).bias(false));
   t.logit_scale = torch::full({}, std::log(1.0 / 0.07)).set_requires_grad(true);
   t.tower->train();
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& p : t.tower->named_parameters()) (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
-  for (auto& p : t.visual_projection->parameters()) decay.push_back(p);
-  for (auto& p : t.text_projection->parameters()) decay.push_back(p);
-  no_decay.push_back(t.logit_scale);
-  auto adamw = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(c.train.lr).betas({0.9, 0.98}).weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, adamw(c.train.weight_decay));
-  groups.emplace_back(no_decay, adamw(0.0));
-  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(c.train.lr));
-  std::vector<torch::Tensor> trainable = decay;
-  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+  std::vector<torch::Tensor> trainable = t.tower->parameters();
+  for (const auto& p : t.visual_projection->parameters()) trainable.push_back(p);
+  for (const auto& p : t.text_projection->parameters()) trainable.push_back(p);
+  trainable.push_back(t.logit_scale);
+  const auto optimizer = MakeAdamW(trainable, c.train);
 
   ImageEncoderPretrainResult result;
   result.model_dir = c.output_dir;
@@ -314,10 +310,8 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
     }
     const torch::Tensor rows = order.slice(0, cursor, cursor + c.train.batch_size);
     cursor += c.train.batch_size;
-    const double lr = WarmupCosineLr(c.train.lr, step, c.train.warmup_steps, c.train.steps,
-                                     c.train.min_lr_ratio);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double lr = c.train.LearningRate(step);
+    SetLearningRate(*optimizer, lr);
 
     const torch::Tensor images = t.ImageEmbeds(train.pixels.index_select(0, rows));
     const torch::Tensor texts = t.TextEmbeds(train.text_features.index_select(0, rows));
@@ -326,11 +320,10 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
     const torch::Tensor labels = torch::arange(logits.size(0), torch::kLong);
     const torch::Tensor loss = 0.5 * (torch::nn::functional::cross_entropy(logits, labels) +
                                       torch::nn::functional::cross_entropy(logits.t(), labels));
-    optimizer.zero_grad();
+    optimizer->zero_grad();
     loss.backward();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        trainable, c.train.grad_clip > 0 ? c.train.grad_clip : 1e30);
-    optimizer.step();
+    const double grad_norm = ClipGradients(trainable, c.train);
+    optimizer->step();
 
     const double loss_value = loss.item<double>();
     Check(std::isfinite(loss_value), "image encoder training diverged: loss ", loss_value,

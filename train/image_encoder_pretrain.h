@@ -1,8 +1,9 @@
 // `slm vision pretrain-encoder`: the embedded default image encoder. Trains a small CLIP ViT tower
 // (vision/clip_vision.h) contrastively (CLIP's symmetric InfoNCE loss with a learned temperature)
 // on the synthetic shapes data (vision/shapes.h) against the captions as the frozen text backbone
-// reads them: each caption's text feature is the mean of the backbone's last hidden states over its
-// tokens (computed once, under no-grad), mapped by a trainable text_projection; images go through
+// reads them: each caption's text feature pools the backbone's last hidden states over its tokens
+// (text_pooling: mean, last, or both concatenated; computed once, under no-grad), mapped by a
+// trainable text_projection; images go through
 // the tower's pooler output and a visual_projection. So the tower learns features that line up
 // with what the LM it will later be spliced into already "means" by a caption.
 //
@@ -26,6 +27,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "core/optim.h"
 #include "vision/clip_vision.h"
 
 namespace slm::train {
@@ -37,19 +39,10 @@ struct ImageEncoderPretrainConfig {
     int size = 64;
   } data;
   std::string text_backbone = "samples/models/backbone_tiny";  // HF dir with tokenizer.model
+  std::string text_pooling = "mean_last";  // mean | last | mean_last of the backbone's states
   vision::ClipVisionConfig model;
   int64_t projection_dim = 128;
-  struct Train {
-    int64_t steps = 1000;
-    double max_minutes = 0;
-    int64_t batch_size = 64;
-    double lr = 1e-3;
-    int64_t warmup_steps = 100;
-    double min_lr_ratio = 0.05;
-    double weight_decay = 0.1;
-    double grad_clip = 1.0;
-    int64_t log_every = 10;
-  } train;
+  OptimOptions train;  // steps, lr schedule, AdamW, clipping (core/optim.h)
   struct Eval {
     int64_t every = 250;
     int64_t batch_size = 128;

@@ -15,7 +15,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/lr_schedule.h"
 #include "core/manifest.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
@@ -250,19 +249,11 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
     m.Fail("encoder_attention_heads", Str("must divide d_model (", model.d_model, ")"));
   if (model.d_model % 2 != 0) m.Fail("d_model", "must be even (sinusoidal positions)");
   auto t = node.Child("train");
-  t.Read("steps", train.steps, InRange<int64_t>(1, int64_t{1} << 40))
-      .Read("max_minutes", train.max_minutes, InRange(0.0, 1e6))
-      .Read("batch_size", train.batch_size, InRange<int64_t>(1, 1 << 16))
-      .Read("lr", train.lr, InRange(0.0, 10.0))
-      .Read("warmup_steps", train.warmup_steps, InRange<int64_t>(0, int64_t{1} << 40))
-      .Read("min_lr_ratio", train.min_lr_ratio, InRange(0.0, 1.0))
-      .Read("weight_decay", train.weight_decay, InRange(0.0, 10.0))
-      .Read("grad_clip", train.grad_clip, InRange(0.0, 1e6))
-      .Read("freq_masks", train.freq_masks, InRange<int64_t>(0, 100))
+  train.Load(t);
+  t.Read("freq_masks", train.freq_masks, InRange<int64_t>(0, 100))
       .Read("freq_mask_width", train.freq_mask_width, InRange<int64_t>(0, 128))
       .Read("time_masks", train.time_masks, InRange<int64_t>(0, 100))
-      .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000))
-      .Read("log_every", train.log_every, InRange<int64_t>(1, 1 << 30));
+      .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000));
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
@@ -322,26 +313,15 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   audio::CtcHead head(c.model.d_model);
   encoder->train();
   head->train();
-  std::vector<torch::Tensor> decay, no_decay;
+  std::vector<torch::Tensor> trainable;
   for (auto* module : {static_cast<torch::nn::Module*>(encoder.get()),
                        static_cast<torch::nn::Module*>(head.get())})
     for (auto& p : module->named_parameters()) {
-      if (p.key().find("embed_positions") != std::string::npos) {
-        p.value().set_requires_grad(false);  // Whisper's sinusoids stay fixed
-        continue;
-      }
-      (p.value().dim() >= 2 ? decay : no_decay).push_back(p.value());
+      // Whisper's sinusoidal positions stay fixed, as in Whisper.
+      if (p.key().find("embed_positions") != std::string::npos) p.value().set_requires_grad(false);
+      else trainable.push_back(p.value());
     }
-  auto adamw = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(
-        torch::optim::AdamWOptions(c.train.lr).betas({0.9, 0.98}).weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, adamw(c.train.weight_decay));
-  groups.emplace_back(no_decay, adamw(0.0));
-  torch::optim::AdamW optimizer(groups, torch::optim::AdamWOptions(c.train.lr));
-  std::vector<torch::Tensor> trainable = decay;
-  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+  const auto optimizer = MakeAdamW(trainable, c.train);
 
   SpeechEncoderPretrainResult result;
   result.model_dir = c.output_dir;
@@ -368,21 +348,18 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
     }
     Batch batch = MakeBatch(train.utterances, epoch[cursor++]);
     MaskFeatures(batch, c.train, generator);
-    const double lr = WarmupCosineLr(c.train.lr, step, c.train.warmup_steps, c.train.steps,
-                                     c.train.min_lr_ratio);
-    for (auto& group : optimizer.param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    const double lr = c.train.LearningRate(step);
+    SetLearningRate(*optimizer, lr);
 
     audio::WhisperEncoderInput input;
     input.features = batch.features;
     input.lengths = batch.lengths;
     const audio::WhisperEncoderOutput out = encoder->forward(input);
     const torch::Tensor loss = audio::CtcLoss(head(out.last_hidden_state), out.lengths, batch.targets);
-    optimizer.zero_grad();
+    optimizer->zero_grad();
     loss.backward();
-    const double grad_norm = torch::nn::utils::clip_grad_norm_(
-        trainable, c.train.grad_clip > 0 ? c.train.grad_clip : 1e30);
-    optimizer.step();
+    const double grad_norm = ClipGradients(trainable, c.train);
+    optimizer->step();
 
     const double loss_value = loss.item<double>();
     Check(std::isfinite(loss_value), "speech encoder training diverged: loss ", loss_value,

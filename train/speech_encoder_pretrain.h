@@ -11,7 +11,7 @@
 //
 // Training: batches of similar length (length-bucketed, shuffled per epoch with the seed),
 // SpecAugment-style masks (train.freq_masks x freq_mask_width bins, train.time_masks x
-// time_mask_width frames), AdamW, warm-up + cosine, gradient clipping, float32 on CPU.
+// time_mask_width frames), AdamW, warm-up + cosine, gradient clipping (core/optim.h), float32.
 // Evaluation: greedy CTC character error rate (train/metrics.h CharErrors, over the CTC alphabet's
 // normalised text) on valid every eval.every steps and on valid and test at the end.
 //
@@ -30,6 +30,7 @@
 #include "audio/log_mel.h"
 #include "audio/whisper_encoder.h"
 #include "core/config.h"
+#include "core/optim.h"
 
 namespace slm::train {
 
@@ -47,20 +48,20 @@ struct SpeechEncoderPretrainConfig {
   } data;
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;
-  struct Train {
-    int64_t steps = 2200;
-    double max_minutes = 0;  // 0 = no wall-time limit
-    int64_t batch_size = 16;
-    double lr = 2e-3;
-    int64_t warmup_steps = 300;
-    double min_lr_ratio = 0.05;
-    double weight_decay = 0.01;
-    double grad_clip = 1.0;
+  struct Train : OptimOptions {  // steps, lr schedule, AdamW, clipping (core/optim.h) plus:
     int64_t freq_masks = 2;
     int64_t freq_mask_width = 10;
     int64_t time_masks = 2;
     int64_t time_mask_width = 20;
-    int64_t log_every = 10;
+    Train() {
+      steps = 2200;
+      batch_size = 16;
+      lr = 2e-3;
+      warmup_steps = 300;
+      min_lr_ratio = 0.05;
+      weight_decay = 0.01;
+      beta2 = 0.98;
+    }
   } train;
   struct Eval {
     int64_t every = 500;

@@ -111,7 +111,7 @@ TEST(EncoderPretrainSlow, ImageEncoderMiniatureRun) {
   vision::ClipVisionModel tower = vision::LoadClipVision(tmp.File("run"));
   EXPECT_EQ(tower->Config().patch_size, 16);
   safetensors::Reader weights(tmp.File("run") + "/model.safetensors");
-  EXPECT_EQ(weights.Info("text_projection.weight").shape, (std::vector<int64_t>{16, 256}));
+  EXPECT_EQ(weights.Info("text_projection.weight").shape, (std::vector<int64_t>{16, 512}));
   EXPECT_TRUE(std::filesystem::exists(tmp.File("run") + "/preprocessor_config.json"));
 }
 
