@@ -438,52 +438,19 @@ int64_t WhisperEncoderImpl::ParameterCount() const {
 }
 
 void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
-  const std::string single = model_dir + "/model.safetensors";
-  const std::string index = model_dir + "/model.safetensors.index.json";
-  std::vector<std::unique_ptr<safetensors::Reader>> readers;
+  const safetensors::Checkpoint checkpoint(model_dir);
   // Our parameter name -> (file, name in the file). WhisperForConditionalGeneration checkpoints
   // (the hub's) store "model.encoder.*", a bare WhisperModel "encoder.*"; when a file mixes both,
   // "model.encoder.*" wins.
   std::map<std::string, std::pair<const safetensors::Reader*, std::string>> source;
   bool prefixed = false;
-  auto OurName = [&](const std::string& name) -> std::string {
+  for (const auto& [name, reader] : checkpoint.Sources()) {
     if (StartsWith(name, kPrefix)) {
       if (!prefixed) source.clear();
       prefixed = true;
-      return name;
-    }
-    if (StartsWith(name, "encoder.") && !prefixed) return "model." + name;
-    return "";
-  };
-  if (stdfs::exists(index)) {
-    json weight_map;
-    try {
-      weight_map = fs::ReadJson(index).at("weight_map");
-    } catch (const json::exception& e) {
-      throw Error(Str(index, ": not a safetensors index (", e.what(), ")"));
-    }
-    std::map<std::string, const safetensors::Reader*> shards;
-    for (auto it = weight_map.begin(); it != weight_map.end(); ++it) {
-      const std::string ours = OurName(it.key());
-      if (ours.empty()) continue;
-      Check(it->is_string(), index, ": weight_map[\"", it.key(), "\"] must be a file name");
-      const std::string shard = it->get<std::string>();
-      Check(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", index,
-            ": shard name '", shard, "' must be a file name in the model directory");
-      auto found = shards.find(shard);
-      if (found == shards.end()) {
-        readers.push_back(std::make_unique<safetensors::Reader>(model_dir + "/" + shard));
-        found = shards.emplace(shard, readers.back().get()).first;
-      }
-      source[ours] = {found->second, it.key()};
-    }
-  } else {
-    Check(stdfs::exists(single), "no model.safetensors or model.safetensors.index.json in '",
-          model_dir, "'");
-    readers.push_back(std::make_unique<safetensors::Reader>(single));
-    for (const safetensors::TensorInfo& info : readers[0]->Tensors()) {
-      const std::string ours = OurName(info.name);
-      if (!ours.empty()) source[ours] = {readers[0].get(), info.name};
+      source[name] = {reader, name};
+    } else if (StartsWith(name, "encoder.") && !prefixed) {
+      source["model." + name] = {reader, name};
     }
   }
 
@@ -511,8 +478,8 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
         "'" + Join(std::vector<std::string>(missing.begin(), missing.begin() + shown), "', '") +
         "'";
     if (missing.size() > shown) list += Str(" and ", missing.size() - shown, " more");
-    throw Error(Str(readers.empty() ? index : readers[0]->Path(),
-                    ": missing Whisper encoder tensor", missing.size() > 1 ? "s " : " ", list));
+    throw Error(Str(checkpoint.Described(), ": missing Whisper encoder tensor",
+                    missing.size() > 1 ? "s " : " ", list));
   }
   torch::NoGradGuard no_grad;
   for (auto& [parameter, where] : plan) parameter.copy_(where.first->Get(where.second));

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -246,6 +247,53 @@ void Save(const std::string& path, const std::vector<std::pair<std::string, torc
     }
     if (!ok) throw Error(Str("cannot write '", path, "': ", std::strerror(errno)));
   });
+}
+
+Checkpoint::Checkpoint(const std::string& model_dir) {
+  namespace stdfs = std::filesystem;
+  const std::string index_path = model_dir + "/model.safetensors.index.json";
+  const std::string single_path = model_dir + "/model.safetensors";
+  if (stdfs::exists(index_path)) {
+    described_ = index_path;
+    const nlohmann::json index = fs::ReadJson(index_path);
+    const auto weight_map = index.is_object() ? index.find("weight_map") : index.end();
+    Check(index.is_object() && weight_map != index.end() && weight_map->is_object(), index_path,
+          ": missing or invalid \"weight_map\" object");
+    std::map<std::string, const Reader*> shards;
+    for (auto it = weight_map->begin(); it != weight_map->end(); ++it) {
+      Check(it->is_string(), index_path, ": the shard of '", it.key(),
+            "' must be a file name, got ", it->dump());
+      const std::string shard = it->get<std::string>();
+      Check(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", index_path,
+            ": shard name '", shard, "' must be a file name in the model directory");
+      auto found = shards.find(shard);
+      if (found == shards.end()) {
+        const std::string shard_path = model_dir + "/" + shard;
+        Check(stdfs::is_regular_file(shard_path), index_path, ": shard '", shard, "' (holding '",
+              it.key(), "') does not exist in '", model_dir, "'");
+        readers_.push_back(std::make_unique<Reader>(shard_path));
+        found = shards.emplace(shard, readers_.back().get()).first;
+      }
+      Check(found->second->Has(it.key()), found->second->Path(), ": tensor '", it.key(),
+            "' is listed in ", index_path, " but missing from this shard");
+      sources_[it.key()] = found->second;
+    }
+    for (const auto& reader : readers_)
+      for (const TensorInfo& info : reader->Tensors()) sources_.emplace(info.name, reader.get());
+  } else if (stdfs::exists(single_path)) {
+    described_ = single_path;
+    readers_.push_back(std::make_unique<Reader>(single_path));
+    for (const TensorInfo& info : readers_[0]->Tensors()) sources_.emplace(info.name, readers_[0].get());
+  } else {
+    const bool pickle = stdfs::exists(model_dir + "/pytorch_model.bin");
+    throw Error(Str("no model.safetensors or model.safetensors.index.json in '", model_dir, "'",
+                    pickle ? " (pytorch_model.bin is not read: convert it to safetensors)" : ""));
+  }
+}
+
+const Reader* Checkpoint::Source(const std::string& name) const {
+  const auto it = sources_.find(name);
+  return it == sources_.end() ? nullptr : it->second;
 }
 
 }  // namespace slm::safetensors

@@ -65,6 +65,28 @@ class Reader {
   uint64_t data_offset_ = 0;  // file offset of the data block
 };
 
+// The weights of a Hugging Face model directory: model.safetensors, or
+// model.safetensors.index.json with its shards. Shard names must be plain file names inside the
+// directory (an index cannot make us read elsewhere); every tensor the index lists must exist in
+// its shard; tensors a shard holds beyond the index are included (so a loader reports them as
+// unexpected instead of loading a model that silently differs from the files). slm::Error naming
+// the file for each of these, and for a directory with neither file (pytorch_model.bin is named as
+// unsupported). Immutable after construction; Source() may be called concurrently.
+class Checkpoint {
+ public:
+  explicit Checkpoint(const std::string& model_dir);
+  // The index or the single file, for messages.
+  const std::string& Described() const { return described_; }
+  // Tensor name -> the reader holding it.
+  const std::map<std::string, const Reader*>& Sources() const { return sources_; }
+  const Reader* Source(const std::string& name) const;  // nullptr when absent
+
+ private:
+  std::vector<std::unique_ptr<Reader>> readers_;
+  std::map<std::string, const Reader*> sources_;
+  std::string described_;
+};
+
 // Writes tensors (any device, any layout: moved to contiguous CPU) atomically (core/fs.h): a failed
 // write leaves an existing file at `path` untouched. Names must be unique and non-empty.
 void Save(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,

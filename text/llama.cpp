@@ -1062,53 +1062,9 @@ void LlamaModelImpl::LoadLora(const std::string& adapter_dir) {
 }
 
 void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
-  const std::string index_path = model_dir + "/model.safetensors.index.json";
-  const std::string single_path = model_dir + "/model.safetensors";
-  std::vector<std::unique_ptr<safetensors::Reader>> readers;
-  std::map<std::string, const safetensors::Reader*> source;  // tensor name -> file holding it
-  std::string described;                                     // the checkpoint, for messages
-
-  if (stdfs::exists(index_path)) {
-    described = index_path;
-    const json index = fs::ReadJson(index_path);
-    const json* weight_map = index.is_object() ? Field(index, "weight_map") : nullptr;
-    Check(weight_map && weight_map->is_object(), index_path,
-          ": missing or invalid \"weight_map\" object");
-    std::map<std::string, const safetensors::Reader*> shards;
-    for (auto it = weight_map->begin(); it != weight_map->end(); ++it) {
-      Check(it->is_string(), index_path, ": the shard of '", it.key(),
-            "' must be a file name, got ", it->dump());
-      const std::string shard = it->get<std::string>();
-      // Shards sit next to the index; a path could make a downloaded index read any file.
-      Check(!shard.empty() && shard.find('/') == std::string::npos && shard != "..", index_path,
-            ": shard name '", shard, "' must be a file name in the model directory");
-      auto found = shards.find(shard);
-      if (found == shards.end()) {
-        const std::string shard_path = model_dir + "/" + shard;
-        Check(stdfs::is_regular_file(shard_path), index_path, ": shard '", shard, "' (holding '",
-              it.key(), "') does not exist in '", model_dir, "'");
-        readers.push_back(std::make_unique<safetensors::Reader>(shard_path));
-        found = shards.emplace(shard, readers.back().get()).first;
-      }
-      Check(found->second->Has(it.key()), found->second->Path(), ": tensor '", it.key(),
-            "' is listed in ", index_path, " but missing from this shard");
-      source[it.key()] = found->second;
-    }
-    // Tensors a shard holds beyond the index are still part of the checkpoint: report them below
-    // as unexpected rather than loading a model that silently differs from the files.
-    for (const auto& reader : readers)
-      for (const safetensors::TensorInfo& info : reader->Tensors())
-        source.emplace(info.name, reader.get());
-  } else if (stdfs::exists(single_path)) {
-    described = single_path;
-    readers.push_back(std::make_unique<safetensors::Reader>(single_path));
-    for (const safetensors::TensorInfo& info : readers[0]->Tensors())
-      source.emplace(info.name, readers[0].get());
-  } else {
-    const bool pickle = stdfs::exists(model_dir + "/pytorch_model.bin");
-    throw Error(Str("no model.safetensors or model.safetensors.index.json in '", model_dir, "'",
-                    pickle ? " (pytorch_model.bin is not read: convert it to safetensors)" : ""));
-  }
+  const safetensors::Checkpoint checkpoint(model_dir);
+  const auto& source = checkpoint.Sources();  // tensor name -> file holding it
+  const std::string& described = checkpoint.Described();
 
   // Check everything before copying anything, so that a bad checkpoint leaves the model intact.
   std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;

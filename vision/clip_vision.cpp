@@ -312,21 +312,17 @@ void ClipVisionModelImpl::SaveWeights(
 }
 
 void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
-  const std::string path = model_dir + "/model.safetensors";
-  if (!stdfs::exists(path)) {
-    const bool other = stdfs::exists(model_dir + "/model.safetensors.index.json") ||
-                       stdfs::exists(model_dir + "/pytorch_model.bin");
-    throw Error(
-        Str("no model.safetensors in '", model_dir, "'",
-            other ? " (sharded and pickle checkpoints are not read by the CLIP loader)" : ""));
-  }
-  safetensors::Reader reader(path);
+  // Single file or sharded (LLaVA checkpoints are sharded); errors name the index or the file.
+  const safetensors::Checkpoint checkpoint(model_dir);
+  const std::string& path = checkpoint.Described();
+  std::vector<std::string> names;
+  for (const auto& [name, reader] : checkpoint.Sources()) names.push_back(name);
   // The tower's tensors sit under a prefix that depends on the class that saved them:
   // "vision_model." (CLIPModel, CLIPVisionModel in transformers 4), "" (CLIPVisionModel saved by
   // transformers 5), "vision_tower.vision_model." / "model.vision_tower.vision_model." (LLaVA).
   const std::string anchor = "embeddings.patch_embedding.weight";
   std::vector<std::string> prefixes;
-  for (const std::string& name : reader.Names())
+  for (const std::string& name : names)
     if (name.size() >= anchor.size() &&
         name.compare(name.size() - anchor.size(), anchor.size(), anchor) == 0 &&
         (name.size() == anchor.size() || name[name.size() - anchor.size() - 1] == '.'))
@@ -343,11 +339,12 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
   for (const auto& named : named_parameters()) {
     const std::string name = prefix + named.key().substr(internal.size());
     expected.insert(name);
-    if (!reader.Has(name)) {
+    const safetensors::Reader* reader = checkpoint.Source(name);
+    if (reader == nullptr) {
       missing.push_back(name);
       continue;
     }
-    const safetensors::TensorInfo& info = reader.Info(name);
+    const safetensors::TensorInfo& info = reader->Info(name);
     Check(info.shape == named.value().sizes().vec(), path, ": tensor '", name, "' has shape ",
           ShapeString(info.shape), ", expected ", ShapeString(named.value().sizes().vec()));
     Check(torch::isFloatingType(info.scalar_type), path, ": tensor '", name, "' has dtype ",
@@ -361,7 +358,7 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
                     missing.size() > 5 ? Str(" and ", missing.size() - 5, " more") : "",
                     " (not a CLIP vision checkpoint with this config?)"));
   }
-  for (const std::string& name : reader.Names()) {
+  for (const std::string& name : names) {
     if (name.rfind(prefix, 0) != 0 || expected.count(name) ||
         name == prefix + "embeddings.position_ids")
       continue;
@@ -373,7 +370,7 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
                     config_.num_hidden_layers, "-layer CLIP vision tower)"));
   }
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, name] : plan) parameter.copy_(reader.Get(name));
+  for (auto& [parameter, name] : plan) parameter.copy_(checkpoint.Source(name)->Get(name));
 }
 
 ClipVisionModel LoadClipVision(const std::string& model_dir, torch::Device device,

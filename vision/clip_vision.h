@@ -80,7 +80,8 @@ class ClipVisionModelImpl : public torch::nn::Module {
   void Freeze();
   bool IsFrozen() const;
 
-  // Loads model_dir/model.safetensors (F32/F16/BF16), converting to this module's dtype/device.
+  // Loads model_dir/model.safetensors or a sharded model.safetensors.index.json (F32/F16/BF16),
+  // converting to this module's dtype/device.
   // slm::Error naming the tensor for a missing or wrongly shaped "vision_model.*" tensor or an
   // unexpected one (e.g. more layers than the config); other tensors (text tower, projections,
   // position_ids buffers) are ignored. Nothing changes unless every tensor checks out.

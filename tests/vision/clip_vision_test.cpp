@@ -181,7 +181,7 @@ TEST(ClipVision, BadCheckpointsNameTheProblem) {
   EXPECT_SLM_ERROR(LoadClipVision(dir.path()), "no CLIP vision tower in this checkpoint");
 
   std::remove(dir.File("model.safetensors").c_str());
-  EXPECT_SLM_ERROR(LoadClipVision(dir.path()), "no model.safetensors in '");
+  EXPECT_SLM_ERROR(LoadClipVision(dir.path()), "no model.safetensors or model.safetensors.index.json in '");
 }
 
 }  // namespace
