@@ -115,6 +115,8 @@ struct Towers {
   }
 };
 
+constexpr int64_t kPoolSize = 64;
+
 RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
   torch::NoGradGuard no_grad;
   t.tower->eval();
@@ -160,6 +162,17 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
   double chance = 0;
   for (int64_t i = 0; i < s.images; ++i) chance += double(per_scene[set.scenes[i]]) / s.distinct_captions;
   s.chance_top1 = chance / s.images;
+  // CLIP-style: image->text top-1 within consecutive pools of 64 images and their own captions.
+  int64_t pool_hits = 0, pooled = 0;
+  for (int64_t start = 0; start + 1 < s.images; start += kPoolSize) {
+    const int64_t end = std::min(s.images, start + kPoolSize);
+    const torch::Tensor pool_texts = t.TextEmbeds(set.text_features.slice(0, start, end));
+    const torch::Tensor best = images.slice(0, start, end).matmul(pool_texts.t()).argmax(1);
+    for (int64_t i = 0; i < end - start; ++i)
+      pool_hits += set.scenes[start + best[i].item<int64_t>()] == set.scenes[start + i] ? 1 : 0;
+    pooled += end - start;
+  }
+  s.pool_top1 = pooled > 0 ? double(pool_hits) / pooled : 0.0;
   s.image_to_text_top1 = double(top1) / s.images;
   s.image_to_text_top5 = double(top5) / s.images;
   s.text_to_image_top1 = double(text_hits) / s.distinct_captions;
@@ -218,6 +231,7 @@ void ImageEncoderPretrainConfig::Load(config::Node node) {
 nlohmann::json RetrievalScores::ToJson() const {
   return {{"image_to_text_top1", image_to_text_top1}, {"image_to_text_top5", image_to_text_top5},
           {"text_to_image_top1", text_to_image_top1}, {"chance_top1", chance_top1},
+          {"pool64_top1", pool_top1},
           {"images", images}, {"distinct_captions", distinct_captions}};
 }
 

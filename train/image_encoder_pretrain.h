@@ -14,7 +14,8 @@
 // Evaluation: retrieval on the valid images: image->text top-1 and top-5 accuracy over the set of
 // distinct valid captions, text->image top-1 over the valid images, next to the chance rate. A hit
 // is a caption that describes the image's scene: "a red circle above a blue square" and "a blue
-// square below a red circle" are the same scene (from the manifest's shape attributes).
+// square below a red circle" are the same scene (from the manifest's shape attributes). Also
+// CLIP's in-batch view: top-1 among the captions of a pool of 64 images (chance ~1/64).
 //
 // Output (output_dir): config.json + model.safetensors ("vision_model.*" as CLIPModel, plus
 // "visual_projection.weight", "text_projection.weight", "logit_scale"), preprocessor_config.json
@@ -60,6 +61,7 @@ struct RetrievalScores {
   double image_to_text_top5 = 0;
   double text_to_image_top1 = 0;
   double chance_top1 = 0;  // expected top-1 of a random caption ranking
+  double pool_top1 = 0;    // image->text top-1 within pools of 64 images and their captions
   int64_t images = 0;
   int64_t distinct_captions = 0;
   nlohmann::json ToJson() const;
