@@ -64,3 +64,5 @@ if(SLM_BUILD_TESTS)
 endif()
 
 find_package(Threads REQUIRED)
+# SHA-256 for checkpoint manifests (core/checksum.h); libgrpc++-dev already depends on it.
+find_package(OpenSSL REQUIRED)

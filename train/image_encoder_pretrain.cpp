@@ -18,7 +18,7 @@
 #include "text/llama.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
-#include "vision/shapes.h"
+#include "train/data_prep.h"
 
 namespace slm::train {
 namespace {
@@ -256,17 +256,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   // 1. Data.
   const std::string train_manifest = c.data.shapes_dir + "/caption_train.jsonl";
   const std::string valid_manifest = c.data.shapes_dir + "/caption_valid.jsonl";
-  if (!stdfs::exists(train_manifest)) {
-    log::Info(Str("generating ", c.data.count, " shapes images in ", c.data.shapes_dir));
-    vision::ShapesOptions shapes;
-    shapes.out_dir = c.data.shapes_dir;
-    shapes.count = c.data.count;
-    shapes.seed = c.seed;
-    shapes.size = c.data.size;
-    shapes.threads = std::max(1, c.threads);
-    shapes.progress = !quiet;
-    vision::GenerateShapes(shapes);
-  }
+  EnsureShapes(c.data.shapes_dir, c.data.count, c.seed, c.data.size, c.threads, !quiet);
   vision::ClipPreprocessOptions pre;
   pre.shortest_edge = c.model.image_size;
   pre.crop_height = pre.crop_width = c.model.image_size;

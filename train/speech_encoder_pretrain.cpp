@@ -10,7 +10,6 @@
 
 #include "audio/audio_io.h"
 #include "audio/ctc.h"
-#include "audio/speech_corpus.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -18,7 +17,7 @@
 #include "core/manifest.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
-#include "text/wordnet_corpus.h"
+#include "train/data_prep.h"
 #include "train/metrics.h"
 
 namespace slm::train {
@@ -46,33 +45,22 @@ struct Split {
   double seconds = 0;
 };
 
-// The manifest of one split, synthesized from the sentence file when it is missing.
+// The manifest of one split, synthesized from the corpus's sentences when it is missing.
 std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string& split, int64_t count,
                         uint64_t seed_offset) {
-  const std::string dir = c.data.speech_dir + "/" + split;
-  const std::string manifest = dir + "/manifest.jsonl";
-  if (stdfs::exists(manifest)) return manifest;
-  const std::string sentences = c.data.corpus_dir + "/sentences/" + split + ".txt";
-  if (!stdfs::exists(sentences)) {
-    Check(c.data.build_if_missing, "no sentences at '", sentences, "'; run `slm data corpus --out ",
+  const std::string manifest = c.data.speech_dir + "/" + split + "/manifest.jsonl";
+  if (!stdfs::exists(manifest))
+    Check(c.data.build_if_missing || stdfs::exists(c.data.corpus_dir + "/sentences/" + split + ".txt"),
+          "no sentences at '", c.data.corpus_dir, "/sentences/", split, ".txt'; run `slm data corpus --out ",
           c.data.corpus_dir, "` or set data.build_if_missing: true");
-    log::Info(Str("building the WordNet corpus in ", c.data.corpus_dir));
-    text::WordNetCorpusOptions corpus;
-    corpus.wordnet_dir = c.data.wordnet_dir;
-    corpus.out_dir = c.data.corpus_dir;
-    text::BuildWordNetCorpus(corpus);
-  }
-  log::Info(Str("synthesizing ", count, " ", split, " utterances into ", dir));
-  audio::SpeechCorpusOptions options;
-  options.text_path = sentences;
-  options.out_dir = dir;
-  options.voices = c.data.voices;
-  options.limit = count;
-  options.seed = c.seed * 7919 + seed_offset;
-  options.quiet = true;
-  const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
-  log::Info(Str(split, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
-                " s of speech in ", std::lround(stats.wall_seconds), " s"));
+  SpeechSynthesis synthesis;
+  synthesis.sentences = c.data.corpus_dir + "/sentences/" + split + ".txt";
+  synthesis.count = count;
+  synthesis.seed = c.seed * 7919 + seed_offset;
+  synthesis.voices = c.data.voices;
+  synthesis.corpus_dir = c.data.corpus_dir;
+  synthesis.wordnet_dir = c.data.wordnet_dir;
+  EnsureSpeechManifest(manifest, synthesis);
   return manifest;
 }
 

@@ -1,0 +1,67 @@
+#include "train/data_prep.h"
+
+#include <cmath>
+#include <filesystem>
+
+#include "audio/speech_corpus.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "text/wordnet_corpus.h"
+#include "vision/shapes.h"
+
+namespace slm::train {
+
+namespace stdfs = std::filesystem;
+
+void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordnet_dir) {
+  if (stdfs::exists(corpus_dir + "/text/train.txt")) return;
+  log::Info(Str("building the WordNet corpus in ", corpus_dir));
+  text::WordNetCorpusOptions corpus;
+  corpus.wordnet_dir = wordnet_dir;
+  corpus.out_dir = corpus_dir;
+  text::BuildWordNetCorpus(corpus);
+}
+
+void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& s) {
+  if (stdfs::exists(manifest_path)) return;
+  if (!stdfs::exists(s.sentences)) {
+    const std::string corpus = stdfs::path(s.corpus_dir).lexically_normal().string();
+    const std::string sentences = stdfs::path(s.sentences).lexically_normal().string();
+    Check(sentences.rfind(corpus + "/", 0) == 0, "no sentences at '", s.sentences,
+          "' to synthesize ", manifest_path, " from");
+    EnsureWordNetCorpus(s.corpus_dir, s.wordnet_dir);
+    Check(stdfs::exists(s.sentences), "the WordNet corpus in '", s.corpus_dir, "' has no '",
+          s.sentences, "'");
+  }
+  const std::string dir = stdfs::path(manifest_path).parent_path().string();
+  Check(stdfs::path(manifest_path).filename() == "manifest.jsonl", manifest_path,
+        ": a synthesized manifest must be named manifest.jsonl (SynthesizeCorpus writes that name)");
+  log::Info(Str("synthesizing ", s.count > 0 ? std::to_string(s.count) : std::string("all"),
+                " utterances of ", s.sentences, " into ", dir));
+  audio::SpeechCorpusOptions options;
+  options.text_path = s.sentences;
+  options.out_dir = dir.empty() ? "." : dir;
+  options.voices = s.voices;
+  options.limit = s.count;
+  options.seed = s.seed;
+  options.quiet = true;
+  const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
+  log::Info(Str(dir, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
+                " s of speech in ", std::lround(stats.wall_seconds), " s"));
+}
+
+void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
+                  bool progress) {
+  if (stdfs::exists(shapes_dir + "/caption_train.jsonl")) return;
+  log::Info(Str("generating ", count, " shapes images in ", shapes_dir));
+  vision::ShapesOptions shapes;
+  shapes.out_dir = shapes_dir;
+  shapes.count = count;
+  shapes.seed = seed;
+  shapes.size = size;
+  shapes.threads = std::max(1, threads);
+  shapes.progress = progress;
+  vision::GenerateShapes(shapes);
+}
+
+}  // namespace slm::train

@@ -1,0 +1,34 @@
+// Training data made on demand from the project's own generators, so that every sample config runs
+// from a clean checkout with nothing downloaded: a manifest that does not exist yet is generated
+// (WordNet corpus -> espeak-ng speech, or synthetic shapes images); one that exists is used as it
+// is. Generation is deterministic for its seed. Not thread-safe (writes files).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace slm::train {
+
+// The WordNet corpus (text/wordnet_corpus.h) in corpus_dir unless corpus_dir/text/train.txt exists.
+void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordnet_dir);
+
+struct SpeechSynthesis {
+  std::string sentences;  // text file, one sentence per line
+  int64_t count = 0;      // first `count` non-blank lines; 0 = all
+  uint64_t seed = 0;
+  std::vector<std::string> voices;  // empty = every English espeak-ng voice
+  // When `sentences` is missing and lies under corpus_dir, the WordNet corpus is built first.
+  std::string corpus_dir = "data/wordnet";
+  std::string wordnet_dir = "/usr/share/wordnet";
+};
+
+// manifest_path's directory receives wav/ and manifest.jsonl (audio/speech_corpus.h) unless
+// manifest_path exists. slm::Error when the sentences are missing and cannot be built.
+void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& synthesis);
+
+// GenerateShapes (vision/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
+void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
+                  bool progress);
+
+}  // namespace slm::train

@@ -1,0 +1,192 @@
+#include "train/dataset.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+
+#include "audio/audio_io.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace slm::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+using config::InRange;
+
+}  // namespace
+
+void DataSourceConfig::Load(config::Node node) {
+  node.Require("manifest", manifest)
+      .Read("task", task, config::OneOf<std::string>(TaskNames()))
+      .Read("weight", weight, InRange(0.0, 1000.0))
+      .Read("prompt", prompt)
+      .Read("limit", limit, InRange<int64_t>(0, int64_t{1} << 40));
+  if (node.Has("synthesize")) {
+    auto s = node.Child("synthesize");
+    synthesize = true;
+    s.Require("sentences", synthesis.sentences)
+        .Read("count", synthesis.count, InRange<int64_t>(0, int64_t{1} << 30))
+        .Read("seed", synthesis.seed)
+        .Read("voices", synthesis.voices)
+        .Read("corpus_dir", synthesis.corpus_dir);
+  }
+  if (node.Has("shapes")) {
+    auto s = node.Child("shapes");
+    shapes = true;
+    s.Read("count", shapes_count, InRange<int64_t>(2, int64_t{1} << 30))
+        .Read("seed", shapes_seed)
+        .Read("size", shapes_size, InRange(32, 512));
+  }
+  if (synthesize && shapes) node.Fail("shapes", "a source is either synthesized speech or shapes, not both");
+  try {
+    CheckPromptTemplate(task, PromptTemplate());
+  } catch (const Error& e) {
+    node.Fail("prompt", e.what());
+  }
+}
+
+std::string DataSourceConfig::PromptTemplate() const {
+  return prompt.empty() ? DefaultPromptTemplate(task) : prompt;
+}
+
+torch::Tensor FeatureCache::Get(const std::string& key, const std::function<torch::Tensor()>& compute) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = cache_.find(key);
+    if (it != cache_.end()) return it->second;
+  }
+  torch::Tensor value = compute();
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.emplace(key, value).first->second;
+}
+
+size_t FeatureCache::Size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return cache_.size();
+}
+
+Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
+                 double max_audio_seconds, const std::string& what, int threads, bool quiet)
+    : sources_(sources) {
+  Check(!sources.empty(), what, ": no data sources");
+  for (size_t s = 0; s < sources.size(); ++s) {
+    const DataSourceConfig& src = sources[s];
+    if (src.synthesize) EnsureSpeechManifest(src.manifest, src.synthesis);
+    if (src.shapes)
+      EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed,
+                   src.shapes_size, threads, !quiet);
+    const manifest::Manifest m = manifest::Read(src.manifest);
+    SourceStats stats;
+    stats.manifest = src.manifest;
+    stats.entries = static_cast<int64_t>(m.entries.size());
+    std::string first_missing;
+    std::vector<int64_t> mine;
+    for (const manifest::Entry& e : m.entries) {
+      if (src.limit > 0 && stats.used >= src.limit) break;
+      if (!e.task.empty() && e.task != src.task) continue;  // mixed manifests: this task's entries
+      DatasetItem item;
+      item.source = static_cast<int>(s);
+      item.id = e.id;
+      item.where = Str(src.manifest, ": entry '", e.id, "'");
+      item.example = BuildTaskExample(src.task, src.PromptTemplate(), e, m.base_dir, item.where);
+      item.entry = e;
+      bool ok = true;
+      double seconds = 0;
+      for (const std::string& path : item.example.audio) {
+        try {
+          const audio::FileInfo info = audio::Probe(path);
+          seconds += double(info.frames) / std::max(1, info.sample_rate);
+        } catch (const Error&) {
+          ok = false;
+          if (first_missing.empty()) first_missing = path;
+        }
+      }
+      for (const std::string& path : item.example.images)
+        if (!stdfs::is_regular_file(path)) {
+          ok = false;
+          if (first_missing.empty()) first_missing = path;
+        }
+      if (!ok) {
+        ++stats.missing;
+        continue;
+      }
+      if (max_audio_seconds > 0 && seconds > max_audio_seconds) {
+        ++stats.too_long;
+        continue;
+      }
+      item.length = seconds > 0 ? seconds * 100 : static_cast<double>(item.example.target.size());
+      mine.push_back(static_cast<int64_t>(items_.size()));
+      items_.push_back(std::move(item));
+      ++stats.used;
+    }
+    const double considered = double(stats.used + stats.missing + stats.too_long);
+    Check(considered == 0 || stats.missing <= max_missing_fraction * considered, what, ": ",
+          stats.missing, " of ", static_cast<int64_t>(considered), " entries of ", src.manifest,
+          " have missing or unreadable media (first: '", first_missing,
+          "'), more than data.max_missing_fraction = ", max_missing_fraction);
+    if (stats.missing > 0)
+      log::Warn(Str(what, ": skipped ", stats.missing, " entries of ", src.manifest,
+                    " with missing or unreadable media (first: '", first_missing, "')"));
+    if (stats.too_long > 0)
+      log::Warn(Str(what, ": skipped ", stats.too_long, " entries of ", src.manifest, " longer than ",
+                    max_audio_seconds, " s (the speech encoder's limit)"));
+    Check(stats.used > 0, what, ": no usable entry in ", src.manifest, " for task '", src.task, "'");
+    stats_.push_back(stats);
+    by_source_.push_back(std::move(mine));
+  }
+}
+
+std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t epoch,
+                                                        int64_t batch_size) const {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ull + static_cast<uint64_t>(epoch));
+  std::vector<int64_t> order;
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    const auto& items = by_source_[s];
+    const int64_t n = static_cast<int64_t>(items.size());
+    const int64_t wanted = static_cast<int64_t>(std::llround(sources_[s].weight * n));
+    for (int64_t taken = 0; taken < wanted; taken += n) {
+      const torch::Tensor perm = torch::randperm(n, generator);
+      for (int64_t i = 0; i < std::min(n, wanted - taken); ++i) order.push_back(items[perm[i].item<int64_t>()]);
+    }
+  }
+  const torch::Tensor mix = torch::randperm(static_cast<int64_t>(order.size()), generator);
+  std::vector<int64_t> shuffled;
+  for (int64_t i = 0; i < mix.size(0); ++i) shuffled.push_back(order[mix[i].item<int64_t>()]);
+  const int64_t pool = batch_size * 50;
+  std::vector<std::vector<int64_t>> batches;
+  const int64_t total = static_cast<int64_t>(shuffled.size());
+  for (int64_t start = 0; start < total; start += pool) {
+    const int64_t end = std::min(total, start + pool);
+    std::stable_sort(shuffled.begin() + start, shuffled.begin() + end,
+                     [&](int64_t a, int64_t b) { return items_[a].length < items_[b].length; });
+    for (int64_t b = start; b < end; b += batch_size)
+      batches.emplace_back(shuffled.begin() + b, shuffled.begin() + std::min(end, b + batch_size));
+  }
+  const torch::Tensor perm = torch::randperm(static_cast<int64_t>(batches.size()), generator);
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t i = 0; i < perm.size(0); ++i) out.push_back(batches[perm[i].item<int64_t>()]);
+  return out;
+}
+
+std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<int64_t>& indices,
+                                                              adapters::MultimodalLMImpl& model,
+                                                              FeatureCache& cache) const {
+  std::vector<adapters::MultimodalExample> out;
+  for (int64_t index : indices) {
+    const DatasetItem& item = items_.at(index);
+    adapters::MultimodalExample e;
+    e.prompt = item.example.prompt;
+    e.target = item.example.target;
+    for (const std::string& path : item.example.audio)
+      e.speech.push_back(cache.Get("mel:" + path, [&] { return model.SpeechFeatures(audio::Read(path).samples); }));
+    for (const std::string& path : item.example.images)
+      e.images.push_back(cache.Get("img:" + path, [&] { return model.ImagePixels(path); }));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace slm::train

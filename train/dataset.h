@@ -1,0 +1,102 @@
+// Datasets for adapter training: one or more JSONL manifests, each with a task (train/tasks.h), a
+// prompt template, a mixing weight and an optional limit. Media are checked up front: entries
+// whose audio/image file is missing or unreadable, or whose audio is longer than the speech
+// encoder accepts, are skipped and counted; more than `max_missing_fraction` of a source missing is
+// an error naming the first missing file (a wrong path should not train on nothing).
+//
+// Epochs: source s contributes round(weight_s * size_s) items per epoch (weight 1 = each entry
+// once, 0.5 = a random half, 2 = twice), shuffled with a generator seeded by (seed, epoch) alone,
+// so any epoch's order can be recomputed (resume needs no saved order). Batches are length-
+// bucketed: items sorted by length inside pools of 50 batches, batches then shuffled.
+//
+// Features: log-mel of each audio file and pixels of each image are computed once and cached in
+// memory (FeatureCache), so the second epoch reads no audio and computes no mel.
+// Thread-safety: a Dataset is immutable after construction; FeatureCache is internally locked.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "adapters/multimodal.h"
+#include "core/config.h"
+#include "train/data_prep.h"
+#include "train/tasks.h"
+
+namespace slm::train {
+
+struct DataSourceConfig {
+  std::string manifest;
+  std::string task = "asr";
+  double weight = 1.0;
+  std::string prompt;  // template; empty = the task's default
+  int64_t limit = 0;   // first `limit` usable entries; 0 = all
+  // Optional generation when the manifest does not exist yet (train/data_prep.h):
+  //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
+  //   shapes: {count: N, seed: S, size: PX}                           (shapes images; the manifest
+  //                                                                     must sit in the shapes dir)
+  bool synthesize = false;
+  SpeechSynthesis synthesis;
+  bool shapes = false;
+  int64_t shapes_count = 2000;
+  uint64_t shapes_seed = 0;
+  int shapes_size = 64;
+  void Load(config::Node node);
+  // The template in use (prompt or the task's default).
+  std::string PromptTemplate() const;
+};
+
+struct DatasetItem {
+  int source = 0;
+  std::string id;
+  std::string where;  // "manifest.jsonl: entry 'u1'"
+  manifest::Entry entry;
+  TaskExample example;
+  double length = 0;  // bucketing key: audio seconds * 100, else target characters
+};
+
+struct SourceStats {
+  std::string manifest;
+  int64_t entries = 0, used = 0, missing = 0, too_long = 0;
+};
+
+class FeatureCache {
+ public:
+  torch::Tensor Get(const std::string& key, const std::function<torch::Tensor()>& compute);
+  size_t Size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, torch::Tensor> cache_;
+};
+
+class Dataset {
+ public:
+  // max_audio_seconds: 0 = no limit (no speech encoder), else longer clips are skipped.
+  Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
+          double max_audio_seconds, const std::string& what, int threads = 1, bool quiet = true);
+
+  size_t Size() const { return items_.size(); }
+  const DatasetItem& Item(size_t i) const { return items_.at(i); }
+  const std::vector<SourceStats>& Stats() const { return stats_; }
+  const std::vector<DataSourceConfig>& Sources() const { return sources_; }
+
+  std::vector<std::vector<int64_t>> EpochBatches(uint64_t seed, int64_t epoch, int64_t batch_size) const;
+  // The examples of `indices` (targets included), features through `cache`.
+  std::vector<adapters::MultimodalExample> Materialize(const std::vector<int64_t>& indices,
+                                                       adapters::MultimodalLMImpl& model,
+                                                       FeatureCache& cache) const;
+
+ private:
+  std::vector<DataSourceConfig> sources_;
+  std::vector<DatasetItem> items_;
+  std::vector<std::vector<int64_t>> by_source_;
+  std::vector<SourceStats> stats_;
+};
+
+}  // namespace slm::train

@@ -1,0 +1,44 @@
+// Training tasks: how a manifest entry becomes a prompt with placeholders, its media and the target
+// the loss covers (MultimodalLM puts labels on the target only). A registry keyed by name; an
+// unknown task lists the valid ones.
+//
+//   task     entry fields used                   default prompt template            target
+//   asr      audio, text                         "<speech> Transcribe:"             text
+//   sqa      audio (the spoken question),        "<speech> Answer:"                 response
+//            response
+//   caption  image, text                         "<image> Describe the image:"      text
+//   vqa      image, prompt (question), response  "<image> {question}?"              response
+//   text     text                                ""  (BOS only: plain LM data)      text
+//
+// A template may use {question} (the entry's prompt) and must contain exactly the placeholders its
+// task's media need (one <speech> for asr/sqa, one <image> for caption/vqa, none for text).
+// Thread-safety: pure functions of their arguments.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/manifest.h"
+
+namespace slm::train {
+
+struct TaskExample {
+  std::string prompt;               // with placeholders
+  std::string target;               // what the model must produce
+  std::vector<std::string> audio;   // resolved paths, one per <speech>
+  std::vector<std::string> images;  // resolved paths, one per <image>
+};
+
+std::vector<std::string> TaskNames();
+// slm::Error listing the valid tasks for an unknown one.
+const std::string& DefaultPromptTemplate(const std::string& task);
+// slm::Error naming `task` when the template's placeholders do not fit the task.
+void CheckPromptTemplate(const std::string& task, const std::string& prompt_template);
+
+// slm::Error naming `where` ("file.jsonl: entry 'u1'") for a field the task needs that is missing
+// or empty (an empty transcript, no audio path, ...).
+TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_template,
+                             const manifest::Entry& entry, const std::string& base_dir,
+                             const std::string& where);
+
+}  // namespace slm::train

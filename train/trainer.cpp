@@ -1,0 +1,287 @@
+#include "train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+
+#include "core/device.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/metrics_log.h"
+#include "core/progress.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+
+namespace slm::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+using config::InRange;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double Elapsed(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& key) {
+  std::vector<DataSourceConfig> sources;
+  for (config::Node item : node.List(key)) {
+    DataSourceConfig s;
+    s.Load(item);
+    sources.push_back(s);
+  }
+  return sources;
+}
+
+// A shapes caption as a scene: {colour, shape, relation, colour, shape} with "below"/"right of"
+// turned around, so both phrasings of one scene compare equal. Empty when the text is not a
+// caption of that form.
+std::vector<std::string> CaptionScene(const std::string& caption) {
+  std::istringstream in(NormalizeForScoring(caption));
+  std::vector<std::string> w;
+  for (std::string word; in >> word;) w.push_back(word);
+  auto article = [](const std::string& x) { return x == "a" || x == "an"; };
+  std::vector<std::string> scene;
+  size_t i = 0;
+  if (w.size() < 7 || !article(w[0])) return {};
+  scene = {w[1], w[2]};
+  i = 3;
+  std::string relation = w[i++];
+  if ((relation == "left" || relation == "right") && i < w.size() && w[i] == "of") relation += " " + w[i++];
+  if (i + 3 != w.size() || !article(w[i])) return {};
+  scene.push_back(relation);
+  scene.push_back(w[i + 1]);
+  scene.push_back(w[i + 2]);
+  if (relation == "below" || relation == "right of") {
+    return {scene[3], scene[4], relation == "below" ? "above" : "left of", scene[0], scene[1]};
+  }
+  return scene;
+}
+
+}  // namespace
+
+void TrainConfig::Load(config::Node root) {
+  model.Load(root.Child("model"));
+  auto d = root.Child("data");
+  data.train = LoadSources(d, "train");
+  if (d.Has("valid")) data.valid = LoadSources(d, "valid");
+  d.Read("max_missing_fraction", data.max_missing_fraction, InRange(0.0, 1.0));
+  if (data.train.empty()) d.Fail("train", "needs at least one source");
+  auto t = root.Child("train");
+  train.Load(t);
+  t.Read("grad_accum", train.grad_accum, InRange<int64_t>(1, 1 << 16))
+      .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30));
+  auto e = root.Child("eval");
+  e.Read("every", eval.every, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
+      .Read("max_new_tokens", eval.max_new_tokens, InRange<int64_t>(1, 1 << 16));
+  auto c = root.Child("checkpoint");
+  c.Read("every", checkpoint.every, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("keep", checkpoint.keep, InRange<int64_t>(1, 1 << 20));
+  root.Read("output_dir", output_dir).Read("seed", seed).Read("threads", threads, InRange(0, 1024));
+}
+
+json TrainResult::ToJson() const {
+  return {{"output_dir", output_dir},
+          {"steps", steps},
+          {"epochs_started", epochs_started},
+          {"seconds", seconds},
+          {"examples_per_second", examples_per_second},
+          {"tokens_per_second", tokens_per_second},
+          {"final_loss", final_loss},
+          {"trainable_parameters", trainable_parameters},
+          {"resumed", resumed},
+          {"resumed_from_step", resumed_from_step},
+          {"eval", eval}};
+}
+
+json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const TrainConfig::Eval& eval,
+              FeatureCache& cache) {
+  torch::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  json out = json::object();
+  double loss_sum = 0;
+  int64_t loss_sources = 0;
+  for (size_t s = 0; s < valid.Sources().size(); ++s) {
+    const DataSourceConfig& source = valid.Sources()[s];
+    std::vector<int64_t> items;
+    for (size_t i = 0; i < valid.Size(); ++i)
+      if (valid.Item(i).source == static_cast<int>(s)) items.push_back(static_cast<int64_t>(i));
+    if (eval.max_examples > 0 && static_cast<int64_t>(items.size()) > eval.max_examples)
+      items.resize(eval.max_examples);
+    EditCounts words, chars;
+    int64_t exact = 0, attributes_right = 0, attributes_total = 0;
+    double nll = 0;
+    int64_t tokens = 0;
+    json samples = json::array();
+    for (size_t start = 0; start < items.size(); start += eval.batch_size) {
+      const std::vector<int64_t> batch(items.begin() + start,
+                                       items.begin() + std::min(items.size(), start + eval.batch_size));
+      const auto examples = valid.Materialize(batch, model, cache);
+      const adapters::MultimodalBatch teacher = model.Prepare(examples, text::PaddingSide::kRight);
+      nll += model.Loss(teacher).item<double>() * teacher.target_tokens;
+      tokens += teacher.target_tokens;
+      text::GenerationOptions options;
+      options.max_new_tokens = eval.max_new_tokens;
+      const text::GenerationResult generated = model.Generate(examples, options);
+      for (size_t row = 0; row < batch.size(); ++row) {
+        const std::string reference = examples[row].target;
+        const std::string hypothesis = model.Tokenizer().Decode(generated.tokens[row], true);
+        words += WordErrors(reference, hypothesis);
+        chars += CharErrors(reference, hypothesis);
+        if (NormalizeForScoring(reference) == NormalizeForScoring(hypothesis)) ++exact;
+        if (source.task == "caption") {
+          const auto want = CaptionScene(reference), got = CaptionScene(hypothesis);
+          attributes_total += 5;
+          for (size_t k = 0; k < want.size() && k < got.size(); ++k) attributes_right += want[k] == got[k];
+        }
+        if (samples.size() < 5) samples.push_back({{"reference", reference}, {"hypothesis", hypothesis}});
+      }
+    }
+    json r = {{"task", source.task}, {"examples", items.size()}, {"loss", tokens ? nll / tokens : 0.0},
+              {"exact_match", items.empty() ? 0.0 : double(exact) / items.size()}, {"samples", samples}};
+    if (source.task == "asr") {
+      r["wer"] = words.Rate();
+      r["cer"] = chars.Rate();
+    }
+    if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
+    if (source.task == "text") r["perplexity"] = tokens ? std::exp(nll / tokens) : 0.0;
+    out[source.manifest + " (" + source.task + ")"] = r;
+    loss_sum += tokens ? nll / tokens : 0.0;
+    ++loss_sources;
+  }
+  out["loss"] = loss_sources ? loss_sum / loss_sources : 0.0;
+  if (was_training) model.train();
+  return out;
+}
+
+TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml, bool resume, bool quiet) {
+  const auto start = Clock::now();
+  SetThreads(c.threads);
+  torch::manual_seed(c.seed);
+  fs::MakeDirs(c.output_dir);
+  const std::string previous_latest = resume ? LatestCheckpoint(c.output_dir) : "";
+  Check(!resume || !previous_latest.empty(), "--resume: '", c.output_dir, "' has no checkpoint to resume from");
+  if (!resume)
+    Check(LatestCheckpoint(c.output_dir).empty(), "'", c.output_dir,
+          "' already holds a run with checkpoints; pass --resume to continue it or choose another output_dir");
+  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
+  const MetricsLog metrics(c.output_dir + "/metrics.jsonl", /*truncate=*/!resume);
+
+  adapters::MultimodalLM model(c.model);
+  const double max_seconds = model->HasSpeech() ? model->SpeechEncoder()->Config().MaxInputFrames() / 100.0 : 0.0;
+  const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet);
+  std::unique_ptr<Dataset> valid;
+  if (!c.data.valid.empty())
+    valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads, quiet);
+  FeatureCache cache;
+
+  model->train();
+  const std::vector<torch::Tensor> parameters = model->TrainableParameters();
+  const auto optimizer = MakeAdamW(parameters, c.train);
+  TrainResult result;
+  result.output_dir = c.output_dir;
+  for (const auto& p : parameters) result.trainable_parameters += p.numel();
+  TrainingState state;
+  if (resume) {
+    state = LoadCheckpoint(previous_latest, *model, optimizer.get());
+    result.resumed = true;
+    result.resumed_from_step = state.step;
+    log::Info(Str("resuming ", c.output_dir, " from ", previous_latest, " (step ", state.step, ")"));
+  }
+  log::Info(Str("training ", result.trainable_parameters, " parameters on ", train.Size(),
+                " examples (", c.train.steps, " steps of ", c.train.batch_size, " x ", c.train.grad_accum, ")"));
+
+  std::vector<std::vector<int64_t>> epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size);
+  result.epochs_started = state.epoch + 1;
+  ProgressBar bar("train", c.train.steps, quiet);
+  bar.Update(state.step, "");
+  const auto train_start = Clock::now();
+  const int64_t first_step = state.step;
+  int64_t examples_this_run = 0, tokens_this_run = 0;
+  bool stopped_by_epochs = false;
+  while (state.step < c.train.steps) {
+    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+      log::Warn(Str("stopping at step ", state.step, ": train.max_minutes reached"));
+      break;
+    }
+    const double lr = c.train.LearningRate(state.step);
+    SetLearningRate(*optimizer, lr);
+    optimizer->zero_grad();
+    double step_loss = 0;
+    std::vector<std::string> ids;
+    for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
+      if (state.cursor >= static_cast<int64_t>(epoch.size())) {
+        ++state.epoch;
+        state.cursor = 0;
+        if (c.train.max_epochs > 0 && state.epoch >= c.train.max_epochs) {
+          stopped_by_epochs = true;
+          break;
+        }
+        epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size);
+        result.epochs_started = state.epoch + 1;
+      }
+      const std::vector<int64_t>& indices = epoch[state.cursor++];
+      for (int64_t i : indices) ids.push_back(train.Item(i).id);
+      const auto examples = train.Materialize(indices, *model, cache);
+      const adapters::MultimodalBatch batch = model->Prepare(examples, text::PaddingSide::kRight);
+      const torch::Tensor loss = model->Loss(batch) / static_cast<double>(c.train.grad_accum);
+      const double value = loss.item<double>();
+      if (!std::isfinite(value)) {
+        std::string listed;
+        for (size_t i = 0; i < ids.size() && i < 8; ++i) listed += (i ? ", " : "") + ids[i];
+        throw Error(Str("non-finite loss (", value, ") at step ", state.step, ", batch of examples ",
+                        listed, ids.size() > 8 ? ", ..." : "", "; the last good checkpoint is ",
+                        LatestCheckpoint(c.output_dir).empty() ? std::string("none") : LatestCheckpoint(c.output_dir),
+                        " (lower train.lr or check these examples)"));
+      }
+      loss.backward();
+      step_loss += value;
+      state.examples_seen += static_cast<int64_t>(indices.size());
+      state.target_tokens_seen += batch.target_tokens;
+      examples_this_run += static_cast<int64_t>(indices.size());
+      tokens_this_run += batch.target_tokens;
+    }
+    if (stopped_by_epochs) break;
+    const double grad_norm = ClipGradients(parameters, c.train);
+    optimizer->step();
+    state.loss_ema = state.step == 0 ? step_loss : 0.95 * state.loss_ema + 0.05 * step_loss;
+    ++state.step;
+    result.final_loss = step_loss;
+    bar.Update(1, Str("loss ", std::round(state.loss_ema * 1000) / 1000));
+    const double seconds = Elapsed(train_start);
+    if (state.step % c.train.log_every == 0)
+      metrics.Append({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
+                      {"grad_norm", grad_norm}, {"epoch", state.epoch},
+                      {"examples_per_second", examples_this_run / seconds},
+                      {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", Elapsed(start)}});
+    if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {
+      const json e = Evaluate(*model, *valid, c.eval, cache);
+      metrics.Append({{"step", state.step}, {"eval", e}});
+    }
+    if (c.checkpoint.every > 0 && state.step % c.checkpoint.every == 0)
+      SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
+  }
+  bar.Finish();
+  const double train_seconds = Elapsed(train_start);
+  result.steps = state.step;
+  result.examples_per_second = examples_this_run / std::max(1e-9, train_seconds);
+  result.tokens_per_second = tokens_this_run / std::max(1e-9, train_seconds);
+  (void)first_step;
+  SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
+  model->SaveAdapters(c.output_dir + "/adapters");
+  if (valid) result.eval = Evaluate(*model, *valid, c.eval, cache);
+  result.seconds = Elapsed(start);
+  metrics.Append({{"final", result.ToJson()}});
+  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  return result;
+}
+
+}  // namespace slm::train

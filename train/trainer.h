@@ -1,0 +1,88 @@
+// `slm train --config FILE [--set k=v] [--resume]` and `slm eval --config FILE --checkpoint DIR`:
+// adapter training of a MultimodalLM from one YAML file (keys documented in docs/CONFIG.md).
+//
+//   model:       adapters::MultimodalConfig (backbone, encoders, projectors, LoRA)
+//   data:        train: [sources], valid: [sources] (train/dataset.h), max_missing_fraction
+//   train:       core/optim.h keys + grad_accum, max_epochs
+//   eval:        every (steps; 0 = only at the end), max_examples, batch_size, max_new_tokens
+//   checkpoint:  every (steps; 0 = only at the end), keep
+//   output_dir, seed, threads
+//
+// Only MultimodalLM::TrainableParameters get gradients and optimizer state. Each step accumulates
+// grad_accum batches. metrics.jsonl gets loss, lr, grad norm, examples/s and target tokens/s every
+// log_every steps and the evaluation every eval.every steps; config.yaml holds the effective
+// config; checkpoints follow train/checkpoint.h; the final adapters are in output_dir/adapters.
+// A non-finite loss stops the run with the step and the ids of the batch's examples; the last good
+// checkpoint stays. --resume continues from `latest`: data order, optimizer, RNG and counters are
+// restored, so on CPU a resumed run reproduces an uninterrupted one bit for bit.
+//
+// Evaluation (per valid source, by task): asr -> WER and CER (train/metrics.h normalisation) of
+// greedy transcripts; caption -> attribute accuracy of generated captions on shapes data (colour,
+// shape, relation, colour, shape; order-independent scene) and exact match; sqa/vqa -> exact match
+// of generated answers; every task -> mean target NLL (teacher forced).
+// Not thread-safe (one run per process).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "adapters/multimodal.h"
+#include "core/config.h"
+#include "core/optim.h"
+#include "train/dataset.h"
+
+namespace slm::train {
+
+struct TrainConfig {
+  adapters::MultimodalConfig model;
+  struct Data {
+    std::vector<DataSourceConfig> train, valid;
+    double max_missing_fraction = 0.01;
+  } data;
+  struct Train : OptimOptions {
+    int64_t grad_accum = 1;
+    int64_t max_epochs = 0;  // 0 = no limit (steps decide)
+  } train;
+  struct Eval {
+    int64_t every = 0;
+    int64_t max_examples = 200;  // per valid source; 0 = all
+    int64_t batch_size = 16;
+    int64_t max_new_tokens = 48;
+  } eval;
+  struct Checkpoint {
+    int64_t every = 0;
+    int64_t keep = 2;
+  } checkpoint;
+  std::string output_dir = "runs/train";
+  uint64_t seed = 1;
+  int threads = 0;
+
+  void Load(config::Node root);
+};
+
+struct TrainResult {
+  std::string output_dir;
+  int64_t steps = 0;
+  int64_t epochs_started = 0;
+  double seconds = 0;
+  double examples_per_second = 0;
+  double tokens_per_second = 0;  // target tokens
+  double final_loss = 0;
+  int64_t trainable_parameters = 0;
+  bool resumed = false;
+  int64_t resumed_from_step = 0;
+  nlohmann::json eval;
+  nlohmann::json ToJson() const;
+};
+
+TrainResult Train(const TrainConfig& config, const std::string& effective_config_yaml, bool resume,
+                  bool quiet = false);
+
+// Evaluates `model` on the valid sources (see above); {"<manifest> (<task>)": {...}} plus
+// "loss" means over sources.
+nlohmann::json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid,
+                        const TrainConfig::Eval& eval, FeatureCache& cache);
+
+}  // namespace slm::train
