@@ -1,0 +1,283 @@
+// The adapter trainer end to end on a miniature setup (the committed starter backbone, a random
+// tiny speech encoder, noise "speech" with short transcripts): tasks and data sources, epochs,
+// checkpoints (round trip, corruption, a full disk), exact resume after SIGKILL, a diverging run,
+// and config errors.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "audio/audio_io.h"
+#include "core/checksum.h"
+#include "core/fs.h"
+#include "core/manifest.h"
+#include "core/safetensors.h"
+#include "tests/test_util.h"
+#include "train/checkpoint.h"
+#include "train/tasks.h"
+#include "train/trainer.h"
+
+namespace slm::train {
+namespace {
+
+namespace stdfs = std::filesystem;
+const std::string kBackbone = std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny";
+
+// A random encoder, 12 noise clips with transcripts (train) and 4 (valid).
+struct Miniature {
+  testing::TempDir dir;
+  std::string encoder, train_manifest, valid_manifest;
+  Miniature() {
+    torch::manual_seed(4);
+    audio::WhisperEncoderConfig w;
+    w.d_model = 32;
+    w.encoder_layers = 1;
+    w.encoder_attention_heads = 2;
+    w.encoder_ffn_dim = 64;
+    w.max_source_positions = 150;  // 3 s
+    encoder = dir.File("encoder");
+    audio::WhisperEncoder(w)->SaveWeights(encoder);
+    audio::LogMelOptions mel;
+    mel.normalization = audio::MelNormalization::kFixedFloor;
+    audio::SaveEncoderFeatureOptions(encoder, mel);
+    const std::vector<std::string> texts = {"a red circle", "the dog", "blue square", "a cat sat",
+                                            "green", "two stars", "a big tree", "the sun",
+                                            "cold snow", "he ran", "she reads", "we walk",
+                                            "a bird", "the sea", "dark sky", "old road"};
+    stdfs::create_directories(dir.File("wav"));
+    std::vector<manifest::Entry> train, valid;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const int samples = 6000 + 1500 * static_cast<int>(i % 5);
+      const torch::Tensor noise = torch::randn({samples}) * 0.1;
+      std::vector<float> wave(noise.data_ptr<float>(), noise.data_ptr<float>() + samples);
+      const std::string name = "wav/c" + std::to_string(i) + ".wav";
+      audio::Write(dir.File(name), wave, 16000);
+      manifest::Entry e;
+      e.id = "c" + std::to_string(i);
+      e.task = "asr";
+      e.audio = name;
+      e.text = texts[i];
+      (i < 12 ? train : valid).push_back(e);
+    }
+    train_manifest = dir.File("train.jsonl");
+    valid_manifest = dir.File("valid.jsonl");
+    manifest::Write(train_manifest, train);
+    manifest::Write(valid_manifest, valid);
+  }
+  std::string Yaml(const std::string& out, int64_t steps, const std::string& extra = "") const {
+    return "model:\n  backbone: " + kBackbone + "\n  speech:\n    encoder: " + encoder +
+           "\n    projector: {type: stack_mlp, stack: 2, hidden_dim: 64}\n"
+           "data:\n  train:\n    - {manifest: " + train_manifest + ", task: asr}\n"
+           "  valid:\n    - {manifest: " + valid_manifest + ", task: asr}\n"
+           "train: {steps: " + std::to_string(steps) + ", batch_size: 4, lr: 0.003, warmup_steps: 2, log_every: 1}\n"
+           "eval: {max_new_tokens: 6}\ncheckpoint: {every: 1, keep: 3}\nthreads: 1\nseed: 3\noutput_dir: " + out + "\n" + extra;
+  }
+  TrainConfig Config(const std::string& out, int64_t steps, const std::string& extra = "") const {
+    auto doc = config::Document::LoadString(Yaml(out, steps, extra), "mini.yaml");
+    TrainConfig c;
+    c.Load(doc.Root());
+    doc.CheckAllConsumed();
+    return c;
+  }
+};
+
+const Miniature& Mini() {
+  static const Miniature m;
+  return m;
+}
+
+torch::Tensor AdapterWeights(const std::string& run) {
+  safetensors::Reader r(run + "/adapters/adapters.safetensors");
+  std::vector<torch::Tensor> all;
+  for (const auto& name : r.Names()) all.push_back(r.Get(name).flatten());
+  return torch::cat(all);
+}
+
+TEST(Tasks, TemplatesAndRequiredFields) {
+  EXPECT_EQ(DefaultPromptTemplate("asr"), "<speech> Transcribe:");
+  EXPECT_NO_THROW(CheckPromptTemplate("vqa", "<image> Q: {question}"));
+  EXPECT_SLM_ERROR(CheckPromptTemplate("asr", "Transcribe:"), "has 0 <speech> and 0 <image> placeholder(s); the task needs 1 and 0");
+  EXPECT_SLM_ERROR(DefaultPromptTemplate("asrr"), "unknown task 'asrr'");
+  manifest::Entry e;
+  e.id = "q1";
+  e.image = "img/a.png";
+  e.prompt = "what color is the circle";
+  e.response = "red";
+  const TaskExample x = BuildTaskExample("vqa", "<image> {question}?", e, "/data", "m.jsonl: entry 'q1'");
+  EXPECT_EQ(x.prompt, "<image> what color is the circle?");
+  EXPECT_EQ(x.images, std::vector<std::string>{"/data/img/a.png"});
+  EXPECT_EQ(x.target, "red");
+  e.response.clear();
+  EXPECT_SLM_ERROR(BuildTaskExample("vqa", "<image> {question}?", e, "/data", "m.jsonl: entry 'q1'"),
+                   "m.jsonl: entry 'q1': task 'vqa' needs a non-empty \"response\"");
+}
+
+TEST(Dataset, EpochsAreDeterministicWeightedAndSkipMissingMedia) {
+  DataSourceConfig s;
+  s.manifest = Mini().train_manifest;
+  const Dataset d({s}, 0.0, 0.0, "data.train");
+  EXPECT_EQ(d.Size(), 12u);
+  const auto a = d.EpochBatches(3, 0, 4), b = d.EpochBatches(3, 0, 4), c = d.EpochBatches(3, 1, 4);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  size_t seen = 0;
+  for (const auto& batch : a) seen += batch.size();
+  EXPECT_EQ(seen, 12u);
+  s.weight = 0.5;
+  const Dataset half({s}, 0.0, 0.0, "data.train");
+  seen = 0;
+  for (const auto& batch : half.EpochBatches(3, 0, 4)) seen += batch.size();
+  EXPECT_EQ(seen, 6u);
+  // Clips longer than the encoder allows are skipped and counted.
+  s.weight = 1;
+  const Dataset short_only({s}, 0.0, 0.5, "data.train");
+  EXPECT_EQ(short_only.Stats()[0].too_long, 12 - static_cast<int64_t>(short_only.Size()));
+  // Missing media: skipped under the allowed fraction, fatal above it.
+  testing::TempDir tmp;
+  auto entries = manifest::Read(Mini().train_manifest).entries;
+  for (auto& e : entries) e.audio = Mini().dir.File(e.audio);
+  entries[0].audio = tmp.File("gone.wav");
+  manifest::Write(tmp.File("m.jsonl"), entries);
+  s.manifest = tmp.File("m.jsonl");
+  EXPECT_EQ(Dataset({s}, 0.1, 0.0, "data.train").Size(), 11u);
+  EXPECT_SLM_ERROR(Dataset({s}, 0.0, 0.0, "data.train"),
+                   "1 of 12 entries of " + tmp.File("m.jsonl") + " have missing or unreadable media (first: '" +
+                       tmp.File("gone.wav") + "')");
+}
+
+TEST(Checkpoint, RoundTripCorruptionAndFullDisk) {
+  testing::TempDir tmp;
+  const TrainConfig c = Mini().Config(tmp.File("run"), 3);
+  const TrainResult r = Train(c, "x: 1\n", false, true);
+  EXPECT_EQ(r.steps, 3);
+  const std::string latest = LatestCheckpoint(tmp.File("run"));
+  EXPECT_EQ(stdfs::path(latest).filename(), "step-000003");
+  EXPECT_TRUE(stdfs::exists(tmp.File("run/checkpoints/step-000001")));
+  adapters::MultimodalLM model(c.model);
+  EXPECT_EQ(LoadCheckpoint(latest, *model, nullptr).step, 3);
+  // The loaded projector is the trained one, not a fresh initialisation.
+  const safetensors::Reader saved(latest + "/adapters/adapters.safetensors");
+  EXPECT_TRUE(torch::equal(model->SpeechProjector()->named_parameters()["linear_2.weight"],
+                           saved.Get("speech_projector.linear_2.weight")));
+  // A flipped byte is caught by the digest.
+  stdfs::copy(latest, tmp.File("copy"), stdfs::copy_options::recursive);
+  {
+    std::fstream f(tmp.File("copy/optimizer.pt"), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x7f');
+  }
+  EXPECT_SLM_ERROR(LoadCheckpoint(tmp.File("copy"), *model, nullptr),
+                   "'optimizer.pt' does not match its SHA-256 in SHA256SUMS (corrupt checkpoint)");
+  stdfs::copy_file(latest + "/optimizer.pt", tmp.File("copy/optimizer.pt"),
+                   stdfs::copy_options::overwrite_existing);
+  stdfs::remove(tmp.File("copy/state.json"));
+  EXPECT_SLM_ERROR(LoadCheckpoint(tmp.File("copy"), *model, nullptr), "'state.json' is listed in SHA256SUMS but missing");
+  // A full disk while saving: the error says so and `latest` still names the last good one.
+  torch::optim::Adam optimizer(model->TrainableParameters());
+  TrainingState state;
+  state.step = 4;
+  signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit tiny = old;
+  tiny.rlim_cur = 4096;
+  setrlimit(RLIMIT_FSIZE, &tiny);
+  std::string message;
+  try {
+    SaveCheckpoint(tmp.File("run"), state, *model, optimizer, 3);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  EXPECT_NE(message.find("the previous checkpoint is intact"), std::string::npos) << message;
+  EXPECT_EQ(LatestCheckpoint(tmp.File("run")), latest);
+  EXPECT_FALSE(stdfs::exists(tmp.File("run/checkpoints/step-000004")));
+  EXPECT_EQ(LoadCheckpoint(latest, *model, nullptr).step, 3);
+  // Keep: at most 3 step directories.
+  int directories = 0;
+  for (const auto& entry : stdfs::directory_iterator(tmp.File("run/checkpoints")))
+    directories += entry.is_directory() && entry.path().filename().string().rfind("step-", 0) == 0;
+  EXPECT_EQ(directories, 3);
+}
+
+TEST(TrainerSlow, ResumeAfterSigkillReproducesTheUninterruptedRun) {
+  testing::TempDir tmp;
+  const int64_t steps = 8;
+  const TrainConfig straight = Mini().Config(tmp.File("straight"), steps);
+  const TrainResult a = Train(straight, "x: 1\n", false, true);
+  const TrainConfig killed = Mini().Config(tmp.File("killed"), steps);
+  // The child trains; the parent kills it with SIGKILL once a middle checkpoint exists.
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    try {
+      Train(killed, "x: 1\n", false, true);
+    } catch (...) {
+    }
+    _exit(0);
+  }
+  const std::string pointer = tmp.File("killed/checkpoints/latest");
+  for (int i = 0; i < 600; ++i) {
+    if (stdfs::exists(pointer) && fs::ReadFile(pointer) >= "step-000003") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  kill(child, SIGKILL);
+  int status = 0;
+  waitpid(child, &status, 0);
+  const std::string at = fs::ReadFile(pointer);
+  ASSERT_LT(at, "step-000008") << "the child finished before it was killed";
+  const TrainResult b = Train(killed, "x: 1\n", true, true);
+  EXPECT_TRUE(b.resumed);
+  EXPECT_GE(b.resumed_from_step, 3);
+  EXPECT_EQ(b.steps, steps);
+  EXPECT_TRUE(torch::equal(AdapterWeights(tmp.File("straight")), AdapterWeights(tmp.File("killed"))));
+  EXPECT_DOUBLE_EQ(a.final_loss, b.final_loss);
+  EXPECT_EQ(a.eval.dump(), b.eval.dump());
+}
+
+TEST(Trainer, DivergenceStopsWithStepAndExamples) {
+  testing::TempDir tmp;
+  TrainConfig c = Mini().Config(tmp.File("run"), 30, "");
+  c.train.lr = 1e30;
+  c.train.grad_clip = 0;
+  c.train.warmup_steps = 0;
+  std::string message;
+  try {
+    Train(c, "x: 1\n", false, true);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find("non-finite loss"), std::string::npos) << message;
+  EXPECT_NE(message.find("batch of examples c"), std::string::npos) << message;
+  EXPECT_NE(message.find("the last good checkpoint is " + tmp.File("run/checkpoints/step-")), std::string::npos) << message;
+}
+
+TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
+  testing::TempDir tmp;
+  auto doc = config::Document::LoadString(Mini().Yaml(tmp.File("run"), 2, "evall: {}\n"), "m.yaml");
+  TrainConfig c;
+  c.Load(doc.Root());
+  EXPECT_SLM_ERROR(doc.CheckAllConsumed(), "unknown key 'evall' (did you mean 'eval'?)");
+  auto bad_prompt = config::Document::LoadString(
+      "model: {backbone: x}\ndata:\n  train:\n    - {manifest: m.jsonl, task: asr, prompt: \"Transcribe:\"}\n",
+      "p.yaml");
+  TrainConfig p;
+  EXPECT_SLM_ERROR(p.Load(bad_prompt.Root()), "needs 1 and 0");
+  const TrainConfig ok = Mini().Config(tmp.File("run"), 1);
+  EXPECT_SLM_ERROR(Train(ok, "", true, true), "has no checkpoint to resume from");
+  Train(ok, "", false, true);
+  EXPECT_SLM_ERROR(Train(ok, "", false, true), "pass --resume to continue it");
+  TrainConfig missing = ok;
+  missing.data.train[0].manifest = tmp.File("nope.jsonl");
+  missing.output_dir = tmp.File("run2");
+  EXPECT_SLM_ERROR(Train(missing, "", false, true), "nope.jsonl");
+}
+
+}  // namespace
+}  // namespace slm::train
