@@ -1,7 +1,10 @@
-// slm train --config FILE [--set k=v ...] [--resume]
+// slm train --config FILE [--set k=v ...] [--resume] [--nproc N]
 // slm eval --config FILE [--checkpoint DIR]     (default: the run's latest checkpoint)
 #include "cli/command.h"
+#include <unistd.h>
+
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/trainer.h"
 
 namespace slm::cli {
@@ -10,7 +13,24 @@ namespace {
 struct TrainArgs {
   ConfigArgs config;
   bool resume = false;
+  int nproc = 1;
+  int master_port = 0;
 };
+
+// This command line without --nproc / --master-port, for the ranks to run.
+std::vector<std::string> RankArgv(const std::vector<std::string>& argv) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (a == "--nproc" || a == "--master-port") {
+      ++i;
+      continue;
+    }
+    if (a.rfind("--nproc=", 0) == 0 || a.rfind("--master-port=", 0) == 0) continue;
+    out.push_back(a);
+  }
+  return out;
+}
 
 struct EvalArgs {
   ConfigArgs config;
@@ -41,7 +61,17 @@ Registrar registrar([](CLI::App& app, Common& common) {
   auto t = std::make_shared<TrainArgs>();
   t->config.Add(train_cmd, "samples/configs/asr_tiny.yaml");
   train_cmd->add_flag("--resume", t->resume, "continue the run in output_dir from its latest checkpoint");
+  train_cmd->add_option("--nproc", t->nproc, "data-parallel processes on this host (c10d Gloo)")
+      ->check(CLI::Range(1, 256));
+  train_cmd->add_option("--master-port", t->master_port, "rendezvous port for --nproc (default: from the pid)")
+      ->check(CLI::Range(0, 65535));
   train_cmd->callback([t, &common] {
+    if (t->nproc > 1) {
+      const int port = t->master_port > 0 ? t->master_port : 20000 + static_cast<int>(getpid() % 20000);
+      const int status = train::SpawnLocalRanks(RankArgv(common.argv), t->nproc, port);
+      Check(status == 0, "a training rank failed (exit status ", status, ")");
+      return;
+    }
     std::string effective;
     const auto config = t->config.Load<train::TrainConfig>(&effective);
     const train::TrainResult result = train::Train(config, effective, t->resume, common.json);

@@ -27,6 +27,7 @@ struct Common {
   bool json = false;      // print one JSON object last on stdout
   int threads = 0;        // LibTorch intra-op threads; 0 = all cores
   std::string log_level = "info";
+  std::vector<std::string> argv;  // the command line as given (commands that re-launch themselves)
 };
 
 using Setup = std::function<void(CLI::App& app, Common& common)>;

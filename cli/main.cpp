@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every command");
   slm::cli::Common common;
+  common.argv.assign(argv, argv + argc);
   app.add_flag("--json", common.json, "Print one JSON object with the results last on stdout");
   app.add_option("--threads", common.threads, "LibTorch intra-op threads (0 = all cores)")
       ->check(CLI::Range(0, 1024));

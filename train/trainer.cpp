@@ -14,6 +14,7 @@
 #include "core/metrics_log.h"
 #include "core/progress.h"
 #include "train/checkpoint.h"
+#include "train/distributed.h"
 #include "train/metrics.h"
 
 namespace slm::train {
@@ -166,14 +167,22 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   const auto start = Clock::now();
   SetThreads(c.threads);
   torch::manual_seed(c.seed);
+  Distributed dist = Distributed::FromEnvironment();
+  const bool main_rank = dist.IsMain();
+  quiet = quiet || !main_rank;
   fs::MakeDirs(c.output_dir);
   const std::string previous_latest = resume ? LatestCheckpoint(c.output_dir) : "";
   Check(!resume || !previous_latest.empty(), "--resume: '", c.output_dir, "' has no checkpoint to resume from");
   if (!resume)
     Check(LatestCheckpoint(c.output_dir).empty(), "'", c.output_dir,
           "' already holds a run with checkpoints; pass --resume to continue it or choose another output_dir");
-  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  const MetricsLog metrics(c.output_dir + "/metrics.jsonl", /*truncate=*/!resume);
+  dist.Barrier();  // every rank checked the run directory before rank 0 writes into it
+  if (main_rank) fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
+  std::unique_ptr<MetricsLog> metrics_log;
+  if (main_rank) metrics_log = std::make_unique<MetricsLog>(c.output_dir + "/metrics.jsonl", /*truncate=*/!resume);
+  auto log_metrics = [&](const json& record) {
+    if (metrics_log) metrics_log->Append(record);
+  };
 
   adapters::MultimodalLM model(c.model);
   const double max_seconds = model->HasSpeech() ? model->SpeechEncoder()->Config().MaxInputFrames() / 100.0 : 0.0;
@@ -228,12 +237,24 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
         epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size);
         result.epochs_started = state.epoch + 1;
       }
-      const std::vector<int64_t>& indices = epoch[state.cursor++];
-      for (int64_t i : indices) ids.push_back(train.Item(i).id);
-      const auto examples = train.Materialize(indices, *model, cache);
-      const adapters::MultimodalBatch batch = model->Prepare(examples, text::PaddingSide::kRight);
-      const torch::Tensor loss = model->Loss(batch) / static_cast<double>(c.train.grad_accum);
-      const double value = loss.item<double>();
+      // Every rank sees the same global batch and takes every World()-th example of it.
+      const std::vector<int64_t>& global = epoch[state.cursor++];
+      std::vector<int64_t> indices;
+      for (size_t i = dist.Rank(); i < global.size(); i += dist.World()) indices.push_back(global[i]);
+      for (int64_t i : global) ids.push_back(train.Item(i).id);
+      adapters::MultimodalBatch batch;
+      torch::Tensor mean_loss;
+      if (!indices.empty()) {
+        batch = model->Prepare(train.Materialize(indices, *model, cache), text::PaddingSide::kRight);
+        mean_loss = model->Loss(batch);
+      }
+      // The global batch's mean over its target tokens: each rank weights its own mean by its share
+      // of the tokens, and the gradients are summed over ranks.
+      const double global_tokens = dist.AllReduceSum(static_cast<double>(batch.target_tokens));
+      const torch::Tensor loss =
+          mean_loss.defined() ? mean_loss * (batch.target_tokens / global_tokens / c.train.grad_accum)
+                              : torch::Tensor();
+      const double value = dist.AllReduceSum(loss.defined() ? loss.item<double>() : 0.0);
       if (!std::isfinite(value)) {
         std::string listed;
         for (size_t i = 0; i < ids.size() && i < 8; ++i) listed += (i ? ", " : "") + ids[i];
@@ -242,14 +263,15 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
                         LatestCheckpoint(c.output_dir).empty() ? std::string("none") : LatestCheckpoint(c.output_dir),
                         " (lower train.lr or check these examples)"));
       }
-      loss.backward();
+      if (loss.defined()) loss.backward();
       step_loss += value;
-      state.examples_seen += static_cast<int64_t>(indices.size());
-      state.target_tokens_seen += batch.target_tokens;
-      examples_this_run += static_cast<int64_t>(indices.size());
-      tokens_this_run += batch.target_tokens;
+      state.examples_seen += static_cast<int64_t>(global.size());
+      state.target_tokens_seen += static_cast<int64_t>(global_tokens);
+      examples_this_run += static_cast<int64_t>(global.size());
+      tokens_this_run += static_cast<int64_t>(global_tokens);
     }
     if (stopped_by_epochs) break;
+    dist.AllReduceGradients(parameters);
     const double grad_norm = ClipGradients(parameters, c.train);
     optimizer->step();
     state.loss_ema = state.step == 0 ? step_loss : 0.95 * state.loss_ema + 0.05 * step_loss;
@@ -258,16 +280,18 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     bar.Update(1, Str("loss ", std::round(state.loss_ema * 1000) / 1000));
     const double seconds = Elapsed(train_start);
     if (state.step % c.train.log_every == 0)
-      metrics.Append({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
+      log_metrics({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
                       {"grad_norm", grad_norm}, {"epoch", state.epoch},
                       {"examples_per_second", examples_this_run / seconds},
                       {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", Elapsed(start)}});
     if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {
-      const json e = Evaluate(*model, *valid, c.eval, cache);
-      metrics.Append({{"step", state.step}, {"eval", e}});
+      if (main_rank) log_metrics({{"step", state.step}, {"eval", Evaluate(*model, *valid, c.eval, cache)}});
+      dist.Barrier();
     }
-    if (c.checkpoint.every > 0 && state.step % c.checkpoint.every == 0)
-      SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
+    if (c.checkpoint.every > 0 && state.step % c.checkpoint.every == 0) {
+      if (main_rank) SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
+      dist.Barrier();
+    }
   }
   bar.Finish();
   const double train_seconds = Elapsed(train_start);
@@ -275,12 +299,17 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   result.examples_per_second = examples_this_run / std::max(1e-9, train_seconds);
   result.tokens_per_second = tokens_this_run / std::max(1e-9, train_seconds);
   (void)first_step;
-  SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
-  model->SaveAdapters(c.output_dir + "/adapters");
-  if (valid) result.eval = Evaluate(*model, *valid, c.eval, cache);
+  if (main_rank) {
+    SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
+    model->SaveAdapters(c.output_dir + "/adapters");
+    if (valid) result.eval = Evaluate(*model, *valid, c.eval, cache);
+  }
   result.seconds = Elapsed(start);
-  metrics.Append({{"final", result.ToJson()}});
-  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  if (main_rank) {
+    log_metrics({{"final", result.ToJson()}});
+    fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  }
+  dist.Barrier();
   return result;
 }
 

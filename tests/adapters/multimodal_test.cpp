@@ -258,3 +258,26 @@ TEST(MultimodalLM, ConfigFillsDimensionsAndRejectsMismatches) {
 
 }  // namespace
 }  // namespace slm::adapters
+
+namespace slm::adapters {
+namespace {
+
+// The loss against an independent computation: full logits, shifted by one, cross-entropy over the
+// target tokens only.
+TEST(MultimodalLM, LossIsNextTokenCrossEntropyOverTargets) {
+  MultimodalLM model(Config());
+  torch::NoGradGuard no_grad;
+  const MultimodalBatch batch = model->Prepare(
+      {Example(30, "a red circle above a star", 1), Example(14, "a dog", 2)}, text::PaddingSide::kRight);
+  text::LlamaInput input;
+  input.inputs_embeds = batch.inputs_embeds;
+  input.attention_mask = batch.attention_mask;
+  const torch::Tensor logits = model->Backbone()->forward(input).logits;  // [B, T, V]
+  const torch::Tensor expected = torch::nn::functional::cross_entropy(
+      logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}), batch.labels.slice(1, 1).reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+  EXPECT_NEAR(model->Loss(batch).item<double>(), expected.item<double>(), 1e-5);
+}
+
+}  // namespace
+}  // namespace slm::adapters

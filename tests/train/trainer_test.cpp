@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "audio/audio_io.h"
@@ -277,6 +278,65 @@ TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
   missing.data.train[0].manifest = tmp.File("nope.jsonl");
   missing.output_dir = tmp.File("run2");
   EXPECT_SLM_ERROR(Train(missing, "", false, true), "nope.jsonl");
+}
+
+}  // namespace
+}  // namespace slm::train
+
+namespace slm::train {
+namespace {
+
+std::vector<double> Losses(const std::string& metrics_path) {
+  std::vector<double> losses;
+  std::istringstream in(fs::ReadFile(metrics_path));
+  for (std::string line; std::getline(in, line);) {
+    const auto record = nlohmann::json::parse(line);
+    if (record.contains("loss") && record.contains("step")) losses.push_back(record["loss"].get<double>());
+  }
+  return losses;
+}
+
+// Two processes on c10d Gloo with the global batch split between them follow the loss curve of one
+// process with the same global batch.
+TEST(TrainerSlow, TwoRanksFollowTheSingleProcessLossCurve) {
+  testing::TempDir tmp;
+  const int64_t steps = 5;
+  const TrainConfig single = Mini().Config(tmp.File("one"), steps);
+  Train(single, "x: 1\n", false, true);
+  const TrainConfig parallel = Mini().Config(tmp.File("two"), steps);
+  const int port = 21000 + static_cast<int>(getpid() % 20000);
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < 2; ++rank) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("WORLD_SIZE", "2", 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      int code = 0;
+      try {
+        Train(parallel, "x: 1\n", false, true);
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "rank %d: %s\n", rank, e.what());
+        code = 1;
+      }
+      _exit(code);
+    }
+    ranks.push_back(pid);
+  }
+  for (pid_t pid : ranks) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "a rank failed";
+  }
+  const std::vector<double> one = Losses(tmp.File("one/metrics.jsonl"));
+  const std::vector<double> two = Losses(tmp.File("two/metrics.jsonl"));
+  ASSERT_EQ(one.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(two.size(), one.size());
+  for (size_t i = 0; i < one.size(); ++i) EXPECT_NEAR(two[i], one[i], 1e-5) << "step " << i + 1;
+  // Rank 0 alone wrote the run's files; both checkpoints hold the same adapters within rounding.
+  EXPECT_LT((AdapterWeights(tmp.File("one")) - AdapterWeights(tmp.File("two"))).abs().max().item<double>(), 1e-5);
 }
 
 }  // namespace

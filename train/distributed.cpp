@@ -1,0 +1,145 @@
+#include "train/distributed.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include "core/error.h"
+#include "core/log.h"
+
+namespace slm::train {
+
+struct Distributed::Group {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+};
+
+namespace {
+
+int EnvInt(const char* name, int fallback) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return fallback;
+  char* end = nullptr;
+  const long parsed = std::strtol(value, &end, 10);
+  Check(end != nullptr && *end == '\0' && parsed >= 0 && parsed < (1 << 20), "environment variable ",
+        name, "=\"", value, "\" is not a non-negative integer");
+  return static_cast<int>(parsed);
+}
+
+}  // namespace
+
+Distributed::Distributed() = default;
+Distributed::~Distributed() = default;
+Distributed::Distributed(Distributed&&) noexcept = default;
+Distributed& Distributed::operator=(Distributed&&) noexcept = default;
+
+Distributed Distributed::FromEnvironment() {
+  Distributed d;
+  d.world_ = std::max(1, EnvInt("WORLD_SIZE", 1));
+  d.rank_ = EnvInt("RANK", 0);
+  Check(d.rank_ < d.world_, "RANK=", d.rank_, " must be below WORLD_SIZE=", d.world_);
+  if (d.world_ == 1) return d;
+  const char* addr = std::getenv("MASTER_ADDR");
+  const std::string host = addr != nullptr && *addr != '\0' ? addr : "127.0.0.1";
+  const int port = EnvInt("MASTER_PORT", 29500);
+  d.group_ = std::make_unique<Group>();
+  try {
+    c10d::TCPStoreOptions options;
+    options.port = static_cast<uint16_t>(port);
+    options.isServer = d.rank_ == 0;
+    options.numWorkers = d.world_;
+    options.timeout = std::chrono::minutes(5);
+    d.group_->store = c10::make_intrusive<c10d::TCPStore>(host, options);
+    auto gloo = c10d::ProcessGroupGloo::Options::create();
+    gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    // Rank 0 evaluates and checkpoints while the others wait in a barrier.
+    gloo->timeout = std::chrono::hours(3);
+    d.group_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(d.group_->store, d.rank_, d.world_, gloo);
+  } catch (const std::exception& e) {
+    throw Error(Str("joining the process group (rank ", d.rank_, " of ", d.world_, " at ", host, ":",
+                    port, ") failed: ", e.what()));
+  }
+  log::Info(Str("data parallel: rank ", d.rank_, " of ", d.world_, " (c10d Gloo, ", host, ":", port, ")"));
+  return d;
+}
+
+void Distributed::AllReduceSum(const std::vector<torch::Tensor>& tensors) {
+  if (world_ == 1 || tensors.empty()) return;
+  std::vector<torch::Tensor> flat_parts;
+  for (const torch::Tensor& t : tensors) flat_parts.push_back(t.reshape(-1));
+  std::vector<torch::Tensor> flat = {torch::cat(flat_parts)};
+  group_->group->allreduce(flat)->wait();
+  int64_t offset = 0;
+  for (const torch::Tensor& t : tensors) {
+    const int64_t n = t.numel();
+    t.copy_(flat[0].slice(0, offset, offset + n).view(t.sizes()));
+    offset += n;
+  }
+}
+
+double Distributed::AllReduceSum(double value) {
+  if (world_ == 1) return value;
+  torch::Tensor t = torch::tensor({value}, torch::kDouble);
+  AllReduceSum(std::vector<torch::Tensor>{t});
+  return t.item<double>();
+}
+
+void Distributed::AllReduceGradients(const std::vector<torch::Tensor>& parameters) {
+  if (world_ == 1) return;
+  std::vector<torch::Tensor> grads;
+  for (const torch::Tensor& p : parameters) {
+    if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+    grads.push_back(p.grad());
+  }
+  AllReduceSum(grads);
+}
+
+void Distributed::Barrier() {
+  if (world_ == 1) return;
+  group_->group->barrier()->wait();
+}
+
+int SpawnLocalRanks(const std::vector<std::string>& argv, int nproc, int port) {
+  Check(nproc >= 1, "--nproc must be >= 1, got ", nproc);
+  std::vector<pid_t> children;
+  for (int rank = 0; rank < nproc; ++rank) {
+    const pid_t pid = fork();
+    Check(pid >= 0, "fork failed: ", std::strerror(errno));
+    if (pid == 0) {
+      setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      std::vector<char*> args;
+      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv("/proc/self/exe", args.data());
+      std::fprintf(stderr, "exec failed: %s\n", std::strerror(errno));
+      _exit(127);
+    }
+    children.push_back(pid);
+  }
+  int result = 0;
+  size_t alive = children.size();
+  while (alive > 0) {
+    int status = 0;
+    const pid_t done = wait(&status);
+    if (done < 0) break;
+    --alive;
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (code != 0 && result == 0) {
+      result = code;
+      for (pid_t pid : children)
+        if (pid != done) kill(pid, SIGTERM);  // a rank that died leaves the others blocked in a collective
+    }
+  }
+  return result;
+}
+
+}  // namespace slm::train
