@@ -313,13 +313,13 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
   return batch;
 }
 
-torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
-  Check(batch.target_tokens > 0, "MultimodalLM::Loss: the batch has no target tokens");
-  // Logits at position t predict the token at t + 1: keep only positions whose successor is a
-  // target, padded per row to the same count (extra slots point at position 0, label ignored).
+namespace {
+
+// Positions whose successor is a target (padded per row; padding points at 0 with label ignored).
+std::pair<torch::Tensor, torch::Tensor> TargetPositions(const MultimodalBatch& batch) {
   const torch::Tensor next = batch.labels.slice(1, 1);  // [B, T-1]
   const torch::Tensor wanted = next.ne(kIgnore);
-  const int64_t keep = wanted.sum(1).max().item<int64_t>();
+  const int64_t keep = std::max<int64_t>(1, wanted.sum(1).max().item<int64_t>());
   const int64_t count = next.size(0);
   torch::Tensor positions = torch::zeros({count, keep}, torch::kLong);
   torch::Tensor targets = torch::full({count, keep}, kIgnore, torch::kLong);
@@ -329,6 +329,30 @@ torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
     positions[b].slice(0, 0, n).copy_(where);
     targets[b].slice(0, 0, n).copy_(next[b].index_select(0, where));
   }
+  return {positions, targets};
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, std::vector<int64_t>> MultimodalLMImpl::TargetNll(const MultimodalBatch& batch) {
+  const auto [positions, targets] = TargetPositions(batch);
+  text::LlamaInput input;
+  input.inputs_embeds = batch.inputs_embeds;
+  input.attention_mask = batch.attention_mask;
+  input.logits_positions = positions;
+  const torch::Tensor logits = backbone_->forward(input).logits;  // [B, K, V]
+  const torch::Tensor per_token = torch::nn::functional::cross_entropy(
+      logits.reshape({-1, logits.size(-1)}), targets.view(-1).to(logits.device()),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore).reduction(torch::kNone));
+  std::vector<int64_t> counts;
+  for (int64_t b = 0; b < targets.size(0); ++b) counts.push_back(targets[b].ne(kIgnore).sum().item<int64_t>());
+  return {per_token.view({targets.size(0), -1}).sum(1).to(torch::kCPU), counts};
+}
+
+torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
+  Check(batch.target_tokens > 0, "MultimodalLM::Loss: the batch has no target tokens");
+  // Logits at position t predict the token at t + 1: only positions whose successor is a target.
+  const auto [positions, targets] = TargetPositions(batch);
   text::LlamaInput input;
   input.inputs_embeds = batch.inputs_embeds;
   input.attention_mask = batch.attention_mask;

@@ -124,6 +124,9 @@ class MultimodalLMImpl : public torch::nn::Module {
   MultimodalBatch Prepare(const std::vector<MultimodalExample>& examples, text::PaddingSide side);
   // Mean cross-entropy over the target tokens (the backbone's logits only at target positions).
   torch::Tensor Loss(const MultimodalBatch& batch);
+  // Per row: the summed negative log-likelihood of its target tokens [B] (float32) and their count
+  // (likelihood ranking of candidate answers).
+  std::pair<torch::Tensor, std::vector<int64_t>> TargetNll(const MultimodalBatch& batch);
   // Greedy/sampled continuation of each example's prompt (targets ignored), KV-cached.
   text::GenerationResult Generate(const std::vector<MultimodalExample>& examples,
                                   const text::GenerationOptions& options,

@@ -3,6 +3,8 @@
 #include "cli/command.h"
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/trainer.h"
@@ -75,6 +77,8 @@ Registrar registrar([](CLI::App& app, Common& common) {
     std::string effective;
     const auto config = t->config.Load<train::TrainConfig>(&effective);
     const train::TrainResult result = train::Train(config, effective, t->resume, common.json);
+    const char* rank = std::getenv("RANK");
+    if (rank != nullptr && std::string(rank) != "0") return;  // rank 0 reports for the group
     Report report(common.json);
     const nlohmann::json summary = result.ToJson();
     for (auto it = summary.begin(); it != summary.end(); ++it) report.Set(it.key(), it.value());

@@ -5,6 +5,8 @@
 
 #include "audio/speech_corpus.h"
 #include "core/error.h"
+#include "core/fs.h"
+#include "core/manifest.h"
 #include "core/log.h"
 #include "text/wordnet_corpus.h"
 #include "vision/shapes.h"
@@ -48,6 +50,47 @@ void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesi
   const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
   log::Info(Str(dir, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
                 " s of speech in ", std::lround(stats.wall_seconds), " s"));
+}
+
+void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynthesis& q) {
+  if (stdfs::exists(manifest_path)) return;
+  Check(stdfs::path(manifest_path).filename() != "manifest.jsonl", manifest_path,
+        ": a spoken-QA manifest needs another name than manifest.jsonl (the synthesizer writes that one)");
+  if (!stdfs::exists(q.qa)) EnsureWordNetCorpus(q.corpus_dir, q.wordnet_dir);
+  const manifest::Manifest pairs = manifest::Read(q.qa);
+  std::vector<const manifest::Entry*> chosen;
+  for (const manifest::Entry& e : pairs.entries) {
+    if (q.count > 0 && static_cast<int64_t>(chosen.size()) >= q.count) break;
+    const bool in_split = e.extra.contains("split") && e.extra["split"] == q.split;
+    if (in_split && !e.prompt.empty() && !e.response.empty()) chosen.push_back(&e);
+  }
+  Check(!chosen.empty(), q.qa, ": no QA pair in split '", q.split, "'");
+  const std::string dir = stdfs::path(manifest_path).parent_path().string();
+  fs::MakeDirs(dir.empty() ? "." : dir);
+  std::string questions;
+  for (const manifest::Entry* e : chosen) questions += e->prompt + "\n";
+  fs::AtomicWriteString(dir + "/questions.txt", questions);
+  SpeechSynthesis speech;
+  speech.sentences = dir + "/questions.txt";
+  speech.seed = q.seed;
+  speech.voices = q.voices;
+  stdfs::remove(dir + "/manifest.jsonl");  // a leftover of an interrupted run is redone
+  EnsureSpeechManifest(dir + "/manifest.jsonl", speech);
+  // Line i of questions.txt became utterance u<i>; skipped lines leave gaps.
+  const manifest::Manifest spoken = manifest::Read(dir + "/manifest.jsonl");
+  std::vector<manifest::Entry> out;
+  for (const manifest::Entry& u : spoken.entries) {
+    const size_t line = static_cast<size_t>(std::stoll(u.id.substr(1))) - 1;
+    Check(line < chosen.size(), dir, "/manifest.jsonl: utterance '", u.id, "' has no question");
+    manifest::Entry e = u;
+    e.task = "sqa";
+    e.prompt = chosen[line]->prompt;
+    e.response = chosen[line]->response;
+    e.words.clear();
+    out.push_back(e);
+  }
+  manifest::Write(manifest_path, out);
+  log::Info(Str(manifest_path, ": ", out.size(), " spoken questions"));
 }
 
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,

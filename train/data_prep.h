@@ -27,6 +27,23 @@ struct SpeechSynthesis {
 // manifest_path exists. slm::Error when the sentences are missing and cannot be built.
 void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& synthesis);
 
+struct SpokenQaSynthesis {
+  std::string qa = "data/wordnet/qa.jsonl";  // `slm data corpus` QA pairs ("what is a dog" -> gloss)
+  std::string split = "train";               // the pairs whose "split" is this
+  int64_t count = 0;                         // first `count` pairs of the split; 0 = all
+  uint64_t seed = 0;
+  std::vector<std::string> voices;
+  std::string corpus_dir = "data/wordnet";
+  std::string wordnet_dir = "/usr/share/wordnet";
+};
+
+// Spoken questions: the questions of `split` are synthesized (espeak-ng) into manifest_path's
+// directory and manifest_path gets one sqa entry per question:
+//   {"id":"u000001","task":"sqa","audio":"wav/u000001.wav","prompt":"what is a dog",
+//    "response":"<the gloss>","text":"what is a dog"}
+// unless manifest_path exists (it must not be named manifest.jsonl: that is the synthesizer's).
+void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynthesis& synthesis);
+
 // GenerateShapes (vision/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
                   bool progress);

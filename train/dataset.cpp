@@ -33,6 +33,16 @@ void DataSourceConfig::Load(config::Node node) {
         .Read("voices", synthesis.voices)
         .Read("corpus_dir", synthesis.corpus_dir);
   }
+  if (node.Has("synthesize_qa")) {
+    auto q = node.Child("synthesize_qa");
+    synthesize_qa = true;
+    q.Read("qa", qa.qa)
+        .Read("split", qa.split, config::OneOf<std::string>({"train", "valid", "test"}))
+        .Read("count", qa.count, InRange<int64_t>(0, int64_t{1} << 30))
+        .Read("seed", qa.seed)
+        .Read("voices", qa.voices)
+        .Read("corpus_dir", qa.corpus_dir);
+  }
   if (node.Has("shapes")) {
     auto s = node.Child("shapes");
     shapes = true;
@@ -40,7 +50,8 @@ void DataSourceConfig::Load(config::Node node) {
         .Read("seed", shapes_seed)
         .Read("size", shapes_size, InRange(32, 512));
   }
-  if (synthesize && shapes) node.Fail("shapes", "a source is either synthesized speech or shapes, not both");
+  if (int(synthesize) + int(synthesize_qa) + int(shapes) > 1)
+    node.Fail("shapes", "a source has at most one of synthesize, synthesize_qa and shapes");
   try {
     CheckPromptTemplate(task, PromptTemplate());
   } catch (const Error& e) {
@@ -75,6 +86,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
   for (size_t s = 0; s < sources.size(); ++s) {
     const DataSourceConfig& src = sources[s];
     if (src.synthesize) EnsureSpeechManifest(src.manifest, src.synthesis);
+    if (src.synthesize_qa) EnsureSpokenQaManifest(src.manifest, src.qa);
     if (src.shapes)
       EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed,
                    src.shapes_size, threads, !quiet);

@@ -42,6 +42,9 @@ struct DataSourceConfig {
   //                                                                     must sit in the shapes dir)
   bool synthesize = false;
   SpeechSynthesis synthesis;
+  //   synthesize_qa: {qa: FILE, split: S, count: N, seed: S}         (spoken questions, sqa entries)
+  bool synthesize_qa = false;
+  SpokenQaSynthesis qa;
   bool shapes = false;
   int64_t shapes_count = 2000;
   uint64_t shapes_seed = 0;

@@ -64,6 +64,48 @@ std::vector<std::string> CaptionScene(const std::string& caption) {
   return scene;
 }
 
+// Likelihood ranking of the right answer among 4 candidates (it and the answers of three other
+// questions of the same set, fixed offsets), by mean NLL per answer token: once with the spoken
+// question through the adapters, once with the written question as text ("<question>?") through
+// the backbone alone (LoRA scaled to 0), the upper bound the frozen LM allows.
+std::pair<double, double> RankAnswers(adapters::MultimodalLMImpl& model, const Dataset& valid,
+                                      const std::vector<int64_t>& items, FeatureCache& cache) {
+  const size_t n = items.size();
+  int64_t speech_hits = 0, text_hits = 0;
+  const double lora_scale = model.Backbone()->HasLora() ? model.Backbone()->LoraScale() : 1.0;
+  for (size_t i = 0; i < n; ++i) {
+    const DatasetItem& item = valid.Item(items[i]);
+    std::vector<std::string> candidates = {item.example.target};
+    for (size_t offset : {1, 7, 13, 19, 23, 29}) {
+      if (candidates.size() == 4) break;
+      const std::string& other = valid.Item(items[(i + offset) % n]).example.target;
+      if (std::find(candidates.begin(), candidates.end(), other) == candidates.end()) candidates.push_back(other);
+    }
+    if (candidates.size() < 4) continue;
+    const auto base = valid.Materialize({items[i]}, model, cache)[0];
+    for (int pass = 0; pass < 2; ++pass) {
+      std::vector<adapters::MultimodalExample> rows;
+      for (const std::string& candidate : candidates) {
+        adapters::MultimodalExample e = base;
+        if (pass == 1) {
+          e.prompt = item.entry.prompt + "?";
+          e.speech.clear();
+        }
+        e.target = candidate;
+        rows.push_back(e);
+      }
+      if (pass == 1 && model.Backbone()->HasLora()) model.Backbone()->SetLoraScale(0.0);
+      const auto [nll, counts] = model.TargetNll(model.Prepare(rows, text::PaddingSide::kRight));
+      if (pass == 1 && model.Backbone()->HasLora()) model.Backbone()->SetLoraScale(lora_scale);
+      int64_t best = 0;
+      for (int64_t c = 1; c < 4; ++c)
+        if (nll[c].item<double>() / counts[c] < nll[best].item<double>() / counts[best]) best = c;
+      (pass == 0 ? speech_hits : text_hits) += best == 0 ? 1 : 0;
+    }
+  }
+  return {double(speech_hits) / n, double(text_hits) / n};
+}
+
 }  // namespace
 
 void TrainConfig::Load(config::Node root) {
@@ -118,6 +160,7 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     if (eval.max_examples > 0 && static_cast<int64_t>(items.size()) > eval.max_examples)
       items.resize(eval.max_examples);
     EditCounts words, chars;
+    double ranking_speech = -1, ranking_text = -1;
     int64_t exact = 0, attributes_right = 0, attributes_total = 0;
     double nll = 0;
     int64_t tokens = 0;
@@ -146,6 +189,11 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
         if (samples.size() < 5) samples.push_back({{"reference", reference}, {"hypothesis", hypothesis}});
       }
     }
+    if (source.task == "sqa" && items.size() >= 4) {
+      const auto [speech_accuracy, text_accuracy] = RankAnswers(model, valid, items, cache);
+      ranking_speech = speech_accuracy;
+      ranking_text = text_accuracy;
+    }
     json r = {{"task", source.task}, {"examples", items.size()}, {"loss", tokens ? nll / tokens : 0.0},
               {"exact_match", items.empty() ? 0.0 : double(exact) / items.size()}, {"samples", samples}};
     if (source.task == "asr") {
@@ -154,6 +202,11 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     }
     if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
     if (source.task == "text") r["perplexity"] = tokens ? std::exp(nll / tokens) : 0.0;
+    if (ranking_speech >= 0) {
+      r["ranking_accuracy"] = ranking_speech;
+      r["text_ranking_accuracy"] = ranking_text;
+      r["ranking_chance"] = 0.25;
+    }
     out[source.manifest + " (" + source.task + ")"] = r;
     loss_sum += tokens ? nll / tokens : 0.0;
     ++loss_sources;
