@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -64,10 +65,24 @@ std::vector<std::string> CaptionScene(const std::string& caption) {
   return scene;
 }
 
+// The written question in the form the starter backbone was pretrained on ("dog: a member of the
+// genus canis..."): "what is a dog" -> "dog:". Other questions are kept as they are, with "?".
+std::string TextQuestionPrompt(const std::string& question) {
+  std::string head = question;
+  for (const char* lead : {"what is ", "what are "})
+    if (head.rfind(lead, 0) == 0) {
+      head = head.substr(std::strlen(lead));
+      for (const char* article : {"a ", "an ", "the "})
+        if (head.rfind(article, 0) == 0) head = head.substr(std::strlen(article));
+      return head + ":";
+    }
+  return question + "?";
+}
+
 // Likelihood ranking of the right answer among 4 candidates (it and the answers of three other
 // questions of the same set, fixed offsets), by mean NLL per answer token: once with the spoken
-// question through the adapters, once with the written question as text ("<question>?") through
-// the backbone alone (LoRA scaled to 0), the upper bound the frozen LM allows.
+// question through the adapters, once with the written question as text (TextQuestionPrompt)
+// through the backbone alone (LoRA scaled to 0), the upper bound the frozen LM allows.
 std::pair<double, double> RankAnswers(adapters::MultimodalLMImpl& model, const Dataset& valid,
                                       const std::vector<int64_t>& items, FeatureCache& cache) {
   const size_t n = items.size();
@@ -88,7 +103,7 @@ std::pair<double, double> RankAnswers(adapters::MultimodalLMImpl& model, const D
       for (const std::string& candidate : candidates) {
         adapters::MultimodalExample e = base;
         if (pass == 1) {
-          e.prompt = item.entry.prompt + "?";
+          e.prompt = TextQuestionPrompt(item.entry.prompt);
           e.speech.clear();
         }
         e.target = candidate;
