@@ -53,8 +53,8 @@ void RunEval(const EvalArgs& args, bool json) {
   Report report(json);
   report.Set("checkpoint", dir);
   report.Set("step", state.step);
-  const nlohmann::json results = train::Evaluate(*model, valid, config.eval, cache);
-  for (auto it = results.begin(); it != results.end(); ++it) report.Set(it.key(), it.value());
+  // One key: source names are manifest paths, whose dots Report::Set would read as nesting.
+  report.Set("eval", train::Evaluate(*model, valid, config.eval, cache));
   report.Emit();
 }
 
