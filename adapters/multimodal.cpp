@@ -146,6 +146,13 @@ double MultimodalLMImpl::SpeechPositionsPerSecond() const {
   return speech_projector_->OutputRate(frames_per_second);
 }
 
+double MultimodalLMImpl::MaxSpeechSeconds() const {
+  if (speech_encoder_.is_empty()) return 0.0;
+  const double frames_per_second =
+      static_cast<double>(mel_->Options().sample_rate) / mel_->Options().hop_length;
+  return speech_encoder_->Config().MaxInputFrames() / frames_per_second;
+}
+
 torch::Tensor MultimodalLMImpl::SpeechFeatures(const std::vector<float>& samples) const {
   Check(mel_ != nullptr, "the model has no speech input (model.speech.encoder)");
   return mel_->Compute(samples);
@@ -169,7 +176,7 @@ std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<Mult
             f.defined() ? Str(f.sizes()) : std::string("undefined"));
       Check(f.size(0) <= speech_encoder_->Config().MaxInputFrames(), "example ", e, ", speech ", c,
             ": ", f.size(0), " frames exceed the encoder's ", speech_encoder_->Config().MaxInputFrames(),
-            " (", speech_encoder_->Config().MaxInputFrames() / 100.0, " s)");
+            " (", MaxSpeechSeconds(), " s)");
       clips.push_back(&f);
     }
   if (clips.empty()) return {};

@@ -161,6 +161,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   std::shared_ptr<ProjectorImpl> ImageProjector() const { return image_projector_; }
   // LM positions per second of speech (encoder frame rate / projector compression).
   double SpeechPositionsPerSecond() const;
+  // The longest clip the speech encoder accepts, in seconds (0 without speech input).
+  double MaxSpeechSeconds() const;
 
  private:
   // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.

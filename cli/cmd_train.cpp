@@ -46,9 +46,8 @@ void RunEval(const EvalArgs& args, bool json) {
   Check(!dir.empty(), "no --checkpoint given and '", config.output_dir, "' has no checkpoint");
   adapters::MultimodalLM model(config.model);
   const train::TrainingState state = train::LoadCheckpoint(dir, *model, nullptr);
-  const double max_seconds =
-      model->HasSpeech() ? model->SpeechEncoder()->Config().MaxInputFrames() / 100.0 : 0.0;
-  const train::Dataset valid(config.data.valid, config.data.max_missing_fraction, max_seconds, "data.valid");
+  const train::Dataset valid(config.data.valid, config.data.max_missing_fraction,
+                             model->MaxSpeechSeconds(), "data.valid");
   train::FeatureCache cache;
   Report report(json);
   report.Set("checkpoint", dir);

@@ -253,7 +253,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   };
 
   adapters::MultimodalLM model(c.model);
-  const double max_seconds = model->HasSpeech() ? model->SpeechEncoder()->Config().MaxInputFrames() / 100.0 : 0.0;
+  const double max_seconds = model->MaxSpeechSeconds();
   const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet);
   std::unique_ptr<Dataset> valid;
   if (!c.data.valid.empty())
@@ -281,7 +281,6 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   ProgressBar bar("train", c.train.steps, quiet);
   bar.Update(state.step, "");
   const auto train_start = Clock::now();
-  const int64_t first_step = state.step;
   int64_t examples_this_run = 0, tokens_this_run = 0;
   bool stopped_by_epochs = false;
   while (state.step < c.train.steps) {
@@ -366,7 +365,6 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   result.steps = state.step;
   result.examples_per_second = examples_this_run / std::max(1e-9, train_seconds);
   result.tokens_per_second = tokens_this_run / std::max(1e-9, train_seconds);
-  (void)first_step;
   if (main_rank) {
     SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
     model->SaveAdapters(c.output_dir + "/adapters");
