@@ -10,6 +10,11 @@
 
 namespace slm {
 
+// Wall-clock seconds since `start` (steady clock): run timings and wall-time limits.
+inline double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 class ProgressBar {
  public:
   // total <= 0 means unknown (shows count and rate only). quiet=true prints nothing.

@@ -22,10 +22,6 @@ namespace {
 
 using config::InRange;
 
-double Elapsed(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
 // GPT-2/Llama-style initialisation: N(0, std) for matrices, with the residual output projections
 // scaled by 1/sqrt(2 * layers) so that the residual stream's variance does not grow with depth.
 void InitWeights(LlamaModel& model, double std) {
@@ -179,7 +175,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
   ProgressBar bar("pretrain", c.train.steps, quiet);
   double loss_ema = 0;
   for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
       result.stopped_by_time_limit = true;
       log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
       break;
@@ -214,8 +210,8 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     if ((step + 1) % c.train.log_every == 0) {
       metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema},
                                     {"lr", lr}, {"grad_norm", grad_norm},
-                                    {"tokens_per_second", result.train_tokens_seen / Elapsed(start)},
-                                    {"elapsed_seconds", Elapsed(start)}});
+                                    {"tokens_per_second", result.train_tokens_seen / SecondsSince(start)},
+                                    {"elapsed_seconds", SecondsSince(start)}});
     }
     if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
       const PerplexityResult valid = Perplexity(model, valid_windows, c.eval.batch_size);
@@ -225,7 +221,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     }
   }
   bar.Finish();
-  const double train_seconds = Elapsed(start);
+  const double train_seconds = SecondsSince(start);
 
   // 5. Final evaluation and the unigram baseline on the same predicted tokens.
   model->eval();
@@ -237,7 +233,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
       UnigramPerplexity(train_stream, valid_windows, model_config.vocab_size).perplexity;
   result.unigram_test_perplexity =
       UnigramPerplexity(train_stream, test_windows, model_config.vocab_size).perplexity;
-  result.seconds = Elapsed(start);
+  result.seconds = SecondsSince(start);
   result.tokens_per_second = result.train_tokens_seen / train_seconds;
 
   // 6. The Hugging Face directory.

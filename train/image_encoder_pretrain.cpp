@@ -27,10 +27,6 @@ namespace stdfs = std::filesystem;
 using config::InRange;
 using Clock = std::chrono::steady_clock;
 
-double Elapsed(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 struct ImageSet {
   torch::Tensor pixels;               // [N, 3, S, S] float32
   std::vector<std::string> captions;  // per image
@@ -303,7 +299,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   double loss_ema = 0;
   const auto train_start = Clock::now();
   for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
       result.stopped_by_time_limit = true;
       log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
       break;
@@ -340,8 +336,8 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
     if ((step + 1) % c.train.log_every == 0)
       metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
                       {"grad_norm", grad_norm}, {"temperature", 1.0 / t.logit_scale.exp().item<double>()},
-                      {"images_per_second", seen / Elapsed(train_start)},
-                      {"elapsed_seconds", Elapsed(start)}});
+                      {"images_per_second", seen / SecondsSince(train_start)},
+                      {"elapsed_seconds", SecondsSince(start)}});
     if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
       const RetrievalScores v = Evaluate(t, valid, c.eval.batch_size);
       metrics.Append({{"step", step + 1}, {"valid", v.ToJson()}});
@@ -350,9 +346,9 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
     }
   }
   bar.Finish();
-  result.images_per_second = seen / std::max(1e-9, Elapsed(train_start));
+  result.images_per_second = seen / std::max(1e-9, SecondsSince(train_start));
   result.valid = Evaluate(t, valid, c.eval.batch_size);
-  result.seconds = Elapsed(start);
+  result.seconds = SecondsSince(start);
 
   // 5. The model directory.
   t.tower->SaveWeights(c.output_dir, {{"visual_projection.weight", t.visual_projection->weight},

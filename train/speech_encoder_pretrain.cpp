@@ -27,10 +27,6 @@ namespace stdfs = std::filesystem;
 using config::InRange;
 using Clock = std::chrono::steady_clock;
 
-double Elapsed(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 struct Utterance {
   std::string id;
   std::string text;          // as in the manifest
@@ -325,7 +321,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   double loss_ema = 0;
   const auto train_start = Clock::now();
   for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
       result.stopped_by_time_limit = true;
       log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
       break;
@@ -360,8 +356,8 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
     if ((step + 1) % c.train.log_every == 0)
       metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
                       {"grad_norm", grad_norm},
-                      {"audio_seconds_per_second", result.train_audio_seconds / Elapsed(train_start)},
-                      {"elapsed_seconds", Elapsed(start)}});
+                      {"audio_seconds_per_second", result.train_audio_seconds / SecondsSince(train_start)},
+                      {"elapsed_seconds", SecondsSince(start)}});
     if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
       const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
       metrics.Append({{"step", step + 1}, {"valid_cer", v.chars.Rate()}, {"valid_wer", v.words.Rate()}});
@@ -369,7 +365,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
     }
   }
   bar.Finish();
-  const double train_seconds = Elapsed(train_start);
+  const double train_seconds = SecondsSince(train_start);
 
   // 4. Final evaluation on unseen sentences.
   const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
@@ -378,7 +374,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   result.test_cer = t.chars.Rate();
   result.test_wer = t.words.Rate();
   result.test_utterances = static_cast<int64_t>(test.utterances.size());
-  result.seconds = Elapsed(start);
+  result.seconds = SecondsSince(start);
   result.audio_seconds_per_second = result.train_audio_seconds / std::max(1e-9, train_seconds);
 
   // 5. The model directory.

@@ -26,10 +26,6 @@ using config::InRange;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-double Elapsed(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& key) {
   std::vector<DataSourceConfig> sources;
   for (config::Node item : node.List(key)) {
@@ -284,7 +280,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   int64_t examples_this_run = 0, tokens_this_run = 0;
   bool stopped_by_epochs = false;
   while (state.step < c.train.steps) {
-    if (c.train.max_minutes > 0 && Elapsed(start) > c.train.max_minutes * 60) {
+    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
       log::Warn(Str("stopping at step ", state.step, ": train.max_minutes reached"));
       break;
     }
@@ -345,12 +341,12 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     ++state.step;
     result.final_loss = step_loss;
     bar.Update(1, Str("loss ", std::round(state.loss_ema * 1000) / 1000));
-    const double seconds = Elapsed(train_start);
+    const double seconds = SecondsSince(train_start);
     if (state.step % c.train.log_every == 0)
       log_metrics({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
                       {"grad_norm", grad_norm}, {"epoch", state.epoch},
                       {"examples_per_second", examples_this_run / seconds},
-                      {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", Elapsed(start)}});
+                      {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", SecondsSince(start)}});
     if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {
       if (main_rank) log_metrics({{"step", state.step}, {"eval", Evaluate(*model, *valid, c.eval, cache)}});
       dist.Barrier();
@@ -361,7 +357,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     }
   }
   bar.Finish();
-  const double train_seconds = Elapsed(train_start);
+  const double train_seconds = SecondsSince(train_start);
   result.steps = state.step;
   result.examples_per_second = examples_this_run / std::max(1e-9, train_seconds);
   result.tokens_per_second = tokens_this_run / std::max(1e-9, train_seconds);
@@ -370,7 +366,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     model->SaveAdapters(c.output_dir + "/adapters");
     if (valid) result.eval = Evaluate(*model, *valid, c.eval, cache);
   }
-  result.seconds = Elapsed(start);
+  result.seconds = SecondsSince(start);
   if (main_rank) {
     log_metrics({{"final", result.ToJson()}});
     fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
