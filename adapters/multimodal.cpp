@@ -1,6 +1,7 @@
 #include "adapters/multimodal.h"
 
 #include <filesystem>
+#include <optional>
 #include <set>
 
 #include "core/device.h"
@@ -64,14 +65,16 @@ void MultimodalConfig::Load(config::Node node) {
   if (node.Has("speech")) {
     auto s = node.Child("speech");
     s.Require("encoder", speech.encoder);
-    s.Read("attention_chunk_frames", speech.attention_chunk_frames, InRange<int64_t>(-1, 1 << 20));
+    s.Read("attention_chunk_frames", speech.attention_chunk_frames, InRange<int64_t>(-1, 1 << 20))
+        .Read("train_encoder", speech.train_encoder);
     if (s.Has("projector")) speech.projector.Load(s.Child("projector"));
   }
   if (node.Has("image")) {
     auto i = node.Child("image");
     i.Require("encoder", image.encoder);
     i.Read("feature_layer", image.features.layer, InRange<int64_t>(-1024, 1024))
-        .Read("keep_class_token", image.features.keep_class_token);
+        .Read("keep_class_token", image.features.keep_class_token)
+        .Read("train_encoder", image.train_encoder);
     if (i.Has("projector")) image.projector.Load(i.Child("projector"));
   }
   if (node.Has("lora")) {
@@ -109,6 +112,8 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     speech_encoder_ = register_module("speech_encoder",
                                       audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_));
     speech_encoder_->Freeze();
+    if (config_.speech.train_encoder)
+      for (torch::Tensor& p : speech_encoder_->parameters()) p.set_requires_grad(true);
     const audio::LogMelOptions features = audio::LoadEncoderFeatureOptions(config_.speech.encoder);
     Check(features.n_mels == speech_encoder_->Config().num_mel_bins, config_.speech.encoder,
           ": preprocessor_config.json has ", features.n_mels, " mel bins, the encoder expects ",
@@ -123,6 +128,8 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     image_encoder_ = register_module("image_encoder",
                                      vision::LoadClipVision(config_.image.encoder, device_, dtype_));
     image_encoder_->Freeze();
+    if (config_.image.train_encoder)
+      for (torch::Tensor& p : image_encoder_->parameters()) p.set_requires_grad(true);
     const std::string pre = config_.image.encoder + "/preprocessor_config.json";
     if (stdfs::exists(pre)) {
       image_preprocess_ = vision::ClipPreprocessOptions::FromFile(pre);
@@ -190,7 +197,9 @@ std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<Mult
   }
   audio::WhisperEncoderOutput encoded;
   {
-    torch::NoGradGuard no_grad;  // the encoder is frozen: no graph through it
+    // A frozen encoder keeps no graph.
+    const std::optional<torch::NoGradGuard> no_grad =
+        config_.speech.train_encoder ? std::nullopt : std::make_optional<torch::NoGradGuard>();
     audio::WhisperEncoderInput input;
     input.features = features.to(device_, dtype_);
     input.lengths = torch::tensor(lengths, torch::kLong);
@@ -219,7 +228,8 @@ std::vector<torch::Tensor> MultimodalLMImpl::EncodeImages(const std::vector<Mult
   if (pixels.empty()) return {};
   torch::Tensor features;
   {
-    torch::NoGradGuard no_grad;
+    const std::optional<torch::NoGradGuard> no_grad =
+        config_.image.train_encoder ? std::nullopt : std::make_optional<torch::NoGradGuard>();
     features = image_encoder_->Features(torch::stack(pixels).to(device_, dtype_), config_.image.features);
   }
   const torch::Tensor projected = image_projector_->forward(features);
@@ -389,11 +399,21 @@ void MultimodalLMImpl::train(bool on) {
   if (!backbone_->HasLora()) backbone_->eval();
 }
 
+std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> MultimodalLMImpl::AdapterModules() const {
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> out;
+  if (speech_projector_) out.emplace_back("speech_projector", speech_projector_);
+  if (!speech_encoder_.is_empty() && config_.speech.train_encoder)
+    out.emplace_back("speech_encoder", speech_encoder_.ptr());
+  if (image_projector_) out.emplace_back("image_projector", image_projector_);
+  if (!image_encoder_.is_empty() && config_.image.train_encoder)
+    out.emplace_back("image_encoder", image_encoder_.ptr());
+  return out;
+}
+
 std::vector<torch::Tensor> MultimodalLMImpl::TrainableParameters() const {
   std::vector<torch::Tensor> out;
-  for (const auto& projector : {speech_projector_, image_projector_})
-    if (projector)
-      for (const torch::Tensor& p : projector->parameters()) out.push_back(p);
+  for (const auto& [prefix, module] : AdapterModules())
+    for (const torch::Tensor& p : module->parameters()) out.push_back(p);
   if (backbone_->HasLora())
     for (const torch::Tensor& p : backbone_->LoraParameters()) out.push_back(p);
   return out;
@@ -429,15 +449,12 @@ void MultimodalLMImpl::SaveAdapters(const std::string& adapter_dir) const {
   fs::MakeDirs(adapter_dir);
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
   json specs = json::object();
-  if (speech_projector_) {
-    for (const auto& named : speech_projector_->named_parameters())
-      tensors.emplace_back("speech_projector." + named.key(), named.value().detach());
-    specs["speech_projector"] = SpecJson(speech_projector_->Spec());
-  }
-  if (image_projector_) {
-    for (const auto& named : image_projector_->named_parameters())
-      tensors.emplace_back("image_projector." + named.key(), named.value().detach());
-    specs["image_projector"] = SpecJson(image_projector_->Spec());
+  if (speech_projector_) specs["speech_projector"] = SpecJson(speech_projector_->Spec());
+  if (image_projector_) specs["image_projector"] = SpecJson(image_projector_->Spec());
+  for (const auto& [prefix, module] : AdapterModules()) {
+    for (const auto& named : module->named_parameters())
+      tensors.emplace_back(prefix + "." + named.key(), named.value().detach());
+    if (prefix.find("_encoder") != std::string::npos) specs[prefix] = "fine-tuned";
   }
   Check(!tensors.empty() || backbone_->HasLora(), "MultimodalLM: no adapters to save");
   if (!tensors.empty()) safetensors::Save(adapter_dir + "/adapters.safetensors", tensors, {{"format", "pt"}});
@@ -456,25 +473,31 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
   std::vector<std::pair<std::string, std::shared_ptr<ProjectorImpl>>> projectors;
   if (speech_projector_) projectors.emplace_back("speech_projector", speech_projector_);
   if (image_projector_) projectors.emplace_back("image_projector", image_projector_);
+  const auto modules = AdapterModules();
   for (const auto& [name, projector] : projectors) {
     Check(specs.contains(name), config_path, ": no \"", name, "\" but the model has one");
     Check(specs[name] == SpecJson(projector->Spec()), config_path, ": \"", name, "\" is ",
           specs[name].dump(), " but the model's is ", SpecJson(projector->Spec()).dump());
   }
-  for (const char* name : {"speech_projector", "image_projector"}) {
-    const bool ours = (std::string(name) == "speech_projector" ? speech_projector_ : image_projector_) != nullptr;
-    Check(!specs.contains(name) || ours, config_path, ": has \"", name, "\" but the model has none");
+  for (const auto& [name, ours] : {std::pair<std::string, bool>{"speech_projector", speech_projector_ != nullptr},
+                                   {"image_projector", image_projector_ != nullptr},
+                                   {"speech_encoder", !speech_encoder_.is_empty() && config_.speech.train_encoder},
+                                   {"image_encoder", !image_encoder_.is_empty() && config_.image.train_encoder}}) {
+    Check(!specs.contains(name) || ours, config_path, ": has \"", name, "\" but the model has none",
+          name.find("_encoder") != std::string::npos ? " fine-tuned (model.*.train_encoder)" : "");
+    Check(specs.contains(name) || !ours || name.find("_encoder") == std::string::npos, config_path,
+          ": has no fine-tuned \"", name, "\" but the model trains one (model.*.train_encoder)");
   }
   const bool lora = specs.value("lora", false);
   Check(lora == backbone_->HasLora(), config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
                                                         : ": has no LoRA but the model has one");
   std::vector<std::pair<torch::Tensor, std::string>> plan;
   std::unique_ptr<safetensors::Reader> reader;
-  if (!projectors.empty()) {
+  if (!modules.empty()) {
     reader = std::make_unique<safetensors::Reader>(adapter_dir + "/adapters.safetensors");
     std::set<std::string> expected;
-    for (const auto& [prefix, projector] : projectors)
-      for (const auto& named : projector->named_parameters()) {
+    for (const auto& [prefix, module] : modules)
+      for (const auto& named : module->named_parameters()) {
         const std::string name = prefix + "." + named.key();
         expected.insert(name);
         Check(reader->Has(name), reader->Path(), ": missing tensor '", name, "'");

@@ -19,7 +19,9 @@
 // Frozen vs trainable: backbone, tokenizer embeddings and both encoders are frozen (no grad, eval
 // mode, no optimizer state); only the projectors (and LoRA when enabled) are trainable
 // (TrainableParameters). Gradients flow from the loss through the frozen backbone into the
-// projectors.
+// projectors. An encoder with `train_encoder` (a branch's config) is fine-tuned too: its
+// parameters join TrainableParameters and the adapters, and it runs with autograd (still in eval
+// mode: the encoders have no dropout). A frozen encoder runs under no-grad.
 //
 // Devices and dtypes: everything lives on `device` in `dtype` (config model.device / model.dtype);
 // encoders may be loaded in the same dtype. Speech features are log-mel [T, n_mels] float32 as the
@@ -53,12 +55,15 @@ struct SpeechBranchConfig {
   std::string encoder;  // Whisper-style encoder directory; empty = no speech input
   ProjectorSpec projector;
   int64_t attention_chunk_frames = -1;  // -1 = the encoder's own setting; 0 = full attention
+  // Fine-tune the encoder with the adapters (its weights then belong to the adapters); default frozen.
+  bool train_encoder = false;
 };
 
 struct ImageBranchConfig {
   std::string encoder;  // CLIP vision directory; empty = no image input
   vision::ClipFeatureOptions features;  // layer (default -2 = penultimate), keep_class_token
   ProjectorSpec projector;
+  bool train_encoder = false;  // as SpeechBranchConfig::train_encoder
 };
 
 struct MultimodalConfig {
@@ -143,10 +148,11 @@ class MultimodalLMImpl : public torch::nn::Module {
 
   std::vector<torch::Tensor> TrainableParameters() const;
   ModelSummary Summary() const;
-  // Projector weights (+ LoRA) only: adapter_dir/adapters.safetensors ("speech_projector.*",
-  // "image_projector.*"), adapter_config.json (the projector specs) and, with LoRA, adapter_dir/lora
-  // (PEFT format). LoadAdapters checks the specs match this model and every tensor's shape before
-  // changing anything.
+  // The trained weights only: adapter_dir/adapters.safetensors ("speech_projector.*",
+  // "image_projector.*", and "speech_encoder.*" / "image_encoder.*" for fine-tuned encoders),
+  // adapter_config.json (the projector specs, which encoders were fine-tuned) and, with LoRA,
+  // adapter_dir/lora (PEFT format). LoadAdapters checks the specs match this model and every
+  // tensor's shape before changing anything.
   void SaveAdapters(const std::string& adapter_dir) const;
   void LoadAdapters(const std::string& adapter_dir);
 
@@ -168,6 +174,9 @@ class MultimodalLMImpl : public torch::nn::Module {
   // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.
   std::vector<torch::Tensor> EncodeSpeech(const std::vector<MultimodalExample>& examples);
   std::vector<torch::Tensor> EncodeImages(const std::vector<MultimodalExample>& examples);
+  // The modules whose weights adapters.safetensors holds, by tensor-name prefix: the projectors and
+  // the fine-tuned encoders.
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> AdapterModules() const;
 
   MultimodalConfig config_;
   torch::Device device_{torch::kCPU};

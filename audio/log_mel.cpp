@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <map>
 
 #include "audio/audio_io.h"
 #include "core/error.h"
@@ -133,6 +134,26 @@ LogMel::~LogMel() = default;
 LogMel::LogMel(LogMel&&) noexcept = default;
 LogMel& LogMel::operator=(LogMel&&) noexcept = default;
 
+namespace {
+
+// kiss_fftr computes in its config's scratch buffer (tmpbuf), so one config must not serve two
+// threads at once: each thread plans its own, once per FFT size.
+kiss_fftr_cfg ThreadFft(int n) {
+  struct Plans {
+    std::map<int, kiss_fftr_cfg> by_size;
+    ~Plans() {
+      for (auto& [size, cfg] : by_size) kiss_fftr_free(cfg);
+    }
+  };
+  thread_local Plans plans;
+  kiss_fftr_cfg& cfg = plans.by_size[n];
+  if (cfg == nullptr) cfg = kiss_fftr_alloc(n, 0, nullptr, nullptr);
+  Check(cfg != nullptr, "log-mel: KissFFT cannot plan a real FFT of size ", n);
+  return cfg;
+}
+
+}  // namespace
+
 void LogMel::RawFrames(const float* padded, int64_t frames, float* out) const {
   const int n = options_.n_fft, bins = n / 2 + 1, hop = options_.hop_length;
   const int n_mels = options_.n_mels;
@@ -140,10 +161,11 @@ void LogMel::RawFrames(const float* padded, int64_t frames, float* out) const {
   std::vector<kiss_fft_cpx> spectrum(bins);
   std::vector<float> power(bins);
   const float* window = plan_->window.data();
+  const kiss_fftr_cfg fft = ThreadFft(n);
   for (int64_t t = 0; t < frames; ++t) {
     const float* frame = padded + t * hop;
     for (int i = 0; i < n; ++i) buffer[i] = frame[i] * window[i];
-    kiss_fftr(plan_->fft, buffer.data(), spectrum.data());
+    kiss_fftr(fft, buffer.data(), spectrum.data());
     for (int k = 0; k < bins; ++k) power[k] = spectrum[k].r * spectrum[k].r + spectrum[k].i * spectrum[k].i;
     float* row = out + t * n_mels;
     for (int m = 0; m < n_mels; ++m) {

@@ -49,6 +49,33 @@ VoiceSpec CorpusVoice(uint64_t seed, int64_t index, const std::vector<std::strin
   return VoiceForSeed(seed * 1000003ULL + static_cast<uint64_t>(index), voices);
 }
 
+std::vector<std::string> SelectVoices(const std::vector<std::string>& include,
+                                      const std::vector<std::string>& exclude) {
+  const std::vector<std::string>& all = AvailableEnglishVoices();
+  auto matches = [](const std::string& entry, const std::string& voice) {
+    if (entry.empty() || entry[0] != '+') return entry == voice;
+    return voice.size() > entry.size() && voice.compare(voice.size() - entry.size(), entry.size(), entry) == 0;
+  };
+  auto expand = [&](const std::vector<std::string>& entries, const char* what) {
+    std::vector<bool> chosen(all.size(), false);
+    for (const std::string& entry : entries) {
+      bool any = false;
+      for (size_t v = 0; v < all.size(); ++v)
+        if (matches(entry, all[v])) chosen[v] = any = true;
+      if (!any) CheckEnglishVoice(entry);  // lists the valid names
+      Check(any, what, ": '", entry, "' matches no English espeak-ng voice");
+    }
+    return chosen;
+  };
+  std::vector<bool> in = include.empty() ? std::vector<bool>(all.size(), true) : expand(include, "voices");
+  const std::vector<bool> out = expand(exclude, "exclude_voices");
+  std::vector<std::string> voices;
+  for (size_t v = 0; v < all.size(); ++v)
+    if (in[v] && !out[v]) voices.push_back(all[v]);
+  Check(!voices.empty(), "no voice left after excluding exclude_voices from voices");
+  return voices;
+}
+
 SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options) {
   const auto start_time = std::chrono::steady_clock::now();
   Check(!options.text_path.empty(), "speech corpus: no text file given");
@@ -56,9 +83,7 @@ SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options) {
   Check(options.limit >= 0, "speech corpus: limit must be >= 0, got ", options.limit);
 
   const EspeakSynthesizer& synthesizer = EspeakSynthesizer::Instance();
-  std::vector<std::string> voices = options.voices;
-  if (voices.empty()) voices = synthesizer.EnglishVoices();
-  for (const auto& voice : voices) CheckEnglishVoice(voice);
+  const std::vector<std::string> voices = SelectVoices(options.voices, options.exclude_voices);
 
   std::vector<Line> lines = ReadSentences(options.text_path);
   Check(!lines.empty(), "text file '", options.text_path,

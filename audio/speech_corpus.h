@@ -38,11 +38,20 @@ namespace slm::audio {
 struct SpeechCorpusOptions {
   std::string text_path;
   std::string out_dir;
-  std::vector<std::string> voices;  // empty = AvailableEnglishVoices()
+  std::vector<std::string> voices;          // empty = AvailableEnglishVoices(); see SelectVoices
+  std::vector<std::string> exclude_voices;  // left out of `voices` (a held-out speaker set)
   int64_t limit = 0;                // first `limit` non-blank lines; 0 = all
   uint64_t seed = 0;
   bool quiet = false;  // no progress bar
 };
+
+// The voices of a corpus: `include` (empty = every English voice) minus `exclude`, in
+// AvailableEnglishVoices() order. An entry is a voice name ("en-us+f2") or "+variant", which stands
+// for that variant on every English language voice ("+f5" -> "en+f5", "en-us+f5", ...), so a whole
+// synthetic speaker can be held out of training and used alone for testing. slm::Error naming the
+// entry when one matches no voice, or when nothing is left.
+std::vector<std::string> SelectVoices(const std::vector<std::string>& include,
+                                      const std::vector<std::string>& exclude);
 
 struct SkippedLine {
   int64_t line = 0;  // 1-based line number in the text file

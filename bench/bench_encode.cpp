@@ -79,39 +79,16 @@ void Sync(const torch::Device& device) {
 
 // transformers' numbers for the same shapes, or an empty object when the baseline cannot run.
 nlohmann::json RunTransformers(const EncodeBenchOptions& o, const Shapes& s) {
-  if (o.python == "none") return nlohmann::json::object();
-  if (!std::filesystem::exists(o.python) || !std::filesystem::exists(o.script)) {
-    std::fprintf(stderr, "transformers baseline skipped: '%s' or '%s' not found\n", o.python.c_str(),
-                 o.script.c_str());
-    return nlohmann::json::object();
-  }
   std::string batches;
   for (int64_t b : o.batch_sizes) batches += (batches.empty() ? "" : ",") + std::to_string(b);
-  const std::string command = Str(
-      o.python, " ", o.script, " --device ", o.device, " --dtype ", o.dtype, " --threads ",
-      torch::get_num_threads(), " --repeats ", o.repeats, " --batch-sizes ", batches,
-      " --speech-d-model ", s.speech.d_model, " --speech-layers ", s.speech.encoder_layers,
-      " --speech-heads ", s.speech.encoder_attention_heads, " --speech-ffn ", s.speech.encoder_ffn_dim,
-      " --image-hidden ", s.image.hidden_size, " --image-layers ", s.image.num_hidden_layers,
-      " --image-heads ", s.image.num_attention_heads, " --image-ffn ", s.image.intermediate_size,
-      " --image-size ", s.image.image_size, " --patch ", s.image.patch_size, " 2>/dev/null");
-  std::FILE* pipe = popen(command.c_str(), "r");
-  Check(pipe != nullptr, "cannot run the transformers baseline: ", command);
-  std::string output;
-  char buffer[4096];
-  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
-  const int status = pclose(pipe);
-  if (status != 0 || output.empty()) {
-    std::fprintf(stderr, "transformers baseline failed (status %d): %s\n", status, command.c_str());
-    return nlohmann::json::object();
-  }
-  const size_t line = output.rfind("\n{");  // the JSON line is the last one
-  try {
-    return nlohmann::json::parse(output.substr(line == std::string::npos ? 0 : line + 1));
-  } catch (const nlohmann::json::exception& e) {
-    std::fprintf(stderr, "transformers baseline printed no JSON (%s)\n", e.what());
-    return nlohmann::json::object();
-  }
+  return RunPythonJson(
+      o.python, o.script,
+      Str("--device ", o.device, " --dtype ", o.dtype, " --threads ", torch::get_num_threads(), " --repeats ",
+          o.repeats, " --batch-sizes ", batches, " --speech-d-model ", s.speech.d_model, " --speech-layers ",
+          s.speech.encoder_layers, " --speech-heads ", s.speech.encoder_attention_heads, " --speech-ffn ",
+          s.speech.encoder_ffn_dim, " --image-hidden ", s.image.hidden_size, " --image-layers ",
+          s.image.num_hidden_layers, " --image-heads ", s.image.num_attention_heads, " --image-ffn ",
+          s.image.intermediate_size, " --image-size ", s.image.image_size, " --patch ", s.image.patch_size));
 }
 
 void RunEncodeBench(const EncodeBenchOptions& o, bool json) {

@@ -2,9 +2,14 @@
 // (these machines are noisy), report medians of several repeats, and never assert timings.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <filesystem>
 #include <functional>
+#include <string>
 #include <vector>
 
 namespace slm::bench {
@@ -24,6 +29,39 @@ inline double MedianSeconds(int repeats, const std::function<void()>& body) {
   }
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// Runs a Python baseline (`python script args`, stderr discarded) whose last stdout line is one JSON
+// object, and returns it. A missing interpreter/script, a failure or output without JSON gives an
+// empty object and a note on stderr: the benchmark then reports our side alone.
+inline nlohmann::json RunPythonJson(const std::string& python, const std::string& script,
+                                    const std::string& args) {
+  if (python == "none") return nlohmann::json::object();
+  if (!std::filesystem::exists(python) || !std::filesystem::exists(script)) {
+    std::fprintf(stderr, "baseline skipped: '%s' or '%s' not found\n", python.c_str(), script.c_str());
+    return nlohmann::json::object();
+  }
+  const std::string command = python + " " + script + " " + args + " 2>/dev/null";
+  std::FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) {
+    std::fprintf(stderr, "cannot run the baseline: %s\n", command.c_str());
+    return nlohmann::json::object();
+  }
+  std::string output;
+  char buffer[4096];
+  while (std::fgets(buffer, sizeof(buffer), pipe) != nullptr) output += buffer;
+  const int status = pclose(pipe);
+  if (status != 0 || output.empty()) {
+    std::fprintf(stderr, "baseline failed (status %d): %s\n", status, command.c_str());
+    return nlohmann::json::object();
+  }
+  const size_t line = output.rfind("\n{");  // the JSON line is the last one
+  try {
+    return nlohmann::json::parse(output.substr(line == std::string::npos ? 0 : line + 1));
+  } catch (const nlohmann::json::exception& e) {
+    std::fprintf(stderr, "baseline printed no JSON (%s)\n", e.what());
+    return nlohmann::json::object();
+  }
 }
 
 }  // namespace slm::bench

@@ -53,6 +53,7 @@ void RunEval(const EvalArgs& args, bool json) {
   report.Set("checkpoint", dir);
   report.Set("step", state.step);
   // One key: source names are manifest paths, whose dots Report::Set would read as nesting.
+  const AutocastGuard precision = train::PrecisionScope(config);
   report.Set("eval", train::Evaluate(*model, valid, config.eval, cache));
   report.Emit();
 }

@@ -1,7 +1,12 @@
 #include "train/data_prep.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unordered_map>
+#include <unordered_set>
 
 #include "audio/speech_corpus.h"
 #include "core/error.h"
@@ -9,6 +14,7 @@
 #include "core/manifest.h"
 #include "core/log.h"
 #include "text/wordnet_corpus.h"
+#include "train/metrics.h"
 #include "vision/shapes.h"
 
 namespace slm::train {
@@ -24,26 +30,89 @@ void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordn
   text::BuildWordNetCorpus(corpus);
 }
 
+namespace {
+
+std::vector<std::string> ScoringWords(const std::string& sentence) {
+  std::istringstream in(NormalizeForScoring(sentence));
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  return words;
+}
+
+std::vector<std::string> ReadLines(const std::string& path) {
+  std::ifstream in(path);
+  Check(in.good(), "cannot read '", path, "'");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.push_back(line);
+  return lines;
+}
+
+// A file under the WordNet corpus directory is built with the corpus when missing.
+void EnsureCorpusFile(const std::string& path, const SpeechSynthesis& s, const std::string& purpose) {
+  if (stdfs::exists(path)) return;
+  const std::string corpus = stdfs::path(s.corpus_dir).lexically_normal().string();
+  Check(stdfs::path(path).lexically_normal().string().rfind(corpus + "/", 0) == 0, "no file at '", path,
+        "' (", purpose, ")");
+  EnsureWordNetCorpus(s.corpus_dir, s.wordnet_dir);
+  Check(stdfs::exists(path), "the WordNet corpus in '", s.corpus_dir, "' has no '", path, "'");
+}
+
+// The sentences of s.sentences that pass the closed-vocabulary selection, in file order.
+std::vector<std::string> ClosedVocabularySentences(const SpeechSynthesis& s) {
+  std::unordered_set<std::string> vocabulary;
+  if (s.vocabulary_size > 0) {
+    Check(!s.vocabulary_from.empty(), "synthesize.vocabulary_size needs synthesize.vocabulary_from");
+    EnsureCorpusFile(s.vocabulary_from, s, "synthesize.vocabulary_from");
+    std::unordered_map<std::string, int64_t> counts;
+    for (const std::string& line : ReadLines(s.vocabulary_from))
+      for (const std::string& w : ScoringWords(line)) ++counts[w];
+    std::vector<std::pair<int64_t, std::string>> ranked;
+    for (const auto& [word, n] : counts) ranked.emplace_back(-n, word);  // ties by spelling: deterministic
+    std::sort(ranked.begin(), ranked.end());
+    ranked.resize(std::min<size_t>(ranked.size(), static_cast<size_t>(s.vocabulary_size)));
+    for (const auto& [n, word] : ranked) vocabulary.insert(word);
+  }
+  std::vector<std::string> chosen;
+  for (const std::string& line : ReadLines(s.sentences)) {
+    const std::vector<std::string> words = ScoringWords(line);
+    if (words.empty() || (s.max_words > 0 && static_cast<int64_t>(words.size()) > s.max_words)) continue;
+    if (s.vocabulary_size > 0 &&
+        !std::all_of(words.begin(), words.end(), [&](const std::string& w) { return vocabulary.count(w) > 0; }))
+      continue;
+    chosen.push_back(line);
+  }
+  Check(!chosen.empty(), s.sentences, ": no sentence passes the closed-vocabulary selection (vocabulary_size ",
+        s.vocabulary_size, ", max_words ", s.max_words, ")");
+  return chosen;
+}
+
+}  // namespace
+
 void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& s) {
   if (stdfs::exists(manifest_path)) return;
-  if (!stdfs::exists(s.sentences)) {
-    const std::string corpus = stdfs::path(s.corpus_dir).lexically_normal().string();
-    const std::string sentences = stdfs::path(s.sentences).lexically_normal().string();
-    Check(sentences.rfind(corpus + "/", 0) == 0, "no sentences at '", s.sentences,
-          "' to synthesize ", manifest_path, " from");
-    EnsureWordNetCorpus(s.corpus_dir, s.wordnet_dir);
-    Check(stdfs::exists(s.sentences), "the WordNet corpus in '", s.corpus_dir, "' has no '",
-          s.sentences, "'");
-  }
+  EnsureCorpusFile(s.sentences, s, Str("the sentences to synthesize ", manifest_path, " from"));
   const std::string dir = stdfs::path(manifest_path).parent_path().string();
   Check(stdfs::path(manifest_path).filename() == "manifest.jsonl", manifest_path,
         ": a synthesized manifest must be named manifest.jsonl (SynthesizeCorpus writes that name)");
+  std::string text_path = s.sentences;
+  if (s.vocabulary_size > 0 || s.max_words > 0) {
+    const std::vector<std::string> chosen = ClosedVocabularySentences(s);
+    fs::MakeDirs(dir.empty() ? "." : dir);
+    std::string text;
+    for (const std::string& line : chosen) text += line + "\n";
+    text_path = (dir.empty() ? std::string(".") : dir) + "/sentences.txt";
+    fs::AtomicWriteString(text_path, text);
+    log::Info(Str(s.sentences, ": ", chosen.size(), " sentences pass the closed-vocabulary selection (",
+                  s.vocabulary_size, " words, at most ", s.max_words, " words each)"));
+  }
   log::Info(Str("synthesizing ", s.count > 0 ? std::to_string(s.count) : std::string("all"),
-                " utterances of ", s.sentences, " into ", dir));
+                " utterances of ", text_path, " into ", dir));
   audio::SpeechCorpusOptions options;
-  options.text_path = s.sentences;
+  options.text_path = text_path;
   options.out_dir = dir.empty() ? "." : dir;
   options.voices = s.voices;
+  options.exclude_voices = s.exclude_voices;
   options.limit = s.count;
   options.seed = s.seed;
   options.quiet = true;
@@ -74,6 +143,7 @@ void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynt
   speech.sentences = dir + "/questions.txt";
   speech.seed = q.seed;
   speech.voices = q.voices;
+  speech.exclude_voices = q.exclude_voices;
   stdfs::remove(dir + "/manifest.jsonl");  // a leftover of an interrupted run is redone
   EnsureSpeechManifest(dir + "/manifest.jsonl", speech);
   // Line i of questions.txt became utterance u<i>; skipped lines leave gaps.

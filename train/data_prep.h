@@ -17,14 +17,24 @@ struct SpeechSynthesis {
   std::string sentences;  // text file, one sentence per line
   int64_t count = 0;      // first `count` non-blank lines; 0 = all
   uint64_t seed = 0;
-  std::vector<std::string> voices;  // empty = every English espeak-ng voice
+  std::vector<std::string> voices;          // empty = every English espeak-ng voice; "+f5" = a variant
+  std::vector<std::string> exclude_voices;  // held-out voices (audio/speech_corpus.h SelectVoices)
+  // Closed-vocabulary selection (like WSJ's 5k closed-vocabulary task), applied before `count`:
+  // only sentences of at most `max_words` words (0 = any) whose words, after the scoring
+  // normalisation (train/metrics.h), are all among the `vocabulary_size` most frequent words of
+  // the file `vocabulary_from` (0 = no vocabulary limit). The chosen sentences are written to
+  // sentences.txt next to the manifest.
+  std::string vocabulary_from;
+  int64_t vocabulary_size = 0;
+  int64_t max_words = 0;
   // When `sentences` is missing and lies under corpus_dir, the WordNet corpus is built first.
   std::string corpus_dir = "data/wordnet";
   std::string wordnet_dir = "/usr/share/wordnet";
 };
 
 // manifest_path's directory receives wav/ and manifest.jsonl (audio/speech_corpus.h) unless
-// manifest_path exists. slm::Error when the sentences are missing and cannot be built.
+// manifest_path exists. slm::Error when the sentences are missing and cannot be built, or when the
+// closed-vocabulary selection leaves none.
 void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& synthesis);
 
 struct SpokenQaSynthesis {
@@ -33,6 +43,7 @@ struct SpokenQaSynthesis {
   int64_t count = 0;                         // first `count` pairs of the split; 0 = all
   uint64_t seed = 0;
   std::vector<std::string> voices;
+  std::vector<std::string> exclude_voices;
   std::string corpus_dir = "data/wordnet";
   std::string wordnet_dir = "/usr/share/wordnet";
 };

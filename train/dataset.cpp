@@ -31,7 +31,13 @@ void DataSourceConfig::Load(config::Node node) {
         .Read("count", synthesis.count, InRange<int64_t>(0, int64_t{1} << 30))
         .Read("seed", synthesis.seed)
         .Read("voices", synthesis.voices)
+        .Read("exclude_voices", synthesis.exclude_voices)
+        .Read("vocabulary_from", synthesis.vocabulary_from)
+        .Read("vocabulary_size", synthesis.vocabulary_size, InRange<int64_t>(0, int64_t{1} << 30))
+        .Read("max_words", synthesis.max_words, InRange<int64_t>(0, 1 << 20))
         .Read("corpus_dir", synthesis.corpus_dir);
+    if (synthesis.vocabulary_size > 0 && synthesis.vocabulary_from.empty())
+      s.Fail("vocabulary_size", "needs vocabulary_from (the text whose most frequent words form the vocabulary)");
   }
   if (node.Has("synthesize_qa")) {
     auto q = node.Child("synthesize_qa");
@@ -41,6 +47,7 @@ void DataSourceConfig::Load(config::Node node) {
         .Read("count", qa.count, InRange<int64_t>(0, int64_t{1} << 30))
         .Read("seed", qa.seed)
         .Read("voices", qa.voices)
+        .Read("exclude_voices", qa.exclude_voices)
         .Read("corpus_dir", qa.corpus_dir);
   }
   if (node.Has("shapes")) {
@@ -199,6 +206,34 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
     out.push_back(std::move(e));
   }
   return out;
+}
+
+Prefetcher::Prefetcher(const Dataset& data, adapters::MultimodalLMImpl& model, FeatureCache& cache,
+                       int workers)
+    : data_(data), model_(model), cache_(cache), workers_(std::max(0, workers)) {}
+
+Prefetcher::~Prefetcher() {
+  for (auto& [key, batch] : pending_)
+    if (batch.valid()) batch.wait();
+}
+
+void Prefetcher::Ahead(int64_t key, const std::vector<int64_t>& indices) {
+  if (pending_.count(key) || static_cast<int>(pending_.size()) >= workers_ || indices.empty()) return;
+  pending_.emplace(key, std::async(std::launch::async, [this, indices] {
+                     return data_.Materialize(indices, model_, cache_);
+                   }));
+}
+
+std::vector<adapters::MultimodalExample> Prefetcher::Get(int64_t key, const std::vector<int64_t>& indices) {
+  while (!pending_.empty() && pending_.begin()->first < key) {
+    pending_.begin()->second.wait();  // a skipped position: its work is discarded
+    pending_.erase(pending_.begin());
+  }
+  auto it = pending_.find(key);
+  if (it == pending_.end()) return data_.Materialize(indices, model_, cache_);
+  std::future<std::vector<adapters::MultimodalExample>> batch = std::move(it->second);
+  pending_.erase(it);
+  return batch.get();
 }
 
 }  // namespace slm::train

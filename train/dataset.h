@@ -11,13 +11,17 @@
 //
 // Features: log-mel of each audio file and pixels of each image are computed once and cached in
 // memory (FeatureCache), so the second epoch reads no audio and computes no mel.
-// Thread-safety: a Dataset is immutable after construction; FeatureCache is internally locked.
+// Workers: Prefetcher materializes the next batches on background threads while the model trains
+// on the current one (reading, resampling, log-mel, image decoding).
+// Thread-safety: a Dataset is immutable after construction; FeatureCache is internally locked;
+// a Prefetcher belongs to one thread.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <string>
@@ -100,6 +104,32 @@ class Dataset {
   std::vector<DatasetItem> items_;
   std::vector<std::vector<int64_t>> by_source_;
   std::vector<SourceStats> stats_;
+};
+
+// Batches materialized ahead on up to `workers` background threads, keyed by the caller's batch
+// position (e.g. epoch and cursor). Materialize is a pure function of the indices, so what Get
+// returns does not depend on the worker count or timing: training results and exact resume are the
+// same with 0 workers (everything inline) or many. An exception in a worker surfaces from Get.
+class Prefetcher {
+ public:
+  Prefetcher(const Dataset& data, adapters::MultimodalLMImpl& model, FeatureCache& cache, int workers);
+  ~Prefetcher();  // waits for the batches still being made
+  Prefetcher(const Prefetcher&) = delete;
+  Prefetcher& operator=(const Prefetcher&) = delete;
+
+  // Starts materializing `indices` for `key` unless it is scheduled already or `workers` batches
+  // are in flight (then it is made inline when asked for).
+  void Ahead(int64_t key, const std::vector<int64_t>& indices);
+  // The batch of `key`: the scheduled one, or made now. Batches scheduled for smaller keys are
+  // dropped (positions the caller skipped, e.g. the end of an epoch).
+  std::vector<adapters::MultimodalExample> Get(int64_t key, const std::vector<int64_t>& indices);
+
+ private:
+  const Dataset& data_;
+  adapters::MultimodalLMImpl& model_;
+  FeatureCache& cache_;
+  int workers_;
+  std::map<int64_t, std::future<std::vector<adapters::MultimodalExample>>> pending_;
 };
 
 }  // namespace slm::train

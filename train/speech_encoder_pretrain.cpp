@@ -54,6 +54,7 @@ std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string&
   synthesis.count = count;
   synthesis.seed = c.seed * 7919 + seed_offset;
   synthesis.voices = c.data.voices;
+  synthesis.exclude_voices = c.data.exclude_voices;
   synthesis.corpus_dir = c.data.corpus_dir;
   synthesis.wordnet_dir = c.data.wordnet_dir;
   EnsureSpeechManifest(manifest, synthesis);
@@ -219,7 +220,8 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
       .Read("valid_utterances", data.valid_utterances, InRange<int64_t>(1, int64_t{1} << 30))
       .Read("test_utterances", data.test_utterances, InRange<int64_t>(1, int64_t{1} << 30))
       .Read("max_seconds", data.max_seconds, InRange(0.0, 600.0))
-      .Read("voices", data.voices);
+      .Read("voices", data.voices)
+      .Read("exclude_voices", data.exclude_voices);
   features.Load(node.Child("features"));
   auto m = node.Child("model");
   m.Read("d_model", model.d_model, InRange<int64_t>(4, 65536))

@@ -44,7 +44,8 @@ struct SpeechEncoderPretrainConfig {
     int64_t valid_utterances = 200;
     int64_t test_utterances = 200;
     double max_seconds = 8.0;
-    std::vector<std::string> voices;  // empty = every English espeak-ng voice
+    std::vector<std::string> voices;          // empty = every English espeak-ng voice; "+f5" = a variant
+    std::vector<std::string> exclude_voices;  // held out of all three splits (unseen-speaker tests)
   } data;
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;

@@ -124,13 +124,17 @@ void TrainConfig::Load(config::Node root) {
   auto d = root.Child("data");
   data.train = LoadSources(d, "train");
   if (d.Has("valid")) data.valid = LoadSources(d, "valid");
-  d.Read("max_missing_fraction", data.max_missing_fraction, InRange(0.0, 1.0));
+  d.Read("max_missing_fraction", data.max_missing_fraction, InRange(0.0, 1.0))
+      .Read("workers", data.workers, InRange(0, 64));
   if (data.train.empty()) d.Fail("train", "needs at least one source");
   auto t = root.Child("train");
   train.Load(t);
   t.Read("grad_accum", train.grad_accum, InRange<int64_t>(1, 1 << 16))
-      .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30));
-  auto e = root.Child("eval");
+      .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
+      .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
+  if (train.precision != "float32" && model.dtype != "float32")
+    t.Fail("precision", Str(train.precision, " autocast keeps float32 master weights; it needs model.dtype "
+                                             "float32, not ", model.dtype));  auto e = root.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
@@ -153,6 +157,11 @@ json TrainResult::ToJson() const {
           {"resumed", resumed},
           {"resumed_from_step", resumed_from_step},
           {"eval", eval}};
+}
+
+AutocastGuard PrecisionScope(const TrainConfig& config) {
+  return AutocastGuard(ParseDevice(config.model.device), ParseDtype(config.train.precision),
+                       config.train.precision != "float32");
 }
 
 json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const TrainConfig::Eval& eval,
@@ -255,6 +264,8 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   if (!c.data.valid.empty())
     valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads, quiet);
   FeatureCache cache;
+  // Declared after the cache and the model it reads, so it is destroyed (and its workers joined) first.
+  Prefetcher prefetch(train, *model, cache, c.data.workers);
 
   model->train();
   const std::vector<torch::Tensor> parameters = model->TrainableParameters();
@@ -280,7 +291,8 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   int64_t examples_this_run = 0, tokens_this_run = 0;
   bool stopped_by_epochs = false;
   while (state.step < c.train.steps) {
-    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
+    // The limit is on the loop (evaluations included): data preparation is a cached one-off.
+    if (c.train.max_minutes > 0 && SecondsSince(train_start) > c.train.max_minutes * 60) {
       log::Warn(Str("stopping at step ", state.step, ": train.max_minutes reached"));
       break;
     }
@@ -301,14 +313,25 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
         result.epochs_started = state.epoch + 1;
       }
       // Every rank sees the same global batch and takes every World()-th example of it.
-      const std::vector<int64_t>& global = epoch[state.cursor++];
-      std::vector<int64_t> indices;
-      for (size_t i = dist.Rank(); i < global.size(); i += dist.World()) indices.push_back(global[i]);
+      auto share = [&](const std::vector<int64_t>& global) {
+        std::vector<int64_t> mine;
+        for (size_t i = dist.Rank(); i < global.size(); i += dist.World()) mine.push_back(global[i]);
+        return mine;
+      };
+      const int64_t position = state.cursor++;
+      const std::vector<int64_t>& global = epoch[position];
+      const std::vector<int64_t> indices = share(global);
+      const int64_t key = (state.epoch << 32) + position;
+      std::vector<adapters::MultimodalExample> examples;
+      if (!indices.empty()) examples = prefetch.Get(key, indices);
+      for (int64_t k = 1; k <= c.data.workers && position + k < static_cast<int64_t>(epoch.size()); ++k)
+        prefetch.Ahead(key + k, share(epoch[position + k]));
       for (int64_t i : global) ids.push_back(train.Item(i).id);
       adapters::MultimodalBatch batch;
       torch::Tensor mean_loss;
       if (!indices.empty()) {
-        batch = model->Prepare(train.Materialize(indices, *model, cache), text::PaddingSide::kRight);
+        const AutocastGuard precision = PrecisionScope(c);
+        batch = model->Prepare(examples, text::PaddingSide::kRight);
         mean_loss = model->Loss(batch);
       }
       // The global batch's mean over its target tokens: each rank weights its own mean by its share
@@ -348,7 +371,10 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
                       {"examples_per_second", examples_this_run / seconds},
                       {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", SecondsSince(start)}});
     if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {
-      if (main_rank) log_metrics({{"step", state.step}, {"eval", Evaluate(*model, *valid, c.eval, cache)}});
+      if (main_rank) {
+        const AutocastGuard precision = PrecisionScope(c);
+        log_metrics({{"step", state.step}, {"eval", Evaluate(*model, *valid, c.eval, cache)}});
+      }
       dist.Barrier();
     }
     if (c.checkpoint.every > 0 && state.step % c.checkpoint.every == 0) {
@@ -364,7 +390,10 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   if (main_rank) {
     SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
     model->SaveAdapters(c.output_dir + "/adapters");
-    if (valid) result.eval = Evaluate(*model, *valid, c.eval, cache);
+    if (valid) {
+      const AutocastGuard precision = PrecisionScope(c);
+      result.eval = Evaluate(*model, *valid, c.eval, cache);
+    }
   }
   result.seconds = SecondsSince(start);
   if (main_rank) {

@@ -2,8 +2,10 @@
 // adapter training of a MultimodalLM from one YAML file (keys documented in docs/CONFIG.md).
 //
 //   model:       adapters::MultimodalConfig (backbone, encoders, projectors, LoRA)
-//   data:        train: [sources], valid: [sources] (train/dataset.h), max_missing_fraction
-//   train:       core/optim.h keys + grad_accum, max_epochs
+//   data:        train: [sources], valid: [sources] (train/dataset.h), max_missing_fraction,
+//                workers (threads materializing the next batches; 0 = inline)
+//   train:       core/optim.h keys + grad_accum, max_epochs, precision (float32 | bfloat16 |
+//                float16: autocast of forward passes and evaluation, float32 master weights)
 //   eval:        every (steps; 0 = only at the end), max_examples, batch_size, max_new_tokens
 //   checkpoint:  every (steps; 0 = only at the end), keep
 //   output_dir, seed, threads
@@ -32,6 +34,7 @@
 #include <vector>
 
 #include "adapters/multimodal.h"
+#include "core/autocast.h"
 #include "core/config.h"
 #include "core/optim.h"
 #include "train/dataset.h"
@@ -43,10 +46,12 @@ struct TrainConfig {
   struct Data {
     std::vector<DataSourceConfig> train, valid;
     double max_missing_fraction = 0.01;
+    int workers = 1;
   } data;
   struct Train : OptimOptions {
     int64_t grad_accum = 1;
     int64_t max_epochs = 0;  // 0 = no limit (steps decide)
+    std::string precision = "float32";
   } train;
   struct Eval {
     int64_t every = 0;
@@ -82,6 +87,10 @@ struct TrainResult {
 
 TrainResult Train(const TrainConfig& config, const std::string& effective_config_yaml, bool resume,
                   bool quiet = false);
+
+// The autocast scope of config.train.precision on the model's device (nothing for float32). Every
+// forward pass of training and evaluation runs inside one; backward runs outside, as in PyTorch.
+AutocastGuard PrecisionScope(const TrainConfig& config);
 
 // Evaluates `model` on the valid sources (see above); {"<manifest> (<task>)": {...}} plus
 // "loss" means over sources.

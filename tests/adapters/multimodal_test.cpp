@@ -203,6 +203,49 @@ TEST(MultimodalLM, AdaptersRoundTripAndMustMatch) {
   EXPECT_SLM_ERROR(no_lora->LoadAdapters(tmp.File("adapters")), "has LoRA but the model has none");
 }
 
+TEST(MultimodalLM, FineTunedEncodersTrainAndTravelWithTheAdapters) {
+  slm::testing::TempDir tmp;
+  MultimodalConfig tuned = Config();
+  tuned.speech.train_encoder = tuned.image.train_encoder = true;
+  MultimodalLM model(tuned);
+  model->train();
+  EXPECT_FALSE(model->SpeechEncoder()->is_training());  // no dropout, whatever the mode
+  const MultimodalExample ex = Example(30, "a blue square", 3);
+  model->Loss(model->Prepare({ex}, text::PaddingSide::kRight)).backward();
+  int64_t encoder_tensors = 0;
+  for (auto* encoder : {static_cast<torch::nn::Module*>(model->SpeechEncoder().get()),
+                        static_cast<torch::nn::Module*>(model->ImageEncoder().get())})
+    for (const auto& named : encoder->named_parameters()) {
+      ++encoder_tensors;
+      EXPECT_TRUE(named.value().requires_grad()) << named.key();
+      // The image features come from the penultimate layer: the last one and post_layernorm get none.
+      const bool unused = named.key().find("layers.1.") != std::string::npos || named.key().find("post_layernorm") != std::string::npos;
+      EXPECT_EQ(named.value().grad().defined(), !unused) << named.key();
+    }
+  // Gradient reaches the first layers of both encoders (not only their last norms).
+  EXPECT_GT(model->SpeechEncoder()->named_parameters()["model.encoder.conv1.weight"].grad().abs().sum().item<double>(), 0);
+  EXPECT_GT(model->ImageEncoder()->named_parameters()["vision_model.embeddings.patch_embedding.weight"]
+                .grad().abs().sum().item<double>(), 0);
+  MultimodalLM frozen_model(Config());
+  EXPECT_EQ(model->TrainableParameters().size(),
+            frozen_model->TrainableParameters().size() + static_cast<size_t>(encoder_tensors));
+
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->TrainableParameters()) p.add_(torch::randn_like(p) * 0.02);
+  }
+  model->SaveAdapters(tmp.File("tuned"));
+  torch::NoGradGuard no_grad;
+  const double loss = model->Loss(model->Prepare({ex}, text::PaddingSide::kRight)).item<double>();
+  MultimodalLM loaded(tuned);
+  loaded->LoadAdapters(tmp.File("tuned"));
+  EXPECT_NEAR(loaded->Loss(loaded->Prepare({ex}, text::PaddingSide::kRight)).item<double>(), loss, 1e-5);
+  EXPECT_GT(std::abs(frozen_model->Loss(frozen_model->Prepare({ex}, text::PaddingSide::kRight)).item<double>() - loss), 1e-4);
+  EXPECT_SLM_ERROR(frozen_model->LoadAdapters(tmp.File("tuned")), "\"speech_encoder\" but the model has none fine-tuned");
+  frozen_model->SaveAdapters(tmp.File("frozen"));
+  EXPECT_SLM_ERROR(loaded->LoadAdapters(tmp.File("frozen")), "has no fine-tuned \"speech_encoder\"");
+}
+
 TEST(MultimodalLM, InputErrorsNameTheExample) {
   MultimodalLM model(Config());
   MultimodalExample two = Example(20, "x", 9);

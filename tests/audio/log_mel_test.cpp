@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <random>
+#include <thread>
 
 #include "audio/synthetic_signal.h"
 #include "tests/test_util.h"
@@ -76,6 +77,26 @@ TEST(LogMel, BatchEqualsOneByOne) {
   for (size_t i = 0; i < signals.size(); ++i) EXPECT_TRUE(torch::equal(batch[i], mel.Compute(signals[i])));
   signals.push_back(std::vector<float>(10, 0.0f));
   EXPECT_SLM_ERROR(mel.ComputeBatch(signals), "signal 3 of the batch");
+}
+
+// One LogMel shared by threads computing at the same time gives each thread the offline result bit
+// for bit (KissFFT's real FFT computes in its plan's scratch buffer: a shared plan corrupted frames).
+TEST(LogMel, ConcurrentComputeOnOneObjectIsExact) {
+  const LogMel mel;
+  std::vector<std::vector<float>> signals;
+  std::vector<torch::Tensor> expected;
+  for (int i = 0; i < 4; ++i) {
+    signals.push_back(SpeechLikeSignal(2.0, 16000, 10 + i));
+    expected.push_back(mel.Compute(signals.back()));
+  }
+  std::vector<int> mismatches(signals.size(), 0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < signals.size(); ++t)
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) mismatches[t] += !torch::equal(mel.Compute(signals[t]), expected[t]);
+    });
+  for (auto& thread : threads) thread.join();
+  for (size_t t = 0; t < signals.size(); ++t) EXPECT_EQ(mismatches[t], 0) << "thread " << t;
 }
 
 TEST(LogMel, BadInput) {

@@ -133,6 +133,28 @@ TEST(SpeechCorpus, VoicesRestrictTheSpeakers) {
   }
 }
 
+TEST(SpeechCorpus, SelectVoicesExpandsVariantsAndHoldsSpeakersOut) {
+  const std::vector<std::string> all = AvailableEnglishVoices();
+  const std::vector<std::string> f5 = SelectVoices({"+f5"}, {});
+  ASSERT_GE(f5.size(), 2u);  // the variant on several accents
+  for (const std::string& v : f5) EXPECT_TRUE(EndsWith(v, "+f5")) << v;
+  EXPECT_TRUE(std::find(f5.begin(), f5.end(), "en-us+f5") != f5.end());
+  const std::vector<std::string> rest = SelectVoices({}, {"+f5", "en-us"});
+  EXPECT_EQ(rest.size(), all.size() - f5.size() - 1);
+  for (const std::string& v : rest) EXPECT_FALSE(EndsWith(v, "+f5") || v == "en-us") << v;
+  EXPECT_EQ(SelectVoices({"en-us+f2", "+f5"}, {"+f5"}), std::vector<std::string>{"en-us+f2"});
+  EXPECT_SLM_ERROR(SelectVoices({}, {"+nosuchvariant"}), "unknown voice '+nosuchvariant'");
+  EXPECT_SLM_ERROR(SelectVoices({"en-us"}, {"klingon"}), "unknown voice 'klingon'");
+  EXPECT_SLM_ERROR(SelectVoices({"+f5"}, {"+f5"}), "no voice left");
+
+  testing::TempDir dir;
+  auto options = Options(WriteTextFile(dir), dir.File("out"));
+  options.exclude_voices = {"+f5"};
+  options.voices = {"+f5", "en-us+m3"};
+  for (const auto& e : manifest::Read(SynthesizeCorpus(options).manifest_path).entries)
+    EXPECT_TRUE(StartsWith(e.extra["speaker"].get<std::string>(), "en-us+m3/")) << e.extra["speaker"];
+}
+
 TEST(SpeechCorpus, UnspeakableLinesAreSkippedWithTheirLineNumber) {
   testing::TempDir dir;
   const std::string text = dir.File("mixed.txt");

@@ -2,6 +2,7 @@
 // tiny speech encoder, noise "speech" with short transcripts): tasks and data sources, epochs,
 // checkpoints (round trip, corruption, a full disk), exact resume after SIGKILL, a diverging run,
 // and config errors.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -21,6 +22,8 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 #include "train/checkpoint.h"
+#include "train/data_prep.h"
+#include "train/dataset.h"
 #include "train/tasks.h"
 #include "train/trainer.h"
 
@@ -100,6 +103,8 @@ torch::Tensor AdapterWeights(const std::string& run) {
   return torch::cat(all);
 }
 
+std::vector<double> Losses(const std::string& metrics_path);
+
 TEST(Tasks, TemplatesAndRequiredFields) {
   EXPECT_EQ(DefaultPromptTemplate("asr"), "<speech> Transcribe:");
   EXPECT_NO_THROW(CheckPromptTemplate("vqa", "<image> Q: {question}"));
@@ -117,6 +122,38 @@ TEST(Tasks, TemplatesAndRequiredFields) {
   e.response.clear();
   EXPECT_SLM_ERROR(BuildTaskExample("vqa", "<image> {question}?", e, "/data", "m.jsonl: entry 'q1'"),
                    "m.jsonl: entry 'q1': task 'vqa' needs a non-empty \"response\"");
+}
+
+TEST(DataPrep, ClosedVocabularySelectsSentencesOfTheMostFrequentWords) {
+  testing::TempDir dir;
+  // Word counts: the 5, a 4, cat 3, dog 3, sat 2, mat 1, zebra 1 (ties rank by spelling).
+  std::ofstream(dir.File("vocab.txt")) << "The cat sat.\nThe dog sat.\nA cat, a dog.\nThe cat!\n"
+                                          "A dog and the mat.\nA zebra the\n";
+  std::ofstream(dir.File("sentences.txt")) << "The cat.\nA zebra.\nThe dog sat on the mat.\n\n"
+                                               "A dog sat.\nThe cat the dog the cat the dog.\n";
+  SpeechSynthesis s;
+  s.sentences = dir.File("sentences.txt");
+  s.vocabulary_from = dir.File("vocab.txt");
+  s.vocabulary_size = 5;  // the, a, cat, dog, sat
+  s.max_words = 4;
+  s.seed = 2;
+  s.voices = {"en-us"};
+  EnsureSpeechManifest(dir.File("out/manifest.jsonl"), s);
+  std::ifstream chosen(dir.File("out/sentences.txt"));
+  std::stringstream text;
+  text << chosen.rdbuf();
+  EXPECT_EQ(text.str(), "The cat.\nA dog sat.\n");  // "zebra"/"on"/"mat" out of vocabulary, last line too long
+  const manifest::Manifest m = manifest::Read(dir.File("out/manifest.jsonl"));
+  ASSERT_EQ(m.entries.size(), 2u);
+  EXPECT_EQ(m.entries[1].text, "A dog sat.");
+  s.vocabulary_size = 1;
+  EXPECT_SLM_ERROR(EnsureSpeechManifest(dir.File("none/manifest.jsonl"), s),
+                   "no sentence passes the closed-vocabulary selection");
+  EXPECT_FALSE(stdfs::exists(dir.File("none/manifest.jsonl")));
+  auto doc = config::Document::LoadString(
+      "manifest: m/manifest.jsonl\nsynthesize: {sentences: s.txt, vocabulary_size: 10}\n", "source.yaml");
+  DataSourceConfig source;
+  EXPECT_SLM_ERROR(source.Load(doc.Root()), "vocabulary_size");
 }
 
 TEST(Dataset, EpochsAreDeterministicWeightedAndSkipMissingMedia) {
@@ -278,6 +315,46 @@ TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
   missing.data.train[0].manifest = tmp.File("nope.jsonl");
   missing.output_dir = tmp.File("run2");
   EXPECT_SLM_ERROR(Train(missing, "", false, true), "nope.jsonl");
+  auto bf16_weights = config::Document::LoadString(
+      "model: {backbone: x, dtype: bfloat16}\ndata:\n  train:\n    - {manifest: m.jsonl}\ntrain: {precision: bfloat16}\n",
+      "b.yaml");
+  TrainConfig b;
+  EXPECT_SLM_ERROR(b.Load(bf16_weights.Root()), "needs model.dtype float32");
+}
+
+// Data workers only move work off the training thread: 0 (inline) and 3 workers train the same
+// weights bit for bit (this caught KissFFT plans shared between threads, audio/log_mel.cpp).
+TEST(Trainer, DataWorkersDoNotChangeTheRun) {
+  testing::TempDir tmp;
+  TrainConfig inline_run = Mini().Config(tmp.File("w0"), 5);
+  inline_run.data.workers = 0;
+  TrainConfig threaded = Mini().Config(tmp.File("w3"), 5);
+  threaded.data.workers = 3;
+  Train(inline_run, "", false, true);
+  Train(threaded, "", false, true);
+  EXPECT_TRUE(torch::equal(AdapterWeights(inline_run.output_dir), AdapterWeights(threaded.output_dir)))
+      << (AdapterWeights(inline_run.output_dir) - AdapterWeights(threaded.output_dir)).abs().max().item<double>();
+}
+
+// bfloat16 autocast (CPU here, CUDA in production): the forward passes really run in bf16 (the
+// losses differ from float32) yet follow the float32 curve closely; weights stay float32.
+TEST(Trainer, Bfloat16AutocastFollowsTheFloat32Curve) {
+  testing::TempDir tmp;
+  const TrainConfig fp32 = Mini().Config(tmp.File("fp32"), 4);
+  TrainConfig bf16 = Mini().Config(tmp.File("bf16"), 4);
+  bf16.train.precision = "bfloat16";
+  const TrainResult a = Train(fp32, "", false, true);
+  const TrainResult b = Train(bf16, "", false, true);
+  const auto la = Losses(fp32.output_dir + "/metrics.jsonl"), lb = Losses(bf16.output_dir + "/metrics.jsonl");
+  ASSERT_EQ(la.size(), 4u);
+  ASSERT_EQ(lb.size(), 4u);
+  EXPECT_NE(la[0], lb[0]);
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_NEAR(lb[i], la[i], 0.03 * la[i]) << "step " << i + 1;
+  EXPECT_NEAR(b.eval["loss"].get<double>(), a.eval["loss"].get<double>(), 0.03 * a.eval["loss"].get<double>());
+  safetensors::Reader weights(bf16.output_dir + "/adapters/adapters.safetensors");
+  for (const std::string& name : weights.Names()) EXPECT_EQ(weights.Get(name).scalar_type(), torch::kFloat) << name;
+  // The guard leaves no autocast state behind.
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(c10::DeviceType::CPU));
 }
 
 }  // namespace
