@@ -9,6 +9,10 @@
 #include <cstring>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef SLM_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include "core/error.h"
 #include "core/log.h"
@@ -17,7 +21,7 @@ namespace slm::train {
 
 struct Distributed::Group {
   c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> group;
+  c10::intrusive_ptr<c10d::Backend> group;  // ProcessGroupGloo or ProcessGroupNCCL
 };
 
 namespace {
@@ -39,12 +43,26 @@ Distributed::~Distributed() = default;
 Distributed::Distributed(Distributed&&) noexcept = default;
 Distributed& Distributed::operator=(Distributed&&) noexcept = default;
 
-Distributed Distributed::FromEnvironment() {
+Distributed Distributed::FromEnvironment(const std::string& device) {
   Distributed d;
   d.world_ = std::max(1, EnvInt("WORLD_SIZE", 1));
   d.rank_ = EnvInt("RANK", 0);
   Check(d.rank_ < d.world_, "RANK=", d.rank_, " must be below WORLD_SIZE=", d.world_);
   if (d.world_ == 1) return d;
+  const bool cuda = device.rfind("cuda", 0) == 0 || (device == "auto" && torch::cuda::is_available());
+  if (cuda) {
+#ifdef SLM_WITH_NCCL
+    const int devices = static_cast<int>(torch::cuda::device_count());
+    Check(devices > 0, "data parallel on '", device, "': no CUDA device is visible to rank ", d.rank_);
+    const int local = EnvInt("LOCAL_RANK", d.rank_ % devices);
+    Check(local < devices, "LOCAL_RANK=", local, " but only ", devices, " CUDA devices are visible");
+    d.device_ = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local));
+    c10::cuda::set_device(d.device_.index());
+#else
+    throw Error(Str("data parallel on '", device, "' needs ProcessGroupNCCL, which this build lacks (nccl.h "
+                    "or the CUDA toolkit headers were not found at configure time; see docs/ARCHITECTURE.md)"));
+#endif
+  }
   const char* addr = std::getenv("MASTER_ADDR");
   const std::string host = addr != nullptr && *addr != '\0' ? addr : "127.0.0.1";
   const int port = EnvInt("MASTER_PORT", 29500);
@@ -56,17 +74,30 @@ Distributed Distributed::FromEnvironment() {
     options.numWorkers = d.world_;
     options.timeout = std::chrono::minutes(5);
     d.group_->store = c10::make_intrusive<c10d::TCPStore>(host, options);
-    auto gloo = c10d::ProcessGroupGloo::Options::create();
-    gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    // Rank 0 evaluates and checkpoints while the others wait in a barrier.
-    gloo->timeout = std::chrono::hours(3);
-    d.group_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(d.group_->store, d.rank_, d.world_, gloo);
+    // Rank 0 evaluates and checkpoints while the others wait in a barrier: long timeouts.
+    if (cuda) {
+#ifdef SLM_WITH_NCCL
+      auto nccl = c10d::ProcessGroupNCCL::Options::create();
+      nccl->timeout = std::chrono::hours(3);
+      d.group_->group = c10::make_intrusive<c10d::ProcessGroupNCCL>(d.group_->store, d.rank_, d.world_, nccl);
+#endif
+    } else {
+      auto gloo = c10d::ProcessGroupGloo::Options::create();
+      gloo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      gloo->timeout = std::chrono::hours(3);
+      d.group_->group = c10::make_intrusive<c10d::ProcessGroupGloo>(d.group_->store, d.rank_, d.world_, gloo);
+    }
   } catch (const std::exception& e) {
     throw Error(Str("joining the process group (rank ", d.rank_, " of ", d.world_, " at ", host, ":",
                     port, ") failed: ", e.what()));
   }
-  log::Info(Str("data parallel: rank ", d.rank_, " of ", d.world_, " (c10d Gloo, ", host, ":", port, ")"));
+  log::Info(Str("data parallel: rank ", d.rank_, " of ", d.world_, " (c10d ", cuda ? "NCCL on " : "Gloo",
+                cuda ? d.device_.str() : std::string(), ", ", host, ":", port, ")"));
   return d;
+}
+
+std::string Distributed::Device(const std::string& configured) const {
+  return device_.is_cuda() ? device_.str() : configured;
 }
 
 void Distributed::AllReduceSum(const std::vector<torch::Tensor>& tensors) {
@@ -85,7 +116,7 @@ void Distributed::AllReduceSum(const std::vector<torch::Tensor>& tensors) {
 
 double Distributed::AllReduceSum(double value) {
   if (world_ == 1) return value;
-  torch::Tensor t = torch::tensor({value}, torch::kDouble);
+  torch::Tensor t = torch::tensor({value}, torch::TensorOptions().dtype(torch::kDouble).device(device_));
   AllReduceSum(std::vector<torch::Tensor>{t});
   return t.item<double>();
 }
@@ -113,6 +144,7 @@ int SpawnLocalRanks(const std::vector<std::string>& argv, int nproc, int port) {
     Check(pid >= 0, "fork failed: ", std::strerror(errno));
     if (pid == 0) {
       setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       setenv("MASTER_ADDR", "127.0.0.1", 1);
       setenv("MASTER_PORT", std::to_string(port).c_str(), 1);

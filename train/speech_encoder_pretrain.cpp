@@ -55,6 +55,9 @@ std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string&
   synthesis.seed = c.seed * 7919 + seed_offset;
   synthesis.voices = c.data.voices;
   synthesis.exclude_voices = c.data.exclude_voices;
+  synthesis.vocabulary_from = c.data.corpus_dir + "/sentences/train.txt";
+  synthesis.vocabulary_size = c.data.vocabulary_size;
+  synthesis.max_words = c.data.max_words;
   synthesis.corpus_dir = c.data.corpus_dir;
   synthesis.wordnet_dir = c.data.wordnet_dir;
   EnsureSpeechManifest(manifest, synthesis);
@@ -221,7 +224,9 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
       .Read("test_utterances", data.test_utterances, InRange<int64_t>(1, int64_t{1} << 30))
       .Read("max_seconds", data.max_seconds, InRange(0.0, 600.0))
       .Read("voices", data.voices)
-      .Read("exclude_voices", data.exclude_voices);
+      .Read("exclude_voices", data.exclude_voices)
+      .Read("vocabulary_size", data.vocabulary_size, InRange<int64_t>(0, int64_t{1} << 30))
+      .Read("max_words", data.max_words, InRange<int64_t>(0, 1 << 20));
   features.Load(node.Child("features"));
   auto m = node.Child("model");
   m.Read("d_model", model.d_model, InRange<int64_t>(4, 65536))

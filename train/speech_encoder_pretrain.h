@@ -46,6 +46,10 @@ struct SpeechEncoderPretrainConfig {
     double max_seconds = 8.0;
     std::vector<std::string> voices;          // empty = every English espeak-ng voice; "+f5" = a variant
     std::vector<std::string> exclude_voices;  // held out of all three splits (unseen-speaker tests)
+    // Closed-vocabulary domain (train/data_prep.h SpeechSynthesis), for every split: sentences of at
+    // most max_words words among the vocabulary_size most frequent words of the train sentences.
+    int64_t vocabulary_size = 0;
+    int64_t max_words = 0;
   } data;
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;

@@ -240,7 +240,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   const auto start = Clock::now();
   SetThreads(c.threads);
   torch::manual_seed(c.seed);
-  Distributed dist = Distributed::FromEnvironment();
+  Distributed dist = Distributed::FromEnvironment(c.model.device);
   const bool main_rank = dist.IsMain();
   quiet = quiet || !main_rank;
   fs::MakeDirs(c.output_dir);
@@ -257,7 +257,9 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     if (metrics_log) metrics_log->Append(record);
   };
 
-  adapters::MultimodalLM model(c.model);
+  adapters::MultimodalConfig model_config = c.model;
+  model_config.device = dist.Device(c.model.device);  // each NCCL rank on its own GPU
+  adapters::MultimodalLM model(model_config);
   const double max_seconds = model->MaxSpeechSeconds();
   const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet);
   std::unique_ptr<Dataset> valid;

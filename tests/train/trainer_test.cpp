@@ -23,6 +23,7 @@
 #include "tests/test_util.h"
 #include "train/checkpoint.h"
 #include "train/data_prep.h"
+#include "train/distributed.h"
 #include "train/dataset.h"
 #include "train/tasks.h"
 #include "train/trainer.h"
@@ -334,6 +335,26 @@ TEST(Trainer, DataWorkersDoNotChangeTheRun) {
   Train(threaded, "", false, true);
   EXPECT_TRUE(torch::equal(AdapterWeights(inline_run.output_dir), AdapterWeights(threaded.output_dir)))
       << (AdapterWeights(inline_run.output_dir) - AdapterWeights(threaded.output_dir)).abs().max().item<double>();
+}
+
+// CUDA ranks use NCCL, one GPU each: without a visible GPU (or without NCCL in the build) joining
+// is refused with the reason, before any rendezvous is attempted.
+TEST(Distributed, CudaRanksNeedAGpuEachAndNccl) {
+  EXPECT_EQ(Distributed::FromEnvironment("cuda").World(), 1);  // one process: nothing to join
+  if (torch::cuda::device_count() > 0) GTEST_SKIP() << "a GPU is visible: rank 1 would wait for rank 0";
+  setenv("WORLD_SIZE", "2", 1);
+  setenv("RANK", "1", 1);
+  std::string message;
+  try {
+    Distributed::FromEnvironment("cuda");
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  unsetenv("WORLD_SIZE");
+  unsetenv("RANK");
+  EXPECT_TRUE(message.find("no CUDA device is visible to rank 1") != std::string::npos ||
+              message.find("needs ProcessGroupNCCL") != std::string::npos)
+      << message;
 }
 
 // bfloat16 autocast (CPU here, CUDA in production): the forward passes really run in bf16 (the
