@@ -4,6 +4,7 @@
 #include <optional>
 #include <set>
 
+#include "audio/ctc.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -122,6 +123,7 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     FillDims(config_.speech.projector, speech_encoder_->Config().d_model, hidden, "model.speech");
     speech_projector_ = register_module("speech_projector", MakeProjector(config_.speech.projector));
     speech_projector_->to(device_, dtype_);
+    if (config_.speech.projector.type == "ctc_embed") BindCtcHead();
     speech_marker_ = tokenizer_->AddedTokenId(text::kSpeechMarker);
   }
   if (!config_.image.encoder.empty()) {
@@ -143,6 +145,31 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     image_marker_ = tokenizer_->AddedTokenId(text::kImageMarker);
   }
   if (config_.lora_enabled) backbone_->AddLora(config_.lora);
+}
+
+void MultimodalLMImpl::BindCtcHead() {
+  const std::string weights = config_.speech.encoder + "/model.safetensors";
+  Check(stdfs::exists(weights), "model.speech.projector ctc_embed: no ", weights);
+  safetensors::Reader reader(weights);
+  Check(reader.Has("ctc_head.weight") && reader.Has("ctc_head.bias"), "model.speech.projector ctc_embed needs ",
+        "an encoder saved with its CTC head (`slm audio pretrain-encoder`); ", weights, " has no ctc_head.*");
+  const torch::Tensor w = reader.Get("ctc_head.weight").to(device_, dtype_);
+  const torch::Tensor b = reader.Get("ctc_head.bias").to(device_, dtype_);
+  Check(w.size(0) == audio::CtcAlphabet::kSize, weights, ": ctc_head.weight has ", w.size(0), " classes, the ",
+        "character alphabet ", audio::CtcAlphabet::kSize);
+  // Symbol i (1 = space, 2 = apostrophe, 3.. = letters) -> the backbone's piece for it.
+  std::vector<int64_t> pieces;
+  for (int64_t symbol = 1; symbol < audio::CtcAlphabet::kSize; ++symbol) {
+    const std::string text = audio::CtcAlphabet::Decode({symbol});
+    const std::string piece = text == " " ? "\xE2\x96\x81" : text;  // "▁", sentencepiece's word boundary
+    const int64_t id = tokenizer_->PieceToId(piece);
+    Check(id != tokenizer_->UnkId(), "model.speech.projector ctc_embed: the backbone's tokenizer has no piece '",
+          piece, "' for CTC symbol ", symbol);
+    pieces.push_back(id);
+  }
+  torch::NoGradGuard no_grad;
+  const torch::Tensor symbols = backbone_->EmbedTokens(torch::tensor(pieces, torch::kLong).to(device_));
+  BindCtcEmbed(*speech_projector_, w, b, symbols);
 }
 
 double MultimodalLMImpl::SpeechPositionsPerSecond() const {

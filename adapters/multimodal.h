@@ -174,6 +174,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.
   std::vector<torch::Tensor> EncodeSpeech(const std::vector<MultimodalExample>& examples);
   std::vector<torch::Tensor> EncodeImages(const std::vector<MultimodalExample>& examples);
+  // ctc_embed: binds the encoder directory's CTC head and the backbone's character embeddings.
+  void BindCtcHead();
   // The modules whose weights adapters.safetensors holds, by tensor-name prefix: the projectors and
   // the fine-tuned encoders.
   std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> AdapterModules() const;

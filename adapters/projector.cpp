@@ -233,6 +233,82 @@ class QFormerProjector : public ProjectorImpl {
   torch::nn::Linear proj_{nullptr};
 };
 
+// CTC-guided soft tokens (LegoSLM-style): the speech encoder's own CTC head gives per-frame
+// character posteriors; frames are segmented by greedy CTC (blank frames and repeats of the
+// previous frame's best character dropped) and each kept frame becomes the posterior-weighted mix
+// of the LM's input embeddings of those characters' pieces (blank excluded, renormalised), plus a
+// trainable correction of the frame's features (Linear -> GELU -> Linear, the last zero-initialised
+// so training starts from the pure soft characters). The LM thus reads approximately the spelled
+// transcript in its own embedding space. Bind() must provide the CTC head and character embeddings
+// before use (MultimodalLM does, from the encoder directory and the backbone).
+class CtcEmbedProjector : public ProjectorImpl {
+ public:
+  explicit CtcEmbedProjector(ProjectorSpec spec) : ProjectorImpl(std::move(spec)) {
+    const int64_t hidden = spec_.hidden_dim > 0 ? spec_.hidden_dim : spec_.output_dim;
+    linear_1_ = register_module("linear_1", torch::nn::Linear(spec_.input_dim, hidden));
+    linear_2_ = register_module("linear_2", torch::nn::Linear(hidden, spec_.output_dim));
+    torch::NoGradGuard no_grad;
+    linear_2_->weight.zero_();
+    linear_2_->bias.zero_();
+  }
+  void Bind(const torch::Tensor& ctc_weight, const torch::Tensor& ctc_bias, const torch::Tensor& symbol_embeddings) {
+    Check(ctc_weight.dim() == 2 && ctc_weight.size(1) == spec_.input_dim && ctc_bias.dim() == 1 &&
+              ctc_bias.size(0) == ctc_weight.size(0) && symbol_embeddings.dim() == 2 &&
+              symbol_embeddings.size(0) == ctc_weight.size(0) - 1 && symbol_embeddings.size(1) == spec_.output_dim,
+          "projector 'ctc_embed': CTC head [", ctc_weight.sizes(), "] / [", ctc_bias.sizes(),
+          "] and symbol embeddings [", symbol_embeddings.sizes(), "] do not fit input_dim ", spec_.input_dim,
+          " and output_dim ", spec_.output_dim);
+    ctc_weight_ = ctc_weight.detach();
+    ctc_bias_ = ctc_bias.detach();
+    symbols_ = symbol_embeddings.detach();
+  }
+  ProjectorOutput Project(const torch::Tensor& features, const torch::Tensor& lengths) override {
+    Check(symbols_.defined(), "projector 'ctc_embed' has no CTC head bound (MultimodalLM binds it)");
+    const int64_t batch = features.size(0), steps = features.size(1);
+    const torch::Tensor frame_lengths =
+        lengths.defined() ? lengths.to(torch::kCPU, torch::kLong) : torch::full({batch}, steps, torch::kLong);
+    torch::Tensor posteriors;
+    {
+      torch::NoGradGuard no_grad;  // the segmentation and the soft characters come from frozen parts
+      posteriors = torch::softmax(torch::linear(features.to(ctc_weight_.scalar_type()), ctc_weight_, ctc_bias_)
+                                      .to(torch::kFloat), -1);
+    }
+    const torch::Tensor best = posteriors.argmax(-1).to(torch::kCPU);
+    const auto ids = best.accessor<int64_t, 2>();
+    std::vector<torch::Tensor> rows;
+    std::vector<int64_t> out_lengths;
+    int64_t longest = 1;
+    for (int64_t b = 0; b < batch; ++b) {
+      std::vector<int64_t> keep;
+      const int64_t n = frame_lengths[b].item<int64_t>();
+      for (int64_t t = 0; t < n; ++t)
+        if (ids[b][t] != 0 && (t == 0 || ids[b][t] != ids[b][t - 1])) keep.push_back(t);
+      if (keep.empty()) keep.push_back(0);  // silence: one position, so the placeholder is never empty
+      out_lengths.push_back(static_cast<int64_t>(keep.size()));
+      longest = std::max(longest, static_cast<int64_t>(keep.size()));
+      rows.push_back(torch::tensor(keep, torch::kLong).to(features.device()));
+    }
+    std::vector<torch::Tensor> padded;
+    for (int64_t b = 0; b < batch; ++b) {
+      const torch::Tensor p = posteriors[b].index_select(0, rows[b]).slice(1, 1);  // blank dropped
+      const torch::Tensor soft = (p / p.sum(-1, true).clamp_min(1e-6)).to(symbols_.scalar_type()).matmul(symbols_);
+      const torch::Tensor kept = features[b].index_select(0, rows[b]);
+      const torch::Tensor row = soft.to(features.scalar_type()) + linear_2_(torch::gelu(linear_1_(kept)));
+      padded.push_back(torch::constant_pad_nd(row, {0, 0, 0, longest - row.size(0)}));
+    }
+    return {torch::stack(padded), torch::tensor(out_lengths, torch::kLong)};
+  }
+
+ protected:
+  torch::Tensor Forward(const torch::Tensor& features, const torch::Tensor&) override {
+    return Project(features, {}).embeds;
+  }
+
+ private:
+  torch::nn::Linear linear_1_{nullptr}, linear_2_{nullptr};
+  torch::Tensor ctc_weight_, ctc_bias_, symbols_;
+};
+
 using Factory = std::function<std::shared_ptr<ProjectorImpl>(const ProjectorSpec&)>;
 
 struct ProjectorType {
@@ -279,6 +355,9 @@ const Registry<ProjectorType>& Projectors() {
                  .Read("num_heads", s.num_heads, InRange<int64_t>(1, 1024));
            }},
           "window-level Q-Former (SALMONN)");
+    r.Add("ctc_embed",
+          {[](const ProjectorSpec& s) { return std::make_shared<CtcEmbedProjector>(s); }, LoadHidden},
+          "CTC-segmented soft characters in the LM's embedding space + a correction MLP (speech; LegoSLM)");
     return r;
   }();
   return registry;
@@ -348,5 +427,12 @@ std::shared_ptr<ProjectorImpl> MakeProjector(const ProjectorSpec& spec) {
 }
 
 std::vector<std::string> ProjectorTypes() { return Projectors().Names(); }
+
+void BindCtcEmbed(ProjectorImpl& projector, const torch::Tensor& ctc_weight, const torch::Tensor& ctc_bias,
+                  const torch::Tensor& symbol_embeddings) {
+  auto* ctc = dynamic_cast<CtcEmbedProjector*>(&projector);
+  Check(ctc != nullptr, "BindCtcEmbed: projector '", projector.Spec().type, "' is not ctc_embed");
+  ctc->Bind(ctc_weight, ctc_bias, symbol_embeddings);
+}
 
 }  // namespace slm::adapters

@@ -26,6 +26,12 @@
 //             `num_layers` pre-LN blocks [self-attention over the queries, cross-attention to the
 //             window's frames, GELU MLP], then a Linear to output_dim.
 //                                                              compression window / num_queries
+//   ctc_embed speech only: the encoder's CTC head segments frames (greedy CTC: blank frames and
+//             repeats dropped, so about one position per spoken character) and each kept frame
+//             becomes the posterior-weighted mix of the LM's embeddings of the character pieces,
+//             plus a zero-initialised Linear-GELU-Linear correction ("linear_1", "linear_2")
+//             (LegoSLM-style). Needs an encoder saved with its CTC head (`slm audio
+//             pretrain-encoder`); OutputLength(T) = T is only an upper bound.
 // OutputRate(input_rate) = input_rate / Compression(): e.g. the Whisper encoder's 50 frames/s
 // through stack_mlp with stack 4 gives 12.5 LM positions per second of speech.
 //
@@ -69,8 +75,9 @@ class ProjectorImpl : public torch::nn::Module {
  public:
   // Features [B, T, input_dim], all frames real.
   torch::Tensor forward(const torch::Tensor& features);
-  // Padded batch: lengths [B] integer in [1, T] (undefined = all T).
-  ProjectorOutput Project(const torch::Tensor& features, const torch::Tensor& lengths);
+  // Padded batch: lengths [B] integer in [1, T] (undefined = all T). Virtual because ctc_embed's
+  // output length depends on the content, not only on T.
+  virtual ProjectorOutput Project(const torch::Tensor& features, const torch::Tensor& lengths);
 
   // Output positions for T input frames.
   virtual int64_t OutputLength(int64_t input_frames) const { return input_frames; }
@@ -97,5 +104,10 @@ class ProjectorImpl : public torch::nn::Module {
 // Creates the registered projector `spec.type`; slm::Error for an unknown type or bad dimensions.
 std::shared_ptr<ProjectorImpl> MakeProjector(const ProjectorSpec& spec);
 std::vector<std::string> ProjectorTypes();
+// Gives a ctc_embed projector the CTC head (weight [V, input_dim], bias [V], index 0 = blank) and
+// the LM input embeddings of symbols 1..V-1 [V-1, output_dim]; slm::Error for another type or
+// mismatched shapes.
+void BindCtcEmbed(ProjectorImpl& projector, const torch::Tensor& ctc_weight, const torch::Tensor& ctc_bias,
+                  const torch::Tensor& symbol_embeddings);
 
 }  // namespace slm::adapters

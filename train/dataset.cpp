@@ -159,7 +159,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
 }
 
 std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t epoch,
-                                                        int64_t batch_size) const {
+                                                        int64_t batch_size, double budget) const {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ull + static_cast<uint64_t>(epoch));
   std::vector<int64_t> order;
   for (size_t s = 0; s < sources_.size(); ++s) {
@@ -181,8 +181,12 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
     const int64_t end = std::min(total, start + pool);
     std::stable_sort(shuffled.begin() + start, shuffled.begin() + end,
                      [&](int64_t a, int64_t b) { return items_[a].length < items_[b].length; });
-    for (int64_t b = start; b < end; b += batch_size)
-      batches.emplace_back(shuffled.begin() + b, shuffled.begin() + std::min(end, b + batch_size));
+    for (int64_t b = start; b < end;) {
+      int64_t e = b + 1;  // sorted ascending: the newest item is the longest
+      while (e < end && e - b < batch_size && (budget <= 0 || (e - b + 1) * items_[shuffled[e]].length <= budget)) ++e;
+      batches.emplace_back(shuffled.begin() + b, shuffled.begin() + e);
+      b = e;
+    }
   }
   const torch::Tensor perm = torch::randperm(static_cast<int64_t>(batches.size()), generator);
   std::vector<std::vector<int64_t>> out;

@@ -7,7 +7,8 @@
 // Epochs: source s contributes round(weight_s * size_s) items per epoch (weight 1 = each entry
 // once, 0.5 = a random half, 2 = twice), shuffled with a generator seeded by (seed, epoch) alone,
 // so any epoch's order can be recomputed (resume needs no saved order). Batches are length-
-// bucketed: items sorted by length inside pools of 50 batches, batches then shuffled.
+// bucketed: items sorted by length inside pools of 50 batches, batches then shuffled. Batches hold
+// batch_size examples, or fewer when a padded-length budget is given (train.batch_frames).
 //
 // Features: log-mel of each audio file and pixels of each image are computed once and cached in
 // memory (FeatureCache), so the second epoch reads no audio and computes no mel.
@@ -93,7 +94,12 @@ class Dataset {
   const std::vector<SourceStats>& Stats() const { return stats_; }
   const std::vector<DataSourceConfig>& Sources() const { return sources_; }
 
-  std::vector<std::vector<int64_t>> EpochBatches(uint64_t seed, int64_t epoch, int64_t batch_size) const;
+  // The epoch's batches. With budget > 0, a batch also stops growing before its padded size
+  // (examples x the longest one's length, in DatasetItem::length units: 10 ms speech frames, else
+  // target characters) would exceed `budget` (a longer single example still forms its own batch);
+  // batch_size stays the cap on examples.
+  std::vector<std::vector<int64_t>> EpochBatches(uint64_t seed, int64_t epoch, int64_t batch_size,
+                                                 double budget = 0) const;
   // The examples of `indices` (targets included), features through `cache`.
   std::vector<adapters::MultimodalExample> Materialize(const std::vector<int64_t>& indices,
                                                        adapters::MultimodalLMImpl& model,

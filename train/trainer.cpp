@@ -131,6 +131,7 @@ void TrainConfig::Load(config::Node root) {
   train.Load(t);
   t.Read("grad_accum", train.grad_accum, InRange<int64_t>(1, 1 << 16))
       .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
+      .Read("batch_frames", train.batch_frames, InRange(0.0, 1e12))
       .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
   if (train.precision != "float32" && model.dtype != "float32")
     t.Fail("precision", Str(train.precision, " autocast keeps float32 master weights; it needs model.dtype "
@@ -285,7 +286,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   log::Info(Str("training ", result.trainable_parameters, " parameters on ", train.Size(),
                 " examples (", c.train.steps, " steps of ", c.train.batch_size, " x ", c.train.grad_accum, ")"));
 
-  std::vector<std::vector<int64_t>> epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size);
+  std::vector<std::vector<int64_t>> epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
   result.epochs_started = state.epoch + 1;
   ProgressBar bar("train", c.train.steps, quiet);
   bar.Update(state.step, "");
@@ -311,7 +312,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
           stopped_by_epochs = true;
           break;
         }
-        epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size);
+        epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
         result.epochs_started = state.epoch + 1;
       }
       // Every rank sees the same global batch and takes every World()-th example of it.

@@ -4,7 +4,7 @@
 //   model:       adapters::MultimodalConfig (backbone, encoders, projectors, LoRA)
 //   data:        train: [sources], valid: [sources] (train/dataset.h), max_missing_fraction,
 //                workers (threads materializing the next batches; 0 = inline)
-//   train:       core/optim.h keys + grad_accum, max_epochs, precision (float32 | bfloat16 |
+//   train:       core/optim.h keys + grad_accum, max_epochs, batch_frames, precision (float32 | bfloat16 |
 //                float16: autocast of forward passes and evaluation, float32 master weights)
 //   eval:        every (steps; 0 = only at the end), max_examples, batch_size, max_new_tokens
 //   checkpoint:  every (steps; 0 = only at the end), keep
@@ -52,6 +52,7 @@ struct TrainConfig {
     int64_t grad_accum = 1;
     int64_t max_epochs = 0;  // 0 = no limit (steps decide)
     std::string precision = "float32";
+    double batch_frames = 0;  // padded-length budget per micro-batch (Dataset::EpochBatches); 0 = off
   } train;
   struct Eval {
     int64_t every = 0;

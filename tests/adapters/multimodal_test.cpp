@@ -246,6 +246,51 @@ TEST(MultimodalLM, FineTunedEncodersTrainAndTravelWithTheAdapters) {
   EXPECT_SLM_ERROR(loaded->LoadAdapters(tmp.File("frozen")), "has no fine-tuned \"speech_encoder\"");
 }
 
+// ctc_embed: the encoder's CTC head segments the frames and each kept frame starts as the LM's
+// embedding of its character's piece (the correction MLP is zero-initialised).
+TEST(MultimodalLM, CtcEmbedTurnsCtcSegmentsIntoCharacterEmbeddings) {
+  slm::testing::TempDir tmp;
+  torch::manual_seed(9);
+  audio::WhisperEncoderConfig w;
+  w.d_model = 32;
+  w.encoder_layers = 1;
+  w.encoder_attention_heads = 2;
+  w.encoder_ffn_dim = 64;
+  w.max_source_positions = 200;
+  audio::WhisperEncoder encoder(w);
+  // A head that reads the sign of feature 0: positive -> 'a' (symbol 3), else blank.
+  torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
+  head_w[3][0] = 100.0;
+  head_b[0] = 1.0;
+  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
+  audio::LogMelOptions mel;
+  mel.normalization = audio::MelNormalization::kFixedFloor;
+  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
+  MultimodalConfig c;
+  c.backbone = kBackbone;
+  c.speech.encoder = tmp.File("enc");
+  c.speech.projector.type = "ctc_embed";
+  c.speech.projector.hidden_dim = 16;
+  MultimodalLM model(c);
+  model->eval();
+  // Frames 0,1 'a' | 2 blank | 3 'a' | 4,5 blank | 6 'a' -> three segments; frame 7 is padding.
+  torch::Tensor features = -torch::ones({2, 8, 32});
+  for (int64_t t : {0, 1, 3, 6}) features[0][t][0] = 1.0;
+  const ProjectorOutput out = model->SpeechProjector()->Project(features, torch::tensor({7, 8}));
+  EXPECT_EQ(out.lengths[0].item<int64_t>(), 3);
+  EXPECT_EQ(out.lengths[1].item<int64_t>(), 1);  // nothing spoken: one position
+  const int64_t a = model->Tokenizer().PieceToId("a");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = model->Backbone()->EmbedTokens(torch::tensor({a}))[0];
+  for (int64_t i = 0; i < 3; ++i) EXPECT_TRUE(torch::allclose(out.embeds[0][i], expected, 1e-4, 1e-5)) << i;
+  // An encoder without a CTC head cannot feed ctc_embed.
+  MultimodalConfig no_head = Config();
+  no_head.image.encoder.clear();
+  no_head.speech.projector = c.speech.projector;
+  no_head.speech.projector.input_dim = no_head.speech.projector.output_dim = 0;
+  EXPECT_SLM_ERROR(MultimodalLM{no_head}, "has no ctc_head");
+}
+
 TEST(MultimodalLM, InputErrorsNameTheExample) {
   MultimodalLM model(Config());
   MultimodalExample two = Example(20, "x", 9);

@@ -160,7 +160,7 @@ TEST(Projector, GradientsReachEveryParameter) {
 
 TEST(Projector, ErrorsNameTheProblem) {
   EXPECT_SLM_ERROR(MakeProjector(Spec("qformr", 4, 4)),
-                   "unknown projector 'qformr' (valid: conv, linear, mlp, qformer, stack_mlp)");
+                   "unknown projector 'qformr' (valid: conv, ctc_embed, linear, mlp, qformer, stack_mlp)");
   EXPECT_SLM_ERROR(MakeProjector(Spec("mlp", 0, 4)), "must be positive");
   auto p = MakeProjector(Spec("linear", 4, 8));
   EXPECT_SLM_ERROR(p->forward(torch::randn({2, 3, 5})), "expects features [batch, frames, 4]");

@@ -168,6 +168,20 @@ TEST(Dataset, EpochsAreDeterministicWeightedAndSkipMissingMedia) {
   size_t seen = 0;
   for (const auto& batch : a) seen += batch.size();
   EXPECT_EQ(seen, 12u);
+  // A padded-length budget (0.375..0.75 s clips = 37.5..75 frames): smaller batches, same items.
+  const auto budgeted = d.EpochBatches(3, 0, 4, 150.0);
+  std::vector<int64_t> all;
+  for (const auto& batch : budgeted) {
+    double longest = 0;
+    for (int64_t i : batch) longest = std::max(longest, d.Item(i).length);
+    EXPECT_TRUE(batch.size() == 1 || batch.size() * longest <= 150.0) << batch.size() << " x " << longest;
+    EXPECT_LE(batch.size(), 4u);
+    all.insert(all.end(), batch.begin(), batch.end());
+  }
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all, std::vector<int64_t>({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
+  EXPECT_GT(budgeted.size(), a.size());
+  EXPECT_EQ(budgeted, d.EpochBatches(3, 0, 4, 150.0));
   s.weight = 0.5;
   const Dataset half({s}, 0.0, 0.0, "data.train");
   seen = 0;
