@@ -537,7 +537,7 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
   }
   if (lora) backbone_->LoadLora(adapter_dir + "/lora");  // checks everything before changing
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, name] : plan) parameter.copy_(reader->Get(name));
+  for (auto& [parameter, name] : plan) reader->CopyInto(name, parameter);
 }
 
 }  // namespace slm::adapters

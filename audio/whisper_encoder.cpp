@@ -482,7 +482,7 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
                     missing.size() > 1 ? "s " : " ", list));
   }
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, where] : plan) parameter.copy_(where.first->Get(where.second));
+  for (auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
 }
 
 void WhisperEncoderImpl::SaveWeights(

@@ -1,4 +1,4 @@
-// slm data synth --text FILE --out DIR [--voices a,b] [--limit N] [--seed S]: espeak-ng speech with
+// slm data synth --text FILE --out DIR [--voices a,b] [--exclude-voices c] [--limit N] [--seed S]: espeak-ng speech with
 // word timings and an ASR manifest (audio/speech_corpus.h).
 #include <cmath>
 #include <memory>
@@ -16,6 +16,7 @@ struct SynthOptions {
   std::string text;
   std::string out;
   std::string voices;
+  std::string exclude_voices;
   int64_t limit = 0;
   uint64_t seed = 0;
 };
@@ -36,7 +37,9 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
   cmd->add_option("--out", opts->out, "output directory (wav/ and manifest.jsonl)")->required();
   cmd->add_option("--voices", opts->voices,
                   "comma-separated espeak-ng voices, e.g. en-us+f2,en-gb-x-rp (default: all "
-                  "English voices)");
+                  "English voices); +VARIANT = that speaker on every accent, e.g. +f5");
+  cmd->add_option("--exclude-voices", opts->exclude_voices,
+                  "comma-separated voices (or +VARIANT) to leave out, e.g. a held-out test speaker");
   cmd->add_option("--limit", opts->limit, "synthesize only the first N sentences (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", opts->seed, "speaker assignment seed");
@@ -45,6 +48,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
     options.text_path = opts->text;
     options.out_dir = opts->out;
     options.voices = slm::Split(opts->voices, ", ");
+    options.exclude_voices = slm::Split(opts->exclude_voices, ", ");
     options.limit = opts->limit;
     options.seed = opts->seed;
     const slm::audio::SpeechCorpusStats stats = slm::audio::SynthesizeCorpus(options);

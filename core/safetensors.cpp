@@ -208,6 +208,16 @@ torch::Tensor Reader::Get(const std::string& name) const {
   return torch::from_blob(base, info.shape, [keep_alive](void*) {}, options);
 }
 
+void Reader::CopyInto(const std::string& name, torch::Tensor destination) const {
+  destination.copy_(Get(name));
+  const TensorInfo& info = Info(name);
+  const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(mapping_->data) + data_offset_ + info.begin;
+  const uintptr_t end = reinterpret_cast<uintptr_t>(mapping_->data) + data_offset_ + info.end;
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages only
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 void Save(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
           const std::map<std::string, std::string>& metadata) {
   std::vector<std::pair<std::string, torch::Tensor>> sorted;

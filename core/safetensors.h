@@ -53,6 +53,11 @@ class Reader {
   bool Has(const std::string& name) const;
   const TensorInfo& Info(const std::string& name) const;  // throws naming file and tensor
   torch::Tensor Get(const std::string& name) const;
+  // destination.copy_(Get(name)) (dtype/device converted), then the file pages that held only this
+  // tensor are handed back to the kernel (madvise MADV_DONTNEED; they are re-read from the file if
+  // touched again), so loading a model keeps neither the whole file resident on top of the model:
+  // peak memory ~ the model, not twice it. Changes a tensor from Get(name) made by writing into it.
+  void CopyInto(const std::string& name, torch::Tensor destination) const;
   const std::map<std::string, std::string>& Metadata() const { return metadata_; }
 
  private:

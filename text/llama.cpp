@@ -1106,7 +1106,7 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
         config_.tie_word_embeddings ? "tied" : "untied", " Llama)");
 
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, where] : plan) parameter.copy_(where.first->Get(where.second));
+  for (auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
 }
 
 void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {

@@ -370,7 +370,7 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
                     config_.num_hidden_layers, "-layer CLIP vision tower)"));
   }
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, name] : plan) parameter.copy_(checkpoint.Source(name)->Get(name));
+  for (auto& [parameter, name] : plan) checkpoint.Source(name)->CopyInto(name, parameter);
 }
 
 ClipVisionModel LoadClipVision(const std::string& model_dir, torch::Device device,

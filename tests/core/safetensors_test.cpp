@@ -61,6 +61,30 @@ TEST(Safetensors, TensorsOutliveTheReaderAndWritesDoNotReachTheFile) {
   EXPECT_FLOAT_EQ(again.Get("a").sum().item<float>(), 16.0f);  // copy-on-write
 }
 
+// CopyInto converts like copy_ and gives the tensor's pages back to the kernel: the values are
+// still right when read again (re-faulted from the file), for every tensor, page-spanning or not.
+TEST(Safetensors, CopyIntoConvertsAndLeavesTheFileReadable) {
+  testing::TempDir dir;
+  const std::string path = dir.File("big.safetensors");
+  const torch::Tensor a = torch::randn({3, 50000}), b = torch::arange(7, torch::kInt), c = torch::randn({70000});
+  safetensors::Save(path, {{"a", a}, {"b", b}, {"c", c}});
+  safetensors::Reader reader(path);
+  for (int round = 0; round < 2; ++round) {
+    torch::Tensor da = torch::empty({3, 50000}, torch::kDouble), db = torch::empty({7}, torch::kLong),
+                  dc = torch::empty({70000});
+    reader.CopyInto("a", da);
+    reader.CopyInto("b", db);
+    reader.CopyInto("c", dc);
+    EXPECT_TRUE(torch::equal(da, a.to(torch::kDouble)));
+    EXPECT_TRUE(torch::equal(db, b.to(torch::kLong)));
+    EXPECT_TRUE(torch::equal(dc, c));
+    EXPECT_TRUE(torch::equal(reader.Get("a"), a));
+  }
+  torch::Tensor wrong = torch::empty({2, 2});
+  EXPECT_ANY_THROW(reader.CopyInto("a", wrong));
+  EXPECT_SLM_ERROR(reader.CopyInto("nope", wrong), "nope");
+}
+
 TEST(Safetensors, HeaderIsPaddedToEightBytes) {
   testing::TempDir dir;
   const std::string path = dir.File("m.safetensors");
