@@ -15,20 +15,25 @@ namespace {
 
 const std::string kBackbone = std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny";
 
+// A small Whisper-shaped speech encoder (d_model 32, one layer, 4 s at most).
+audio::WhisperEncoderConfig SmallWhisper() {
+  audio::WhisperEncoderConfig w;
+  w.d_model = 32;
+  w.encoder_layers = 1;
+  w.encoder_attention_heads = 2;
+  w.encoder_ffn_dim = 64;
+  w.max_source_positions = 200;
+  return w;
+}
+
 // Random encoders written once per test binary run.
 struct Encoders {
   slm::testing::TempDir dir;
   std::string speech, image;
   Encoders() {
     torch::manual_seed(5);
-    audio::WhisperEncoderConfig w;
-    w.d_model = 32;
-    w.encoder_layers = 1;
-    w.encoder_attention_heads = 2;
-    w.encoder_ffn_dim = 64;
-    w.max_source_positions = 200;
     speech = dir.File("speech");
-    audio::WhisperEncoder(w)->SaveWeights(speech);
+    audio::WhisperEncoder(SmallWhisper())->SaveWeights(speech);
     audio::LogMelOptions mel;
     mel.normalization = audio::MelNormalization::kFixedFloor;
     audio::SaveEncoderFeatureOptions(speech, mel);
@@ -251,13 +256,7 @@ TEST(MultimodalLM, FineTunedEncodersTrainAndTravelWithTheAdapters) {
 TEST(MultimodalLM, CtcEmbedTurnsCtcSegmentsIntoCharacterEmbeddings) {
   slm::testing::TempDir tmp;
   torch::manual_seed(9);
-  audio::WhisperEncoderConfig w;
-  w.d_model = 32;
-  w.encoder_layers = 1;
-  w.encoder_attention_heads = 2;
-  w.encoder_ffn_dim = 64;
-  w.max_source_positions = 200;
-  audio::WhisperEncoder encoder(w);
+  audio::WhisperEncoder encoder(SmallWhisper());
   // A head that reads the sign of feature 0: positive -> 'a' (symbol 3), else blank.
   torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
   head_w[3][0] = 100.0;
