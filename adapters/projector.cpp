@@ -41,7 +41,6 @@ class MlpProjector : public ProjectorImpl {
     return linear_2_->forward(torch::gelu(linear_1_->forward(x)));
   }
 
- private:
   torch::nn::Linear linear_1_{nullptr}, linear_2_{nullptr};
 };
 
@@ -237,16 +236,13 @@ class QFormerProjector : public ProjectorImpl {
 // character posteriors; frames are segmented by greedy CTC (blank frames and repeats of the
 // previous frame's best character dropped) and each kept frame becomes the posterior-weighted mix
 // of the LM's input embeddings of those characters' pieces (blank excluded, renormalised), plus a
-// trainable correction of the frame's features (Linear -> GELU -> Linear, the last zero-initialised
-// so training starts from the pure soft characters). The LM thus reads approximately the spelled
+// trainable correction of the frame's features (the mlp projector's Linear -> GELU -> Linear, its
+// last layer zero-initialised so training starts from the pure soft characters). The LM thus reads approximately the spelled
 // transcript in its own embedding space. Bind() must provide the CTC head and character embeddings
 // before use (MultimodalLM does, from the encoder directory and the backbone).
-class CtcEmbedProjector : public ProjectorImpl {
+class CtcEmbedProjector : public MlpProjector {
  public:
-  explicit CtcEmbedProjector(ProjectorSpec spec) : ProjectorImpl(std::move(spec)) {
-    const int64_t hidden = spec_.hidden_dim > 0 ? spec_.hidden_dim : spec_.output_dim;
-    linear_1_ = register_module("linear_1", torch::nn::Linear(spec_.input_dim, hidden));
-    linear_2_ = register_module("linear_2", torch::nn::Linear(hidden, spec_.output_dim));
+  explicit CtcEmbedProjector(ProjectorSpec spec) : MlpProjector(std::move(spec)) {
     torch::NoGradGuard no_grad;
     linear_2_->weight.zero_();
     linear_2_->bias.zero_();
@@ -293,7 +289,7 @@ class CtcEmbedProjector : public ProjectorImpl {
       const torch::Tensor p = posteriors[b].index_select(0, rows[b]).slice(1, 1);  // blank dropped
       const torch::Tensor soft = (p / p.sum(-1, true).clamp_min(1e-6)).to(symbols_.scalar_type()).matmul(symbols_);
       const torch::Tensor kept = features[b].index_select(0, rows[b]);
-      const torch::Tensor row = soft.to(features.scalar_type()) + linear_2_(torch::gelu(linear_1_(kept)));
+      const torch::Tensor row = soft.to(features.scalar_type()) + MlpProjector::Forward(kept, {});
       padded.push_back(torch::constant_pad_nd(row, {0, 0, 0, longest - row.size(0)}));
     }
     return {torch::stack(padded), torch::tensor(out_lengths, torch::kLong)};
@@ -305,7 +301,6 @@ class CtcEmbedProjector : public ProjectorImpl {
   }
 
  private:
-  torch::nn::Linear linear_1_{nullptr}, linear_2_{nullptr};
   torch::Tensor ctc_weight_, ctc_bias_, symbols_;
 };
 
