@@ -53,16 +53,38 @@ void RejectDuplicateKeys(const YAML::Node& node, const std::string& source, cons
   }
 }
 
+// "sources[2]" -> {"sources", 2}; "lr" -> {"lr", -1}: Node::List names its items that way.
+std::pair<std::string, int64_t> SplitIndex(const std::string& part) {
+  const size_t open = part.rfind('[');
+  if (open == std::string::npos || part.empty() || part.back() != ']') return {part, -1};
+  return {part.substr(0, open), std::stoll(part.substr(open + 1, part.size() - open - 2))};
+}
+
 // yaml-cpp nodes are handles with reference semantics: assigning one Node variable to another
 // rewrites the node it refers to. So the walk never reassigns a handle; each level is a fresh one.
+// A list item's path ("data.train[0].manifest") rebuilds a sequence of maps, so the effective
+// config loads again as it was written.
 void SetPath(YAML::Node node, const std::vector<std::string>& parts, size_t index,
              const YAML::Node& value) {
-  if (index + 1 == parts.size()) {
-    node[parts[index]] = value;
+  const auto [name, item] = SplitIndex(parts[index]);
+  const bool last = index + 1 == parts.size();
+  if (item < 0) {
+    if (last) {
+      node[name] = value;
+      return;
+    }
+    if (!node[name].IsMap()) node[name] = YAML::Node(YAML::NodeType::Map);
+    SetPath(node[name], parts, index + 1, value);
     return;
   }
-  if (!node[parts[index]].IsMap()) node[parts[index]] = YAML::Node(YAML::NodeType::Map);
-  SetPath(node[parts[index]], parts, index + 1, value);
+  if (!node[name].IsSequence()) node[name] = YAML::Node(YAML::NodeType::Sequence);
+  YAML::Node list = node[name];
+  while (static_cast<int64_t>(list.size()) <= item) list.push_back(YAML::Node(YAML::NodeType::Map));
+  if (last) {
+    list[static_cast<size_t>(item)] = value;
+    return;
+  }
+  SetPath(list[static_cast<size_t>(item)], parts, index + 1, value);
 }
 
 void SetPath(YAML::Node root, const std::vector<std::string>& parts, const YAML::Node& value) {

@@ -61,6 +61,31 @@ TEST(Config, EffectiveConfigHasDefaultsAndRoundTrips) {
   EXPECT_EQ(run.optimizer.schedule, "cosine");
 }
 
+// Lists of maps (data sources) come back as lists, so a run's saved config.yaml loads again.
+TEST(Config, EffectiveConfigKeepsListsOfMaps) {
+  auto doc = Document::LoadString(
+      "sources:\n  - {path: a.jsonl, weight: 2}\n  - {path: b.jsonl}\ntags: [x, y]\n", "run.yaml");
+  auto read = [](Document& d) {
+    std::vector<std::pair<std::string, double>> out;
+    for (Node item : d.Root().List("sources")) {
+      std::string path;
+      double weight = 1.0;
+      item.Require("path", path).Read("weight", weight);
+      out.emplace_back(path, weight);
+    }
+    std::vector<std::string> tags;
+    d.Root().Read("tags", tags);
+    d.CheckAllConsumed();
+    return std::make_pair(out, tags);
+  };
+  const auto first = read(doc);
+  auto again = Document::LoadString(doc.EffectiveYaml(), "effective.yaml");
+  const auto second = read(again);
+  EXPECT_EQ(second, first) << doc.EffectiveYaml();
+  EXPECT_EQ(second.first.size(), 2u);
+  EXPECT_DOUBLE_EQ(second.first[1].second, 1.0);  // the default is written out too
+}
+
 TEST(Config, UnknownKeyNamesKeyFileLineAndSuggestion) {
   auto doc = Document::LoadString("steps: 5\noptimizer:\n  lr: 0.1\n  warmpu: 3\n", "run.yaml");
   RunConfig run;

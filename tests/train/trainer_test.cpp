@@ -337,6 +337,24 @@ TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
   EXPECT_SLM_ERROR(b.Load(bf16_weights.Root()), "needs model.dtype float32");
 }
 
+// The effective config a run saves (config.yaml) loads again as the same run.
+TEST(Trainer, SavedEffectiveConfigLoadsAgain) {
+  auto doc = config::Document::LoadString(Mini().Yaml("/tmp/unused", 3), "mini.yaml");
+  TrainConfig first;
+  first.Load(doc.Root());
+  doc.CheckAllConsumed();
+  auto again = config::Document::LoadString(doc.EffectiveYaml(), "config.yaml");
+  TrainConfig second;
+  second.Load(again.Root());
+  again.CheckAllConsumed();
+  ASSERT_EQ(second.data.train.size(), 1u);
+  ASSERT_EQ(second.data.valid.size(), 1u);
+  EXPECT_EQ(second.data.train[0].manifest, first.data.train[0].manifest);
+  EXPECT_EQ(second.data.valid[0].task, "asr");
+  EXPECT_EQ(second.train.steps, 3);
+  EXPECT_EQ(second.model.speech.projector.stack, 2);
+}
+
 // Data workers only move work off the training thread: 0 (inline) and 3 workers train the same
 // weights bit for bit (this caught KissFFT plans shared between threads, audio/log_mel.cpp).
 TEST(Trainer, DataWorkersDoNotChangeTheRun) {
