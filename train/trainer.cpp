@@ -135,7 +135,8 @@ void TrainConfig::Load(config::Node root) {
       .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
   if (train.precision != "float32" && model.dtype != "float32")
     t.Fail("precision", Str(train.precision, " autocast keeps float32 master weights; it needs model.dtype "
-                                             "float32, not ", model.dtype));  auto e = root.Child("eval");
+                                             "float32, not ", model.dtype));
+  auto e = root.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
