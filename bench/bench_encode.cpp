@@ -73,10 +73,6 @@ Shapes ShapesFor(const std::string& preset) {
   return s;
 }
 
-void Sync(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize();
-}
-
 // transformers' numbers for the same shapes, or an empty object when the baseline cannot run.
 nlohmann::json RunTransformers(const EncodeBenchOptions& o, const Shapes& s) {
   std::string batches;

@@ -12,6 +12,7 @@
 
 #include "audio/espeak_synth.h"
 #include "audio/speech_corpus.h"
+#include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/json_report.h"
@@ -49,26 +50,6 @@ struct BenchSynthOptions {
   uint64_t seed = 1;
 };
 
-// A fresh directory removed at scope exit, so that a failed run leaves nothing behind.
-class ScratchDir {
- public:
-  ScratchDir() {
-    std::string pattern =
-        (std::filesystem::temp_directory_path() / "slm-bench-synth-XXXXXX").string();
-    slm::Check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory in ",
-               std::filesystem::temp_directory_path().string());
-    path_ = pattern;
-  }
-  ~ScratchDir() {
-    std::error_code ignored;
-    std::filesystem::remove_all(path_, ignored);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common) {
   CLI::App* cmd =
       slm::cli::Group(app, "bench",
@@ -91,7 +72,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
         sentences, [&](int64_t i) { return slm::audio::CorpusVoice(seed, i, voices); },
         opts->seconds_target);
 
-    ScratchDir scratch;
+    slm::bench::ScratchDir scratch("slm-bench-synth-");
     slm::audio::SpeechCorpusOptions corpus;
     corpus.text_path = scratch.path() + "/sentences.txt";
     corpus.out_dir = scratch.path() + "/corpus";

@@ -21,9 +21,9 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +33,6 @@
 #include "core/autocast.h"
 #include "core/device.h"
 #include "core/error.h"
-#include "core/fs.h"
 #include "core/json_report.h"
 #include "core/optim.h"
 #include "core/strings.h"
@@ -131,13 +130,9 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   Report report(json);
   Check(o.batch_size > 0 && o.seconds > 0 && o.seconds <= 30 && o.steps > 0,
         "--batch-size, --seconds (<= 30) and --steps must be positive");
-  std::string work_dir = o.work_dir;
-  if (o.preset == "tinyllama" && work_dir.empty()) {
-    std::string pattern = (stdfs::temp_directory_path() / "slm-bench-train-XXXXXX").string();
-    Check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory under ",
-          stdfs::temp_directory_path().string());
-    work_dir = pattern;
-  }
+  std::optional<ScratchDir> scratch;  // tinyllama's random weights, unless --work-dir keeps them
+  if (o.preset == "tinyllama" && o.work_dir.empty()) scratch.emplace("slm-bench-train-");
+  const std::string work_dir = scratch ? scratch->path() : o.work_dir;
   const adapters::MultimodalConfig config = ModelFor(o, work_dir);
   const torch::Device device = ParseDevice(o.device);
   const torch::ScalarType autocast = ParseDtype(o.precision);
@@ -165,7 +160,7 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
     optimizer->zero_grad();
     loss.backward();
     optimizer->step();
-    if (device.is_cuda()) torch::cuda::synchronize();
+    Sync(device);
     return batch;
   };
   if (device.is_cuda()) at::accelerator::resetPeakStats(device.index() < 0 ? 0 : device.index());
@@ -236,7 +231,6 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
     report.Set("speedup_vs_pytorch_eager", their_step / seconds_per_step);
   }
   report.Emit();
-  if (o.preset == "tinyllama" && o.work_dir.empty()) stdfs::remove_all(work_dir);
 }
 
 cli::Registrar registrar([](CLI::App& app, cli::Common& common) {

@@ -3,6 +3,9 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <stdlib.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
 
 #include <algorithm>
 #include <chrono>
@@ -10,13 +13,43 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <system_error>
 #include <vector>
+
+#include "core/error.h"
 
 namespace slm::bench {
 
 inline double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+
+// Waits for the device's queued work, so wall times cover it (nothing on CPU).
+inline void Sync(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize();
+}
+
+// A fresh directory under the system temp dir, removed at scope exit, so that a failed run leaves
+// nothing behind.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& prefix) {
+    std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "XXXXXX")).string();
+    Check(mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory in ",
+          std::filesystem::temp_directory_path().string());
+    path_ = pattern;
+  }
+  ~ScratchDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
 
 // Runs `body` once to warm up, then `repeats` times; returns the median wall time in seconds.
 inline double MedianSeconds(int repeats, const std::function<void()>& body) {

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -31,13 +30,6 @@ void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordn
 }
 
 namespace {
-
-std::vector<std::string> ScoringWords(const std::string& sentence) {
-  std::istringstream in(NormalizeForScoring(sentence));
-  std::vector<std::string> words;
-  for (std::string w; in >> w;) words.push_back(w);
-  return words;
-}
 
 std::vector<std::string> ReadLines(const std::string& path) {
   std::ifstream in(path);

@@ -29,6 +29,10 @@ std::string NormalizeForScoring(const std::string& text) {
   return Join(Split(mapped, " \t\r\n"), " ");
 }
 
+std::vector<std::string> ScoringWords(const std::string& text) {
+  return Split(NormalizeForScoring(text), " ");
+}
+
 double EditCounts::Rate() const {
   if (reference_length == 0) return Errors() == 0 ? 0.0 : 1.0;
   return static_cast<double>(Errors()) / static_cast<double>(reference_length);
@@ -73,8 +77,7 @@ EditCounts AlignTokens(const std::vector<std::string>& ref, const std::vector<st
 }
 
 EditCounts WordErrors(const std::string& reference, const std::string& hypothesis) {
-  return AlignTokens(Split(NormalizeForScoring(reference), " "),
-                     Split(NormalizeForScoring(hypothesis), " "));
+  return AlignTokens(ScoringWords(reference), ScoringWords(hypothesis));
 }
 
 EditCounts CharErrors(const std::string& reference, const std::string& hypothesis) {

@@ -17,6 +17,8 @@
 namespace slm::train {
 
 std::string NormalizeForScoring(const std::string& text);
+// The words of NormalizeForScoring(text), what WER counts.
+std::vector<std::string> ScoringWords(const std::string& text);
 
 struct EditCounts {
   int64_t substitutions = 0;

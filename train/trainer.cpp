@@ -6,7 +6,6 @@
 #include <cstring>
 #include <cmath>
 #include <filesystem>
-#include <sstream>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -40,9 +39,7 @@ std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& 
 // turned around, so both phrasings of one scene compare equal. Empty when the text is not a
 // caption of that form.
 std::vector<std::string> CaptionScene(const std::string& caption) {
-  std::istringstream in(NormalizeForScoring(caption));
-  std::vector<std::string> w;
-  for (std::string word; in >> word;) w.push_back(word);
+  const std::vector<std::string> w = ScoringWords(caption);
   auto article = [](const std::string& x) { return x == "a" || x == "an"; };
   std::vector<std::string> scene;
   size_t i = 0;
