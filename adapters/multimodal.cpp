@@ -100,19 +100,35 @@ nlohmann::json ModelSummary::ToJson() const {
           {"training_state_bytes", training_state_bytes}};
 }
 
-MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(config) {
+MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : MultimodalLMImpl(config, nullptr) {}
+
+MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedComponents* shared) : config_(config) {
   device_ = ParseDevice(config_.device);
   dtype_ = ParseDtype(config_.dtype);
   Check(!config_.backbone.empty(), "model.backbone: no backbone directory given");
-  tokenizer_ = std::make_unique<text::Tokenizer>(text::Tokenizer::Load(config_.backbone));
-  backbone_ = register_module("backbone", text::LoadLlama(config_.backbone, device_, dtype_));
-  backbone_->Freeze();
+  SharedComponents own;
+  SharedComponents& parts = shared != nullptr ? *shared : own;
+  if (parts.backbone.is_empty()) {
+    parts.backbone_dir = config_.backbone;
+    parts.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config_.backbone));
+    parts.backbone = text::LoadLlama(config_.backbone, device_, dtype_);
+    parts.backbone->Freeze();
+  }
+  Check(stdfs::weakly_canonical(parts.backbone_dir) == stdfs::weakly_canonical(config_.backbone),
+        "model.backbone '", config_.backbone, "' differs from the shared backbone '", parts.backbone_dir, "'");
+  tokenizer_ = parts.tokenizer;
+  backbone_ = register_module("backbone", parts.backbone);
   const int64_t hidden = backbone_->Config().hidden_size;
 
   if (!config_.speech.encoder.empty()) {
-    speech_encoder_ = register_module("speech_encoder",
-                                      audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_));
-    speech_encoder_->Freeze();
+    if (config_.speech.train_encoder || !parts.speech_encoders.count(config_.speech.encoder)) {
+      audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_);
+      encoder->Freeze();
+      if (config_.speech.train_encoder) speech_encoder_ = encoder;
+      else parts.speech_encoders.emplace(config_.speech.encoder, encoder);
+    }
+    if (speech_encoder_.is_empty()) speech_encoder_ = parts.speech_encoders.at(config_.speech.encoder);
+    speech_encoder_ = register_module("speech_encoder", speech_encoder_);
     if (config_.speech.train_encoder)
       for (torch::Tensor& p : speech_encoder_->parameters()) p.set_requires_grad(true);
     const audio::LogMelOptions features = audio::LoadEncoderFeatureOptions(config_.speech.encoder);
@@ -127,9 +143,14 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     speech_marker_ = tokenizer_->AddedTokenId(text::kSpeechMarker);
   }
   if (!config_.image.encoder.empty()) {
-    image_encoder_ = register_module("image_encoder",
-                                     vision::LoadClipVision(config_.image.encoder, device_, dtype_));
-    image_encoder_->Freeze();
+    if (config_.image.train_encoder || !parts.image_encoders.count(config_.image.encoder)) {
+      vision::ClipVisionModel encoder = vision::LoadClipVision(config_.image.encoder, device_, dtype_);
+      encoder->Freeze();
+      if (config_.image.train_encoder) image_encoder_ = encoder;
+      else parts.image_encoders.emplace(config_.image.encoder, encoder);
+    }
+    if (image_encoder_.is_empty()) image_encoder_ = parts.image_encoders.at(config_.image.encoder);
+    image_encoder_ = register_module("image_encoder", image_encoder_);
     if (config_.image.train_encoder)
       for (torch::Tensor& p : image_encoder_->parameters()) p.set_requires_grad(true);
     const std::string pre = config_.image.encoder + "/preprocessor_config.json";
@@ -144,7 +165,18 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config) : config_(con
     image_projector_->to(device_, dtype_);
     image_marker_ = tokenizer_->AddedTokenId(text::kImageMarker);
   }
-  if (config_.lora_enabled) backbone_->AddLora(config_.lora);
+  if (config_.lora_enabled) {
+    if (!backbone_->HasLora()) {
+      backbone_->AddLora(config_.lora);
+    } else {
+      const text::LoraOptions& have = backbone_->Lora();
+      Check(have.rank == config_.lora.rank && have.alpha == config_.lora.alpha &&
+                have.target_modules == config_.lora.target_modules,
+            "model.lora (rank ", config_.lora.rank, ", alpha ", config_.lora.alpha, ") differs from the LoRA the ",
+            "shared backbone already carries (rank ", have.rank, ", alpha ", have.alpha,
+            "): adapters over one backbone must use the same LoRA rank, alpha and target_modules");
+    }
+  }
 }
 
 void MultimodalLMImpl::BindCtcHead() {
@@ -194,8 +226,12 @@ torch::Tensor MultimodalLMImpl::SpeechFeatures(const std::vector<float>& samples
 
 torch::Tensor MultimodalLMImpl::ImagePixels(const std::string& image_path) const {
   Check(!image_encoder_.is_empty(), "the model has no image input (model.image.encoder)");
-  return vision::ClipPreprocess(vision::ToRgb8(vision::LoadImage(image_path), image_path),
-                                image_preprocess_);
+  return ImagePixels(vision::LoadImage(image_path));
+}
+
+torch::Tensor MultimodalLMImpl::ImagePixels(const cv::Mat& rgb8) const {
+  Check(!image_encoder_.is_empty(), "the model has no image input (model.image.encoder)");
+  return vision::ClipPreprocess(rgb8, image_preprocess_);
 }
 
 std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<MultimodalExample>& examples) {

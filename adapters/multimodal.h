@@ -35,6 +35,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -116,12 +117,30 @@ struct ModelSummary {
   nlohmann::json ToJson() const;
 };
 
+// Frozen parts several MultimodalLMs share: a server serving several adapters over one resident
+// backbone loads each directory once. Filled lazily by the constructor below, keyed by directory.
+// The backbone carries at most one LoRA structure: every model with LoRA over it must use the
+// same options, and whoever runs the models swaps the LoRA weights between them (serve/).
+// Not thread-safe: build the models on one thread.
+struct SharedComponents {
+  std::string backbone_dir;
+  std::shared_ptr<text::Tokenizer> tokenizer;
+  text::LlamaModel backbone{nullptr};
+  std::map<std::string, audio::WhisperEncoder> speech_encoders;
+  std::map<std::string, vision::ClipVisionModel> image_encoders;
+};
+
 class MultimodalLMImpl : public torch::nn::Module {
  public:
   // Loads backbone, tokenizer and the configured encoders (frozen), builds fresh projectors and
   // adds LoRA when enabled. slm::Error for missing directories, dimension mismatches, a tokenizer
   // without the "<speech>" / "<image>" markers a branch needs.
   explicit MultimodalLMImpl(const MultimodalConfig& config);
+  // The same, taking backbone, tokenizer and frozen encoders from `shared` (loading and adding
+  // them when absent). slm::Error when config.backbone differs from shared->backbone_dir, or when
+  // the LoRA options differ from the LoRA the shared backbone already carries. An encoder the
+  // config fine-tunes (train_encoder) is never shared: its weights belong to this model.
+  MultimodalLMImpl(const MultimodalConfig& config, SharedComponents* shared);
 
   // Builds the batch of `examples` (see the header comment). side: kRight for training, kLeft for
   // generation. slm::Error naming the example for placeholder/input count mismatches, features of
@@ -141,6 +160,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   torch::Tensor SpeechFeatures(const std::vector<float>& samples) const;
   // CLIP pixel values of an image file, with the image encoder's preprocessing.
   torch::Tensor ImagePixels(const std::string& image_path) const;
+  // The same for an 8-bit RGB image (vision::LoadImage / vision::DecodeImage).
+  torch::Tensor ImagePixels(const cv::Mat& rgb8) const;
 
   // Training mode reaches the projectors (and the LoRA branches); the frozen encoders stay in
   // eval mode whatever `on` is, and so does the backbone unless it carries LoRA.
@@ -183,7 +204,7 @@ class MultimodalLMImpl : public torch::nn::Module {
   MultimodalConfig config_;
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat;
-  std::unique_ptr<text::Tokenizer> tokenizer_;
+  std::shared_ptr<text::Tokenizer> tokenizer_;
   text::LlamaModel backbone_{nullptr};
   audio::WhisperEncoder speech_encoder_{nullptr};
   vision::ClipVisionModel image_encoder_{nullptr};

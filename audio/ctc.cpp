@@ -1,5 +1,6 @@
 #include "audio/ctc.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "core/error.h"
@@ -113,6 +114,55 @@ std::vector<std::vector<int64_t>> CtcGreedyDecode(const torch::Tensor& logits,
       previous = id;
     }
   }
+  return out;
+}
+
+CtcTranscript CtcGreedyWords(const torch::Tensor& logits) {
+  Check(logits.dim() == 2, "CtcGreedyWords: logits must be [T, V], got ", logits.sizes());
+  const auto [peak, best] = torch::softmax(logits.to(torch::kCPU, torch::kFloat), -1).max(-1);
+  const torch::Tensor ids_t = best.to(torch::kLong).contiguous(), peak_t = peak.contiguous();
+  const int64_t* ids = ids_t.data_ptr<int64_t>();
+  const float* p = peak_t.data_ptr<float>();
+  CtcTranscript out;
+  // Characters of the best path: symbol, first and last frame, peak posterior.
+  struct Char { int64_t id, first, last; float peak; };
+  std::vector<Char> chars;
+  int64_t previous = -1;
+  for (int64_t t = 0; t < ids_t.size(0); ++t) {
+    const int64_t id = ids[t];
+    if (id != CtcAlphabet::kBlank) {
+      if (id != previous) chars.push_back({id, t, t, p[t]});
+      else chars.back().last = t, chars.back().peak = std::max(chars.back().peak, p[t]);
+    }
+    previous = id;
+  }
+  double total = 0;
+  CtcWord word;
+  double word_sum = 0;
+  int64_t word_chars = 0;
+  auto close_word = [&] {
+    if (word_chars == 0) return;
+    word.confidence = static_cast<float>(word_sum / word_chars);
+    out.words.push_back(word);
+    word = CtcWord{};
+    word_sum = 0;
+    word_chars = 0;
+  };
+  for (const Char& c : chars) {
+    total += c.peak;
+    if (c.id == 1) {  // space
+      close_word();
+      continue;
+    }
+    if (word_chars == 0) word.start_frame = c.first;
+    word.text += CtcAlphabet::Decode({c.id});
+    word.end_frame = c.last + 1;
+    word_sum += c.peak;
+    ++word_chars;
+  }
+  close_word();
+  for (const CtcWord& w : out.words) out.text += (out.text.empty() ? "" : " ") + w.text;
+  out.confidence = chars.empty() ? 0.f : static_cast<float>(total / chars.size());
   return out;
 }
 

@@ -55,4 +55,24 @@ torch::Tensor CtcLoss(const torch::Tensor& logits, const torch::Tensor& frame_le
 std::vector<std::vector<int64_t>> CtcGreedyDecode(const torch::Tensor& logits,
                                                   const torch::Tensor& frame_lengths);
 
+// One word of a greedy CTC transcript with its span in encoder frames [start_frame, end_frame)
+// (from its first character's first frame to its last character's last frame) and its confidence:
+// the mean over its characters of the peak posterior of the emitted symbol.
+struct CtcWord {
+  std::string text;
+  int64_t start_frame = 0;
+  int64_t end_frame = 0;
+  float confidence = 0;
+};
+
+struct CtcTranscript {
+  std::string text;  // the words joined by single spaces (== CtcAlphabet::Decode of the best path)
+  std::vector<CtcWord> words;
+  float confidence = 0;  // mean peak posterior over every emitted character (spaces included); 0 if none
+};
+
+// Greedy decoding of one utterance with word spans: logits [T, V] of its real frames (any float
+// dtype, any device). The best path is CtcGreedyDecode's; spaces separate words.
+CtcTranscript CtcGreedyWords(const torch::Tensor& logits);
+
 }  // namespace slm::audio

@@ -48,6 +48,9 @@ grpc::Status ToGrpcStatus(const std::exception& error);
 // A null pointer gives OK.
 grpc::Status ToGrpcStatus(const std::exception_ptr& error);
 
+// "INVALID_ARGUMENT", "NOT_FOUND", ... (the canonical upper-case name of a gRPC code).
+std::string StatusCodeName(grpc::StatusCode code);
+
 // `message` cut to at most `max_bytes` bytes without splitting a UTF-8 sequence, with "..."
 // appended when it was cut.
 std::string TruncateStatusMessage(const std::string& message,

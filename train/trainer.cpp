@@ -58,6 +58,15 @@ std::vector<std::string> CaptionScene(const std::string& caption) {
   return scene;
 }
 
+// adapter_dir/tasks.json: {"tasks": {"<task>": "<prompt template>", ...}} of the training sources,
+// so that a server knows what an adapter was trained for and how to prompt it (serve/).
+void WriteAdapterTasks(const std::string& adapter_dir, const std::vector<DataSourceConfig>& sources) {
+  json tasks = json::object();
+  for (const DataSourceConfig& source : sources)
+    if (!tasks.contains(source.task)) tasks[source.task] = source.PromptTemplate();
+  fs::AtomicWriteString(adapter_dir + "/tasks.json", json{{"tasks", tasks}}.dump(2) + "\n");
+}
+
 // The written question in the form the starter backbone was pretrained on ("dog: a member of the
 // genus canis..."): "what is a dog" -> "dog:". Other questions are kept as they are, with "?".
 std::string TextQuestionPrompt(const std::string& question) {
@@ -141,7 +150,7 @@ void TrainConfig::Load(config::Node root) {
   auto c = root.Child("checkpoint");
   c.Read("every", checkpoint.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("keep", checkpoint.keep, InRange<int64_t>(1, 1 << 20));
-  root.Read("output_dir", output_dir).Read("seed", seed).Read("threads", threads, InRange(0, 1024));
+  root.Read("output_dir", output_dir).Read("init_adapters", init_adapters).Read("seed", seed).Read("threads", threads, InRange(0, 1024));
 }
 
 json TrainResult::ToJson() const {
@@ -259,6 +268,11 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   adapters::MultimodalConfig model_config = c.model;
   model_config.device = dist.Device(c.model.device);  // each NCCL rank on its own GPU
   adapters::MultimodalLM model(model_config);
+  if (!c.init_adapters.empty() && !resume) {
+    Check(stdfs::is_directory(c.init_adapters), "init_adapters: '", c.init_adapters, "' is not a directory");
+    model->LoadAdapters(c.init_adapters);
+    log::Info(Str("starting from the adapters in ", c.init_adapters));
+  }
   const double max_seconds = model->MaxSpeechSeconds();
   const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet);
   std::unique_ptr<Dataset> valid;
@@ -391,6 +405,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   if (main_rank) {
     SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
     model->SaveAdapters(c.output_dir + "/adapters");
+    WriteAdapterTasks(c.output_dir + "/adapters", c.data.train);
     if (valid) {
       const AutocastGuard precision = PrecisionScope(c);
       result.eval = Evaluate(*model, *valid, c.eval, cache);

@@ -65,6 +65,9 @@ struct TrainConfig {
     int64_t keep = 2;
   } checkpoint;
   std::string output_dir = "runs/train";
+  // Start from these trained adapters (a run's adapters/ directory, a starter adapter) instead of
+  // fresh ones; their projector specs and LoRA must match `model`. Ignored by --resume.
+  std::string init_adapters;
   uint64_t seed = 1;
   int threads = 0;
 

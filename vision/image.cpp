@@ -241,20 +241,24 @@ cv::Mat LoadImage(const std::string& path, const LoadImageOptions& options) {
   Check(stdfs::is_regular_file(path, ec), path, ": not a regular file");
   std::ifstream in(path, std::ios::binary);
   Check(in.good(), path, ": cannot open image file");
-  std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(in)),
-                                   std::istreambuf_iterator<char>());
-  Check(!bytes.empty(), path, ": image file is empty");
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return DecodeImage(bytes, path, options);
+}
+
+cv::Mat DecodeImage(const std::string& data, const std::string& where, const LoadImageOptions& options) {
+  Check(!data.empty(), where, ": image is empty");
+  const std::vector<unsigned char> bytes(data.begin(), data.end());
   int64_t width = 0, height = 0;
-  if (HeaderSize(bytes, &width, &height)) CheckPixels(width, height, options, path);
+  if (HeaderSize(bytes, &width, &height)) CheckPixels(width, height, options, where);
   cv::Mat decoded;
   try {
     decoded = cv::imdecode(bytes, cv::IMREAD_UNCHANGED);  // also: no EXIF rotation
   } catch (const cv::Exception& e) {
-    throw Error(Str(path, ": not a readable image (", e.what(), ")"));
+    throw Error(Str(where, ": not a readable image (", e.what(), ")"));
   }
-  Check(!decoded.empty(), path, ": not a readable image (corrupt or unsupported format)");
-  CheckPixels(decoded.cols, decoded.rows, options, path);
-  return ToRgb8(decoded, path);
+  Check(!decoded.empty(), where, ": not a readable image (corrupt or unsupported format)");
+  CheckPixels(decoded.cols, decoded.rows, options, where);
+  return ToRgb8(decoded, where);
 }
 
 ClipPreprocessOptions ClipPreprocessOptions::FromJson(const json& j, const std::string& where) {

@@ -43,6 +43,8 @@ struct LoadImageOptions {
 
 // 8-bit RGB (CV_8UC3) image of `path`; slm::Error naming the file for anything unusable.
 cv::Mat LoadImage(const std::string& path, const LoadImageOptions& options = {});
+// The same for an encoded image file held in memory (PNG, JPEG, ...); `where` names it in errors.
+cv::Mat DecodeImage(const std::string& bytes, const std::string& where, const LoadImageOptions& options = {});
 
 // Any 8-bit or 16-bit image with 1-4 channels in OpenCV's channel order (grey, grey+alpha, BGR,
 // BGRA) -> 8-bit RGB with the rules above. `where` names the source in errors.

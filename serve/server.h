@@ -1,0 +1,55 @@
+// The slm gRPC server: the slm.v1.Speech service (serve/service.h) plus grpc.health.v1 health
+// (overall status "" and "slm.v1.Speech"), server reflection, optional TLS and the message-size
+// limit, over one resident model and its engine.
+//
+// Lifecycle: the constructor starts listening right away with health NOT_SERVING (so orchestrators
+// can watch a slow load), Load() loads the model and starts the engine, then health is SERVING.
+// Drain() turns health NOT_SERVING, answers new RPCs UNAVAILABLE, waits up to drain_seconds for
+// running RPCs to finish, then shuts down (cancelling what is left); `slm serve` calls it on
+// SIGTERM/SIGINT. The destructor drains with no grace period if Drain() was not called.
+//
+// Thread-safety: Load and Drain from the owning thread; Port and the service's counters anywhere.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+
+#include "serve/engine.h"
+#include "serve/model.h"
+#include "serve/serve_config.h"
+#include "serve/service.h"
+
+namespace slm::serve {
+
+class Server {
+ public:
+  // slm::Error when the address cannot be bound or the TLS files cannot be read.
+  explicit Server(const ServeConfig& config);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  void Load();
+  // The bound port (the chosen one when listen asked for port 0).
+  int Port() const { return port_; }
+  // "host:port" clients can dial.
+  std::string Address() const;
+  void Drain(double grace_seconds);
+  SpeechService& Service() { return *service_; }
+  Engine* GetEngine() { return engine_.get(); }
+
+ private:
+  void SetServing(bool serving);
+
+  ServeConfig config_;
+  std::unique_ptr<SpeechService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<ServedModel> model_;
+  std::unique_ptr<Engine> engine_;
+  int port_ = 0;
+  bool drained_ = false;
+};
+
+}  // namespace slm::serve
