@@ -66,3 +66,39 @@ TEST(Ctc, HeadLearnsToTranscribeFixedFeatures) {
 
 }  // namespace
 }  // namespace slm::audio
+
+namespace slm::audio {
+namespace {
+
+TEST(CtcGreedyWords, GivesWordsWithFrameSpansAndPeakConfidence) {
+  // Best path: _ c c _ a t ␣ ␣ d o g _  -> "cat" frames [1, 6), "dog" frames [8, 11).
+  const std::string path = "_cc_at  dog_";
+  torch::Tensor logits = torch::zeros({static_cast<int64_t>(path.size()), CtcAlphabet::kSize});
+  for (size_t t = 0; t < path.size(); ++t) {
+    const int64_t id = path[t] == '_'   ? CtcAlphabet::kBlank
+                       : path[t] == ' ' ? 1  // space
+                                        : CtcAlphabet::Encode(std::string(1, path[t])).at(0);
+    logits[t][id] = path[t] == 'c' && t == 1 ? 2.0 : 5.0;  // frame 1 is less sure than frame 2
+  }
+  const CtcTranscript out = CtcGreedyWords(logits);
+  EXPECT_EQ(out.text, "cat dog");
+  ASSERT_EQ(out.words.size(), 2u);
+  EXPECT_EQ(out.words[0].text, "cat");
+  EXPECT_EQ(out.words[0].start_frame, 1);
+  EXPECT_EQ(out.words[0].end_frame, 6);
+  EXPECT_EQ(out.words[1].text, "dog");
+  EXPECT_EQ(out.words[1].start_frame, 8);
+  EXPECT_EQ(out.words[1].end_frame, 11);
+  // Peak posterior of a letter with logit 5 against 28 zeros.
+  const double peak = std::exp(5.0) / (std::exp(5.0) + 28);
+  EXPECT_NEAR(out.words[1].confidence, peak, 1e-5);
+  EXPECT_NEAR(out.words[0].confidence, peak, 1e-5);  // "c" peaks at frame 2
+  EXPECT_NEAR(out.confidence, peak, 1e-5);
+  // Agrees with CtcGreedyDecode.
+  EXPECT_EQ(CtcAlphabet::Decode(CtcGreedyDecode(logits.unsqueeze(0), {})[0]), out.text);
+  EXPECT_TRUE(CtcGreedyWords(torch::zeros({4, CtcAlphabet::kSize})).words.empty());  // all blank
+  EXPECT_SLM_ERROR(CtcGreedyWords(torch::zeros({2, 3, 4})), "must be [T, V]");
+}
+
+}  // namespace
+}  // namespace slm::audio

@@ -1,0 +1,670 @@
+// The gRPC server end to end over loopback, in process, on the committed starter models
+// (backbone_tiny, speech_encoder_tiny with its CTC head, the starter spoken-QA adapter). Streams are
+// sent as fast as possible (no real-time pacing): these tests check behaviour, never speed.
+#include <gtest/gtest.h>
+#include <grpcpp/grpcpp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <thread>
+
+#include "audio/audio_io.h"
+#include "audio/ctc.h"
+#include "audio/espeak_synth.h"
+#include "core/safetensors.h"
+#include "text/generate.h"
+#include "text/llama.h"
+#include "text/tokenizer.h"
+#include "serve/client.h"
+#include "serve/server.h"
+#include "tests/test_util.h"
+
+namespace slm::serve {
+namespace {
+
+namespace v1 = slm::v1;
+using grpc::StatusCode;
+
+const std::string kRoot = SLM_SOURCE_DIR;
+
+ServeConfig TestConfig() {
+  ServeConfig c;
+  c.listen = "127.0.0.1:0";
+  c.backbone = kRoot + "/samples/models/backbone_tiny";
+  c.speech_encoder = kRoot + "/samples/models/speech_encoder_tiny";
+  AdapterEntry sqa;
+  sqa.name = "sqa";
+  sqa.config = kRoot + "/samples/configs/sqa_tiny.yaml";
+  sqa.adapters = kRoot + "/samples/models/sqa_tiny_adapter";
+  c.adapters.push_back(sqa);
+  c.max_streams = 3;
+  c.max_chunk_bytes = 64000;
+  c.max_utterance_seconds = 4;
+  c.max_file_seconds = 4;
+  c.max_answer_tokens = 16;
+  c.max_answer_tokens_limit = 64;
+  c.max_wait_ms = 1;
+  c.drain_seconds = 5;
+  return c;
+}
+
+std::vector<float> Speech(const std::string& text, const std::string& voice = "en-us") {
+  audio::VoiceSpec spec;
+  spec.name = voice;
+  return audio::EspeakSynthesizer::Instance().Synthesize(text, spec).samples;  // 16 kHz
+}
+
+std::string Linear16(const std::vector<float>& samples) {
+  std::string bytes(samples.size() * 2, '\0');
+  for (size_t i = 0; i < samples.size(); ++i) {
+    const auto v = static_cast<int16_t>(std::lrint(std::clamp(samples[i], -1.f, 1.f) * 32767.f));
+    bytes[2 * i] = static_cast<char>(v & 0xFF);
+    bytes[2 * i + 1] = static_cast<char>((v >> 8) & 0xFF);
+  }
+  return bytes;
+}
+
+std::string Float32(const std::vector<float>& samples) {
+  return std::string(reinterpret_cast<const char*>(samples.data()), samples.size() * 4);
+}
+
+size_t EditDistance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t next = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = row[j];
+      row[j] = next;
+    }
+  }
+  return row[b.size()];
+}
+
+// The independent reference: log-mel -> encoder (batch of one, no padding) -> CTC greedy path.
+std::string OfflineCtcText(const std::vector<float>& samples) {
+  torch::NoGradGuard no_grad;
+  const std::string dir = kRoot + "/samples/models/speech_encoder_tiny";
+  audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(dir);
+  encoder->Freeze();
+  audio::CtcHead head(encoder->Config().d_model);
+  safetensors::Reader reader(dir + "/model.safetensors");
+  reader.CopyInto("ctc_head.weight", head->proj->weight);
+  reader.CopyInto("ctc_head.bias", head->proj->bias);
+  const audio::LogMel mel(audio::LoadEncoderFeatureOptions(dir));
+  const torch::Tensor logits = head->forward(encoder->forward(mel.Compute(samples).unsqueeze(0)));
+  return audio::CtcAlphabet::Decode(audio::CtcGreedyDecode(logits, {})[0]);
+}
+
+struct Call {
+  grpc::Status status;
+  std::vector<v1::ConverseResponse> responses;
+  std::vector<const v1::FinalTranscript*> Finals() const {
+    std::vector<const v1::FinalTranscript*> out;
+    for (const auto& r : responses)
+      if (r.has_final_transcript()) out.push_back(&r.final_transcript());
+    return out;
+  }
+  std::string Answer() const {
+    std::string out;
+    for (const auto& r : responses)
+      if (r.has_answer_token()) out += r.answer_token().text();
+    return out;
+  }
+  std::vector<int64_t> AnswerIds() const {
+    std::vector<int64_t> out;
+    for (const auto& r : responses)
+      if (r.has_answer_token()) out.push_back(r.answer_token().token_id());
+    return out;
+  }
+  int Count(v1::ConverseResponse::ResponseCase c) const {
+    int n = 0;
+    for (const auto& r : responses) n += r.response_case() == c;
+    return n;
+  }
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // sqa_tiny.yaml names the backbone and encoder relative to the repository root.
+    ASSERT_EQ(::chdir(kRoot.c_str()), 0);
+  }
+  void Start(ServeConfig config = TestConfig()) {
+    config_ = config;
+    server_ = std::make_unique<Server>(config_);
+    server_->Load();
+    channel_ = grpc::CreateChannel(server_->Address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Speech::NewStub(channel_);
+  }
+  void Authorize(grpc::ClientContext& context) {
+    if (!config_.auth_token.empty()) context.AddMetadata("authorization", "Bearer " + config_.auth_token);
+  }
+  // Sends `requests` (`pause` apart, default as fast as possible), half-closes, collects everything.
+  Call Send(const std::vector<v1::ConverseRequest>& requests,
+            std::chrono::milliseconds pause = std::chrono::milliseconds(0)) {
+    grpc::ClientContext context;
+    Authorize(context);
+    auto stream = stub_->Converse(&context);
+    std::thread writer([&] {
+      for (const auto& r : requests) {
+        if (!stream->Write(r)) break;
+        std::this_thread::sleep_for(pause);
+      }
+      stream->WritesDone();
+    });
+    Call call;
+    v1::ConverseResponse response;
+    while (stream->Read(&response)) call.responses.push_back(response);
+    writer.join();
+    call.status = stream->Finish();
+    return call;
+  }
+  static v1::ConverseRequest Config(v1::AudioEncoding encoding, int rate, v1::Task task = v1::TRANSCRIBE) {
+    v1::ConverseRequest r;
+    r.mutable_config()->set_encoding(encoding);
+    r.mutable_config()->set_sample_rate_hz(rate);
+    r.mutable_config()->set_task(task);
+    r.mutable_config()->set_endpointing_silence_ms(-1);
+    r.mutable_config()->set_request_id("test-1");
+    return r;
+  }
+  static v1::ConverseRequest Audio(const std::string& bytes) {
+    v1::ConverseRequest r;
+    r.set_audio(bytes);
+    return r;
+  }
+  // Config + the audio in chunks of `chunk_samples` samples of `bytes_per_sample`.
+  static std::vector<v1::ConverseRequest> Stream(const v1::ConverseRequest& config, const std::string& bytes,
+                                                 size_t chunk_bytes) {
+    std::vector<v1::ConverseRequest> out{config};
+    for (size_t at = 0; at < bytes.size(); at += chunk_bytes) out.push_back(Audio(bytes.substr(at, chunk_bytes)));
+    return out;
+  }
+  // A normal stream works (after bad ones).
+  void ExpectNormalStreamWorks() {
+    const std::vector<float> speech = Speech("what is a dog");
+    const Call call = Send(Stream(Config(v1::LINEAR16, 16000), Linear16(speech), 5120));
+    ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+    ASSERT_EQ(call.Finals().size(), 1u);
+    EXPECT_FALSE(call.Finals()[0]->text().empty());
+  }
+
+  ServeConfig config_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Speech::Stub> stub_;
+};
+
+TEST_F(ServerTest, StreamAt16kHzGivesTheOfflineCtcTranscriptWithWordTimesInOrder) {
+  Start();
+  const std::vector<float> speech = Speech("what is a psychological feature");
+  v1::ConverseRequest config = Config(v1::FLOAT32, 16000);
+  config.mutable_config()->set_interim_results(true);
+  // 160 ms chunks at 4x real time: the server has time for interims between them.
+  const Call call = Send(Stream(config, Float32(speech), 2560 * 4), std::chrono::milliseconds(40));
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  // Order: interims, then one final, then one summary; request_id everywhere.
+  ASSERT_GE(call.responses.size(), 2u);
+  EXPECT_GE(call.Count(v1::ConverseResponse::kInterimTranscript), 1);
+  EXPECT_TRUE(call.responses.back().has_summary());
+  EXPECT_TRUE(call.responses[call.responses.size() - 2].has_final_transcript());
+  for (const auto& r : call.responses) {
+    EXPECT_EQ(r.request_id(), "test-1");
+    EXPECT_EQ(r.utterance_index(), 0);
+  }
+  const v1::FinalTranscript& final = *call.Finals().at(0);
+  EXPECT_EQ(final.text(), OfflineCtcText(speech));
+  EXPECT_EQ(final.end_reason(), v1::CLIENT_HALF_CLOSE);
+  EXPECT_GT(final.confidence(), 0.f);
+  EXPECT_LE(final.confidence(), 1.f);
+  ASSERT_GE(final.words_size(), 3);
+  const double duration = double(speech.size()) / 16000;
+  double previous_end = 0;
+  std::string joined;
+  for (const v1::WordInfo& w : final.words()) {
+    EXPECT_GE(w.start_seconds(), previous_end - 1e-9) << w.word();
+    EXPECT_GT(w.end_seconds(), w.start_seconds()) << w.word();
+    EXPECT_LE(w.end_seconds(), duration + 1e-6) << w.word();
+    previous_end = w.end_seconds();
+    joined += (joined.empty() ? "" : " ") + w.word();
+  }
+  EXPECT_EQ(joined, final.text());
+  const v1::UtteranceSummary& summary = call.responses.back().summary();
+  EXPECT_NEAR(summary.audio_seconds_processed(), duration, 0.011);
+  EXPECT_GT(summary.first_interim_ms(), 0);
+  EXPECT_EQ(summary.model(), "tiny");
+}
+
+TEST_F(ServerTest, Linear16At8kHzIsResampledAndTranscribedLikeTheOriginal) {
+  Start();
+  const std::vector<float> speech = Speech("a member of the genus canis");
+  const std::vector<float> narrow = audio::Resample(speech, 16000, 8000);
+  const Call call = Send(Stream(Config(v1::LINEAR16, 8000), Linear16(narrow), 2560));
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  // Reference: the same telephone-band audio brought back to 16 kHz offline (whole-signal soxr
+  // instead of the server's streaming soxr and int16 rounding). Wrong byte order or a wrong
+  // rate would give unrelated characters (CER near 1).
+  const std::string reference = OfflineCtcText(audio::Resample(narrow, 8000, 16000));
+  const std::string got = call.Finals().at(0)->text();
+  EXPECT_LT(double(EditDistance(got, reference)) / reference.size(), 0.1) << got << " vs " << reference;
+}
+
+TEST_F(ServerTest, RespondStreamsTheSameAnswerAsOfflineGreedyGeneration) {
+  Start();
+  const std::vector<float> speech = Speech("what is a dog");
+  const Call call = Send(Stream(Config(v1::FLOAT32, 16000, v1::RESPOND), Float32(speech), 16000));
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  ASSERT_GE(call.Count(v1::ConverseResponse::kAnswerToken), 1);
+  const v1::UtteranceSummary& summary = call.responses.back().summary();
+  EXPECT_EQ(summary.adapter(), "sqa");
+  EXPECT_EQ(summary.tokens_generated(), call.Count(v1::ConverseResponse::kAnswerToken));
+  EXPECT_NE(summary.finish_reason(), v1::FINISH_REASON_UNSPECIFIED);
+  // Token indices count up from 0.
+  int index = 0;
+  for (const auto& r : call.responses)
+    if (r.has_answer_token()) EXPECT_EQ(r.answer_token().index(), index++);
+
+  // Reference: the adapter's own Generate (text::GenerateFromEmbeds, one batched cache) on the
+  // same samples.
+  adapters::MultimodalConfig model_config;
+  config::Document doc = config::Document::LoadFile(kRoot + "/samples/configs/sqa_tiny.yaml");
+  model_config.Load(doc.Root().Child("model"));
+  adapters::MultimodalLM model(model_config);
+  model->LoadAdapters(kRoot + "/samples/models/sqa_tiny_adapter");
+  model->eval();
+  adapters::MultimodalExample example;
+  example.prompt = "<speech> Answer:";
+  example.speech = {model->SpeechFeatures(speech)};
+  text::GenerationOptions options;
+  options.max_new_tokens = 16;
+  const text::GenerationResult reference = model->Generate({example}, options);
+  EXPECT_EQ(call.AnswerIds(), reference.tokens[0]);
+  EXPECT_EQ(call.Answer(), model->Tokenizer().Decode(reference.tokens[0], true));
+}
+
+TEST_F(ServerTest, ContinuouslyBatchedGenerationMatchesEachPromptAlone) {
+  ServeConfig config = TestConfig();
+  config.max_streams = 8;
+  Start(config);
+  const std::vector<std::string> prompts = {"a dog is", "the act of", "a member of the genus", "water:",
+                                            "a small domesticated animal kept as a pet or for catching mice"};
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::vector<int64_t>> got(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      // Staggered arrivals: later prompts join decode steps already running.
+      std::this_thread::sleep_for(std::chrono::milliseconds(15 * i));
+      grpc::ClientContext context;
+      v1::GenerateRequest request;
+      request.set_prompt(prompts[i]);
+      request.set_max_new_tokens(24);
+      auto reader = stub_->Generate(&context, request);
+      v1::GenerateResponse response;
+      while (reader->Read(&response))
+        if (response.has_token()) got[i].push_back(response.token().token_id());
+      const grpc::Status status = reader->Finish();
+      EXPECT_TRUE(status.ok()) << prompts[i] << ": " << status.error_message();
+    });
+  }
+  for (auto& t : threads) t.join();
+  text::LlamaModel backbone = text::LoadLlama(kRoot + "/samples/models/backbone_tiny");
+  backbone->Freeze();
+  const text::Tokenizer tokenizer = text::Tokenizer::Load(kRoot + "/samples/models/backbone_tiny");
+  text::GenerationOptions options;
+  options.max_new_tokens = 24;
+  options.stop_token_ids = tokenizer.EosIds();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto alone = text::Generate(backbone, {tokenizer.Encode(prompts[i], true, false)}, options);
+    EXPECT_EQ(got[i], alone.tokens[0]) << prompts[i];
+  }
+  const nlohmann::json stats = server_->GetEngine()->Stats();
+  EXPECT_GT(stats["max_decode_batch"].get<int64_t>(), 1) << stats.dump();
+}
+
+TEST_F(ServerTest, GenerateHonoursStopStringsAndSeededSampling) {
+  Start();
+  auto run = [&](const v1::GenerateRequest& request, std::string* text) {
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, request);
+    v1::GenerateResponse response;
+    v1::GenerateSummary summary;
+    text->clear();
+    while (reader->Read(&response)) {
+      if (response.has_token()) *text += response.token().text();
+      if (response.has_summary()) summary = response.summary();
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+    return summary;
+  };
+  v1::GenerateRequest request;
+  request.set_prompt("a dog is");
+  request.set_max_new_tokens(32);
+  std::string greedy;
+  run(request, &greedy);
+  ASSERT_GE(greedy.size(), 4u);
+  // Stop at the second word of the greedy continuation: the text ends before it.
+  const std::string stop = greedy.substr(greedy.find(' ', 1) == std::string::npos ? 1 : greedy.find(' ', 1), 3);
+  request.add_stop(stop);
+  std::string stopped;
+  const v1::GenerateSummary summary = run(request, &stopped);
+  EXPECT_EQ(summary.finish_reason(), v1::STOP_STRING);
+  EXPECT_EQ(stopped, greedy.substr(0, greedy.find(stop)));
+  request.clear_stop();
+  request.set_temperature(1.0);
+  request.set_top_k(50);
+  request.set_seed(7);
+  std::string a, b;
+  run(request, &a);
+  run(request, &b);
+  EXPECT_EQ(a, b);
+}
+
+TEST_F(ServerTest, BadRequestsGetTheirCodeAndTheServerKeepsServing) {
+  Start();
+  const std::vector<float> speech = Speech("what is a dog");
+  const std::string pcm = Linear16(speech);
+  struct Case {
+    std::string name;
+    std::vector<v1::ConverseRequest> requests;
+    StatusCode code;
+    std::string message;
+  };
+  auto with = [&](auto edit) {
+    v1::ConverseRequest c = Config(v1::LINEAR16, 16000);
+    edit(*c.mutable_config());
+    return std::vector<v1::ConverseRequest>{c, Audio(pcm)};
+  };
+  v1::ConverseRequest eou;
+  eou.mutable_end_of_utterance();
+  std::vector<float> nan_samples(100, 0.1f), inf_samples(100, 0.1f);
+  nan_samples[17] = std::numeric_limits<float>::quiet_NaN();
+  inf_samples[3] = std::numeric_limits<float>::infinity();
+  const std::vector<Case> cases = {
+      {"audio before config", {Audio(pcm)}, StatusCode::INVALID_ARGUMENT, "audio before config"},
+      {"two configs", {Config(v1::LINEAR16, 16000), Config(v1::LINEAR16, 16000)}, StatusCode::INVALID_ARGUMENT,
+       "second StreamConfig"},
+      {"no encoding", with([](v1::StreamConfig& c) { c.set_encoding(v1::AUDIO_ENCODING_UNSPECIFIED); }),
+       StatusCode::INVALID_ARGUMENT, "config.encoding"},
+      {"unknown encoding", with([](v1::StreamConfig& c) { c.set_encoding(static_cast<v1::AudioEncoding>(7)); }),
+       StatusCode::INVALID_ARGUMENT, "config.encoding"},
+      {"rate 0", with([](v1::StreamConfig& c) { c.set_sample_rate_hz(0); }), StatusCode::INVALID_ARGUMENT,
+       "sample_rate_hz 0"},
+      {"rate 1e9", with([](v1::StreamConfig& c) { c.set_sample_rate_hz(1000000000); }), StatusCode::INVALID_ARGUMENT,
+       "sample_rate_hz 1000000000"},
+      {"odd LINEAR16 bytes", {Config(v1::LINEAR16, 16000), Audio(pcm.substr(0, 301))}, StatusCode::INVALID_ARGUMENT,
+       "301 bytes is not a whole number of LINEAR16"},
+      {"NaN float", {Config(v1::FLOAT32, 16000), Audio(Float32(nan_samples))}, StatusCode::INVALID_ARGUMENT,
+       "sample 17 is NaN"},
+      {"Inf float", {Config(v1::FLOAT32, 16000), Audio(Float32(inf_samples))}, StatusCode::INVALID_ARGUMENT,
+       "sample 3 is infinite"},
+      {"chunk over the limit", {Config(v1::LINEAR16, 16000), Audio(std::string(64002, '\0'))},
+       StatusCode::INVALID_ARGUMENT, "over this server's limit of 64000 bytes"},
+      {"unknown adapter", with([](v1::StreamConfig& c) { c.set_adapter("nope"); }), StatusCode::NOT_FOUND,
+       "unknown adapter 'nope' (this server has: sqa)"},
+      {"unknown model", with([](v1::StreamConfig& c) { c.set_model("big"); }), StatusCode::NOT_FOUND,
+       "unknown model 'big'"},
+      {"empty stream", {}, StatusCode::INVALID_ARGUMENT, "empty stream"},
+      {"config only", {Config(v1::LINEAR16, 16000)}, StatusCode::INVALID_ARGUMENT, "without any audio"},
+      {"negative max tokens", with([](v1::StreamConfig& c) { c.set_max_answer_tokens(-1); }),
+       StatusCode::INVALID_ARGUMENT, "max_answer_tokens must be >= 0"},
+      {"audio answers", with([](v1::StreamConfig& c) { c.set_task(v1::RESPOND); c.set_respond_with_audio(true); }),
+       StatusCode::FAILED_PRECONDITION, "no speech synthesizer"},
+      {"empty message", {Config(v1::LINEAR16, 16000), v1::ConverseRequest()}, StatusCode::INVALID_ARGUMENT,
+       "nothing set"},
+  };
+  for (const Case& c : cases) {
+    const Call call = Send(c.requests);
+    EXPECT_EQ(call.status.error_code(), c.code) << c.name << ": " << call.status.error_message();
+    EXPECT_NE(call.status.error_message().find(c.message), std::string::npos)
+        << c.name << ": " << call.status.error_message();
+  }
+  ExpectNormalStreamWorks();
+  EXPECT_EQ(server_->Service().ActiveStreams(), 0);
+}
+
+TEST_F(ServerTest, UtterancesEndAtEndpointsExplicitEndsAndTheMaximumDuration) {
+  Start();
+  const std::vector<float> first = Speech("what is a dog"), second = Speech("what is water");
+  std::vector<float> audio = first;
+  audio.insert(audio.end(), 16000, 0.f);  // 1 s of silence: an endpoint at 500 ms
+  audio.insert(audio.end(), second.begin(), second.end());
+  v1::ConverseRequest config = Config(v1::LINEAR16, 16000);
+  config.mutable_config()->set_endpointing_silence_ms(500);
+  std::vector<v1::ConverseRequest> requests = Stream(config, Linear16(audio), 3200);
+  v1::ConverseRequest eou;
+  eou.mutable_end_of_utterance();
+  requests.push_back(eou);
+  const Call call = Send(requests);
+  ASSERT_TRUE(call.status.ok()) << call.status.error_message();
+  const auto finals = call.Finals();
+  ASSERT_EQ(finals.size(), 2u);
+  EXPECT_EQ(finals[0]->end_reason(), v1::ENDPOINT_DETECTED);
+  EXPECT_EQ(finals[1]->end_reason(), v1::END_OF_UTTERANCE_MESSAGE);
+  EXPECT_GT(finals[1]->start_seconds(), finals[0]->end_seconds());
+  EXPECT_EQ(call.Count(v1::ConverseResponse::kSummary), 2);
+  int last_index = 0;
+  for (const auto& r : call.responses) {
+    EXPECT_GE(r.utterance_index(), last_index);
+    last_index = r.utterance_index();
+  }
+  EXPECT_EQ(last_index, 1);
+
+  // 6 s of continuous speech-level noise with a 4 s limit: cut at 4 s (MAX_DURATION), then the rest.
+  std::vector<float> long_audio(6 * 16000);
+  for (size_t i = 0; i < long_audio.size(); ++i) long_audio[i] = 0.2f * std::sin(0.05f * i);
+  const Call cut = Send(Stream(Config(v1::LINEAR16, 16000), Linear16(long_audio), 32000));
+  ASSERT_TRUE(cut.status.ok()) << cut.status.error_message();
+  ASSERT_EQ(cut.Finals().size(), 2u);
+  EXPECT_EQ(cut.Finals()[0]->end_reason(), v1::MAX_DURATION);
+  EXPECT_NEAR(cut.Finals()[0]->end_seconds(), 4.0, 0.011);
+  EXPECT_EQ(cut.Finals()[1]->end_reason(), v1::CLIENT_HALF_CLOSE);
+}
+
+TEST_F(ServerTest, TranscribeTakesFilesAndRawSamplesAndRejectsBadAudio) {
+  Start();
+  const std::vector<float> speech = Speech("what is a dog");
+  testing::TempDir dir;
+  audio::Write(dir.File("q.wav"), audio::Resample(speech, 16000, 22050), 22050);
+  std::ifstream in(dir.File("q.wav"), std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto transcribe = [&](const v1::TranscribeRequest& request, v1::TranscribeResponse* response) {
+    grpc::ClientContext context;
+    return stub_->Transcribe(&context, request, response);
+  };
+  v1::TranscribeRequest request;
+  request.set_audio(file);
+  v1::TranscribeResponse response;
+  ASSERT_TRUE(transcribe(request, &response).ok());
+  EXPECT_NEAR(response.audio_seconds(), double(speech.size()) / 16000, 0.01);
+  EXPECT_FALSE(response.transcript().text().empty());
+  EXPECT_FALSE(response.request_id().empty());
+
+  v1::TranscribeRequest raw;
+  raw.set_audio(Float32(speech));
+  raw.set_encoding(v1::FLOAT32);
+  raw.set_sample_rate_hz(16000);
+  ASSERT_TRUE(transcribe(raw, &response).ok());
+  EXPECT_EQ(response.transcript().text(), OfflineCtcText(speech));
+
+  v1::TranscribeRequest bad;
+  bad.set_audio("this is not audio at all");
+  grpc::Status status = transcribe(bad, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("not a readable audio file"), std::string::npos) << status.error_message();
+  EXPECT_EQ(status.error_message().find("slm-transcribe"), std::string::npos) << "leaks the temporary path";
+  bad.set_audio("");
+  EXPECT_EQ(transcribe(bad, &response).error_code(), StatusCode::INVALID_ARGUMENT);
+  v1::TranscribeRequest too_long = raw;
+  too_long.set_audio(Float32(std::vector<float>(5 * 16000, 0.f)));
+  status = transcribe(too_long, &response);
+  EXPECT_EQ(status.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(status.error_message().find("limit of 4 s"), std::string::npos) << status.error_message();
+  raw.set_sample_rate_hz(0);
+  EXPECT_EQ(transcribe(raw, &response).error_code(), StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(ServerTest, StreamsOverTheLimitAreRejectedAtOnceAndCancellationFreesTheSlot) {
+  Start();
+  const std::string pcm = Linear16(Speech("what is a dog"));
+  // Three streams hold their slots (config + audio, not closed).
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<v1::ConverseRequest, v1::ConverseResponse>>> streams;
+  for (int i = 0; i < 3; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub_->Converse(contexts.back().get()));
+    ASSERT_TRUE(streams.back()->Write(Config(v1::LINEAR16, 16000)));
+    ASSERT_TRUE(streams.back()->Write(Audio(pcm)));
+  }
+  auto wait_for = [&](int streams_open) {
+    for (int i = 0; i < 200 && server_->Service().ActiveStreams() != streams_open; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return server_->Service().ActiveStreams();
+  };
+  ASSERT_EQ(wait_for(3), 3);
+  const auto before = std::chrono::steady_clock::now();
+  const Call rejected = Send({Config(v1::LINEAR16, 16000), Audio(pcm)});
+  EXPECT_EQ(rejected.status.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_NE(rejected.status.error_message().find("limit of 3 concurrent streams"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::seconds(5)) << "rejected at once";
+  contexts[0]->TryCancel();
+  EXPECT_EQ(streams[0]->Finish().error_code(), StatusCode::CANCELLED);
+  EXPECT_EQ(wait_for(2), 2);
+  ExpectNormalStreamWorks();
+  for (size_t i = 1; i < streams.size(); ++i) {
+    streams[i]->WritesDone();
+    v1::ConverseResponse r;
+    while (streams[i]->Read(&r)) {
+    }
+    EXPECT_TRUE(streams[i]->Finish().ok());
+  }
+}
+
+TEST_F(ServerTest, CancelledGenerationLeavesTheBatchWithinADecodeStep) {
+  ServeConfig config = TestConfig();
+  config.max_answer_tokens_limit = 240;
+  Start(config);
+  grpc::ClientContext context;
+  v1::GenerateRequest request;
+  request.set_prompt("a dog is");
+  request.set_max_new_tokens(240);
+  // Near-uniform sampling over 4096 pieces, fixed seed: this row decodes far longer than the test
+  // takes to cancel it (deterministically: the same tokens every run).
+  request.set_temperature(20.0);
+  request.set_seed(3);
+  auto reader = stub_->Generate(&context, request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  // The engine notices at its next step; count steps until the request is gone.
+  Engine& engine = *server_->GetEngine();
+  const int64_t steps_at_cancel = engine.Stats()["decode_steps"].get<int64_t>();
+  for (int i = 0; i < 500 && engine.ActiveRequests() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(engine.ActiveRequests(), 0);
+  EXPECT_LE(engine.Stats()["decode_steps"].get<int64_t>() - steps_at_cancel, 2);
+  EXPECT_EQ(server_->Service().ActiveStreams(), 0);
+}
+
+TEST_F(ServerTest, BearerTokenIsRequiredWhenConfigured) {
+  ServeConfig config = TestConfig();
+  config.auth_token = "s3cret";
+  Start(config);
+  v1::ListModelsResponse models;
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = stub_->ListModels(&context, {}, &models);
+    EXPECT_EQ(status.error_code(), StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer wrong");
+    EXPECT_EQ(stub_->ListModels(&context, {}, &models).error_code(), StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext context;
+    Authorize(context);
+    ASSERT_TRUE(stub_->ListModels(&context, {}, &models).ok());
+  }
+  ASSERT_EQ(models.models_size(), 1);
+  EXPECT_EQ(models.models(0).name(), "tiny");
+  EXPECT_TRUE(models.models(0).accepts_audio());
+  ASSERT_EQ(models.models(0).adapters_size(), 1);
+  EXPECT_EQ(models.models(0).adapters(0).name(), "sqa");
+  EXPECT_EQ(models.models(0).adapters(0).tasks(0), "sqa");
+  EXPECT_EQ(models.models(0).context_length(), 256);
+  const Call unauthenticated = [&] {
+    ServeConfig none = config_;
+    none.auth_token.clear();
+    config_.auth_token.swap(none.auth_token);  // send without the token
+    Call c = Send({Config(v1::LINEAR16, 16000)});
+    config_.auth_token.swap(none.auth_token);
+    return c;
+  }();
+  EXPECT_EQ(unauthenticated.status.error_code(), StatusCode::UNAUTHENTICATED);
+  ExpectNormalStreamWorks();
+}
+
+TEST_F(ServerTest, DrainLetsRunningStreamsFinishAndTurnsNewOnesAway) {
+  Start();
+  const std::string pcm = Linear16(Speech("what is a dog"));
+  grpc::ClientContext context;
+  auto stream = stub_->Converse(&context);
+  ASSERT_TRUE(stream->Write(Config(v1::LINEAR16, 16000, v1::RESPOND)));
+  ASSERT_TRUE(stream->Write(Audio(pcm)));
+  for (int i = 0; i < 200 && server_->Service().ActiveStreams() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread drain([&] { server_->Drain(5.0); });
+  for (int i = 0; i < 200; ++i) {  // until the drain has begun
+    grpc::ClientContext probe;
+    v1::ListModelsResponse models;
+    if (stub_->ListModels(&probe, {}, &models).error_code() == StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  {
+    grpc::ClientContext probe;
+    v1::ListModelsResponse models;
+    const grpc::Status status = stub_->ListModels(&probe, {}, &models);
+    EXPECT_EQ(status.error_code(), StatusCode::UNAVAILABLE);
+    EXPECT_NE(status.error_message().find("draining"), std::string::npos) << status.error_message();
+  }
+  stream->WritesDone();
+  v1::ConverseResponse response;
+  int finals = 0, tokens = 0;
+  while (stream->Read(&response)) {
+    finals += response.has_final_transcript();
+    tokens += response.has_answer_token();
+  }
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(finals, 1);
+  EXPECT_GE(tokens, 1);
+  drain.join();
+}
+
+TEST(DecodePcm, DecodesLittleEndianSamplesAndNamesBadInput) {
+  const std::string bytes("\x00\x80\xff\x7f\x00\x00\x01\x00", 8);
+  const std::vector<float> samples = DecodePcm(bytes, v1::LINEAR16, "audio");
+  ASSERT_EQ(samples.size(), 4u);
+  EXPECT_FLOAT_EQ(samples[0], -1.f);
+  EXPECT_FLOAT_EQ(samples[1], 32767.f / 32768.f);
+  EXPECT_FLOAT_EQ(samples[2], 0.f);
+  EXPECT_FLOAT_EQ(samples[3], 1.f / 32768.f);
+  const float values[2] = {0.5f, -0.25f};
+  const std::vector<float> floats = DecodePcm(std::string(reinterpret_cast<const char*>(values), 8), v1::FLOAT32, "a");
+  EXPECT_EQ(floats, std::vector<float>({0.5f, -0.25f}));
+  EXPECT_SLM_ERROR(DecodePcm("abc", v1::LINEAR16, "message 2 audio"), "message 2 audio: 3 bytes");
+  EXPECT_SLM_ERROR(DecodePcm("abcdef", v1::FLOAT32, "x"), "6 bytes is not a whole number of FLOAT32");
+  EXPECT_SLM_ERROR(DecodePcm("ab", v1::AUDIO_ENCODING_UNSPECIFIED, "x"), "encoding must be LINEAR16 or FLOAT32");
+}
+
+}  // namespace
+}  // namespace slm::serve
