@@ -53,6 +53,17 @@ json SpecJson(const ProjectorSpec& s) {
           {"num_layers", s.num_layers}, {"num_heads", s.num_heads}};
 }
 
+// A frozen encoder: the shared one for `dir` (loaded on first use), or a private one when the
+// model fine-tunes it (its weights then belong to this model's adapters).
+template <class Holder, class Load>
+Holder SharedOrOwn(std::map<std::string, Holder>& shared, const std::string& dir, bool fine_tuned, Load load) {
+  if (!fine_tuned && shared.count(dir)) return shared.at(dir);
+  Holder encoder = load();
+  encoder->Freeze();
+  if (!fine_tuned) shared.emplace(dir, encoder);
+  return encoder;
+}
+
 }  // namespace
 
 MultimodalConfig::MultimodalConfig() {
@@ -121,14 +132,9 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
   const int64_t hidden = backbone_->Config().hidden_size;
 
   if (!config_.speech.encoder.empty()) {
-    if (config_.speech.train_encoder || !parts.speech_encoders.count(config_.speech.encoder)) {
-      audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_);
-      encoder->Freeze();
-      if (config_.speech.train_encoder) speech_encoder_ = encoder;
-      else parts.speech_encoders.emplace(config_.speech.encoder, encoder);
-    }
-    if (speech_encoder_.is_empty()) speech_encoder_ = parts.speech_encoders.at(config_.speech.encoder);
-    speech_encoder_ = register_module("speech_encoder", speech_encoder_);
+    speech_encoder_ = register_module(
+        "speech_encoder", SharedOrOwn(parts.speech_encoders, config_.speech.encoder, config_.speech.train_encoder,
+                                      [&] { return audio::LoadWhisperEncoder(config_.speech.encoder, device_, dtype_); }));
     if (config_.speech.train_encoder)
       for (torch::Tensor& p : speech_encoder_->parameters()) p.set_requires_grad(true);
     const audio::LogMelOptions features = audio::LoadEncoderFeatureOptions(config_.speech.encoder);
@@ -143,14 +149,9 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
     speech_marker_ = tokenizer_->AddedTokenId(text::kSpeechMarker);
   }
   if (!config_.image.encoder.empty()) {
-    if (config_.image.train_encoder || !parts.image_encoders.count(config_.image.encoder)) {
-      vision::ClipVisionModel encoder = vision::LoadClipVision(config_.image.encoder, device_, dtype_);
-      encoder->Freeze();
-      if (config_.image.train_encoder) image_encoder_ = encoder;
-      else parts.image_encoders.emplace(config_.image.encoder, encoder);
-    }
-    if (image_encoder_.is_empty()) image_encoder_ = parts.image_encoders.at(config_.image.encoder);
-    image_encoder_ = register_module("image_encoder", image_encoder_);
+    image_encoder_ = register_module(
+        "image_encoder", SharedOrOwn(parts.image_encoders, config_.image.encoder, config_.image.train_encoder,
+                                     [&] { return vision::LoadClipVision(config_.image.encoder, device_, dtype_); }));
     if (config_.image.train_encoder)
       for (torch::Tensor& p : image_encoder_->parameters()) p.set_requires_grad(true);
     const std::string pre = config_.image.encoder + "/preprocessor_config.json";

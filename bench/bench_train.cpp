@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "adapters/multimodal.h"
+#include "bench/bench_models.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/autocast.h"
@@ -74,38 +75,9 @@ adapters::MultimodalConfig ModelFor(const TrainBenchOptions& o, const std::strin
           "--preset tiny runs from the repository root (samples/models/ not found)");
   } else {
     Check(o.preset == "tinyllama", "--preset must be tiny or tinyllama, got '", o.preset, "'");
-    c.backbone = work_dir + "/backbone";
-    c.speech.encoder = work_dir + "/encoder";
-    if (!stdfs::exists(c.backbone + "/model.safetensors")) {
-      torch::manual_seed(0);
-      text::LlamaConfig l;  // TinyLlama-1.1B
-      l.vocab_size = 32000;
-      l.hidden_size = 2048;
-      l.intermediate_size = 5632;
-      l.num_hidden_layers = 22;
-      l.num_attention_heads = 32;
-      l.num_key_value_heads = 4;
-      l.max_position_embeddings = 2048;
-      l.rms_norm_eps = 1e-5;
-      l.torch_dtype = "bfloat16";
-      text::LlamaModel backbone(l);
-      backbone->to(torch::kBFloat16);  // half the bytes on disk; each side casts to --dtype
-      backbone->SaveWeights(c.backbone);
-      // The starter tokenizer (its ids are < 32000) with the <speech> marker.
-      for (const char* f : {"tokenizer.model", "tokenizer_config.json", "added_tokens.json"})
-        if (stdfs::exists(std::string("samples/models/backbone_tiny/") + f))
-          stdfs::copy_file(std::string("samples/models/backbone_tiny/") + f, c.backbone + "/" + f,
-                           stdfs::copy_options::overwrite_existing);
-      audio::WhisperEncoderConfig w;  // whisper-base encoder
-      w.d_model = 512;
-      w.encoder_layers = 6;
-      w.encoder_attention_heads = 8;
-      w.encoder_ffn_dim = 2048;
-      audio::WhisperEncoder(w)->SaveWeights(c.speech.encoder);
-      audio::LogMelOptions mel;
-      mel.normalization = audio::MelNormalization::kFixedFloor;
-      audio::SaveEncoderFeatureOptions(c.speech.encoder, mel);
-    }
+    const TinyLlamaShapes shapes = WriteTinyLlamaShapes(work_dir);
+    c.backbone = shapes.backbone;
+    c.speech.encoder = shapes.encoder;
     c.speech.projector.type = "mlp";
     c.speech.projector.hidden_dim = 0;
   }

@@ -17,6 +17,7 @@
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "serve/client.h"
 #include "serve/grpc_status.h"
 #include "serve/server.h"
@@ -63,14 +64,6 @@ void AddChannelOptions(CLI::App* cmd, serve::ChannelOptions& channel) {
   cmd->add_option("--server", channel.server, "server address host:port")->capture_default_str();
   cmd->add_option("--token", channel.token, "bearer token (or env SLM_TOKEN)")->envname("SLM_TOKEN");
   cmd->add_option("--ca", channel.ca_file, "TLS: the server's root certificate (PEM); default plaintext");
-}
-
-std::string Fixed(double value, int digits = 1) {
-  std::ostringstream out;
-  out.setf(std::ios::fixed);
-  out.precision(digits);
-  out << value;
-  return out.str();
 }
 
 void RunStream(const ClientArgs& args, bool json) {

@@ -93,4 +93,10 @@ std::string FormatDuration(double seconds) {
   return buffer;
 }
 
+std::string Fixed(double value, int digits) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.*f", std::clamp(digits, 0, 17), value);
+  return buffer;
+}
+
 }  // namespace slm

@@ -28,5 +28,7 @@ bool EndsWith(std::string_view text, std::string_view suffix);
 
 // Formats seconds as "1h02m03s" / "4m05s" / "6.7s" for progress output.
 std::string FormatDuration(double seconds);
+// `value` with exactly `digits` decimals ("12.35"), for human-readable report lines.
+std::string Fixed(double value, int digits = 1);
 
 }  // namespace slm

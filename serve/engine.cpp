@@ -59,7 +59,23 @@ struct Engine::Utterance {
   double final_ms = 0;
 };
 
-struct Engine::Stream {
+// What a Stream and a GenerateJob share: how the scheduler ends them.
+struct Engine::Request {
+  bool closed = false;  // Close()d, finished or failed: the scheduler forgets it
+  grpc::Status status;  // why it ended, when not OK
+  virtual ~Request() = default;
+  virtual void CloseOutbox() = 0;
+  virtual bool ClientCancelled() const = 0;
+  // Ends the request with `why` (first end wins); queued responses are still delivered.
+  void End(const grpc::Status& why) {
+    if (closed) return;
+    closed = true;
+    status = why;
+    CloseOutbox();
+  }
+};
+
+struct Engine::Stream : Engine::Request {
   StreamSettings settings;
   Outbox<v1::ConverseResponse> outbox;
   std::deque<std::shared_ptr<Utterance>> utterances;  // front = oldest unfinished
@@ -67,18 +83,18 @@ struct Engine::Stream {
   int64_t stream_samples = 0;  // samples fed so far (stream time)
   std::vector<float> frame;    // endpointing: the current partial 10 ms frame
   bool half_closed = false;
-  bool closed = false;         // Close()d or failed: the scheduler forgets it
   bool busy = false;           // the front utterance is in its final/answer phase
   bool had_audio = false;
-  grpc::Status status;
+  void CloseOutbox() override { outbox.Close(); }
+  bool ClientCancelled() const override { return settings.cancelled && settings.cancelled(); }
 };
 
-struct Engine::GenerateJob {
+struct Engine::GenerateJob : Engine::Request {
   GenerateSettings settings;
   Outbox<v1::GenerateResponse> outbox;
   Clock::time_point arrived = Clock::now();
-  bool closed = false;
-  grpc::Status status;
+  void CloseOutbox() override { outbox.Close(); }
+  bool ClientCancelled() const override { return settings.cancelled && settings.cancelled(); }
 };
 
 struct Engine::TranscribeJob {
@@ -116,10 +132,8 @@ struct Engine::DecodeRow {
   Clock::time_point first_token_time;
   bool got_first = false;
 
-  bool Cancelled() const {
-    if (stream) return stream->closed || (stream->settings.cancelled && stream->settings.cancelled());
-    return job->closed || (job->settings.cancelled && job->settings.cancelled());
-  }
+  Request& Owner() const { return stream ? static_cast<Request&>(*stream) : static_cast<Request&>(*job); }
+  bool Cancelled() const { return Owner().closed || Owner().ClientCancelled(); }
 };
 
 struct Engine::EncodeJob {
@@ -145,14 +159,8 @@ Engine::~Engine() {
   work_.notify_all();
   thread_.join();
   const grpc::Status gone(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
-  for (auto& s : streams_) {
-    s->status = gone;
-    s->outbox.Close();
-  }
-  for (auto& j : generate_jobs_) {
-    j->status = gone;
-    j->outbox.Close();
-  }
+  for (auto& s : streams_) s->End(gone);
+  for (auto& j : generate_jobs_) j->End(gone);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -264,10 +272,7 @@ void Engine::HalfClose(Stream& stream) {
 }
 
 void Engine::MaybeComplete(Stream& stream) {
-  if (stream.half_closed && stream.utterances.empty() && !stream.closed) {
-    stream.closed = true;
-    stream.outbox.Close();
-  }
+  if (stream.half_closed && stream.utterances.empty()) stream.End(grpc::Status::OK);
 }
 
 bool Engine::Next(Stream& stream, v1::ConverseResponse* out) { return stream.outbox.Pop(out); }
@@ -282,13 +287,7 @@ bool Engine::HadAudio(Stream& stream) {
   return stream.had_audio;
 }
 
-void Engine::Close(Stream& stream) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  stream.closed = true;
-  stream.outbox.Close();
-  streams_.erase(std::remove_if(streams_.begin(), streams_.end(), [&](const auto& s) { return s.get() == &stream; }),
-                 streams_.end());
-}
+void Engine::Close(Stream& stream) { Forget(stream, streams_); }
 
 // ---------------------------------------------------------------------------------------------
 // Generate and Transcribe
@@ -327,13 +326,13 @@ grpc::Status Engine::Status(GenerateJob& job) {
   return job.status;
 }
 
-void Engine::Close(GenerateJob& job) {
+void Engine::Close(GenerateJob& job) { Forget(job, generate_jobs_); }
+
+template <class T>
+void Engine::Forget(T& request, std::vector<std::shared_ptr<T>>& list) {
   std::lock_guard<std::mutex> lock(mutex_);
-  job.closed = true;
-  job.outbox.Close();
-  generate_jobs_.erase(std::remove_if(generate_jobs_.begin(), generate_jobs_.end(),
-                                      [&](const auto& j) { return j.get() == &job; }),
-                       generate_jobs_.end());
+  request.End(request.status);
+  list.erase(std::remove_if(list.begin(), list.end(), [&](const auto& r) { return r.get() == &request; }), list.end());
 }
 
 grpc::Status Engine::Transcribe(std::vector<float> samples, const Cancelled& cancelled, TranscribeResult* result) {
@@ -373,7 +372,8 @@ nlohmann::json Engine::Stats() {
           {"decode_steps", c.decode_steps},
           {"decode_rows", c.decode_rows},
           {"mean_decode_batch", c.decode_steps ? double(c.decode_rows) / c.decode_steps : 0.0},
-          {"max_decode_batch", c.max_decode_batch}};
+          {"max_decode_batch", c.max_decode_batch},
+          {"busy_seconds", c.busy_seconds}};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,34 +407,21 @@ void Engine::Loop() {
         work_.wait_for(lock, std::chrono::milliseconds(config_.max_wait_ms), [&] { return stop_; });
       if (stop_) return;
       // Drop cancelled or closed requests before any work on them.
+      const grpc::Status cancelled(grpc::StatusCode::CANCELLED, "cancelled by the client");
       for (auto& s : streams_)
-        if (!s->closed && s->settings.cancelled && s->settings.cancelled()) {
-          s->closed = true;
-          s->status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-          s->outbox.Close();
-        }
+        if (!s->closed && s->ClientCancelled()) s->End(cancelled);
       jobs = CollectEncodeJobs();
       prefill.swap(pending_rows_);
       auto gone = [&](const std::shared_ptr<DecodeRow>& row) {
-        if (row->Cancelled()) {
-          if (row->stream && !row->stream->closed) {
-            row->stream->closed = true;
-            row->stream->status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-            row->stream->outbox.Close();
-          }
-          if (row->job && !row->job->closed) {
-            row->job->closed = true;
-            row->job->status = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-            row->job->outbox.Close();
-          }
-          return true;
-        }
-        return false;
+        if (!row->Cancelled()) return false;
+        row->Owner().End(cancelled);
+        return true;
       };
       prefill.erase(std::remove_if(prefill.begin(), prefill.end(), gone), prefill.end());
       running_rows_.erase(std::remove_if(running_rows_.begin(), running_rows_.end(), gone), running_rows_.end());
       step = running_rows_;
     }
+    const Clock::time_point busy_start = Clock::now();
     if (!jobs.empty()) {
       RunEncodeJobs(jobs);
       std::lock_guard<std::mutex> lock(mutex_);
@@ -444,6 +431,7 @@ void Engine::Loop() {
     if (!prefill.empty()) Prefill(prefill);
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      counters_.busy_seconds += Ms(busy_start, Clock::now()) / 1000.0;
       running_rows_.erase(std::remove_if(running_rows_.begin(), running_rows_.end(),
                                          [](const auto& r) { return r->finished; }),
                           running_rows_.end());
@@ -571,9 +559,7 @@ void Engine::DeliverEncodeJobs(std::vector<EncodeJob>& jobs) {
     Utterance& u = *job.utterance;
     if (s.closed) continue;
     if (job.failed) {
-      s.status = internal;
-      s.closed = true;
-      s.outbox.Close();
+      s.End(internal);
       continue;
     }
     v1::ConverseResponse response;
@@ -889,23 +875,13 @@ void Engine::Finish(DecodeRow& row, v1::FinishReason reason) {
   summary->set_model(model_.Name());
   if (row.adapter != nullptr) summary->set_adapter(row.adapter->name);
   job.outbox.Push(std::move(response));
-  job.closed = true;
-  job.outbox.Close();
+  job.End(grpc::Status::OK);
 }
 
 void Engine::FailRow(DecodeRow& row, const grpc::Status& status) {
   row.finished = true;
   row.cache.Clear();
-  if (row.stream && !row.stream->closed) {
-    row.stream->status = status;
-    row.stream->closed = true;
-    row.stream->outbox.Close();
-  }
-  if (row.job && !row.job->closed) {
-    row.job->status = status;
-    row.job->closed = true;
-    row.job->outbox.Close();
-  }
+  row.Owner().End(status);
 }
 
 }  // namespace slm::serve

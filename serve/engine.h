@@ -161,10 +161,12 @@ class Engine {
 
   // Requests currently known to the scheduler.
   int ActiveRequests();
-  // Counters since start: encoder batches and rows, decode steps and rows, prefill batches.
+  // Counters since start: encoder batches and rows, decode steps and rows, prefill batches, and
+  // busy_seconds (scheduler time spent computing; busy / audio seconds = the compute RTF).
   nlohmann::json Stats();
 
  private:
+  struct Request;
   struct Utterance;
   struct DecodeRow;
   struct EncodeJob;
@@ -184,6 +186,9 @@ class Engine {
   void Accept(DecodeRow& row, int64_t token);
   void Finish(DecodeRow& row, slm::v1::FinishReason reason);
   void FailRow(DecodeRow& row, const grpc::Status& status);
+  // Ends `request` (status unchanged) and removes it from `list`; takes the lock.
+  template <class T>
+  void Forget(T& request, std::vector<std::shared_ptr<T>>& list);
   int64_t Choose(DecodeRow& row, const torch::Tensor& logits);
   void FinishUtteranceSummary(Stream& stream, DecodeRow* row, slm::v1::FinishReason reason);
 
@@ -201,6 +206,7 @@ class Engine {
   struct Counters {
     int64_t encode_batches = 0, encode_rows = 0, prefill_batches = 0, prefill_rows = 0, decode_steps = 0,
             decode_rows = 0, max_decode_batch = 0;
+    double busy_seconds = 0;  // scheduler time spent computing (encoder, prefill, decode)
   } counters_;
   std::thread thread_;
 };

@@ -163,6 +163,14 @@ grpc::Status SpeechService::Admit(grpc::ServerContext* context) const {
   return grpc::Status::OK;
 }
 
+grpc::Status SpeechService::AdmitStream(grpc::ServerContext* context, bool got_slot) const {
+  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  if (!got_slot)
+    return grpc::Status(StatusCode::RESOURCE_EXHAUSTED, Str("the server already serves its limit of ", config_.max_streams,
+                                                            " concurrent streams; retry later"));
+  return grpc::Status::OK;
+}
+
 std::string SpeechService::RequestId(const std::string& given) const {
   if (!given.empty()) return given;
   char id[40];
@@ -174,11 +182,8 @@ std::string SpeechService::RequestId(const std::string& given) const {
 grpc::Status SpeechService::Converse(grpc::ServerContext* context,
                                      grpc::ServerReaderWriter<v1::ConverseResponse, v1::ConverseRequest>* stream) {
   Counted call(active_calls_);
-  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
   Slot slot(active_streams_, config_.max_streams);
-  if (!slot.ok())
-    return grpc::Status(StatusCode::RESOURCE_EXHAUSTED, Str("the server already serves its limit of ", config_.max_streams,
-                                                            " concurrent streams; retry later"));
+  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
   Engine& engine = *engine_.load();
   std::shared_ptr<Engine::Stream> session;
   try {
@@ -331,11 +336,8 @@ grpc::Status SpeechService::Transcribe(grpc::ServerContext* context, const v1::T
 grpc::Status SpeechService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
   Counted call(active_calls_);
-  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
   Slot slot(active_streams_, config_.max_streams);
-  if (!slot.ok())
-    return grpc::Status(StatusCode::RESOURCE_EXHAUSTED, Str("the server already serves its limit of ", config_.max_streams,
-                                                            " concurrent streams; retry later"));
+  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
   Engine& engine = *engine_.load();
   std::shared_ptr<Engine::GenerateJob> job;
   try {

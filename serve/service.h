@@ -49,6 +49,8 @@ class SpeechService final : public slm::v1::Speech::Service {
  private:
   // UNAUTHENTICATED / UNAVAILABLE checks every RPC starts with; OK when it may go on.
   grpc::Status Admit(grpc::ServerContext* context) const;
+  // Admit, then RESOURCE_EXHAUSTED unless the call got one of the max_streams slots.
+  grpc::Status AdmitStream(grpc::ServerContext* context, bool got_slot) const;
   std::string RequestId(const std::string& given) const;
 
   const ServeConfig config_;

@@ -16,6 +16,7 @@
 #include "audio/ctc.h"
 #include "audio/espeak_synth.h"
 #include "core/safetensors.h"
+#include "core/strings.h"
 #include "text/generate.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
@@ -70,21 +71,6 @@ std::string Linear16(const std::vector<float>& samples) {
 
 std::string Float32(const std::vector<float>& samples) {
   return std::string(reinterpret_cast<const char*>(samples.data()), samples.size() * 4);
-}
-
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t next = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = row[j];
-      row[j] = next;
-    }
-  }
-  return row[b.size()];
 }
 
 // The independent reference: log-mel -> encoder (batch of one, no padding) -> CTC greedy path.
