@@ -460,7 +460,7 @@ void MultimodalLMImpl::train(bool on) {
   torch::nn::Module::train(on);
   if (!speech_encoder_.is_empty()) speech_encoder_->eval();
   if (!image_encoder_.is_empty()) image_encoder_->eval();
-  if (!backbone_->HasLora()) backbone_->eval();
+  if (!config_.lora_enabled) backbone_->eval();
 }
 
 std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> MultimodalLMImpl::AdapterModules() const {
@@ -478,7 +478,7 @@ std::vector<torch::Tensor> MultimodalLMImpl::TrainableParameters() const {
   std::vector<torch::Tensor> out;
   for (const auto& [prefix, module] : AdapterModules())
     for (const torch::Tensor& p : module->parameters()) out.push_back(p);
-  if (backbone_->HasLora())
+  if (config_.lora_enabled)
     for (const torch::Tensor& p : backbone_->LoraParameters()) out.push_back(p);
   return out;
 }
@@ -488,7 +488,7 @@ ModelSummary MultimodalLMImpl::Summary() const {
   std::vector<torch::Tensor> base;
   for (const auto& [name, p] : backbone_->BaseParameters()) base.push_back(p);
   s.components.push_back(Summarize("backbone", base));
-  if (backbone_->HasLora()) s.components.push_back(Summarize("lora", backbone_->LoraParameters()));
+  if (config_.lora_enabled) s.components.push_back(Summarize("lora", backbone_->LoraParameters()));
   if (!speech_encoder_.is_empty()) {
     s.components.push_back(Summarize("speech_encoder", speech_encoder_->parameters()));
     s.components.push_back(Summarize("speech_projector (" + config_.speech.projector.type + ")",
@@ -520,9 +520,9 @@ void MultimodalLMImpl::SaveAdapters(const std::string& adapter_dir) const {
       tensors.emplace_back(prefix + "." + named.key(), named.value().detach());
     if (prefix.find("_encoder") != std::string::npos) specs[prefix] = "fine-tuned";
   }
-  Check(!tensors.empty() || backbone_->HasLora(), "MultimodalLM: no adapters to save");
+  Check(!tensors.empty() || config_.lora_enabled, "MultimodalLM: no adapters to save");
   if (!tensors.empty()) safetensors::Save(adapter_dir + "/adapters.safetensors", tensors, {{"format", "pt"}});
-  if (backbone_->HasLora()) {
+  if (config_.lora_enabled) {
     backbone_->SaveLora(adapter_dir + "/lora");
     specs["lora"] = true;
   }
@@ -553,7 +553,7 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
           ": has no fine-tuned \"", name, "\" but the model trains one (model.*.train_encoder)");
   }
   const bool lora = specs.value("lora", false);
-  Check(lora == backbone_->HasLora(), config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
+  Check(lora == config_.lora_enabled, config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
                                                         : ": has no LoRA but the model has one");
   std::vector<std::pair<torch::Tensor, std::string>> plan;
   std::unique_ptr<safetensors::Reader> reader;

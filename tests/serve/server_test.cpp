@@ -20,6 +20,11 @@
 #include "text/generate.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
+#include "vision/image.h"
+#include "vision/shapes.h"
+
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #include "serve/client.h"
 #include "serve/server.h"
 #include "tests/test_util.h"
@@ -561,6 +566,34 @@ TEST_F(ServerTest, CancelledGenerationLeavesTheBatchWithinADecodeStep) {
   EXPECT_EQ(server_->Service().ActiveStreams(), 0);
 }
 
+TEST_F(ServerTest, DeadlinesEndLongGenerationsAndOversizeMessagesAreRefused) {
+  ServeConfig config = TestConfig();
+  config.max_answer_tokens_limit = 240;
+  config.max_message_bytes = 100000;
+  config.max_chunk_bytes = 1 << 20;
+  Start(config);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(150));
+  v1::GenerateRequest request;
+  request.set_prompt("a dog is");
+  request.set_max_new_tokens(240);
+  request.set_temperature(20.0);  // as in the cancellation test: decodes far longer than 150 ms
+  request.set_seed(3);
+  auto reader = stub_->Generate(&context, request);
+  v1::GenerateResponse response;
+  int tokens = 0;
+  while (reader->Read(&response)) tokens += response.has_token();
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(tokens, 240);
+  Engine& engine = *server_->GetEngine();
+  for (int i = 0; i < 500 && engine.ActiveRequests() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  EXPECT_EQ(engine.ActiveRequests(), 0);
+  // A message over limits.max_message_bytes is refused by gRPC itself.
+  const Call big = Send({Config(v1::LINEAR16, 16000), Audio(std::string(200000, '\0'))});
+  EXPECT_EQ(big.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << big.status.error_message();
+  ExpectNormalStreamWorks();
+}
+
 TEST_F(ServerTest, BearerTokenIsRequiredWhenConfigured) {
   ServeConfig config = TestConfig();
   config.auth_token = "s3cret";
@@ -634,6 +667,133 @@ TEST_F(ServerTest, DrainLetsRunningStreamsFinishAndTurnsNewOnesAway) {
   EXPECT_EQ(finals, 1);
   EXPECT_GE(tokens, 1);
   drain.join();
+}
+
+TEST_F(ServerTest, TwoAdaptersOverOneBackboneEachAnswerAsTheirOfflineModel) {
+  // A fresh image-captioning adapter without LoRA next to the spoken-QA adapter with LoRA: rows of
+  // the two run in one scheduler and must each decode exactly as their own model offline (the
+  // LoRA weights are swapped in and scaled to 0 between them).
+  testing::TempDir dir;
+  const std::string yaml = dir.File("caption.yaml"), adapter_dir = dir.File("caption_adapter");
+  {
+    std::ofstream out(yaml);
+    out << "model:\n  backbone: " << kRoot << "/samples/models/backbone_tiny\n  image:\n    encoder: " << kRoot
+        << "/samples/models/image_encoder_tiny\n    projector: {type: mlp}\n";
+  }
+  adapters::MultimodalConfig caption_config;
+  config::Document doc = config::Document::LoadFile(yaml);
+  caption_config.Load(doc.Root().Child("model"));
+  torch::manual_seed(5);
+  adapters::MultimodalLM(caption_config)->SaveAdapters(adapter_dir);
+  {
+    std::ofstream out(adapter_dir + "/tasks.json");
+    out << R"({"tasks": {"caption": "<image> Describe the image:"}})";
+  }
+  ServeConfig config = TestConfig();
+  AdapterEntry caption;
+  caption.name = "cap";
+  caption.config = yaml;
+  caption.adapters = adapter_dir;
+  config.adapters.push_back(caption);
+  Start(config);
+
+  const vision::ShapeScene scene = vision::SampleScene(11, 64);
+  std::vector<uchar> png;
+  cv::Mat bgr;
+  cv::cvtColor(vision::RenderScene(scene, 64), bgr, cv::COLOR_RGB2BGR);
+  ASSERT_TRUE(cv::imencode(".png", bgr, png));
+  const std::vector<float> speech = Speech("what is a dog");
+
+  std::vector<int64_t> caption_ids;
+  Call answer;
+  std::thread image_thread([&] {
+    grpc::ClientContext context;
+    v1::GenerateRequest request;
+    request.set_prompt("Describe the image:");  // the image goes before the text
+    request.add_images()->set_data(std::string(png.begin(), png.end()));
+    request.set_max_new_tokens(12);
+    auto reader = stub_->Generate(&context, request);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) {
+      if (response.has_token()) caption_ids.push_back(response.token().token_id());
+      if (response.has_summary()) EXPECT_EQ(response.summary().adapter(), "cap");
+    }
+    EXPECT_TRUE(reader->Finish().ok());
+  });
+  std::thread speech_thread(
+      [&] { answer = Send(Stream(Config(v1::FLOAT32, 16000, v1::RESPOND), Float32(speech), 16000)); });
+  image_thread.join();
+  speech_thread.join();
+  ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+
+  text::GenerationOptions options;
+  options.max_new_tokens = 12;
+  adapters::MultimodalLM captioner(caption_config);
+  captioner->LoadAdapters(adapter_dir);
+  captioner->eval();
+  adapters::MultimodalExample image_example;
+  image_example.prompt = "<image> Describe the image:";
+  image_example.images = {captioner->ImagePixels(vision::DecodeImage(std::string(png.begin(), png.end()), "png"))};
+  EXPECT_EQ(caption_ids, captioner->Generate({image_example}, options).tokens[0]);
+
+  adapters::MultimodalConfig sqa_config;
+  config::Document sqa_doc = config::Document::LoadFile(kRoot + "/samples/configs/sqa_tiny.yaml");
+  sqa_config.Load(sqa_doc.Root().Child("model"));
+  adapters::MultimodalLM answerer(sqa_config);
+  answerer->LoadAdapters(kRoot + "/samples/models/sqa_tiny_adapter");
+  answerer->eval();
+  adapters::MultimodalExample speech_example;
+  speech_example.prompt = "<speech> Answer:";
+  speech_example.speech = {answerer->SpeechFeatures(speech)};
+  options.max_new_tokens = 16;
+  EXPECT_EQ(answer.AnswerIds(), answerer->Generate({speech_example}, options).tokens[0]);
+
+  // Images need an adapter with an image branch.
+  grpc::ClientContext context;
+  v1::GenerateRequest request;
+  request.set_prompt("Describe the image:");
+  request.add_images()->set_data(std::string(png.begin(), png.end()));
+  request.set_adapter("sqa");
+  auto reader = stub_->Generate(&context, request);
+  v1::GenerateResponse response;
+  while (reader->Read(&response)) {
+  }
+  const grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), StatusCode::FAILED_PRECONDITION);
+  EXPECT_NE(status.error_message().find("adapter 'sqa' has no image input"), std::string::npos) << status.error_message();
+}
+
+TEST_F(ServerTest, TlsServesEncryptedCallsOnly) {
+  testing::TempDir dir;
+  const std::string key = dir.File("key.pem"), cert = dir.File("cert.pem");
+  const std::string command = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " + cert +
+                              " -days 1 -subj /CN=localhost -addext subjectAltName=DNS:localhost >/dev/null 2>&1";
+  if (std::system(command.c_str()) != 0) GTEST_SKIP() << "no openssl command to make a test certificate";
+  ServeConfig config = TestConfig();
+  config.tls_cert = cert;
+  config.tls_key = key;
+  Start(config);
+  ChannelOptions options;
+  options.server = "localhost:" + std::to_string(server_->Port());
+  options.ca_file = cert;
+  auto secure = v1::Speech::NewStub(MakeChannel(options));
+  v1::ListModelsResponse models;
+  {
+    grpc::ClientContext context;
+    const grpc::Status status = secure->ListModels(&context, {}, &models);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(models.models(0).name(), "tiny");
+  }
+  {
+    grpc::ClientContext context;  // plaintext against the TLS port
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    EXPECT_FALSE(stub_->ListModels(&context, {}, &models).ok());
+  }
+  // Missing certificate files are named.
+  ServeConfig bad = TestConfig();
+  bad.tls_cert = dir.File("missing.pem");
+  bad.tls_key = key;
+  EXPECT_SLM_ERROR(Server{bad}, "tls.cert: cannot read");
 }
 
 TEST(DecodePcm, DecodesLittleEndianSamplesAndNamesBadInput) {
