@@ -242,6 +242,7 @@ cv::Mat LoadImage(const std::string& path, const LoadImageOptions& options) {
   std::ifstream in(path, std::ios::binary);
   Check(in.good(), path, ": cannot open image file");
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  Check(!bytes.empty(), path, ": image file is empty");
   return DecodeImage(bytes, path, options);
 }
 
