@@ -796,6 +796,21 @@ TEST_F(ServerTest, TlsServesEncryptedCallsOnly) {
   EXPECT_SLM_ERROR(Server{bad}, "tls.cert: cannot read");
 }
 
+TEST_F(ServerTest, CallsWhileTheModelLoadsAreUnavailable) {
+  config_ = TestConfig();
+  server_ = std::make_unique<Server>(config_);  // listening, model not loaded yet
+  stub_ = v1::Speech::NewStub(grpc::CreateChannel(server_->Address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::ListModelsResponse models;
+  const grpc::Status status = stub_->ListModels(&context, {}, &models);
+  EXPECT_EQ(status.error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_NE(status.error_message().find("loading"), std::string::npos) << status.error_message();
+  const Call call = Send({Config(v1::LINEAR16, 16000)});
+  EXPECT_EQ(call.status.error_code(), StatusCode::UNAVAILABLE);
+  server_->Load();
+  ExpectNormalStreamWorks();
+}
+
 TEST(DecodePcm, DecodesLittleEndianSamplesAndNamesBadInput) {
   const std::string bytes("\x00\x80\xff\x7f\x00\x00\x01\x00", 8);
   const std::vector<float> samples = DecodePcm(bytes, v1::LINEAR16, "audio");

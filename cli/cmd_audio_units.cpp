@@ -1,0 +1,143 @@
+// slm audio units train --manifest M.jsonl --out DIR [--k K] [--feature mel|encoder --encoder DIR --layer L]
+// slm audio units encode --units DIR --audio FILE [--dedup] [--out FILE.json]
+#include <torch/torch.h>
+
+#include <cmath>
+#include <iostream>
+
+#include "audio/audio_io.h"
+#include "audio/units.h"
+#include "cli/command.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json_report.h"
+#include "core/log.h"
+#include "core/manifest.h"
+#include "core/progress.h"
+
+namespace slm::cli {
+namespace {
+
+struct UnitsTrainCommand {
+  std::string manifest, out;
+  audio::UnitTokenizerInfo info;
+  audio::KMeansOptions kmeans;
+  int64_t max_utterances = 0;  // 0 = all
+};
+
+void RunUnitsTrain(const UnitsTrainCommand& c, bool json) {
+  const manifest::Manifest m = manifest::Read(c.manifest);
+  Check(!m.entries.empty(), c.manifest, ": no entries");
+  const audio::UnitFeatureExtractor extractor(c.info);
+  std::vector<torch::Tensor> frames;
+  std::vector<torch::Tensor> per_utterance;
+  const size_t count = c.max_utterances > 0 ? std::min<size_t>(c.max_utterances, m.entries.size()) : m.entries.size();
+  ProgressBar bar("features", static_cast<int64_t>(count), json);
+  for (size_t i = 0; i < count; ++i) {
+    const manifest::Entry& e = m.entries[i];
+    Check(!e.audio.empty(), c.manifest, ": entry '", e.id, "' has no audio");
+    frames.push_back(extractor.Frames(audio::Read(m.AudioPath(e)).samples));
+    bar.Update(1);
+  }
+  bar.Finish();
+  const torch::Tensor all = torch::cat(frames);
+  log::Info(Str("k-means: ", all.size(0), " frames of ", all.size(1), " features, k = ", c.kmeans.k));
+  const audio::KMeansResult result = audio::TrainKMeans(all, c.kmeans);
+  audio::UnitTokenizerInfo info = c.info;
+  info.frame_rate_hz = extractor.FrameRateHz();
+  info.inertia = result.inertia;
+  const audio::UnitTokenizer tokenizer(result.centroids, info);
+  tokenizer.Save(c.out);
+
+  // Usage statistics: how many units are used, how evenly, and how long their runs are.
+  torch::Tensor usage = torch::zeros({tokenizer.K()}, torch::kDouble);
+  int64_t runs = 0, total = 0;
+  for (const torch::Tensor& f : frames) {
+    const std::vector<int64_t> ids = tokenizer.Assign(f);
+    for (int64_t id : ids) usage[id] += 1;
+    runs += static_cast<int64_t>(audio::Deduplicate(ids).size());
+    total += static_cast<int64_t>(ids.size());
+  }
+  const torch::Tensor p = usage / usage.sum();
+  const double entropy = -(p * torch::log(p.clamp_min(1e-12))).sum().item<double>();
+  Report report(json);
+  report.Set("out", c.out);
+  report.Set("k", tokenizer.K());
+  report.Set("feature", info.feature);
+  report.Set("frames", all.size(0));
+  report.Set("dim", all.size(1));
+  report.Set("inertia", result.inertia);
+  report.Set("reassigned", result.reassigned);
+  report.Set("units_used", (usage > 0).sum().item<int64_t>());
+  report.Set("unit_perplexity", std::exp(entropy));
+  report.Set("frame_rate_hz", info.frame_rate_hz);
+  report.Set("mean_run_frames", double(total) / std::max<int64_t>(1, runs));
+  report.Set("units_per_second_deduplicated", info.frame_rate_hz * runs / std::max<int64_t>(1, total));
+  report.Set("hash", tokenizer.Hash());
+  report.Emit();
+}
+
+struct UnitsEncodeCommand {
+  std::string units, audio, out;
+  bool dedup = false;
+};
+
+void RunUnitsEncode(const UnitsEncodeCommand& c, bool json) {
+  const audio::UnitTokenizer tokenizer = audio::UnitTokenizer::Load(c.units);
+  const audio::UnitFeatureExtractor extractor(tokenizer.Info());
+  const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(c.audio).samples));
+  nlohmann::json units = nlohmann::json::array(), durations = nlohmann::json::array();
+  if (c.dedup) {
+    for (const audio::UnitRun& r : audio::Deduplicate(ids)) {
+      units.push_back(r.unit);
+      durations.push_back(r.frames);
+    }
+  } else {
+    units = ids;
+  }
+  // The unit file: units (and durations in frames when deduplicated) with the tokenizer's identity.
+  nlohmann::json file = {{"tokenizer_hash", tokenizer.Hash()}, {"k", tokenizer.K()},
+                         {"frame_rate_hz", tokenizer.Info().frame_rate_hz}, {"units", units}};
+  if (c.dedup) file["durations"] = durations;
+  if (!c.out.empty()) fs::AtomicWriteString(c.out, file.dump() + "\n");
+  Report report(json);
+  report.Set("audio", c.audio);
+  report.Set("frames", static_cast<int64_t>(ids.size()));
+  report.Set("units", static_cast<int64_t>(units.size()));
+  report.Set("seconds", ids.size() / tokenizer.Info().frame_rate_hz);
+  if (c.out.empty()) report.Set("unit_ids", units);
+  else report.Set("out", c.out);
+  report.Emit();
+}
+
+Registrar reg([](CLI::App& app, Common& common) {
+  CLI::App* units = Group(app, "audio", "audio front-end and speech encoder tools")->add_subcommand("units", "discrete speech units (k-means)");
+  units->require_subcommand(1);
+  {
+    auto c = std::make_shared<UnitsTrainCommand>();
+    auto* cmd = units->add_subcommand("train", "train a k-means unit tokenizer on a manifest's audio");
+    cmd->add_option("--manifest", c->manifest, "JSONL manifest with audio")->required();
+    cmd->add_option("--out", c->out, "tokenizer directory")->required();
+    cmd->add_option("--k", c->kmeans.k, "units")->check(CLI::Range(int64_t{2}, int64_t{100000}))->capture_default_str();
+    cmd->add_option("--feature", c->info.feature, "mel | encoder")->check(CLI::IsMember({"mel", "encoder"}))->capture_default_str();
+    cmd->add_option("--encoder", c->info.encoder, "speech encoder directory (--feature encoder)");
+    cmd->add_option("--layer", c->info.layer, "encoder hidden state (0 = embeddings, -1 = last)")->capture_default_str();
+    cmd->add_option("--iterations", c->kmeans.iterations, "mini-batch steps")->capture_default_str();
+    cmd->add_option("--batch-size", c->kmeans.batch_size, "frames per step")->capture_default_str();
+    cmd->add_option("--max-utterances", c->max_utterances, "first N utterances (0 = all)");
+    cmd->add_option("--seed", c->kmeans.seed, "seed")->capture_default_str();
+    cmd->callback([c, &common] { RunUnitsTrain(*c, common.json); });
+  }
+  {
+    auto c = std::make_shared<UnitsEncodeCommand>();
+    auto* cmd = units->add_subcommand("encode", "audio -> unit ids");
+    cmd->add_option("--units", c->units, "tokenizer directory")->required();
+    cmd->add_option("--audio", c->audio, "audio file (any rate)")->required();
+    cmd->add_flag("--dedup", c->dedup, "collapse repeated units (durations kept)");
+    cmd->add_option("--out", c->out, "write the unit file (JSON) here");
+    cmd->callback([c, &common] { RunUnitsEncode(*c, common.json); });
+  }
+});
+
+}  // namespace
+}  // namespace slm::cli
