@@ -638,147 +638,144 @@ void Engine::FinishUtteranceSummary(Stream& s, DecodeRow* row, v1::FinishReason 
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-void Engine::Prefill(std::vector<std::shared_ptr<DecodeRow>>& rows) {
-  // Group by adapter: one forward pass per group.
+std::vector<std::vector<std::shared_ptr<Engine::DecodeRow>>> Engine::Batches(
+    const std::vector<std::shared_ptr<DecodeRow>>& rows) const {
   std::vector<const ServedAdapter*> adapters;
   for (const auto& row : rows)
     if (std::find(adapters.begin(), adapters.end(), row->adapter) == adapters.end()) adapters.push_back(row->adapter);
+  std::vector<std::vector<std::shared_ptr<DecodeRow>>> batches;
   for (const ServedAdapter* adapter : adapters) {
     std::vector<std::shared_ptr<DecodeRow>> group;
     for (const auto& row : rows)
-      if (row->adapter == adapter) group.push_back(row);
-    for (size_t begin = 0; begin < group.size(); begin += config_.max_batch) {
-      std::vector<std::shared_ptr<DecodeRow>> part(group.begin() + begin,
-                                                   group.begin() + std::min(group.size(), begin + config_.max_batch));
-      try {
-        torch::Tensor embeds, mask;
-        std::vector<int64_t> lengths;
-        if (adapter != nullptr) {
-          std::vector<adapters::MultimodalExample> examples;
-          for (const auto& row : part) examples.push_back(row->example);
-          const adapters::MultimodalBatch batch = adapter->model->Prepare(examples, text::PaddingSide::kLeft);
-          embeds = batch.inputs_embeds;
-          mask = batch.attention_mask;
-          lengths = batch.lengths;
-        } else {
-          int64_t longest = 0;
-          for (const auto& row : part) longest = std::max<int64_t>(longest, row->prompt_ids.size());
-          torch::Tensor ids = torch::zeros({static_cast<int64_t>(part.size()), longest}, torch::kLong);
-          mask = torch::zeros_like(ids);
-          for (size_t r = 0; r < part.size(); ++r) {
-            const auto& p = part[r]->prompt_ids;
-            const int64_t pad = longest - static_cast<int64_t>(p.size());
-            ids[r].narrow(0, pad, p.size()).copy_(torch::tensor(p, torch::kLong));
-            mask[r].narrow(0, pad, p.size()).fill_(1);
-            lengths.push_back(static_cast<int64_t>(p.size()));
-          }
-          const torch::Device device = model_.Backbone()->parameters()[0].device();
-          embeds = model_.Backbone()->EmbedTokens(ids.to(device));
-          mask = mask.to(device);
-        }
-        const int64_t longest = embeds.size(1);
+      if (row->adapter == adapter && !row->finished) group.push_back(row);
+    for (size_t begin = 0; begin < group.size(); begin += config_.max_batch)
+      batches.emplace_back(group.begin() + begin, group.begin() + std::min(group.size(), begin + config_.max_batch));
+  }
+  return batches;
+}
+
+void Engine::Prefill(std::vector<std::shared_ptr<DecodeRow>>& rows) {
+  for (const auto& part : Batches(rows)) {
+    const ServedAdapter* adapter = part[0]->adapter;
+    try {
+      torch::Tensor embeds, mask;
+      std::vector<int64_t> lengths;
+      if (adapter != nullptr) {
+        std::vector<adapters::MultimodalExample> examples;
+        for (const auto& row : part) examples.push_back(row->example);
+        const adapters::MultimodalBatch batch = adapter->model->Prepare(examples, text::PaddingSide::kLeft);
+        embeds = batch.inputs_embeds;
+        mask = batch.attention_mask;
+        lengths = batch.lengths;
+      } else {
+        int64_t longest = 0;
+        for (const auto& row : part) longest = std::max<int64_t>(longest, row->prompt_ids.size());
+        torch::Tensor ids = torch::zeros({static_cast<int64_t>(part.size()), longest}, torch::kLong);
+        mask = torch::zeros_like(ids);
         for (size_t r = 0; r < part.size(); ++r) {
-          part[r]->prompt_tokens = lengths[r];
-          Check(lengths[r] + part[r]->max_tokens <= model_.ContextLength(), "the prompt (", lengths[r],
-                " positions) plus ", part[r]->max_tokens, " new tokens exceed the model's context of ",
-                model_.ContextLength());
+          const auto& p = part[r]->prompt_ids;
+          const int64_t pad = longest - static_cast<int64_t>(p.size());
+          ids[r].narrow(0, pad, p.size()).copy_(torch::tensor(p, torch::kLong));
+          mask[r].narrow(0, pad, p.size()).fill_(1);
+          lengths.push_back(static_cast<int64_t>(p.size()));
         }
-        model_.Activate(adapter);
-        text::KVCache cache;
-        text::LlamaInput input;
-        input.inputs_embeds = embeds;
-        input.attention_mask = mask;
-        input.cache = &cache;
-        input.logits_to_keep = 1;
-        const torch::Tensor logits = model_.Backbone()->forward(input).logits.select(1, 0).to(torch::kCPU);
-        std::lock_guard<std::mutex> lock(mutex_);
-        counters_.prefill_batches += 1;
-        counters_.prefill_rows += static_cast<int64_t>(part.size());
-        for (size_t r = 0; r < part.size(); ++r) {
-          DecodeRow& row = *part[r];
-          const int64_t pad = longest - lengths[r];
-          for (size_t l = 0; l < cache.keys.size(); ++l) {
-            row.cache.keys.push_back(cache.keys[l].narrow(0, r, 1).narrow(2, pad, lengths[r]));
-            row.cache.values.push_back(cache.values[l].narrow(0, r, 1).narrow(2, pad, lengths[r]));
-          }
-          row.length = lengths[r];
-          Accept(row, Choose(row, logits[r]));
-        }
-      } catch (const Error& e) {
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()));
-      } catch (const std::exception& e) {
-        log::Error(Str("prefill of ", part.size(), " rows failed: ", e.what()));
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to decode"));
+        const torch::Device device = model_.Backbone()->parameters()[0].device();
+        embeds = model_.Backbone()->EmbedTokens(ids.to(device));
+        mask = mask.to(device);
       }
+      const int64_t longest = embeds.size(1);
+      for (size_t r = 0; r < part.size(); ++r) {
+        part[r]->prompt_tokens = lengths[r];
+        Check(lengths[r] + part[r]->max_tokens <= model_.ContextLength(), "the prompt (", lengths[r],
+              " positions) plus ", part[r]->max_tokens, " new tokens exceed the model's context of ",
+              model_.ContextLength());
+      }
+      model_.Activate(adapter);
+      text::KVCache cache;
+      text::LlamaInput input;
+      input.inputs_embeds = embeds;
+      input.attention_mask = mask;
+      input.cache = &cache;
+      input.logits_to_keep = 1;
+      const torch::Tensor logits = model_.Backbone()->forward(input).logits.select(1, 0).to(torch::kCPU);
+      std::lock_guard<std::mutex> lock(mutex_);
+      counters_.prefill_batches += 1;
+      counters_.prefill_rows += static_cast<int64_t>(part.size());
+      for (size_t r = 0; r < part.size(); ++r) {
+        DecodeRow& row = *part[r];
+        const int64_t pad = longest - lengths[r];
+        for (size_t l = 0; l < cache.keys.size(); ++l) {
+          row.cache.keys.push_back(cache.keys[l].narrow(0, r, 1).narrow(2, pad, lengths[r]));
+          row.cache.values.push_back(cache.values[l].narrow(0, r, 1).narrow(2, pad, lengths[r]));
+        }
+        row.length = lengths[r];
+        Accept(row, Choose(row, logits[r]));
+      }
+    } catch (const Error& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()));
+    } catch (const std::exception& e) {
+      log::Error(Str("prefill of ", part.size(), " rows failed: ", e.what()));
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to decode"));
     }
   }
 }
 
 void Engine::Step(std::vector<std::shared_ptr<DecodeRow>>& rows) {
-  std::vector<const ServedAdapter*> adapters;
-  for (const auto& row : rows)
-    if (std::find(adapters.begin(), adapters.end(), row->adapter) == adapters.end()) adapters.push_back(row->adapter);
-  for (const ServedAdapter* adapter : adapters) {
-    std::vector<std::shared_ptr<DecodeRow>> group;
-    for (const auto& row : rows)
-      if (row->adapter == adapter && !row->finished) group.push_back(row);
-    for (size_t begin = 0; begin < group.size(); begin += config_.max_batch) {
-      std::vector<std::shared_ptr<DecodeRow>> part(group.begin() + begin,
-                                                   group.begin() + std::min(group.size(), begin + config_.max_batch));
-      try {
-        const int64_t batch = static_cast<int64_t>(part.size());
-        int64_t longest = 0;
-        for (const auto& row : part) longest = std::max(longest, row->length);
-        const size_t layers = part[0]->cache.keys.size();
-        text::KVCache cache;
-        for (size_t l = 0; l < layers; ++l) {
-          std::vector<torch::Tensor> keys, values;
-          for (const auto& row : part) {
-            const int64_t pad = longest - row->length;
-            keys.push_back(pad ? torch::constant_pad_nd(row->cache.keys[l], {0, 0, pad, 0}) : row->cache.keys[l]);
-            values.push_back(pad ? torch::constant_pad_nd(row->cache.values[l], {0, 0, pad, 0}) : row->cache.values[l]);
-          }
-          cache.keys.push_back(batch == 1 ? keys[0] : torch::cat(keys, 0));
-          cache.values.push_back(batch == 1 ? values[0] : torch::cat(values, 0));
+  for (const auto& part : Batches(rows)) {
+    const ServedAdapter* adapter = part[0]->adapter;
+    try {
+      const int64_t batch = static_cast<int64_t>(part.size());
+      int64_t longest = 0;
+      for (const auto& row : part) longest = std::max(longest, row->length);
+      const size_t layers = part[0]->cache.keys.size();
+      text::KVCache cache;
+      for (size_t l = 0; l < layers; ++l) {
+        std::vector<torch::Tensor> keys, values;
+        for (const auto& row : part) {
+          const int64_t pad = longest - row->length;
+          keys.push_back(pad ? torch::constant_pad_nd(row->cache.keys[l], {0, 0, pad, 0}) : row->cache.keys[l]);
+          values.push_back(pad ? torch::constant_pad_nd(row->cache.values[l], {0, 0, pad, 0}) : row->cache.values[l]);
         }
-        const torch::Device device = cache.keys[0].device();
-        torch::Tensor ids = torch::empty({batch, 1}, torch::kLong);
-        torch::Tensor positions = torch::empty({batch, 1}, torch::kLong);
-        torch::Tensor mask = torch::zeros({batch, longest + 1}, torch::kLong);
-        for (int64_t r = 0; r < batch; ++r) {
-          ids[r][0] = part[r]->next_token;
-          positions[r][0] = part[r]->length;
-          mask[r].narrow(0, longest - part[r]->length, part[r]->length + 1).fill_(1);
-        }
-        model_.Activate(adapter);
-        text::LlamaInput input;
-        input.input_ids = ids.to(device);
-        input.position_ids = positions.to(device);
-        input.attention_mask = mask.to(device);
-        input.cache = &cache;
-        const torch::Tensor logits = model_.Backbone()->forward(input).logits.select(1, 0).to(torch::kCPU);
-        std::lock_guard<std::mutex> lock(mutex_);
-        counters_.decode_steps += 1;
-        counters_.decode_rows += batch;
-        counters_.max_decode_batch = std::max(counters_.max_decode_batch, batch);
-        for (int64_t r = 0; r < batch; ++r) {
-          DecodeRow& row = *part[r];
-          const int64_t pad = longest - row.length;
-          for (size_t l = 0; l < layers; ++l) {
-            row.cache.keys[l] = cache.keys[l].narrow(0, r, 1).narrow(2, pad, row.length + 1);
-            row.cache.values[l] = cache.values[l].narrow(0, r, 1).narrow(2, pad, row.length + 1);
-          }
-          row.length += 1;
-          if (row.Cancelled()) continue;  // dropped by the loop before the next step
-          Accept(row, Choose(row, logits[r]));
-        }
-      } catch (const std::exception& e) {
-        log::Error(Str("decode step of ", part.size(), " rows failed: ", e.what()));
-        std::lock_guard<std::mutex> lock(mutex_);
-        for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to decode"));
+        cache.keys.push_back(batch == 1 ? keys[0] : torch::cat(keys, 0));
+        cache.values.push_back(batch == 1 ? values[0] : torch::cat(values, 0));
       }
+      const torch::Device device = cache.keys[0].device();
+      torch::Tensor ids = torch::empty({batch, 1}, torch::kLong);
+      torch::Tensor positions = torch::empty({batch, 1}, torch::kLong);
+      torch::Tensor mask = torch::zeros({batch, longest + 1}, torch::kLong);
+      for (int64_t r = 0; r < batch; ++r) {
+        ids[r][0] = part[r]->next_token;
+        positions[r][0] = part[r]->length;
+        mask[r].narrow(0, longest - part[r]->length, part[r]->length + 1).fill_(1);
+      }
+      model_.Activate(adapter);
+      text::LlamaInput input;
+      input.input_ids = ids.to(device);
+      input.position_ids = positions.to(device);
+      input.attention_mask = mask.to(device);
+      input.cache = &cache;
+      const torch::Tensor logits = model_.Backbone()->forward(input).logits.select(1, 0).to(torch::kCPU);
+      std::lock_guard<std::mutex> lock(mutex_);
+      counters_.decode_steps += 1;
+      counters_.decode_rows += batch;
+      counters_.max_decode_batch = std::max(counters_.max_decode_batch, batch);
+      for (int64_t r = 0; r < batch; ++r) {
+        DecodeRow& row = *part[r];
+        const int64_t pad = longest - row.length;
+        for (size_t l = 0; l < layers; ++l) {
+          row.cache.keys[l] = cache.keys[l].narrow(0, r, 1).narrow(2, pad, row.length + 1);
+          row.cache.values[l] = cache.values[l].narrow(0, r, 1).narrow(2, pad, row.length + 1);
+        }
+        row.length += 1;
+        if (row.Cancelled()) continue;  // dropped by the loop before the next step
+        Accept(row, Choose(row, logits[r]));
+      }
+    } catch (const std::exception& e) {
+      log::Error(Str("decode step of ", part.size(), " rows failed: ", e.what()));
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto& row : part) FailRow(*row, grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to decode"));
     }
   }
 }

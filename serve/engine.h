@@ -180,6 +180,9 @@ class Engine {
   std::vector<EncodeJob> CollectEncodeJobs();
   void RunEncodeJobs(std::vector<EncodeJob>& jobs);
   void DeliverEncodeJobs(std::vector<EncodeJob>& jobs);
+  // Rows grouped by adapter (one forward pass each, since the LoRA weights are per adapter), cut
+  // into batches of at most max_batch; finished rows are left out.
+  std::vector<std::vector<std::shared_ptr<DecodeRow>>> Batches(const std::vector<std::shared_ptr<DecodeRow>>& rows) const;
   void Prefill(std::vector<std::shared_ptr<DecodeRow>>& rows);
   void Step(std::vector<std::shared_ptr<DecodeRow>>& rows);
   // Appends a chosen token to a row, streams it, finishes the row when due; lock held.

@@ -93,6 +93,17 @@ std::string OfflineCtcText(const std::vector<float>& samples) {
   return audio::CtcAlphabet::Decode(audio::CtcGreedyDecode(logits, {})[0]);
 }
 
+// The starter spoken-QA adapter as its own model, offline (the reference for served answers).
+adapters::MultimodalLM StarterSqaModel() {
+  adapters::MultimodalConfig config;
+  config::Document doc = config::Document::LoadFile(kRoot + "/samples/configs/sqa_tiny.yaml");
+  config.Load(doc.Root().Child("model"));
+  adapters::MultimodalLM model(config);
+  model->LoadAdapters(kRoot + "/samples/models/sqa_tiny_adapter");
+  model->eval();
+  return model;
+}
+
 struct Call {
   grpc::Status status;
   std::vector<v1::ConverseResponse> responses;
@@ -264,12 +275,7 @@ TEST_F(ServerTest, RespondStreamsTheSameAnswerAsOfflineGreedyGeneration) {
 
   // Reference: the adapter's own Generate (text::GenerateFromEmbeds, one batched cache) on the
   // same samples.
-  adapters::MultimodalConfig model_config;
-  config::Document doc = config::Document::LoadFile(kRoot + "/samples/configs/sqa_tiny.yaml");
-  model_config.Load(doc.Root().Child("model"));
-  adapters::MultimodalLM model(model_config);
-  model->LoadAdapters(kRoot + "/samples/models/sqa_tiny_adapter");
-  model->eval();
+  adapters::MultimodalLM model = StarterSqaModel();
   adapters::MultimodalExample example;
   example.prompt = "<speech> Answer:";
   example.speech = {model->SpeechFeatures(speech)};
@@ -736,12 +742,7 @@ TEST_F(ServerTest, TwoAdaptersOverOneBackboneEachAnswerAsTheirOfflineModel) {
   image_example.images = {captioner->ImagePixels(vision::DecodeImage(std::string(png.begin(), png.end()), "png"))};
   EXPECT_EQ(caption_ids, captioner->Generate({image_example}, options).tokens[0]);
 
-  adapters::MultimodalConfig sqa_config;
-  config::Document sqa_doc = config::Document::LoadFile(kRoot + "/samples/configs/sqa_tiny.yaml");
-  sqa_config.Load(sqa_doc.Root().Child("model"));
-  adapters::MultimodalLM answerer(sqa_config);
-  answerer->LoadAdapters(kRoot + "/samples/models/sqa_tiny_adapter");
-  answerer->eval();
+  adapters::MultimodalLM answerer = StarterSqaModel();
   adapters::MultimodalExample speech_example;
   speech_example.prompt = "<speech> Answer:";
   speech_example.speech = {answerer->SpeechFeatures(speech)};
