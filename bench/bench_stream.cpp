@@ -127,7 +127,7 @@ nlohmann::json Delta(const nlohmann::json& after, const nlohmann::json& before) 
   return d;
 }
 
-Level RunLevel(grpc::Channel& channel, const serve::ChannelOptions& channel_options, const StreamBenchOptions& o,
+Level RunLevel(const std::shared_ptr<grpc::Channel>& channel, const serve::ChannelOptions& channel_options, const StreamBenchOptions& o,
                const std::vector<std::vector<float>>& clips, int n, serve::Engine* engine) {
   Level level;
   level.streams = n;
@@ -254,7 +254,7 @@ void RunStreamBench(const StreamBenchOptions& o, bool json) {
   std::vector<Level> levels;
   int largest = 0;
   for (int n : ns) {
-    const Level level = RunLevel(*channel, channel_options, o, clips, n, engine);
+    const Level level = RunLevel(channel, channel_options, o, clips, n, engine);
     levels.push_back(level);
     report.Line(Str("streams ", n, ": interim p50 ", Fixed(Percentile(level.interim, 50)), " ms p99 ",
                     Fixed(Percentile(level.interim, 99)), " ms, final p50 ", Fixed(Percentile(level.final, 50)),

@@ -85,7 +85,7 @@ void RunStream(const ClientArgs& args, bool json) {
   auto channel = serve::MakeChannel(args.channel);
   bool answering = false;
   const serve::StreamResult result =
-      serve::StreamAudio(*channel, args.channel, request, [&](const serve::TimedResponse& t) {
+      serve::StreamAudio(channel, args.channel, request, [&](const serve::TimedResponse& t) {
         if (json) return;
         const v1::ConverseResponse& r = t.response;
         const std::string at = "[" + Fixed(t.arrival_ms / 1000.0, 2) + " s] ";

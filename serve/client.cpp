@@ -57,10 +57,11 @@ std::string Encode(const float* samples, size_t count, v1::AudioEncoding encodin
 
 }  // namespace
 
-StreamResult StreamAudio(grpc::Channel& channel, const ChannelOptions& options, const StreamRequest& request,
+StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const ChannelOptions& options,
+                         const StreamRequest& request,
                          const std::function<void(const TimedResponse&)>& on_response) {
   StreamResult result;
-  v1::Speech::Stub stub(std::shared_ptr<grpc::Channel>(&channel, [](grpc::Channel*) {}));
+  v1::Speech::Stub stub(channel);
   grpc::ClientContext context;
   Authorize(context, options);
   if (request.deadline_seconds > 0)

@@ -59,7 +59,8 @@ struct StreamResult {
 
 // Streams one request and collects everything; `on_response` (optional) sees each response as it
 // arrives, on the calling thread.
-StreamResult StreamAudio(grpc::Channel& channel, const ChannelOptions& options, const StreamRequest& request,
+StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const ChannelOptions& options,
+                         const StreamRequest& request,
                          const std::function<void(const TimedResponse&)>& on_response = nullptr);
 
 }  // namespace slm::serve

@@ -99,7 +99,6 @@ struct Engine::GenerateJob : Engine::Request {
 
 struct Engine::TranscribeJob {
   std::vector<float> samples;
-  const Cancelled* cancelled = nullptr;
   bool done = false;
   bool abandoned = false;
   grpc::Status status;
@@ -261,7 +260,7 @@ void Engine::HalfClose(Stream& stream) {
     if (!stream.utterances.empty() && !stream.utterances.back()->ended) {
       const Utterance& open = *stream.utterances.back();
       // Trailing audio after an earlier utterance that never contained speech is not an utterance.
-      if (!open.heard_speech && stream.utterances.size() + stream.next_index > 1 && open.index > 0)
+      if (!open.heard_speech && open.index > 0)
         stream.utterances.pop_back();
       else
         EndOpenUtterance(stream, v1::CLIENT_HALF_CLOSE);
@@ -338,7 +337,6 @@ void Engine::Forget(T& request, std::vector<std::shared_ptr<T>>& list) {
 grpc::Status Engine::Transcribe(std::vector<float> samples, const Cancelled& cancelled, TranscribeResult* result) {
   auto job = std::make_shared<TranscribeJob>();
   job->samples = std::move(samples);
-  job->cancelled = &cancelled;
   std::unique_lock<std::mutex> lock(mutex_);
   transcribe_jobs_.push_back(job);
   work_.notify_all();

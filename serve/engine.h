@@ -27,9 +27,10 @@
 // Errors: bad requests are rejected before they reach the engine (service.cpp). A failure inside a
 // batch fails the requests of that batch with INTERNAL (logged); the others go on.
 //
-// Thread-safety: all public methods are safe from any thread. Callbacks (`cancelled`) run on the
-// scheduler thread under the engine lock and must be cheap and non-blocking; a request's
-// callback is never called after Close() for it returned.
+// Thread-safety: all public methods are safe from any thread. The `cancelled` callbacks of streams
+// and Generate jobs run on the scheduler thread under the engine lock (Transcribe's on the calling
+// thread) and must be cheap and non-blocking; a request's callback is never called after Close()
+// for it returned.
 #pragma once
 
 #include <grpcpp/support/status.h>

@@ -8,6 +8,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/safetensors.h"
+#include "core/strings.h"
 
 namespace slm::serve {
 namespace {
@@ -93,13 +94,9 @@ ServedModel::ServedModel(const ServeConfig& config)
     for (torch::Tensor& p : adapter->model->parameters()) p.set_requires_grad(false);
     if (shared_.backbone->HasLora() && model_config.lora_enabled)
       for (const torch::Tensor& p : shared_.backbone->LoraParameters()) adapter->lora.push_back(p.detach().clone());
-    log::Info(Str("adapter '", entry.name, "' loaded from ", entry.adapters, " (tasks:",
-                  [&] {
-                    std::string t;
-                    for (const auto& [task, prompt] : adapter->tasks) t += " " + task;
-                    return t;
-                  }(),
-                  ")"));
+    std::vector<std::string> tasks;
+    for (const auto& [task, prompt] : adapter->tasks) tasks.push_back(task);
+    log::Info(Str("adapter '", entry.name, "' loaded from ", entry.adapters, " (tasks: ", Join(tasks), ")"));
     adapters_.push_back(std::move(adapter));
   }
   shared_.backbone->eval();
