@@ -1,12 +1,15 @@
 // slm audio units train --manifest M.jsonl --out DIR [--k K] [--feature mel|encoder --encoder DIR --layer L]
 // slm audio units encode --units DIR --audio FILE [--dedup] [--out FILE.json]
+// slm audio units train-decoder --units DIR --manifest M.jsonl --out DIR [--steps N] [--dim D] [--layers L]
 #include <torch/torch.h>
 
 #include <cmath>
 #include <iostream>
 
 #include "audio/audio_io.h"
+#include "audio/unit_decoder.h"
 #include "audio/units.h"
+#include "train/unit_decoder_train.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -110,6 +113,52 @@ void RunUnitsEncode(const UnitsEncodeCommand& c, bool json) {
   report.Emit();
 }
 
+struct UnitsDecoderCommand {
+  std::string units, manifest, out;
+  audio::UnitDecoderConfig model;
+  train::UnitDecoderTrainOptions train;
+  int64_t max_utterances = 0;
+};
+
+void RunUnitsTrainDecoder(const UnitsDecoderCommand& c, bool json) {
+  const audio::UnitTokenizer tokenizer = audio::UnitTokenizer::Load(c.units);
+  const audio::UnitFeatureExtractor extractor(tokenizer.Info());
+  audio::LogMelOptions mel_options;
+  mel_options.normalization = audio::MelNormalization::kFixedFloor;
+  const audio::LogMel mel(mel_options);
+  const manifest::Manifest m = manifest::Read(c.manifest);
+  const size_t count = c.max_utterances > 0 ? std::min<size_t>(c.max_utterances, m.entries.size()) : m.entries.size();
+  Check(count > 0, c.manifest, ": no entries");
+  std::vector<train::UnitDecoderExample> data;
+  ProgressBar bar("units + mel", static_cast<int64_t>(count), json);
+  for (size_t i = 0; i < count; ++i) {
+    const std::vector<float> samples = audio::Read(m.AudioPath(m.entries[i])).samples;
+    data.push_back({tokenizer.Assign(extractor.Frames(samples)), mel.Compute(samples)});
+    bar.Update(1);
+  }
+  bar.Finish();
+  audio::UnitDecoderConfig config = c.model;
+  config.k = tokenizer.K();
+  config.n_mels = mel_options.n_mels;
+  config.upsample = static_cast<int64_t>(std::lround(mel_options.sample_rate / double(mel_options.hop_length) /
+                                                     tokenizer.Info().frame_rate_hz));
+  config.tokenizer_hash = tokenizer.Hash();
+  torch::manual_seed(static_cast<int64_t>(c.train.seed));
+  audio::UnitDecoder decoder(config);
+  const train::UnitDecoderTrainResult r = train::TrainUnitDecoder(*decoder, data, c.train, json);
+  decoder->Save(c.out);
+  Report report(json);
+  report.Set("out", c.out);
+  report.Set("utterances", static_cast<int64_t>(data.size()));
+  report.Set("upsample", config.upsample);
+  report.Set("steps", r.steps);
+  report.Set("train_l1", r.train_l1);
+  report.Set("valid_l1", r.valid_l1);
+  report.Set("valid_l1_mean_frame_baseline", r.mean_frame_l1);
+  report.Set("seconds", r.seconds);
+  report.Emit();
+}
+
 Registrar reg([](CLI::App& app, Common& common) {
   CLI::App* units = Group(app, "audio", "audio front-end and speech encoder tools")->add_subcommand("units", "discrete speech units (k-means)");
   units->require_subcommand(1);
@@ -136,6 +185,28 @@ Registrar reg([](CLI::App& app, Common& common) {
     cmd->add_flag("--dedup", c->dedup, "collapse repeated units (durations kept)");
     cmd->add_option("--out", c->out, "write the unit file (JSON) here");
     cmd->callback([c, &common] { RunUnitsEncode(*c, common.json); });
+  }
+  {
+    auto c = std::make_shared<UnitsDecoderCommand>();
+    c->train.steps = 1000;
+    c->train.batch_size = 16;
+    c->train.lr = 2e-3;
+    c->train.warmup_steps = 50;
+    c->train.log_every = 20;
+    auto* cmd = units->add_subcommand("train-decoder", "train the unit-to-mel decoder on a manifest's audio");
+    cmd->add_option("--units", c->units, "unit tokenizer directory")->required();
+    cmd->add_option("--manifest", c->manifest, "JSONL manifest with audio")->required();
+    cmd->add_option("--out", c->out, "decoder directory")->required();
+    cmd->add_option("--steps", c->train.steps, "training steps")->capture_default_str();
+    cmd->add_option("--batch-size", c->train.batch_size, "windows per step")->capture_default_str();
+    cmd->add_option("--lr", c->train.lr, "peak learning rate")->capture_default_str();
+    cmd->add_option("--window", c->train.window_units, "units per training window")->capture_default_str();
+    cmd->add_option("--dim", c->model.dim, "channels")->capture_default_str();
+    cmd->add_option("--layers", c->model.layers, "residual conv blocks")->capture_default_str();
+    cmd->add_option("--kernel", c->model.kernel, "conv kernel (odd)")->capture_default_str();
+    cmd->add_option("--max-utterances", c->max_utterances, "first N utterances (0 = all)");
+    cmd->add_option("--seed", c->train.seed, "seed")->capture_default_str();
+    cmd->callback([c, &common] { RunUnitsTrainDecoder(*c, common.json); });
   }
 });
 

@@ -1,15 +1,18 @@
-// slm audio vocode (--mel FILE.safetensors | --audio FILE) --out WAV [--iterations N]
+// slm audio vocode (--units F.json --decoder DIR | --mel FILE.safetensors | --audio FILE) --out WAV
 //   log-mel features (`slm audio mel --normalization fixed_floor --out`) -> audio with the default
 //   Griffin-Lim vocoder; --audio re-synthesizes a recording from its own log-mel (the vocoder's
-//   ceiling, for listen checks). Units -> audio arrives with the unit decoder.
+//   ceiling, for listen checks); --units decodes a unit file (`slm audio units encode --out`) with a
+//   trained unit decoder first (its tokenizer hash must match the file's).
 #include <torch/torch.h>
 
 #include "audio/audio_io.h"
 #include "audio/log_mel.h"
+#include "audio/unit_decoder.h"
 #include "audio/vocoder.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/json_report.h"
 #include "core/safetensors.h"
 
@@ -17,12 +20,14 @@ namespace slm::cli {
 namespace {
 
 struct VocodeCommand {
-  std::string mel, audio, out;
+  std::string mel, audio, units, decoder, out;
   audio::GriffinLimOptions options;
 };
 
 void RunVocode(const VocodeCommand& c, bool json) {
-  Check(c.mel.empty() != c.audio.empty(), "give exactly one of --mel and --audio");
+  Check(int(!c.mel.empty()) + int(!c.audio.empty()) + int(!c.units.empty()) == 1,
+        "give exactly one of --units, --mel and --audio");
+  Check(c.units.empty() == c.decoder.empty(), "--units needs --decoder (and --decoder needs --units)");
   audio::LogMelOptions features;
   features.normalization = audio::MelNormalization::kFixedFloor;
   torch::Tensor log_mel;
@@ -35,8 +40,30 @@ void RunVocode(const VocodeCommand& c, bool json) {
           "inverted; compute them with --normalization fixed_floor");
     if (it != metadata.end() && it->second == "none") features.normalization = audio::MelNormalization::kNone;
     log_mel = reader.Get("features").to(torch::kFloat);
-  } else {
+  } else if (!c.audio.empty()) {
     log_mel = audio::LogMel(features).Compute(audio::Read(c.audio).samples);
+  } else {
+    const nlohmann::json file = fs::ReadJson(c.units);
+    Check(file.is_object() && file.contains("units") && file.contains("tokenizer_hash"), c.units,
+          ": not a unit file (write one with `slm audio units encode --out`)");
+    std::vector<int64_t> ids;
+    try {
+      ids = file.at("units").get<std::vector<int64_t>>();
+      if (file.contains("durations")) {
+        const auto durations = file.at("durations").get<std::vector<int64_t>>();
+        Check(durations.size() == ids.size(), c.units, ": ", durations.size(), " durations for ", ids.size(), " units");
+        std::vector<audio::UnitRun> runs;
+        for (size_t i = 0; i < ids.size(); ++i) {
+          Check(durations[i] >= 1 && durations[i] <= 10000, c.units, ": duration ", i, " is ", durations[i]);
+          runs.push_back({ids[i], durations[i]});
+        }
+        ids = audio::ExpandRuns(runs);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(Str(c.units, ": ", e.what()));
+    }
+    audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(c.decoder, file.at("tokenizer_hash").get<std::string>()));
+    log_mel = decoder->Decode(ids);
   }
   const audio::GriffinLimVocoder vocoder(features, c.options);
   const double start = bench::NowSeconds();
@@ -56,6 +83,8 @@ Registrar reg([](CLI::App& app, Common& common) {
   auto c = std::make_shared<VocodeCommand>();
   auto* cmd = Group(app, "audio", "audio front-end and speech encoder tools")
                   ->add_subcommand("vocode", "log-mel features -> audio (Griffin-Lim)");
+  cmd->add_option("--units", c->units, "unit file from `slm audio units encode --out`");
+  cmd->add_option("--decoder", c->decoder, "unit decoder directory (`slm audio units train-decoder`)");
   cmd->add_option("--mel", c->mel, "features file from `slm audio mel --normalization fixed_floor --out`");
   cmd->add_option("--audio", c->audio, "re-synthesize this recording from its own log-mel");
   cmd->add_option("--out", c->out, "output audio file (.wav, .flac, .ogg)")->required();
