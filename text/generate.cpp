@@ -13,6 +13,14 @@
 namespace slm::text {
 namespace {
 
+// The model's config with vocab_size = every id it embeds and predicts (base + extra vocabulary).
+LlamaConfig WithTotalVocabulary(const LlamaModelImpl& model) {
+  LlamaConfig config = model.Config();
+  config.vocab_size = model.TotalVocabulary();
+  return config;
+}
+
+
 double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -91,7 +99,7 @@ torch::Tensor ChooseTokens(torch::Tensor logits, const torch::Tensor& seen,
 GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions& o,
                      const TokenCallback& callback, bool use_cache) {
   torch::NoGradGuard no_grad;
-  const LlamaConfig& config = model->Config();
+  const LlamaConfig config = WithTotalVocabulary(*model);
   const int64_t batch = prefill.attention_mask.size(0);
   const torch::Device device = prefill.attention_mask.device();
   GenerationResult result;
@@ -181,7 +189,7 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
 // Left-pads token prompts into a Prefill on the model's device.
 Prefill PrefillFromPrompts(LlamaModel& model, const std::vector<std::vector<int64_t>>& prompts,
                            const GenerationOptions& o, const char* function) {
-  const LlamaConfig& config = model->Config();
+  const LlamaConfig config = WithTotalVocabulary(*model);
   ValidateForModel(config, o);
   Check(!prompts.empty(), function, ": the list of prompts is empty");
   int64_t longest = 0;
@@ -316,7 +324,7 @@ GenerationResult GenerateFromEmbeds(LlamaModel& model, const torch::Tensor& inpu
                                     const torch::Tensor& attention_mask,
                                     const GenerationOptions& options,
                                     const TokenCallback& callback) {
-  const LlamaConfig& config = model->Config();
+  const LlamaConfig config = WithTotalVocabulary(*model);
   ValidateForModel(config, options);
   Check(inputs_embeds.defined() && inputs_embeds.dim() == 3,
         "GenerateFromEmbeds: inputs_embeds must be [B, T, hidden_size], got ",

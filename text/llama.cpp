@@ -251,6 +251,8 @@ class ProjectionImpl : public torch::nn::Module {
 TORCH_MODULE(Projection);
 
 bool IsLoraName(const std::string& name) { return name.find(".lora_") != std::string::npos; }
+// Parameters that are not the Hugging Face model's: LoRA branches and the extra vocabulary.
+bool IsAdapterName(const std::string& name) { return IsLoraName(name) || name.rfind("extra_vocab.", 0) == 0; }
 
 const std::vector<std::string>& LoraTargetNames() {
   static const std::vector<std::string> names = {"q_proj", "k_proj",    "v_proj",  "o_proj",
@@ -725,10 +727,37 @@ torch::Tensor LlamaModelImpl::EmbedTokens(const torch::Tensor& input_ids) {
     const auto [low, high] = torch::aminmax(input_ids);
     const int64_t lowest = low.item<int64_t>();
     const int64_t highest = high.item<int64_t>();
-    Check(lowest >= 0 && highest < config_.vocab_size, "LlamaModel: token id ",
-          lowest < 0 ? lowest : highest, " is outside the vocabulary of ", config_.vocab_size);
+    Check(lowest >= 0 && highest < TotalVocabulary(), "LlamaModel: token id ",
+          lowest < 0 ? lowest : highest, " is outside the vocabulary of ", TotalVocabulary());
   }
-  return torch::embedding(weight, input_ids.to(weight.device()));
+  const torch::Tensor ids = input_ids.to(weight.device());
+  if (!extra_embed_.defined()) return torch::embedding(weight, ids);
+  // Base ids from the frozen table, new ids from the trainable rows.
+  const torch::Tensor is_new = (ids >= config_.vocab_size).unsqueeze(-1);
+  return torch::where(is_new, torch::embedding(extra_embed_, (ids - config_.vocab_size).clamp_min(0)),
+                      torch::embedding(weight, ids.clamp_max(config_.vocab_size - 1)));
+}
+
+void LlamaModelImpl::AddVocabulary(int64_t count) {
+  Check(count >= 1, "LlamaModel: AddVocabulary needs count >= 1, got ", count);
+  Check(!extra_embed_.defined(), "LlamaModel: the extra vocabulary was already added");
+  torch::NoGradGuard no_grad;
+  const torch::Tensor& embed = parts_->model->embed_tokens->weight;
+  const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed;
+  const torch::Tensor base = embed.to(torch::kFloat);
+  const torch::Tensor rows = base.mean(0, true) + base.std(0, true, true) * torch::randn({count, config_.hidden_size});
+  // A plain submodule, so the parameters are named "extra_vocab.embed" / "extra_vocab.head".
+  auto extra = register_module("extra_vocab", std::make_shared<torch::nn::Module>());
+  extra_embed_ = extra->register_parameter("embed", rows.to(embed.options()));
+  extra_head_ = extra->register_parameter(
+      "head", head.to(torch::kFloat).mean(0, true).expand({count, -1}).contiguous().to(head.options()));
+}
+
+int64_t LlamaModelImpl::ExtraVocabulary() const { return extra_embed_.defined() ? extra_embed_.size(0) : 0; }
+
+std::vector<torch::Tensor> LlamaModelImpl::ExtraVocabularyParameters() const {
+  if (!extra_embed_.defined()) return {};
+  return {extra_embed_, extra_head_};
 }
 
 LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
@@ -863,7 +892,8 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
     kept = hidden.gather(1, at.to(device).unsqueeze(-1).expand({batch, at.size(1), hidden.size(2)}));
   }
   const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
-  const torch::Tensor logits = torch::linear(kept, head);
+  torch::Tensor logits = torch::linear(kept, head);
+  if (extra_head_.defined()) logits = torch::cat({logits, torch::linear(kept, extra_head_)}, -1);
   output.logits = dtype == torch::kDouble ? logits : logits.to(torch::kFloat);
   return output;
 }
@@ -889,7 +919,7 @@ int64_t LlamaModelImpl::ParameterCount() const {
 std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::BaseParameters() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for (const auto& named : named_parameters())
-    if (!IsLoraName(named.key())) out.emplace_back(named.key(), named.value());
+    if (!IsAdapterName(named.key())) out.emplace_back(named.key(), named.value());
   return out;
 }
 

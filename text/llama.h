@@ -177,6 +177,21 @@ class LlamaModelImpl : public torch::nn::Module {
   void SaveLora(const std::string& adapter_dir) const;
   void LoadLora(const std::string& adapter_dir);
 
+  // New tokens beyond config.vocab_size (speech units "<u0>".. reserved by the tokenizer): `count`
+  // trainable rows appended to the input embeddings and to the LM head (also for tied models), so
+  // ids vocab_size .. vocab_size+count-1 embed and are predicted while every base weight stays
+  // frozen: the trainable vocabulary of a TTS adapter (SpeechGPT/SIMS-style unit tokens). New
+  // embedding rows start at the mean base embedding plus noise of the base rows' std; new head
+  // rows at the mean base head row, so a new token starts as likely as an average one.
+  // Parameters "extra_vocab.embed" and "extra_vocab.head", [count, hidden_size], in the base dtype
+  // and device; never part of BaseParameters / SaveWeights (the adapter saves them). Logits then
+  // have TotalVocabulary() columns. slm::Error if already added or count < 1.
+  void AddVocabulary(int64_t count);
+  int64_t ExtraVocabulary() const;
+  int64_t TotalVocabulary() const { return config_.vocab_size + ExtraVocabulary(); }
+  // {embed, head} when added, else empty.
+  std::vector<torch::Tensor> ExtraVocabularyParameters() const;
+
   // Loads Hugging Face weights from model_dir (model.safetensors, or model.safetensors.index.json
   // with its shards), converting to this module's dtype and device. slm::Error naming the tensor
   // for a missing, unexpected or wrongly shaped tensor, and naming the file for unreadable ones.
@@ -197,6 +212,7 @@ class LlamaModelImpl : public torch::nn::Module {
   bool has_lora_ = false;
   bool lora_merged_ = false;
   double lora_scale_ = 1.0;
+  torch::Tensor extra_embed_, extra_head_;  // AddVocabulary
   // Submodules registered as "model" (embed_tokens, layers, norm) and "lm_head"; defined in
   // llama.cpp.
   struct Parts;

@@ -3,6 +3,7 @@
 // through the frozen model against finite differences, input validation and rotary frequencies.
 // Numerical parity with transformers lives in tests/parity/llama_parity_test.cpp.
 #include "text/llama.h"
+#include "text/generate.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -930,6 +931,51 @@ TEST(Llama, LogitsAtChosenPositionsEqualFullLogits) {
   EXPECT_SLM_ERROR(model->forward(some), "logits_positions must be in [0, 10)");
   some.logits_to_keep = 1;
   EXPECT_SLM_ERROR(model->forward(some), "not both");
+}
+
+}  // namespace
+}  // namespace slm::text
+
+namespace slm::text {
+namespace {
+
+TEST(LlamaExtraVocabulary, NewTokensEmbedAndArePredictedWhileTheBaseStaysFrozen) {
+  for (const bool tied : {false, true}) {
+    LlamaModel model = TinyModel(tied);
+    model->Freeze();
+    const int64_t v = model->Config().vocab_size;
+    const torch::Tensor ids = torch::tensor({{1, 5, 9, 2}}, torch::kLong);
+    LlamaInput input;
+    input.input_ids = ids;
+    const torch::Tensor before = model->forward(input).logits;
+    model->AddVocabulary(3);
+    EXPECT_EQ(model->TotalVocabulary(), v + 3);
+    EXPECT_EQ(model->BaseParameters().size(), TinyModel(tied)->BaseParameters().size());
+    const torch::Tensor after = model->forward(input).logits;
+    ASSERT_EQ(after.size(2), v + 3);
+    // Base tokens: the same logits as before over the base vocabulary.
+    EXPECT_TRUE(torch::allclose(after.narrow(2, 0, v), before, 1e-5, 1e-5));
+    // New ids embed from the new rows.
+    const std::vector<torch::Tensor> extra = model->ExtraVocabularyParameters();
+    ASSERT_EQ(extra.size(), 2u);
+    EXPECT_TRUE(torch::equal(model->EmbedTokens(torch::tensor({{v + 1}}, torch::kLong))[0][0], extra[0][1]));
+    // Training a new token: only the new rows get gradients.
+    LlamaInput with_new;
+    with_new.input_ids = Ids({1, v, v + 2});
+    const torch::Tensor logits = model->forward(with_new).logits;
+    torch::nn::functional::cross_entropy(logits[0], torch::tensor({v, v + 2, v + 1}, torch::kLong)).backward();
+    for (const auto& [name, p] : model->BaseParameters()) EXPECT_FALSE(p.grad().defined()) << name;
+    EXPECT_GT(extra[0].grad().abs().sum().item<double>(), 0);
+    EXPECT_GT(extra[1].grad().abs().sum().item<double>(), 0);
+    // Generation accepts prompts with new ids and may produce them.
+    GenerationOptions options;
+    options.max_new_tokens = 2;
+    options.ignore_stop_tokens = true;
+    EXPECT_EQ(Generate(model, {{1, v + 1}}, options).tokens[0].size(), 2u);
+    EXPECT_SLM_ERROR(model->AddVocabulary(2), "already added");
+    EXPECT_SLM_ERROR(model->EmbedTokens(torch::tensor({{v + 3}}, torch::kLong)), "outside the vocabulary");
+  }
+  EXPECT_SLM_ERROR(TinyModel()->AddVocabulary(0), "count >= 1");
 }
 
 }  // namespace
