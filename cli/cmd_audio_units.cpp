@@ -1,9 +1,10 @@
 // slm audio units train --manifest M.jsonl --out DIR [--k K] [--feature mel|encoder --encoder DIR --layer L]
-// slm audio units encode --units DIR --audio FILE [--dedup] [--out FILE.json]
+// slm audio units encode --units DIR (--audio FILE [--out FILE.json] | --manifest M.jsonl --out M2.jsonl) [--dedup]
 // slm audio units train-decoder --units DIR --manifest M.jsonl --out DIR [--steps N] [--dim D] [--layers L]
 #include <torch/torch.h>
 
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 
 #include "audio/audio_io.h"
@@ -17,6 +18,7 @@
 #include "core/log.h"
 #include "core/manifest.h"
 #include "core/progress.h"
+#include "text/tokenizer.h"
 
 namespace slm::cli {
 namespace {
@@ -81,13 +83,62 @@ void RunUnitsTrain(const UnitsTrainCommand& c, bool json) {
 }
 
 struct UnitsEncodeCommand {
-  std::string units, audio, out;
+  std::string units, audio, manifest, out;
   bool dedup = false;
 };
 
+// Every entry of a manifest with its units: "units" = the unit tokens as the LM reads them
+// ("<u12><u7>..."; text::SpeechUnitToken), "unit_durations" (frames per unit, with --dedup) and
+// "unit_tokenizer" (the tokenizer hash). Media paths are rewritten relative to the new manifest.
+void RunUnitsEncodeManifest(const UnitsEncodeCommand& c, const audio::UnitTokenizer& tokenizer,
+                            const audio::UnitFeatureExtractor& extractor, bool json) {
+  Check(!c.out.empty(), "--manifest needs --out (the new manifest)");
+  const manifest::Manifest m = manifest::Read(c.manifest);
+  const std::string out_dir = std::filesystem::absolute(c.out).parent_path().string();
+  fs::MakeDirs(out_dir);
+  std::vector<manifest::Entry> entries;
+  int64_t units_total = 0;
+  ProgressBar bar("units", static_cast<int64_t>(m.entries.size()), json);
+  for (const manifest::Entry& source : m.entries) {
+    Check(!source.audio.empty(), c.manifest, ": entry '", source.id, "' has no audio");
+    manifest::Entry e = source;
+    const std::string audio_path = std::filesystem::absolute(m.AudioPath(source)).string();
+    e.audio = std::filesystem::relative(audio_path, out_dir).string();
+    if (!source.image.empty())
+      e.image = std::filesystem::relative(std::filesystem::absolute(m.ImagePath(source)), out_dir).string();
+    const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(audio_path).samples));
+    std::string text;
+    nlohmann::json durations = nlohmann::json::array();
+    if (c.dedup) {
+      for (const audio::UnitRun& r : audio::Deduplicate(ids)) {
+        text += text::SpeechUnitToken(r.unit);
+        durations.push_back(r.frames);
+      }
+      e.extra["unit_durations"] = durations;
+    } else {
+      for (int64_t id : ids) text += text::SpeechUnitToken(id);
+    }
+    units_total += c.dedup ? static_cast<int64_t>(durations.size()) : static_cast<int64_t>(ids.size());
+    e.extra["units"] = text;
+    e.extra["unit_tokenizer"] = tokenizer.Hash();
+    entries.push_back(std::move(e));
+    bar.Update(1);
+  }
+  bar.Finish();
+  manifest::Write(c.out, entries);
+  Report report(json);
+  report.Set("out", c.out);
+  report.Set("entries", static_cast<int64_t>(entries.size()));
+  report.Set("units", units_total);
+  report.Set("tokenizer_hash", tokenizer.Hash());
+  report.Emit();
+}
+
 void RunUnitsEncode(const UnitsEncodeCommand& c, bool json) {
+  Check(c.audio.empty() != c.manifest.empty(), "give exactly one of --audio and --manifest");
   const audio::UnitTokenizer tokenizer = audio::UnitTokenizer::Load(c.units);
   const audio::UnitFeatureExtractor extractor(tokenizer.Info());
+  if (!c.manifest.empty()) return RunUnitsEncodeManifest(c, tokenizer, extractor, json);
   const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(c.audio).samples));
   nlohmann::json units = nlohmann::json::array(), durations = nlohmann::json::array();
   if (c.dedup) {
@@ -179,11 +230,12 @@ Registrar reg([](CLI::App& app, Common& common) {
   }
   {
     auto c = std::make_shared<UnitsEncodeCommand>();
-    auto* cmd = units->add_subcommand("encode", "audio -> unit ids");
+    auto* cmd = units->add_subcommand("encode", "audio -> unit ids (one file, or every entry of a manifest)");
     cmd->add_option("--units", c->units, "tokenizer directory")->required();
-    cmd->add_option("--audio", c->audio, "audio file (any rate)")->required();
+    cmd->add_option("--audio", c->audio, "audio file (any rate)");
+    cmd->add_option("--manifest", c->manifest, "add units to every entry of this manifest (written to --out)");
     cmd->add_flag("--dedup", c->dedup, "collapse repeated units (durations kept)");
-    cmd->add_option("--out", c->out, "write the unit file (JSON) here");
+    cmd->add_option("--out", c->out, "the unit file (JSON) for --audio; the new manifest for --manifest");
     cmd->callback([c, &common] { RunUnitsEncode(*c, common.json); });
   }
   {
