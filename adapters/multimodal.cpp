@@ -181,15 +181,9 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
 }
 
 void MultimodalLMImpl::BindCtcHead() {
-  const std::string weights = config_.speech.encoder + "/model.safetensors";
-  Check(stdfs::exists(weights), "model.speech.projector ctc_embed: no ", weights);
-  safetensors::Reader reader(weights);
-  Check(reader.Has("ctc_head.weight") && reader.Has("ctc_head.bias"), "model.speech.projector ctc_embed needs ",
-        "an encoder saved with its CTC head (`slm audio pretrain-encoder`); ", weights, " has no ctc_head.*");
-  const torch::Tensor w = reader.Get("ctc_head.weight").to(device_, dtype_);
-  const torch::Tensor b = reader.Get("ctc_head.bias").to(device_, dtype_);
-  Check(w.size(0) == audio::CtcAlphabet::kSize, weights, ": ctc_head.weight has ", w.size(0), " classes, the ",
-        "character alphabet ", audio::CtcAlphabet::kSize);
+  const audio::CtcHead head = audio::LoadCtcHead(config_.speech.encoder, speech_encoder_->Config().d_model,
+                                                 "model.speech.projector ctc_embed", device_, dtype_);
+  const torch::Tensor w = head->proj->weight, b = head->proj->bias;
   // Symbol i (1 = space, 2 = apostrophe, 3.. = letters) -> the backbone's piece for it.
   std::vector<int64_t> pieces;
   for (int64_t symbol = 1; symbol < audio::CtcAlphabet::kSize; ++symbol) {

@@ -1,9 +1,11 @@
 #include "audio/ctc.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cctype>
 
 #include "core/error.h"
+#include "core/safetensors.h"
 
 namespace slm::audio {
 
@@ -66,6 +68,27 @@ torch::Tensor CtcHeadImpl::forward(const torch::Tensor& states) {
   Check(states.dim() == 3 && states.size(2) == proj->weight.size(1), "CtcHead: states must be [B, T, ",
         proj->weight.size(1), "], got ", states.sizes());
   return proj->forward(states);
+}
+
+CtcHead LoadCtcHead(const std::string& encoder_dir, int64_t d_model, const std::string& what, torch::Device device,
+                    torch::ScalarType dtype) {
+  const std::string weights = encoder_dir + "/model.safetensors";
+  Check(std::filesystem::exists(weights), what, ": no ", weights);
+  safetensors::Reader reader(weights);
+  Check(reader.Has("ctc_head.weight") && reader.Has("ctc_head.bias"), what, " needs an encoder saved with its CTC ",
+        "head (`slm audio pretrain-encoder`); ", weights, " has no ctc_head.*");
+  CtcHead head(d_model);
+  const std::vector<int64_t> expected = {CtcAlphabet::kSize, d_model};
+  Check(reader.Info("ctc_head.weight").shape == expected && reader.Info("ctc_head.bias").shape.size() == 1 &&
+            reader.Info("ctc_head.bias").shape[0] == CtcAlphabet::kSize,
+        weights, ": ctc_head.weight must be [", CtcAlphabet::kSize, " characters, ", d_model, "]");
+  torch::NoGradGuard no_grad;
+  reader.CopyInto("ctc_head.weight", head->proj->weight);
+  reader.CopyInto("ctc_head.bias", head->proj->bias);
+  head->to(device, dtype);
+  head->eval();
+  for (torch::Tensor& p : head->parameters()) p.set_requires_grad(false);
+  return head;
 }
 
 torch::Tensor CtcLoss(const torch::Tensor& logits, const torch::Tensor& frame_lengths,

@@ -42,6 +42,13 @@ class CtcHeadImpl : public torch::nn::Module {
 };
 TORCH_MODULE(CtcHead);
 
+// The CTC head saved next to an encoder (`slm audio pretrain-encoder` writes "ctc_head.weight" and
+// "ctc_head.bias" into encoder_dir/model.safetensors), in eval mode without grad, on `device` in
+// `dtype`. slm::Error naming `what` (the config key asking for it) and the file when the file or
+// the tensors are missing ("... has no ctc_head.*") or the head is not [kSize, d_model].
+CtcHead LoadCtcHead(const std::string& encoder_dir, int64_t d_model, const std::string& what,
+                    torch::Device device = torch::kCPU, torch::ScalarType dtype = torch::kFloat);
+
 // CTC loss (mean over the batch of the per-utterance negative log-likelihood divided by the target
 // length, as torch's reduction="mean"); logits [B, T, V] any float dtype (computed in float32),
 // frame_lengths [B], targets: one id sequence per row (ids in [1, V)). Utterances whose targets

@@ -7,7 +7,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/safetensors.h"
 #include "core/strings.h"
 
 namespace slm::serve {
@@ -50,18 +49,8 @@ ServedModel::ServedModel(const ServeConfig& config)
     encoder_ = audio::LoadWhisperEncoder(dir, device, dtype);
     encoder_->Freeze();
     shared_.speech_encoders.emplace(dir, encoder_);
-    const std::string weights = dir + "/model.safetensors";
-    safetensors::Reader reader(weights);
-    Check(reader.Has("ctc_head.weight") && reader.Has("ctc_head.bias"), "model.speech_encoder: ", weights,
-          " has no CTC head (ctc_head.*): the server's transcripts need one (`slm audio pretrain-encoder` saves it)");
-    ctc_ = audio::CtcHead(encoder_->Config().d_model);
-    Check(reader.Info("ctc_head.weight").shape == ctc_->proj->weight.sizes().vec(), weights,
-          ": ctc_head.weight has the wrong shape");
-    ctc_->to(device, dtype);
-    reader.CopyInto("ctc_head.weight", ctc_->proj->weight);
-    reader.CopyInto("ctc_head.bias", ctc_->proj->bias);
-    ctc_->eval();
-    for (torch::Tensor& p : ctc_->parameters()) p.set_requires_grad(false);
+    ctc_ = audio::LoadCtcHead(dir, encoder_->Config().d_model, "model.speech_encoder (the server's transcripts)",
+                              device, dtype);
     const audio::LogMelOptions features = audio::LoadEncoderFeatureOptions(dir);
     Check(features.normalization != audio::MelNormalization::kWhisper, "model.speech_encoder: ", dir,
           " uses Whisper's per-utterance normalisation, which cannot stream; streaming needs a fixed-floor encoder");

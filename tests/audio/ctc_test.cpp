@@ -1,4 +1,5 @@
 #include "audio/ctc.h"
+#include "audio/whisper_encoder.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -98,6 +99,33 @@ TEST(CtcGreedyWords, GivesWordsWithFrameSpansAndPeakConfidence) {
   EXPECT_EQ(CtcAlphabet::Decode(CtcGreedyDecode(logits.unsqueeze(0), {})[0]), out.text);
   EXPECT_TRUE(CtcGreedyWords(torch::zeros({4, CtcAlphabet::kSize})).words.empty());  // all blank
   EXPECT_SLM_ERROR(CtcGreedyWords(torch::zeros({2, 3, 4})), "must be [T, V]");
+}
+
+}  // namespace
+}  // namespace slm::audio
+
+namespace slm::audio {
+namespace {
+
+TEST(LoadCtcHead, ReadsTheHeadSavedWithAnEncoderAndNamesWhatIsWrong) {
+  testing::TempDir tmp;
+  WhisperEncoderConfig c;
+  c.d_model = 32;
+  c.encoder_layers = 1;
+  c.encoder_attention_heads = 2;
+  c.encoder_ffn_dim = 64;
+  c.num_mel_bins = 80;
+  c.max_source_positions = 16;
+  const torch::Tensor w = torch::randn({CtcAlphabet::kSize, 32}), b = torch::randn({CtcAlphabet::kSize});
+  WhisperEncoder(c)->SaveWeights(tmp.File("good"), {{"ctc_head.weight", w}, {"ctc_head.bias", b}});
+  const CtcHead head = LoadCtcHead(tmp.File("good"), 32, "test");
+  EXPECT_TRUE(torch::equal(head->proj->weight, w));
+  EXPECT_TRUE(torch::equal(head->proj->bias, b));
+  EXPECT_FALSE(head->proj->weight.requires_grad());
+  EXPECT_SLM_ERROR(LoadCtcHead(tmp.File("good"), 48, "model.x"), "ctc_head.weight must be [29 characters, 48]");
+  WhisperEncoder(c)->SaveWeights(tmp.File("bare"));
+  EXPECT_SLM_ERROR(LoadCtcHead(tmp.File("bare"), 32, "model.x"), "model.x needs an encoder saved with its CTC head");
+  EXPECT_SLM_ERROR(LoadCtcHead(tmp.File("missing"), 32, "model.x"), "model.x: no ");
 }
 
 }  // namespace

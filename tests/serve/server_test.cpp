@@ -15,7 +15,6 @@
 #include "audio/audio_io.h"
 #include "audio/ctc.h"
 #include "audio/espeak_synth.h"
-#include "core/safetensors.h"
 #include "core/strings.h"
 #include "text/generate.h"
 #include "text/llama.h"
@@ -84,10 +83,7 @@ std::string OfflineCtcText(const std::vector<float>& samples) {
   const std::string dir = kRoot + "/samples/models/speech_encoder_tiny";
   audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(dir);
   encoder->Freeze();
-  audio::CtcHead head(encoder->Config().d_model);
-  safetensors::Reader reader(dir + "/model.safetensors");
-  reader.CopyInto("ctc_head.weight", head->proj->weight);
-  reader.CopyInto("ctc_head.bias", head->proj->bias);
+  audio::CtcHead head = audio::LoadCtcHead(dir, encoder->Config().d_model, "test");
   const audio::LogMel mel(audio::LoadEncoderFeatureOptions(dir));
   const torch::Tensor logits = head->forward(encoder->forward(mel.Compute(samples).unsqueeze(0)));
   return audio::CtcAlphabet::Decode(audio::CtcGreedyDecode(logits, {})[0]);
