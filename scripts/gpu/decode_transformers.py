@@ -3,7 +3,7 @@
 
 Builds a randomly initialised LlamaForCausalLM of the given shape (default: TinyLlama-1.1B:
 hidden 2048, 22 layers, 32 heads, 4 kv heads, MLP 5632, vocab 32000) in the given dtype, and times
-greedy `generate` (eager attention) of NEW tokens after a PROMPT-token prompt at batch 1, median of
+greedy `generate` (attention --attn, default sdpa: transformers' own default) of NEW tokens after a PROMPT-token prompt at batch 1, median of
 REPEATS. Prints one JSON line: tokens/s, weight bytes, and the fraction of the memory-bandwidth
 roofline (weight bytes per token / measured seconds per token / bandwidth) when --bandwidth-gbs is
 given. The C++ side of the same comparison is
@@ -31,6 +31,7 @@ p.add_argument("--new", type=int, default=128)
 p.add_argument("--repeats", type=int, default=3)
 p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 p.add_argument("--dtype", default="bfloat16")
+p.add_argument("--attn", default="sdpa", help="attn_implementation: sdpa | eager")
 p.add_argument("--bandwidth-gbs", type=float, default=0.0, help="card memory bandwidth, GB/s")
 a = p.parse_args()
 
@@ -39,7 +40,7 @@ torch.manual_seed(0)
 config = LlamaConfig(vocab_size=a.vocab, hidden_size=a.hidden, intermediate_size=a.intermediate,
                      num_hidden_layers=a.layers, num_attention_heads=a.heads,
                      num_key_value_heads=a.kv_heads, max_position_embeddings=a.prompt + a.new + 8)
-model = LlamaForCausalLM._from_config(config, attn_implementation="eager", dtype=dtype)
+model = LlamaForCausalLM._from_config(config, attn_implementation=a.attn, dtype=dtype)
 model.to(a.device).eval()
 ids = torch.randint(0, a.vocab, (1, a.prompt), device=a.device)
 
@@ -61,7 +62,7 @@ with torch.no_grad():
             times.append(time.perf_counter() - start)
 seconds = statistics.median(times)
 weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
-result = {"implementation": "transformers generate (eager)", "device": a.device, "dtype": a.dtype,
+result = {"implementation": f"transformers generate ({a.attn})", "device": a.device, "dtype": a.dtype,
           "tokens_per_second": a.new / seconds, "seconds": seconds, "weight_bytes": weight_bytes}
 if a.bandwidth_gbs > 0:
     result["roofline_fraction"] = (weight_bytes / (seconds / a.new)) / (a.bandwidth_gbs * 1e9)

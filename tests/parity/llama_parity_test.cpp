@@ -126,6 +126,46 @@ TEST_P(LlamaParityTest, GreedyDecodingMatchesGenerate) {
 INSTANTIATE_TEST_SUITE_P(Configs, LlamaParityTest,
                          ::testing::Values("gqa_untied", "tied", "llama3_rope"));
 
+// bf16 on the device the reference was computed on (make_llama_references.py --bf16: ctest runs it
+// on the CPU; scripts/gpu/run_checks.sh on the GPU, skipped here when that device is absent).
+// Two correct bf16 implementations differ by rounding, so the bound is relative to
+// transformers' own bf16 error against float32 logits: ours may be at most 1.5x that, and the
+// argmax must agree wherever transformers' float32 top-2 margin exceeds both bf16 errors.
+TEST(LlamaParityBf16, LogitsMatchTransformers) {
+  const std::string dir = ParityDir() + "/llama_bf16";
+  safetensors::Reader ref(dir + "/reference.safetensors");
+  const torch::Device device(ref.Metadata().at("device_type"));
+  if (device.is_cuda() && !torch::cuda::is_available()) GTEST_SKIP() << "reference from a GPU; no GPU here";
+  LlamaModel model = LoadLlama(dir, device, torch::kBFloat16);
+  model->Freeze();
+  torch::NoGradGuard no_grad;
+  LlamaInput input;
+  input.input_ids = ref.Get("input_ids").to(device);
+  input.attention_mask = ref.Get("attention_mask").to(device);
+  const torch::Tensor ours = model->forward(input).logits.to(torch::kCPU, torch::kFloat);
+  const torch::Tensor real = ref.Get("attention_mask").to(torch::kBool);
+  const torch::Tensor fp32 = ref.Get("float32.logits").index({real});
+  const torch::Tensor theirs = ref.Get("bfloat16.logits").index({real});
+  const torch::Tensor mine = ours.index({real});
+  const double their_err = MaxAbsDiff(theirs, fp32), my_err = MaxAbsDiff(mine, fp32);
+  const double their_mean = (theirs - fp32).abs().mean().item<double>();
+  const double my_mean = (mine - fp32).abs().mean().item<double>();
+  EXPECT_LE(my_err, 1.5 * their_err);
+  EXPECT_LE(my_mean, 1.5 * their_mean);
+  const torch::Tensor top2 = std::get<0>(fp32.topk(2, -1));
+  const torch::Tensor clear = (top2.select(1, 0) - top2.select(1, 1)) > 2 * std::max(my_err, their_err);
+  const torch::Tensor agree = mine.argmax(-1).eq(fp32.argmax(-1)).index({clear});
+  EXPECT_TRUE(agree.all().item<bool>());
+  std::printf(
+      "parity llama bf16 on %s (%s): vs float32 logits, ours max %.4g mean %.4g, transformers "
+      "max %.4g mean %.4g; ours vs transformers bf16 max %.4g; argmax agrees on %lld/%lld "
+      "positions with a clear float32 winner (%lld positions)\n",
+      ref.Metadata().at("device").c_str(), ref.Metadata().at("torch").c_str(), my_err, my_mean,
+      their_err, their_mean, MaxAbsDiff(mine, theirs),
+      static_cast<long long>(agree.sum().item<int64_t>()), static_cast<long long>(agree.numel()),
+      static_cast<long long>(real.sum().item<int64_t>()));
+}
+
 TEST(LlamaParitySave, WritesAModelForTransformers) {
   // Checked afterwards by make_llama_references.py --check-cpp (ctest fixture order): the
   // directory must load with LlamaForCausalLM.from_pretrained and give these logits.

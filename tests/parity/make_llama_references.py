@@ -6,6 +6,10 @@ test (tests/parity/llama_parity_test.cpp).
     make_llama_references.py --check-cpp OUT_DIR  loads the model the C++ test saved with
                                                   transformers (and its LoRA adapter with PEFT)
                                                   and compares logits (run last)
+    make_llama_references.py --bf16 OUT_DIR [DEVICE]
+                                                  the bf16 reference (OUT_DIR/llama_bf16/) on
+                                                  DEVICE (default cuda; ctest runs it on cpu,
+                                                  scripts/gpu/run_checks.sh on the GPU)
 
 For each of three small randomly initialised models (torch.manual_seed), OUT_DIR/llama_<name>/
 holds the model as save_pretrained writes it (config.json + model.safetensors) and
@@ -152,6 +156,51 @@ def make(out_dir):
               f"min greedy top-2 margin {margin:.4g}, written to {model_dir}")
 
 
+# The bf16 check: a model of realistic initialisation (0.02) and enough width that bf16 rounding
+# matters (hidden 512, 4 layers, GQA 8/2, vocab 4096). bf16 logits of two correct implementations
+# differ by rounding, so the reference holds what the tolerance is derived from: transformers'
+# own bf16 error against its float32 logits on the same device.
+BF16_CONFIG = dict(vocab_size=4096, hidden_size=512, intermediate_size=1408, num_hidden_layers=4,
+                   num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=1024,
+                   tie_word_embeddings=False,
+                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0})
+
+
+def make_bf16(out_dir, device):
+    config = LlamaConfig(hidden_act="silu", rms_norm_eps=1e-5, bos_token_id=1, eos_token_id=2,
+                         pad_token_id=None, initializer_range=0.02, **BF16_CONFIG)
+    torch.manual_seed(4567)
+    model = LlamaForCausalLM(config).eval()
+    model_dir = os.path.join(out_dir, "llama_bf16")
+    model.save_pretrained(model_dir, safe_serialization=True)  # float32 weights
+    g = torch.Generator().manual_seed(4568)
+    ids = torch.randint(3, BF16_CONFIG["vocab_size"], (4, 96), generator=g)
+    mask = torch.ones_like(ids)
+    for row, pad in enumerate((0, 7, 30, 61)):  # left padding of different widths
+        ids[row, :pad] = PAD
+        mask[row, :pad] = 0
+    positions = positions_like_generate(mask)
+    tensors = {"input_ids": ids, "attention_mask": mask}
+    model = model.to(device)
+    with torch.no_grad():
+        tensors["float32.logits"] = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                          position_ids=positions.to(device)).logits.float().cpu()
+        # transformers' default attention (SDPA) in bf16, as a user would run it.
+        half = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(device).eval()
+        tensors["bfloat16.logits"] = half(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                          position_ids=positions.to(device)).logits.float().cpu()
+    real = mask.bool()
+    err = (tensors["bfloat16.logits"] - tensors["float32.logits"])[real].abs()
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              os.path.join(model_dir, "reference.safetensors"),
+              metadata={"device_type": torch.device(device).type,
+                        "device": str(torch.cuda.get_device_name() if device.startswith("cuda")
+                                      else device),
+                        "torch": torch.__version__})
+    print(f"llama_bf16 on {device}: transformers bf16 vs its float32 logits: max {err.max():.4g}, "
+          f"mean {err.mean():.4g}; written to {model_dir}")
+
+
 def check_cpp(out_dir):
     """The C++ test saved a model with SaveWeights plus the logits it computed for fixed ids."""
     model_dir = os.path.join(out_dir, "llama_cpp_saved")
@@ -182,5 +231,7 @@ def check_cpp(out_dir):
 if __name__ == "__main__":
     if sys.argv[1] == "--check-cpp":
         check_cpp(sys.argv[2])
+    elif sys.argv[1] == "--bf16":
+        make_bf16(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "cuda")
     else:
         make(sys.argv[1])
