@@ -1,13 +1,16 @@
 // slm bench decode: greedy generation throughput with the KV cache (text::Generate) against full
 // recomputation of the sequence at every step (text::GenerateWithoutCache), at batch 1 and a
 // left-padded batch of 8, in one run on the same model and prompts. Both paths must produce the
-// same tokens; the mismatch count is reported (0 expected).
+// same tokens; the mismatch count is reported (0 expected). On CUDA the cached path decodes through
+// CUDA graphs (text::GenerationOptions::decode_mode auto) and is also compared with the growing
+// ("dynamic") cache; --bandwidth-gbs adds the batch-1 memory-bandwidth roofline fraction.
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +39,7 @@ struct DecodeBenchOptions {
   uint64_t seed = 0;
   std::string device = "cpu";
   std::string dtype = "float32";
+  double bandwidth_gbs = 0;  // the card's memory bandwidth, for the roofline fraction
 };
 
 text::LlamaModel BuildModel(const DecodeBenchOptions& o, torch::Device device,
@@ -122,6 +126,12 @@ Timing Measure(int repeats, const std::function<text::GenerationResult()>& run) 
   return timing;
 }
 
+double WeightBytes(const text::LlamaModelImpl& model) {
+  double bytes = 0;
+  for (const torch::Tensor& p : model.parameters()) bytes += static_cast<double>(p.numel() * p.element_size());
+  return bytes;
+}
+
 void RunDecodeBench(const DecodeBenchOptions& o, bool json) {
   Report report(json);
   const torch::Device device = ParseDevice(o.device);
@@ -156,6 +166,13 @@ void RunDecodeBench(const DecodeBenchOptions& o, bool json) {
         Measure(o.repeats, [&] { return text::Generate(model, prompts, options); });
     const Timing recomputed =
         Measure(o.repeats, [&] { return text::GenerateWithoutCache(model, prompts, options); });
+    // On CUDA the default (auto) decodes through CUDA graphs; the growing cache is measured too.
+    std::optional<Timing> dynamic;
+    if (device.is_cuda()) {
+      text::GenerationOptions dynamic_options = options;
+      dynamic_options.decode_mode = "dynamic";
+      dynamic = Measure(o.repeats, [&] { return text::Generate(model, prompts, dynamic_options); });
+    }
     const double tokens = static_cast<double>(cached.result.GeneratedTokens());
     const int64_t mismatches = CountMismatches(cached.result, recomputed.result);
     total_mismatches += mismatches;
@@ -170,6 +187,15 @@ void RunDecodeBench(const DecodeBenchOptions& o, bool json) {
     report.Set(key + ".cached_decode_tokens_per_second", (tokens - batch) / cached.decode);
     report.Set(key + ".recompute_seconds", recomputed.total);
     report.Set(key + ".token_mismatches", mismatches);
+    const double decode_rate = (tokens - batch) / cached.decode;
+    if (o.bandwidth_gbs > 0 && batch == 1)
+      report.Set(key + ".roofline_fraction", WeightBytes(*model) * decode_rate / (o.bandwidth_gbs * 1e9));
+    if (dynamic) {
+      report.Set(key + ".dynamic_cache_tokens_per_second", tokens / dynamic->total);
+      report.Set(key + ".dynamic_cache_decode_tokens_per_second", (tokens - batch) / dynamic->decode);
+      report.Set(key + ".graph_speedup_vs_dynamic_cache", dynamic->decode / cached.decode);
+      report.Set(key + ".graph_vs_dynamic_token_mismatches", CountMismatches(cached.result, dynamic->result));
+    }
   }
   report.Set("token_mismatches", total_mismatches);
   report.Set("identical_tokens", total_mismatches == 0);
@@ -217,6 +243,9 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--seed", o->seed, "seed of the random model and prompts")->capture_default_str();
   cmd->add_option("--device", o->device, "cpu, cuda, cuda:N or auto")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "float32, bfloat16, float16")->capture_default_str();
+  cmd->add_option("--bandwidth-gbs", o->bandwidth_gbs,
+                  "memory bandwidth of the device in GB/s: reports the batch-1 roofline fraction "
+                  "(weight bytes per token / time per token / bandwidth)");
   cmd->callback([o, &common] { RunDecodeBench(*o, common.json); });
 });
 

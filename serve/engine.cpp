@@ -778,7 +778,11 @@ void Engine::Step(std::vector<std::shared_ptr<DecodeRow>>& rows) {
   }
 }
 
-int64_t Engine::Choose(DecodeRow& row, const torch::Tensor& logits) {
+int64_t Engine::Choose(DecodeRow& row, const torch::Tensor& all_logits) {
+  // Only ids the tokenizer can turn into text: a model's embedding table may be padded beyond its
+  // tokenizer (a multiple of 64 is common), and an answer must never contain an undecodable id.
+  const int64_t decodable = std::min(all_logits.size(0), model_.Tokenizer().VocabSize());
+  const torch::Tensor logits = all_logits.narrow(0, 0, decodable);
   if (row.temperature <= 0) return logits.argmax().item<int64_t>();
   const torch::Tensor filtered =
       text::ApplySamplingFilters(logits.unsqueeze(0).to(torch::kFloat), row.temperature, row.top_k, row.top_p);

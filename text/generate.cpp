@@ -1,14 +1,22 @@
 #include "text/generate.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/strings.h"
 
 namespace slm::text {
 namespace {
@@ -96,6 +104,80 @@ torch::Tensor ChooseTokens(torch::Tensor logits, const torch::Tensor& seen,
   return torch::multinomial(filtered.softmax(-1), 1, /*replacement=*/false, generator).squeeze(1);
 }
 
+// Decoding steps through a StaticKVCache; in graph mode the step (embedding, every layer, the LM
+// head, the position and slot updates) is captured as a CUDA graph on its second call and replayed
+// from then on: the first call runs eagerly and doubles as the warm-up capture needs (cuBLAS
+// handles, allocator). Runs on the caller's current CUDA stream, which must not be the default
+// stream in graph mode (capture is not allowed there).
+class StaticDecoder {
+ public:
+  StaticDecoder(LlamaModel& model, const KVCache& cache, const torch::Tensor& mask, int64_t capacity,
+                bool graph)
+      : model_(model), cache_(StaticKVCache::FromCache(cache, mask, capacity)), graph_(graph) {
+    ids_ = torch::zeros({mask.size(0), 1}, mask.options().dtype(torch::kLong));
+    positions_ = mask.sum(1, /*keepdim=*/true).to(torch::kLong) - 1;  // last real position per row
+  }
+
+  // Logits [B, vocab] float32 for `next` [B] int64 (any device). In graph mode the tensor is the
+  // graph's output buffer: read it before the next call overwrites it.
+  torch::Tensor Step(const torch::Tensor& next) {
+    ids_.copy_(next.view({-1, 1}));
+    if (!graph_ || calls_++ == 0) return Forward();
+    if (!graph_cuda_) {
+      // Created here, not as a member: constructing a CUDAGraph initialises CUDA.
+      graph_cuda_ = std::make_unique<at::cuda::CUDAGraph>();
+      bool begun = false;
+      try {
+        graph_cuda_->capture_begin();
+        begun = true;
+        output_ = Forward();
+        graph_cuda_->capture_end();
+      } catch (const std::exception& e) {
+        // Nothing ran during the failed capture (state untouched): go on without the graph.
+        if (begun) {
+          try {
+            graph_cuda_->capture_end();
+          } catch (const std::exception&) {
+          }
+        }
+        graph_cuda_.reset();
+        graph_ = false;
+        const std::string what = e.what();
+        log::Warn(Str("generation: CUDA graph capture failed, decoding without it: ", what.substr(0, what.find('\n'))));
+        return Forward();
+      }
+    }
+    graph_cuda_->replay();
+    return output_;
+  }
+
+ private:
+  torch::Tensor Forward() {
+    positions_.add_(1);
+    LlamaInput input;
+    input.input_ids = ids_;
+    input.position_ids = positions_;
+    input.static_cache = &cache_;
+    return model_->forward(input).logits.select(1, 0);
+  }
+
+  LlamaModel& model_;
+  StaticKVCache cache_;
+  bool graph_;
+  torch::Tensor ids_, positions_, output_;
+  std::unique_ptr<at::cuda::CUDAGraph> graph_cuda_;
+  int64_t calls_ = 0;
+};
+
+std::string DecodeMode(const GenerationOptions& o, const torch::Device& device) {
+  if (o.decode_mode != "auto") {
+    Check(o.decode_mode != "graph" || device.is_cuda(), "generation option decode_mode 'graph' needs a CUDA ",
+          "device; the model is on ", device.str(), " (use auto, static or dynamic)");
+    return o.decode_mode;
+  }
+  return device.is_cuda() ? "graph" : "dynamic";
+}
+
 GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions& o,
                      const TokenCallback& callback, bool use_cache) {
   torch::NoGradGuard no_grad;
@@ -121,6 +203,16 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
   torch::Tensor ids = prefill.input_ids;         // the whole sequence (recompute path)
   torch::Tensor embeds = prefill.inputs_embeds;  // the whole sequence (recompute path)
 
+  const std::string mode = use_cache ? DecodeMode(o, device) : "recompute";
+  // Graph capture needs a stream other than the default one; the whole generation runs on it so
+  // that no cross-stream ordering is needed (work queued earlier is finished first).
+  std::optional<c10::cuda::CUDAStreamGuard> side_stream;
+  if (mode == "graph") {
+    c10::cuda::getCurrentCUDAStream(device.index()).synchronize();
+    side_stream.emplace(c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index()));
+  }
+  std::optional<StaticDecoder> fixed;
+
   const double start = NowSeconds();
   LlamaInput input;
   input.input_ids = ids;
@@ -130,6 +222,10 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
   input.cache = use_cache ? &cache : nullptr;
   input.logits_to_keep = 1;
   torch::Tensor logits = model->forward(input).logits.select(1, -1);
+  if (mode == "static" || mode == "graph") {
+    fixed.emplace(model, cache, mask, mask.size(1) + o.max_new_tokens, mode == "graph");
+    cache.Clear();
+  }
   double decode_start = start;
 
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
@@ -161,6 +257,10 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
       if (finished[row]) chosen[row] = filler;
     }
     if (prefill.seen.defined()) prefill.seen.scatter_(1, next.unsqueeze(1), true);
+    if (fixed) {
+      logits = fixed->Step(next);
+      continue;
+    }
     const torch::Tensor step_ids = next.to(device).unsqueeze(1);  // [B, 1]
     mask = torch::cat({mask, torch::ones({batch, 1}, mask.options())}, 1);
     LlamaInput step_input;
@@ -247,6 +347,8 @@ void GenerationOptions::Validate() const {
   for (const int64_t id : stop_token_ids) {
     Check(id >= 0, "generation option stop_token_ids has a negative id ", id);
   }
+  Check(decode_mode == "auto" || decode_mode == "dynamic" || decode_mode == "static" || decode_mode == "graph",
+        "generation option decode_mode must be auto, dynamic, static or graph, got '", decode_mode, "'");
 }
 
 void GenerationOptions::Load(config::Node node) {
@@ -268,6 +370,7 @@ void GenerationOptions::Load(config::Node node) {
                                     return std::string();
                                   });
   node.Read("ignore_stop_tokens", ignore_stop_tokens);
+  node.Read("decode_mode", decode_mode, config::OneOf<std::string>({"auto", "dynamic", "static", "graph"}));
   int64_t seed_value = static_cast<int64_t>(seed);
   node.Read("seed", seed_value, config::InRange<int64_t>(0, std::numeric_limits<int64_t>::max()));
   seed = static_cast<uint64_t>(seed_value);

@@ -49,9 +49,16 @@ struct GenerationOptions {
   // true: no token stops a row, every row produces max_new_tokens (benchmarks, tests).
   bool ignore_stop_tokens = false;
   uint64_t seed = 0;
+  // How the steps after the prompt run: "dynamic" (the KV cache grows by one position per step),
+  // "static" (a preallocated StaticKVCache of prompt + max_new_tokens positions: fixed shapes),
+  // "graph" (static, and the step is captured once as a CUDA graph and replayed: one launch per
+  // token instead of hundreds of kernel launches; CUDA only), "auto" = graph on CUDA, dynamic
+  // elsewhere. All give the same tokens up to floating-point reassociation.
+  std::string decode_mode = "auto";
 
   // Reads the keys max_new_tokens, temperature, top_k, top_p, repetition_penalty,
-  // stop_token_ids, ignore_stop_tokens, seed (strict: wrong types and ranges name the key).
+  // stop_token_ids, ignore_stop_tokens, seed, decode_mode (strict: wrong types and ranges name
+  // the key).
   void Load(config::Node node);
   // slm::Error naming the option for an out-of-range value.
   void Validate() const;

@@ -349,10 +349,11 @@ class AttentionImpl : public torch::nn::Module {
   }
 
   // x [B, T, hidden]; cache_keys/values (may be null) hold [B, kv_heads, T_past, head_dim] and
-  // receive this step's rotated keys and values appended.
+  // receive this step's rotated keys and values appended; with `static_slot` they are a
+  // StaticKVCache's fixed buffers and this step's keys are written at that slot instead.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionPattern& pattern, torch::Tensor* cache_keys,
-                        torch::Tensor* cache_values) {
+                        torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const int64_t batch = x.size(0);
     const int64_t steps = x.size(1);
     torch::Tensor q = q_proj(x).view({batch, steps, heads_, head_dim_}).transpose(1, 2);
@@ -360,7 +361,12 @@ class AttentionImpl : public torch::nn::Module {
     torch::Tensor v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
     q = q * cos + RotateHalf(q) * sin;
     k = k * cos + RotateHalf(k) * sin;
-    if (cache_keys != nullptr) {
+    if (static_slot != nullptr) {
+      cache_keys->index_copy_(2, *static_slot, k);
+      cache_values->index_copy_(2, *static_slot, v);
+      k = *cache_keys;
+      v = *cache_values;
+    } else if (cache_keys != nullptr) {
       if (cache_keys->defined()) {
         k = torch::cat({*cache_keys, k}, 2);
         v = torch::cat({*cache_values, v}, 2);
@@ -415,9 +421,9 @@ class DecoderLayerImpl : public torch::nn::Module {
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
                         const AttentionPattern& pattern, torch::Tensor* cache_keys,
-                        torch::Tensor* cache_values) {
+                        torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const torch::Tensor h =
-        x + self_attn(input_layernorm(x), cos, sin, pattern, cache_keys, cache_values);
+        x + self_attn(input_layernorm(x), cos, sin, pattern, cache_keys, cache_values, static_slot);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -789,8 +795,10 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
   Check(batch > 0 && steps > 0, "LlamaModel: empty input ", ShapeString(hidden.sizes()));
 
   KVCache* cache = input.cache;
-  const int64_t past = cache ? cache->Length() : 0;
+  StaticKVCache* fixed = input.static_cache;
   const int64_t layers = config_.num_hidden_layers;
+  if (fixed != nullptr) return StaticStep(hidden, input);
+  const int64_t past = cache ? cache->Length() : 0;
   if (past > 0) {
     Check(static_cast<int64_t>(cache->keys.size()) == layers &&
               static_cast<int64_t>(cache->values.size()) == layers,
@@ -867,7 +875,7 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
   for (int64_t l = 0; l < layers; ++l) {
     hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, sin, pattern,
                                                        cache ? &cache->keys[l] : nullptr,
-                                                       cache ? &cache->values[l] : nullptr);
+                                                       cache ? &cache->values[l] : nullptr, nullptr);
     if (input.output_hidden_states) output.hidden_states.push_back(hidden);
   }
   hidden = parts_->model->norm(hidden);
@@ -891,11 +899,69 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
     // The LM head over only the positions a loss needs: [B, K, H] instead of [B, T, H].
     kept = hidden.gather(1, at.to(device).unsqueeze(-1).expand({batch, at.size(1), hidden.size(2)}));
   }
-  const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
-  torch::Tensor logits = torch::linear(kept, head);
-  if (extra_head_.defined()) logits = torch::cat({logits, torch::linear(kept, extra_head_)}, -1);
-  output.logits = dtype == torch::kDouble ? logits : logits.to(torch::kFloat);
+  output.logits = Logits(kept);
   return output;
+}
+
+torch::Tensor LlamaModelImpl::Logits(const torch::Tensor& hidden) const {
+  const torch::Tensor& embed_weight = parts_->model->embed_tokens->weight;
+  const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
+  torch::Tensor logits = torch::linear(hidden, head);
+  if (extra_head_.defined()) logits = torch::cat({logits, torch::linear(hidden, extra_head_)}, -1);
+  return embed_weight.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat);
+}
+
+// One token per row through a StaticKVCache: fixed shapes and no host synchronisation, so the
+// whole step can be captured as a CUDA graph. Only shape checks touch the host.
+LlamaOutput LlamaModelImpl::StaticStep(torch::Tensor hidden, const LlamaInput& input) {
+  StaticKVCache& fixed = *input.static_cache;
+  const int64_t batch = hidden.size(0);
+  const int64_t layers = config_.num_hidden_layers;
+  Check(input.cache == nullptr, "LlamaModel: give cache or static_cache, not both");
+  Check(hidden.size(1) == 1, "LlamaModel: a static-cache step takes one token per row, got ", hidden.size(1));
+  Check(static_cast<int64_t>(fixed.keys.size()) == layers && static_cast<int64_t>(fixed.values.size()) == layers &&
+            fixed.valid.defined() && fixed.slot.defined(),
+        "LlamaModel: the static KV cache has ", fixed.keys.size(), " layers, the model ", layers);
+  Check(fixed.valid.size(0) == batch, "LlamaModel: the static KV cache holds a batch of ", fixed.valid.size(0),
+        " but the input has ", batch);
+  Check(input.position_ids.defined() && input.position_ids.dim() == 2 && input.position_ids.size(1) == 1,
+        "LlamaModel: a static-cache step needs position_ids [B, 1]");
+  Check(!input.output_hidden_states && !input.logits_positions.defined(),
+        "LlamaModel: a static-cache step returns logits only");
+  const torch::ScalarType dtype = parts_->model->embed_tokens->weight.scalar_type();
+  fixed.valid.index_fill_(1, fixed.slot, true);
+  AttentionPattern pattern;
+  pattern.mask = fixed.valid.view({batch, 1, 1, fixed.Capacity()});
+  const auto [cos, sin] = parts_->model->rotary_emb->forward(input.position_ids, dtype);
+  for (int64_t l = 0; l < layers; ++l)
+    hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, sin, pattern, &fixed.keys[l], &fixed.values[l],
+                                                       &fixed.slot);
+  fixed.slot.add_(1);
+  LlamaOutput output;
+  output.last_hidden_state = parts_->model->norm(hidden);
+  output.logits = Logits(output.last_hidden_state);
+  return output;
+}
+
+StaticKVCache StaticKVCache::FromCache(const KVCache& cache, const torch::Tensor& mask, int64_t capacity) {
+  Check(!cache.keys.empty() && cache.keys.size() == cache.values.size(), "StaticKVCache: the cache is empty");
+  const int64_t past = cache.Length();
+  const torch::Tensor& first = cache.keys[0];
+  Check(mask.dim() == 2 && mask.size(0) == first.size(0) && mask.size(1) == past, "StaticKVCache: mask must be [",
+        first.size(0), ", ", past, "], got ", ShapeString(mask.sizes()));
+  Check(capacity >= past, "StaticKVCache: capacity ", capacity, " is below the ", past, " cached positions");
+  StaticKVCache fixed;
+  for (size_t l = 0; l < cache.keys.size(); ++l) {
+    for (const auto& [from, to] : {std::pair{&cache.keys[l], &fixed.keys}, std::pair{&cache.values[l], &fixed.values}}) {
+      torch::Tensor buffer = torch::zeros({from->size(0), from->size(1), capacity, from->size(3)}, from->options());
+      buffer.narrow(2, 0, past).copy_(*from);
+      to->push_back(buffer);
+    }
+  }
+  fixed.valid = torch::zeros({first.size(0), capacity}, first.options().dtype(torch::kBool));
+  fixed.valid.narrow(1, 0, past).copy_(mask.ne(0));
+  fixed.slot = torch::full({1}, past, first.options().dtype(torch::kLong));
+  return fixed;
 }
 
 void LlamaModelImpl::Freeze() {

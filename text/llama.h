@@ -92,12 +92,33 @@ struct KVCache {
   }
 };
 
+// A preallocated cache for decoding one token per row with fixed shapes, so that a step can be
+// captured once as a CUDA graph and replayed (text/generate.cpp): keys[l], values[l] are
+// [B, num_key_value_heads, capacity, head_dim]; `valid` [B, capacity] bool marks the slots that
+// hold a real key (left padding of the prompt stays false); `slot` [1] int64 on the model's device
+// is where the next step writes. A step writes its keys and values at `slot`, marks it valid,
+// attends to every valid slot and advances `slot` by one, all on the device (no host sync).
+// Not thread-safe; one per sequence batch.
+struct StaticKVCache {
+  std::vector<torch::Tensor> keys;
+  std::vector<torch::Tensor> values;
+  torch::Tensor valid;
+  torch::Tensor slot;
+  int64_t Capacity() const { return valid.defined() ? valid.size(1) : 0; }
+  // The prompt's cache after a prefill (cache [B, kv, T, hd] per layer, mask [B, T] with 1 =
+  // real token) copied into buffers of `capacity` >= T slots; slot = T.
+  static StaticKVCache FromCache(const KVCache& cache, const torch::Tensor& mask, int64_t capacity);
+};
+
 struct LlamaInput {
   torch::Tensor input_ids;       // [B, T] int64, or undefined when inputs_embeds is given
   torch::Tensor inputs_embeds;   // [B, T, hidden_size]; exactly one of the two must be defined
   torch::Tensor attention_mask;  // [B, T_past + T], 1 = attend; undefined = all ones
   torch::Tensor position_ids;    // [B, T] int64; undefined = cumsum(attention_mask) - 1 (as HF)
   KVCache* cache = nullptr;      // when set, attends to the cache and appends this step's keys
+  // Instead of `cache`: one token per row (T = 1), position_ids required, attention_mask unused
+  // (the cache's `valid` slots are the mask). See StaticKVCache.
+  StaticKVCache* static_cache = nullptr;
   bool output_hidden_states = false;
   int64_t logits_to_keep = 0;  // 0 = logits for every position; k = only the last k positions
   // [B, K] int64: logits only at these positions of each row (a training loss needs the target
@@ -207,6 +228,9 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, torch::Tensor>> BaseParameters() const;
 
  private:
+  LlamaOutput StaticStep(torch::Tensor hidden, const LlamaInput& input);
+  // LM head (+ extra vocabulary) in float32 (float64 for a float64 model).
+  torch::Tensor Logits(const torch::Tensor& hidden) const;
   LlamaConfig config_;
   LoraOptions lora_;
   bool has_lora_ = false;

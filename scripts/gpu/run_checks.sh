@@ -4,7 +4,8 @@
 #   1. bf16 logits parity of the Llama backbone vs transformers on the GPU (issue 3)
 #   2. TinyLlama-1.1B-shaped bf16 decode: slm vs transformers generate, same card (issue 3)
 #   3. whisper-base / CLIP-ViT-B/16-shaped encoders in bf16 vs transformers (issue 4)
-#   4. adapter training step, TinyLlama + whisper-base shapes, bf16: slm vs PyTorch eager, MFU (issue 5)
+#   4. adapter training step, TinyLlama + whisper-base shapes, bf16 weights and bf16 autocast: slm vs
+#      PyTorch eager, MFU (issue 5)
 #   5. streaming load sweep with the TinyLlama-shaped model (issue 6)
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
@@ -25,17 +26,19 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/NAME.err
+STEPS=${STEPS:-parity decode encode train stream}  # which steps to run
+step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
+  case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
   log "start $name"; local t0=$SECONDS
-  timeout "$limit" "$@" > "$OUT/$name.out" 2> "$OUT/$name.err"; local rc=$?
+  echo "=== $name" >> "$OUT/errors.log"
+  timeout "$limit" "$@" > "$OUT/$name.out" 2>> "$OUT/errors.log"; local rc=$?
   log "end $name rc=$rc $((SECONDS - t0)) s"; tail -3 "$OUT/$name.out"
 }
 
 { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv || true
   $PY -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
-  ldd "$SLM" | grep -E 'not found|torch_cuda|imgcodecs' || true; } > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+  ldd "$SLM" | grep -E 'not found|torch_cuda|imgcodecs' || true; } 2>&1 | tee -a "$OUT/steps.log"
 name=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 # Published dense bf16 peaks and memory bandwidths (NVIDIA data sheets).
 case "$name" in
@@ -59,9 +62,11 @@ fi
 
 step parity 120 bash -c "$PY tests/parity/make_llama_references.py --bf16 $W/parity $DEVICE &&
   SLM_PARITY_DIR=$W/parity $B/bin/parity_tests --gtest_filter='LlamaParityBf16.*'"
-step decode_slm 150 $SLM bench decode --device $DEVICE --dtype $DTYPE $SHAPE --batch-sizes 1 --repeats 3 --json
+step decode_slm 150 $SLM bench decode --device $DEVICE --dtype $DTYPE $SHAPE --batch-sizes 1 --repeats 3 --bandwidth-gbs $BW --json
 step decode_transformers 150 $PY scripts/gpu/decode_transformers.py $SHAPE --device $DEVICE --dtype $DTYPE --bandwidth-gbs $BW
 step encode 200 $SLM bench encode $ENC --device $DEVICE --dtype $DTYPE --python $PY --json
 step train 240 $SLM bench train $TRAIN --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python $PY --json
+# Mixed precision as most training runs use it: float32 weights, bf16 autocast.
+step train_amp 240 $SLM bench train $TRAIN --device $DEVICE --dtype float32 --precision $DTYPE --peak-tflops $PEAK --python $PY --json
 step stream 240 $SLM bench stream $STREAM --task respond --sweep --device $DEVICE --dtype $DTYPE --json
 log "all steps done"

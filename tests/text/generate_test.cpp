@@ -115,6 +115,82 @@ TEST(GenerateTest, EmbeddingsGiveTheSameTokensAsTheirIds) {
             from_ids.tokens);
 }
 
+// The fixed-shape decoding that CUDA graphs replay, checked on the CPU against the growing cache:
+// same tokens for single prompts, a left-padded batch and embeddings, and the same logits step by
+// step through LlamaModel directly.
+TEST(GenerateTest, StaticCacheDecodingEqualsTheGrowingCache) {
+  LlamaModel model = TinyModel();
+  GenerationOptions fixed = Greedy(20);
+  fixed.decode_mode = "static";
+  GenerationOptions growing = Greedy(20);
+  growing.decode_mode = "dynamic";
+  const GenerationResult batch = Generate(model, kPrompts, fixed);
+  EXPECT_EQ(batch.tokens, Generate(model, kPrompts, growing).tokens);
+  EXPECT_EQ(batch.tokens, Generate(model, kPrompts, Greedy(20)).tokens);  // auto = dynamic on CPU
+  EXPECT_EQ(Generate(model, {kPrompts[1]}, fixed).tokens[0], batch.tokens[1]);
+  const Prompts long_prompt = {{1, 12, 33, 4}};
+  EXPECT_EQ(Generate(model, long_prompt, fixed).tokens, GenerateWithoutCache(model, long_prompt, Greedy(20)).tokens);
+
+  // Embeddings of the left-padded batch.
+  torch::Tensor ids = torch::zeros({3, 7}, torch::kLong), mask = torch::zeros({3, 7}, torch::kLong);
+  for (int64_t b = 0; b < 3; ++b) {
+    const int64_t length = static_cast<int64_t>(kPrompts[b].size());
+    ids[b].narrow(0, 7 - length, length).copy_(torch::tensor(kPrompts[b]));
+    mask[b].narrow(0, 7 - length, length).fill_(1);
+  }
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(GenerateFromEmbeds(model, model->EmbedTokens(ids), mask, fixed).tokens, batch.tokens);
+
+  // Logits of every step: the static cache attends over its whole capacity with a mask, the
+  // growing cache over exactly the past; they agree to float32 reassociation.
+  KVCache cache;
+  LlamaInput prefill;
+  prefill.input_ids = ids;
+  prefill.attention_mask = mask;
+  prefill.cache = &cache;
+  model->forward(prefill);
+  StaticKVCache fixed_cache = StaticKVCache::FromCache(cache, mask, 7 + 6);
+  EXPECT_EQ(fixed_cache.Capacity(), 13);
+  torch::Tensor grown_mask = mask;
+  torch::Tensor position = mask.sum(1, true) - 1;
+  double worst = 0;
+  for (int64_t step = 0; step < 6; ++step) {
+    const torch::Tensor next = torch::tensor(std::vector<int64_t>{5 + step, 9, 30 - step}).view({3, 1});
+    position = position + 1;
+    grown_mask = torch::cat({grown_mask, torch::ones({3, 1}, torch::kLong)}, 1);
+    LlamaInput growing_step;
+    growing_step.input_ids = next;
+    growing_step.attention_mask = grown_mask;
+    growing_step.position_ids = position;
+    growing_step.cache = &cache;
+    LlamaInput static_step;
+    static_step.input_ids = next;
+    static_step.position_ids = position;
+    static_step.static_cache = &fixed_cache;
+    const torch::Tensor expected = model->forward(growing_step).logits;
+    const torch::Tensor got = model->forward(static_step).logits;
+    ASSERT_EQ(got.sizes(), expected.sizes());
+    worst = std::max(worst, (got - expected).abs().max().item<double>());
+  }
+  EXPECT_LT(worst, 1e-5);
+  EXPECT_EQ(fixed_cache.slot.item<int64_t>(), 13);
+  EXPECT_TRUE(fixed_cache.valid.all().item<bool>() == false);  // the prompt's padding stays invalid
+  EXPECT_EQ(fixed_cache.valid.sum().item<int64_t>(), 15 + 3 * 6);
+
+  // Misuse is reported, not silently wrong.
+  EXPECT_SLM_ERROR(StaticKVCache::FromCache(cache, grown_mask, 4), "capacity 4 is below the 13 cached positions");
+  EXPECT_SLM_ERROR(StaticKVCache::FromCache(KVCache{}, mask, 8), "the cache is empty");
+  LlamaInput two_tokens;
+  two_tokens.input_ids = torch::ones({3, 2}, torch::kLong);
+  two_tokens.position_ids = torch::zeros({3, 2}, torch::kLong);
+  two_tokens.static_cache = &fixed_cache;
+  EXPECT_SLM_ERROR(model->forward(two_tokens), "a static-cache step takes one token per row, got 2");
+  LlamaInput no_positions;
+  no_positions.input_ids = torch::ones({3, 1}, torch::kLong);
+  no_positions.static_cache = &fixed_cache;
+  EXPECT_SLM_ERROR(model->forward(no_positions), "a static-cache step needs position_ids [B, 1]");
+}
+
 TEST(GenerateTest, StopTokensEndRowsWithoutBeingReported) {
   LlamaModel model = TinyModel();
   const Ids prompt = kPrompts[1];
@@ -291,6 +367,10 @@ TEST(GenerateTest, RejectsInvalidOptionsAndPrompts) {
   EXPECT_EQ(Generate(model, {Ids(40, 3)}, Greedy(56)).tokens[0].size(), 56u);
   EXPECT_SLM_ERROR(GenerateWithoutCache(model, {}, GenerationOptions{}),
                    "GenerateWithoutCache: the list of prompts is empty");
+  EXPECT_SLM_ERROR(Generate(model, prompts, with([](auto& o) { o.decode_mode = "fast"; })),
+                   "decode_mode must be auto, dynamic, static or graph, got 'fast'");
+  EXPECT_SLM_ERROR(Generate(model, prompts, with([](auto& o) { o.decode_mode = "graph"; })),
+                   "decode_mode 'graph' needs a CUDA device; the model is on cpu");
 
   const torch::Tensor embeds = torch::zeros({2, 3, 32});
   const torch::Tensor mask = torch::ones({2, 3}, torch::kLong);
@@ -328,6 +408,11 @@ TEST(GenerateTest, OptionsLoadFromYamlStrictly) {
   EXPECT_SLM_ERROR(defaults.Load(bad.Root()), "gen.yaml:1: key 'top_p' must be in (0, 1]");
   config::Document negative = config::Document::LoadString("temperature: -1\n", "gen.yaml");
   EXPECT_SLM_ERROR(defaults.Load(negative.Root()), "key 'temperature'");
+  config::Document mode = config::Document::LoadString("decode_mode: static\n", "gen.yaml");
+  defaults.Load(mode.Root());
+  EXPECT_EQ(defaults.decode_mode, "static");
+  config::Document bad_mode = config::Document::LoadString("decode_mode: turbo\n", "gen.yaml");
+  EXPECT_SLM_ERROR(defaults.Load(bad_mode.Root()), "key 'decode_mode' must be one of: auto, dynamic, static, graph");
 }
 
 }  // namespace
