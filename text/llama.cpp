@@ -250,6 +250,68 @@ class ProjectionImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Projection);
 
+// Several projections of the same input run as one GEMM (q/k/v; gate/up): fewer, larger kernels,
+// which is most of the cost of a decode step on a GPU. Only while none of their weights requires
+// grad (a frozen backbone; gradients still flow to the input) and none has an active LoRA branch. The parts' weights
+// are re-pointed into the fused tensor (set_data), so the fusion costs no memory and in-place
+// changes of a part's weight (loading, LoRA merge, optimizer steps after unfreezing) are seen by
+// both; replacing a part's tensor (module.to(), set_data elsewhere) is detected by address and the
+// fused tensor is rebuilt.
+class FusedProjections {
+ public:
+  explicit FusedProjections(std::vector<ProjectionImpl*> parts) : parts_(std::move(parts)) {}
+
+  // The parts' outputs concatenated on the last dimension, or undefined when they cannot be fused.
+  torch::Tensor Forward(const torch::Tensor& x) {
+    if (!Eligible()) return {};
+    if (!Current()) Build();
+    return torch::linear(x, weight_, bias_);
+  }
+
+ private:
+  bool Eligible() const {
+    for (const ProjectionImpl* p : parts_) {
+      if (p->weight.requires_grad()) return false;
+      if (p->lora_A && !p->lora_merged && p->lora_factor != 0.0) return false;
+      if (p->bias.defined() != parts_[0]->bias.defined()) return false;
+      if (p->weight.device() != parts_[0]->weight.device() || p->weight.scalar_type() != parts_[0]->weight.scalar_type())
+        return false;
+    }
+    return true;
+  }
+  // Every part still points into the fused tensors at its own offset.
+  bool Current() const {
+    if (!weight_.defined()) return false;
+    int64_t row = 0;
+    for (const ProjectionImpl* p : parts_) {
+      if (p->weight.data_ptr() != weight_[row].data_ptr() || p->weight.size(1) != weight_.size(1)) return false;
+      if (bias_.defined() && p->bias.data_ptr() != bias_[row].data_ptr()) return false;
+      row += p->weight.size(0);
+    }
+    return row == weight_.size(0);
+  }
+  void Build() {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> weights, biases;
+    for (const ProjectionImpl* p : parts_) {
+      weights.push_back(p->weight);
+      if (p->bias.defined()) biases.push_back(p->bias);
+    }
+    weight_ = torch::cat(weights, 0);
+    bias_ = biases.empty() ? torch::Tensor() : torch::cat(biases, 0);
+    int64_t row = 0;
+    for (ProjectionImpl* p : parts_) {
+      const int64_t rows = p->weight.size(0);
+      p->weight.set_data(weight_.narrow(0, row, rows));
+      if (bias_.defined()) p->bias.set_data(bias_.narrow(0, row, rows));
+      row += rows;
+    }
+  }
+
+  std::vector<ProjectionImpl*> parts_;
+  torch::Tensor weight_, bias_;
+};
+
 bool IsLoraName(const std::string& name) { return name.find(".lora_") != std::string::npos; }
 // Parameters that are not the Hugging Face model's: LoRA branches and the extra vocabulary.
 bool IsAdapterName(const std::string& name) { return IsLoraName(name) || name.rfind("extra_vocab.", 0) == 0; }
@@ -269,19 +331,20 @@ class EmbeddingImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Embedding);
 
-// LlamaRMSNorm: normalised in float32 and cast back before the weight, as transformers does (the
-// variance of bf16 activations would lose too much in bf16). A float64 model stays in float64
-// (transformers would drop it to float32), which keeps finite-difference checks exact.
+// LlamaRMSNorm through ATen's rms_norm (one fused kernel forward and backward on CUDA instead of
+// eight elementwise ones; statistics in float32 for bf16/fp16 input, as transformers). transformers
+// rounds the normalised value to bf16 before multiplying by the weight, the fused kernel multiplies
+// in float32 and rounds once: bf16 outputs differ by that one rounding, float32 ones not at all
+// (parity tests). A float64 model stays in float64 (transformers would drop it to float32), which
+// keeps finite-difference checks exact.
 class RmsNormImpl : public torch::nn::Module {
  public:
   RmsNormImpl(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
     weight = register_parameter("weight", torch::empty({dim}, options));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    const torch::ScalarType input_type = x.scalar_type();
-    const torch::Tensor wide = x.to(input_type == torch::kDouble ? torch::kDouble : torch::kFloat);
-    const torch::Tensor normed = wide * torch::rsqrt(wide.pow(2).mean(-1, true) + eps_);
-    return weight * normed.to(input_type);
+    if (x.scalar_type() != torch::kDouble) return torch::rms_norm(x, {weight.size(0)}, weight, eps_);
+    return weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_));
   }
   torch::Tensor weight;
 
@@ -346,6 +409,7 @@ class AttentionImpl : public torch::nn::Module {
     k_proj = register_module("k_proj", Projection(hidden, kv_heads_ * head_dim_, bias, options));
     v_proj = register_module("v_proj", Projection(hidden, kv_heads_ * head_dim_, bias, options));
     o_proj = register_module("o_proj", Projection(heads_ * head_dim_, hidden, bias, options));
+    fused_qkv_ = FusedProjections({q_proj.get(), k_proj.get(), v_proj.get()});
   }
 
   // x [B, T, hidden]; cache_keys/values (may be null) hold [B, kv_heads, T_past, head_dim] and
@@ -356,11 +420,23 @@ class AttentionImpl : public torch::nn::Module {
                         torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const int64_t batch = x.size(0);
     const int64_t steps = x.size(1);
-    torch::Tensor q = q_proj(x).view({batch, steps, heads_, head_dim_}).transpose(1, 2);
-    torch::Tensor k = k_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
-    torch::Tensor v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
-    q = q * cos + RotateHalf(q) * sin;
-    k = k * cos + RotateHalf(k) * sin;
+    torch::Tensor q, k, v;
+    if (const torch::Tensor qkv = fused_qkv_.Forward(x); qkv.defined()) {
+      // One GEMM, and one rotation for the query and key heads together.
+      const torch::Tensor heads =
+          qkv.view({batch, steps, heads_ + 2 * kv_heads_, head_dim_}).transpose(1, 2);
+      const torch::Tensor qk = heads.narrow(1, 0, heads_ + kv_heads_);
+      const torch::Tensor rotated = qk * cos + RotateHalf(qk) * sin;
+      q = rotated.narrow(1, 0, heads_);
+      k = rotated.narrow(1, heads_, kv_heads_);
+      v = heads.narrow(1, heads_ + kv_heads_, kv_heads_);
+    } else {
+      q = q_proj(x).view({batch, steps, heads_, head_dim_}).transpose(1, 2);
+      k = k_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
+      v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
+      q = q * cos + RotateHalf(q) * sin;
+      k = k * cos + RotateHalf(k) * sin;
+    }
     if (static_slot != nullptr) {
       cache_keys->index_copy_(2, *static_slot, k);
       cache_values->index_copy_(2, *static_slot, v);
@@ -385,6 +461,7 @@ class AttentionImpl : public torch::nn::Module {
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
+  FusedProjections fused_qkv_{{}};
   int64_t heads_;
   int64_t kv_heads_;
   int64_t head_dim_;
@@ -401,11 +478,19 @@ class MlpImpl : public torch::nn::Module {
     gate_proj = register_module("gate_proj", Projection(hidden, inner, bias, options));
     up_proj = register_module("up_proj", Projection(hidden, inner, bias, options));
     down_proj = register_module("down_proj", Projection(inner, hidden, bias, options));
+    fused_gate_up_ = FusedProjections({gate_proj.get(), up_proj.get()});
   }
   torch::Tensor forward(const torch::Tensor& x) {
+    if (const torch::Tensor gate_up = fused_gate_up_.Forward(x); gate_up.defined()) {
+      const auto halves = gate_up.chunk(2, -1);
+      return down_proj(torch::silu(halves[0]) * halves[1]);
+    }
     return down_proj(torch::silu(gate_proj(x)) * up_proj(x));
   }
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  FusedProjections fused_gate_up_{{}};
 };
 TORCH_MODULE(Mlp);
 
