@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <thread>
@@ -15,6 +16,8 @@
 #include "audio/audio_io.h"
 #include "audio/ctc.h"
 #include "audio/espeak_synth.h"
+#include "core/fs.h"
+#include "core/safetensors.h"
 #include "core/strings.h"
 #include "text/generate.h"
 #include "text/llama.h"
@@ -358,6 +361,52 @@ TEST_F(ServerTest, GenerateHonoursStopStringsAndSeededSampling) {
   run(request, &a);
   run(request, &b);
   EXPECT_EQ(a, b);
+}
+
+// A backbone whose embedding table is larger than its tokenizer (padded vocabularies are common):
+// here the 4096 extra rows are 1.5x copies of the real ones, so without care greedy decoding would
+// always pick an id the tokenizer cannot decode. Answers must use decodable ids only, and then equal
+// the unpadded model's.
+TEST_F(ServerTest, AnswersOnlyUseIdsTheTokenizerCanDecode) {
+  testing::TempDir padded;
+  const std::string from = kRoot + "/samples/models/backbone_tiny";
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "added_tokens.json", "generation_config.json"})
+    std::filesystem::copy_file(from + "/" + f, padded.File(f));
+  nlohmann::json config = fs::ReadJson(from + "/config.json");
+  config["vocab_size"] = 8192;
+  fs::AtomicWriteString(padded.File("config.json"), config.dump(2));
+  safetensors::Reader weights(from + "/model.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const std::string& name : weights.Names()) {
+    torch::Tensor t = weights.Get(name);
+    if (name == "model.embed_tokens.weight") t = torch::cat({t, t * 1.5}, 0);
+    tensors.emplace_back(name, t);
+  }
+  safetensors::Save(padded.File("model.safetensors"), tensors);
+
+  auto answer = [&](const std::string& backbone) {
+    ServeConfig c = TestConfig();
+    c.backbone = backbone;
+    c.adapters.clear();  // plain text generation needs none (and the starter adapter names its backbone)
+    Start(c);
+    v1::GenerateRequest request;
+    request.set_prompt("a dog is");
+    request.set_max_new_tokens(12);
+    grpc::ClientContext context;
+    auto reader = stub_->Generate(&context, request);
+    v1::GenerateResponse response;
+    std::string text;
+    while (reader->Read(&response))
+      if (response.has_token()) text += response.token().text();
+    const grpc::Status status = reader->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    stub_.reset();
+    server_.reset();
+    return text;
+  };
+  const std::string expected = answer(from);
+  ASSERT_FALSE(expected.empty());
+  EXPECT_EQ(answer(padded.path()), expected);
 }
 
 TEST_F(ServerTest, BadRequestsGetTheirCodeAndTheServerKeepsServing) {

@@ -664,6 +664,67 @@ TEST(LlamaWeightsTest, SaveLoadRoundTripGivesIdenticalLogits) {
   }
 }
 
+// A frozen backbone runs q/k/v and gate/up as one GEMM each over fused weights that the separate
+// parameters point into. Same logits as the separate projections (a trainable model takes that
+// path), in-place weight changes and a LoRA merge are seen, a dtype change rebuilds the fusion, and
+// saving writes the same tensors.
+TEST(LlamaFusionTest, FusedProjectionsMatchSeparateOnesAndFollowWeightChanges) {
+  LlamaModel model = TinyModel();
+  const torch::Tensor ids = Ids({1, 9, 27, 81, 3, 44, 5}, 1);
+  auto trainable_logits = [&] {
+    for (auto& [name, p] : model->BaseParameters()) p.set_requires_grad(true);
+    torch::Tensor logits = Forward(model, ids).logits.detach();
+    model->Freeze();
+    return logits;
+  };
+  model->Freeze();
+  const torch::Tensor fused = Forward(model, ids).logits;
+  EXPECT_LT(MaxAbsDiff(fused, trainable_logits()), 1e-5);
+  // The parts now live in one tensor: k's rows follow q's (no second copy of the weights).
+  auto param = [&](const std::string& name) { return model->named_parameters()[name]; };
+  const torch::Tensor q = param("model.layers.0.self_attn.q_proj.weight");
+  const torch::Tensor k = param("model.layers.0.self_attn.k_proj.weight");
+  EXPECT_EQ(static_cast<const char*>(k.data_ptr()),
+            static_cast<const char*>(q.data_ptr()) + q.numel() * q.element_size());
+
+  {  // An in-place change of one part reaches the fused GEMM.
+    torch::NoGradGuard no_grad;
+    param("model.layers.1.mlp.up_proj.weight").mul_(1.5);
+    param("model.layers.0.self_attn.v_proj.weight").add_(0.1);
+  }
+  const torch::Tensor changed = Forward(model, ids).logits;
+  EXPECT_GT(MaxAbsDiff(changed, fused), 1e-3);
+  EXPECT_LT(MaxAbsDiff(changed, trainable_logits()), 1e-5);
+
+  // An active LoRA branch on q/v takes the separate path; merged, the fused one again.
+  LoraOptions lora;
+  lora.rank = 2;
+  lora.target_modules = {"q_proj", "v_proj", "up_proj"};
+  model->AddLora(lora);
+  for (torch::Tensor& p : model->LoraParameters()) {
+    torch::NoGradGuard no_grad;
+    p.normal_(0.0, 0.3);
+    p.set_requires_grad(false);
+  }
+  const torch::Tensor with_lora = Forward(model, ids).logits;
+  EXPECT_GT(MaxAbsDiff(with_lora, changed), 1e-3);
+  model->MergeLora();
+  EXPECT_LT(MaxAbsDiff(Forward(model, ids).logits, with_lora), 1e-5);
+
+  // New tensors (a dtype change) are noticed and fused again.
+  model->to(torch::kDouble);
+  const torch::Tensor in_double = Forward(model, ids).logits;
+  EXPECT_EQ(in_double.scalar_type(), torch::kDouble);
+  EXPECT_LT(MaxAbsDiff(in_double, with_lora), 1e-4);
+
+  // Saving writes the parts, identical to what the model computes with.
+  testing::TempDir dir;
+  model->to(torch::kFloat);
+  const torch::Tensor before = Forward(model, ids).logits;
+  model->SaveWeights(dir.path());
+  EXPECT_LT(MaxAbsDiff(Forward(LoadLlama(dir.path()), ids).logits, before), 1e-6);
+}
+
 TEST(LlamaWeightsTest, LoadsIntoAnotherDtype) {
   LlamaModel model = TinyModel();
   testing::TempDir dir;
