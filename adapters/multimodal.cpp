@@ -5,10 +5,12 @@
 #include <set>
 
 #include "audio/ctc.h"
+#include "audio/units.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/safetensors.h"
+#include "core/strings.h"
 
 namespace slm::adapters {
 namespace {
@@ -74,6 +76,7 @@ MultimodalConfig::MultimodalConfig() {
 
 void MultimodalConfig::Load(config::Node node) {
   node.Require("backbone", backbone);
+  node.Read("speech_units", speech_units).Read("unit_decoder", unit_decoder);
   if (node.Has("speech")) {
     auto s = node.Child("speech");
     s.Require("encoder", speech.encoder);
@@ -119,9 +122,17 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
   Check(!config_.backbone.empty(), "model.backbone: no backbone directory given");
   SharedComponents own;
   SharedComponents& parts = shared != nullptr ? *shared : own;
+  std::optional<audio::UnitTokenizer> units;
+  if (!config_.speech_units.empty()) {
+    units.emplace(audio::UnitTokenizer::Load(config_.speech_units));
+    num_units_ = units->K();
+    units_hash_ = units->Hash();
+  }
   if (parts.backbone.is_empty()) {
     parts.backbone_dir = config_.backbone;
-    parts.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config_.backbone));
+    text::TokenizerOptions tokenizer_options;
+    tokenizer_options.num_speech_units = num_units_;
+    parts.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config_.backbone, tokenizer_options));
     parts.backbone = text::LoadLlama(config_.backbone, device_, dtype_);
     parts.backbone->Freeze();
   }
@@ -130,6 +141,20 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
   tokenizer_ = parts.tokenizer;
   backbone_ = register_module("backbone", parts.backbone);
   const int64_t hidden = backbone_->Config().hidden_size;
+  if (num_units_ > 0) {
+    // Unit u is token first + u; the new rows cover every id past the base vocabulary up to the
+    // last unit (markers the base model lacks included: they are spliced over, never predicted).
+    Check(tokenizer_->NumSpeechUnits() >= num_units_, "model.speech_units: the shared tokenizer reserves ",
+          tokenizer_->NumSpeechUnits(), " units, the unit tokenizer '", config_.speech_units, "' has ", num_units_);
+    first_unit_id_ = tokenizer_->SpeechUnitId(0);
+    const int64_t base = backbone_->Config().vocab_size;
+    Check(first_unit_id_ >= base, "model.speech_units: the tokenizer of '", config_.backbone, "' gives unit 0 the id ",
+          first_unit_id_, " inside the base vocabulary of ", base);
+    const int64_t extra = tokenizer_->SpeechUnitId(num_units_ - 1) + 1 - base;
+    if (backbone_->ExtraVocabulary() == 0) backbone_->AddVocabulary(extra);
+    Check(backbone_->ExtraVocabulary() == extra, "model.speech_units: the shared backbone already has ",
+          backbone_->ExtraVocabulary(), " extra vocabulary rows, this model needs ", extra);
+  }
 
   if (!config_.speech.encoder.empty()) {
     speech_encoder_ = register_module(
@@ -465,7 +490,19 @@ std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> Multimod
   if (image_projector_) out.emplace_back("image_projector", image_projector_);
   if (!image_encoder_.is_empty() && config_.image.train_encoder)
     out.emplace_back("image_encoder", image_encoder_.ptr());
+  if (num_units_ > 0) out.emplace_back("unit_vocab", backbone_->named_children()["extra_vocab"]);
   return out;
+}
+
+int64_t MultimodalLMImpl::UnitTokenId(int64_t unit) const {
+  Check(num_units_ > 0, "MultimodalLM: no model.speech_units");
+  Check(unit >= 0 && unit < num_units_, "speech unit ", unit, " is outside the unit vocabulary [0, ", num_units_, ")");
+  return first_unit_id_ + unit;
+}
+
+int64_t MultimodalLMImpl::UnitOfToken(int64_t token_id) const {
+  if (num_units_ == 0 || token_id < first_unit_id_ || token_id >= first_unit_id_ + num_units_) return -1;
+  return token_id - first_unit_id_;
 }
 
 std::vector<torch::Tensor> MultimodalLMImpl::TrainableParameters() const {
@@ -493,6 +530,8 @@ ModelSummary MultimodalLMImpl::Summary() const {
     s.components.push_back(Summarize("image_projector (" + config_.image.projector.type + ")",
                                      image_projector_->parameters()));
   }
+  if (num_units_ > 0)
+    s.components.push_back(Summarize(Str("unit_vocab (", num_units_, " units)"), backbone_->ExtraVocabularyParameters()));
   for (const ComponentSummary& c : s.components) {
     s.total_parameters += c.parameters;
     s.trainable_parameters += c.trainable;
@@ -509,6 +548,7 @@ void MultimodalLMImpl::SaveAdapters(const std::string& adapter_dir) const {
   json specs = json::object();
   if (speech_projector_) specs["speech_projector"] = SpecJson(speech_projector_->Spec());
   if (image_projector_) specs["image_projector"] = SpecJson(image_projector_->Spec());
+  if (num_units_ > 0) specs["speech_units"] = {{"k", num_units_}, {"hash", units_hash_}};
   for (const auto& [prefix, module] : AdapterModules()) {
     for (const auto& named : module->named_parameters())
       tensors.emplace_back(prefix + "." + named.key(), named.value().detach());
@@ -545,6 +585,15 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
           name.find("_encoder") != std::string::npos ? " fine-tuned (model.*.train_encoder)" : "");
     Check(specs.contains(name) || !ours || name.find("_encoder") == std::string::npos, config_path,
           ": has no fine-tuned \"", name, "\" but the model trains one (model.*.train_encoder)");
+  }
+  if (num_units_ > 0 || specs.contains("speech_units")) {
+    Check(specs.contains("speech_units") && num_units_ > 0, config_path,
+          num_units_ > 0 ? ": has no \"speech_units\" but the model speaks units (model.speech_units)"
+                         : ": has \"speech_units\" but the model has none (model.speech_units)");
+    const json& u = specs["speech_units"];
+    Check(u.is_object() && u.value("k", int64_t{-1}) == num_units_ && u.value("hash", std::string()) == units_hash_,
+          config_path, ": its speech units (", u.dump(), ") are not the model's unit tokenizer '", config_.speech_units,
+          "' (k ", num_units_, ", hash ", units_hash_, "): the adapter was trained with other units");
   }
   const bool lora = specs.value("lora", false);
   Check(lora == config_.lora_enabled, config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"

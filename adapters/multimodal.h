@@ -17,7 +17,8 @@
 // clips / images of all rows (padded, with lengths), under no-grad.
 //
 // Frozen vs trainable: backbone, tokenizer embeddings and both encoders are frozen (no grad, eval
-// mode, no optimizer state); only the projectors (and LoRA when enabled) are trainable
+// mode, no optimizer state); only the projectors (and LoRA when enabled, and the unit rows of
+// model.speech_units) are trainable
 // (TrainableParameters). Gradients flow from the loss through the frozen backbone into the
 // projectors. An encoder with `train_encoder` (a branch's config) is fine-tuned too: its
 // parameters join TrainableParameters and the adapters, and it runs with autograd (still in eval
@@ -69,6 +70,13 @@ struct ImageBranchConfig {
 
 struct MultimodalConfig {
   std::string backbone;  // Llama directory with tokenizer.model
+  // A unit tokenizer directory (audio/units.h; `slm audio units train`): the model then reads and
+  // speaks its K units as tokens "<u0>".."<uK-1>" (a TTS adapter). Their embedding and LM-head
+  // rows are new, trainable and saved with the adapters; the base vocabulary stays frozen.
+  std::string speech_units;
+  // The unit-to-mel decoder (audio/unit_decoder.h; `slm audio units train-decoder`) that turns the
+  // units into speech: not part of the LM, read by `slm tts` and the server's Synthesize.
+  std::string unit_decoder;
   SpeechBranchConfig speech;
   ImageBranchConfig image;
   bool lora_enabled = false;
@@ -77,7 +85,7 @@ struct MultimodalConfig {
   std::string dtype = "float32";
 
   MultimodalConfig();  // projector defaults: speech stack_mlp (stack 4), image mlp
-  // The `model` section: backbone, speech {encoder, projector {...}, attention_chunk_frames},
+  // The `model` section: backbone, speech_units, unit_decoder, speech {encoder, projector {...}, attention_chunk_frames},
   // image {encoder, feature_layer, keep_class_token, projector {...}}, lora {enabled, rank, alpha,
   // dropout, target_modules}, device, dtype. Projector input_dim/output_dim may be omitted: they
   // come from the encoder and the backbone (a given value must match them).
@@ -190,6 +198,12 @@ class MultimodalLMImpl : public torch::nn::Module {
   double SpeechPositionsPerSecond() const;
   // The longest clip the speech encoder accepts, in seconds (0 without speech input).
   double MaxSpeechSeconds() const;
+  // With model.speech_units: K, the unit tokenizer's hash, and the token id of unit u (0 <= u < K).
+  int64_t SpeechUnits() const { return num_units_; }
+  const std::string& SpeechUnitsHash() const { return units_hash_; }
+  int64_t UnitTokenId(int64_t unit) const;
+  // Token id -> unit, or -1 for a token that is not a unit.
+  int64_t UnitOfToken(int64_t token_id) const;
 
  private:
   // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.
@@ -212,6 +226,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   std::unique_ptr<audio::LogMel> mel_;
   vision::ClipPreprocessOptions image_preprocess_;
   int64_t speech_marker_ = -1, image_marker_ = -1;
+  int64_t num_units_ = 0, first_unit_id_ = -1;
+  std::string units_hash_;
 };
 TORCH_MODULE(MultimodalLM);
 

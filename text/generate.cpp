@@ -89,13 +89,29 @@ void ValidateForModel(const LlamaConfig& config, const GenerationOptions& o) {
     Check(id < config.vocab_size, "generation: stop token id ", id,
           " is outside the model's vocabulary [0, ", config.vocab_size, ")");
   }
+  for (const int64_t id : o.allowed_token_ids) {
+    Check(id >= 0 && id < config.vocab_size, "generation: allowed token id ", id,
+          " is outside the model's vocabulary [0, ", config.vocab_size, ")");
+  }
+}
+
+// [V] bool on the CPU: the allowed ids plus the stop tokens; undefined when everything is allowed.
+torch::Tensor AllowedMask(const LlamaConfig& config, const GenerationOptions& o) {
+  if (o.allowed_token_ids.empty()) return {};
+  torch::Tensor mask = torch::zeros({config.vocab_size}, torch::kBool);
+  auto a = mask.accessor<bool, 1>();
+  for (const int64_t id : o.allowed_token_ids) a[id] = true;
+  for (const int64_t id : StopTokens(config, o))
+    if (id >= 0 && id < config.vocab_size) a[id] = true;
+  return mask;
 }
 
 // Next token of every row, [B] int64 on the CPU.
-torch::Tensor ChooseTokens(torch::Tensor logits, const torch::Tensor& seen,
+torch::Tensor ChooseTokens(torch::Tensor logits, const torch::Tensor& seen, const torch::Tensor& allowed,
                            const GenerationOptions& o, torch::Generator& generator) {
   // Sampling on the CPU in float32 makes a seed give the same tokens on every device.
   logits = logits.to(torch::kCPU, torch::kFloat);
+  if (allowed.defined()) logits = logits.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
   if (o.repetition_penalty != 1.0) {
     logits = ApplyRepetitionPenalty(logits, seen, o.repetition_penalty);
   }
@@ -192,6 +208,7 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
 
   const std::vector<int64_t> stops = StopTokens(config, o);
   const int64_t filler = FillerToken(config, stops);
+  const torch::Tensor allowed = AllowedMask(config, o);
   torch::Generator generator = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   std::vector<bool> finished(batch, false);
   int64_t unfinished = batch;
@@ -229,7 +246,7 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
   double decode_start = start;
 
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
-    torch::Tensor next = ChooseTokens(logits, prefill.seen, o, generator);
+    torch::Tensor next = ChooseTokens(logits, prefill.seen, allowed, o, generator);
     if (step == 0) {
       decode_start = NowSeconds();
       result.prefill_seconds = decode_start - start;

@@ -48,6 +48,9 @@ struct GenerationOptions {
   std::vector<int64_t> stop_token_ids;
   // true: no token stops a row, every row produces max_new_tokens (benchmarks, tests).
   bool ignore_stop_tokens = false;
+  // Non-empty: every new token is one of these ids or a stop token (e.g. a TTS adapter speaking
+  // only unit tokens). Ids must be in the model's vocabulary.
+  std::vector<int64_t> allowed_token_ids;
   uint64_t seed = 0;
   // How the steps after the prompt run: "dynamic" (the KV cache grows by one position per step),
   // "static" (a preallocated StaticKVCache of prompt + max_new_tokens positions: fixed shapes),

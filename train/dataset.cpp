@@ -70,6 +70,17 @@ std::string DataSourceConfig::PromptTemplate() const {
   return prompt.empty() ? DefaultPromptTemplate(task) : prompt;
 }
 
+void Dataset::CheckSpeechUnits(int64_t k, const std::string& hash) const {
+  for (const DatasetItem& item : items_) {
+    const TaskExample& x = item.example;
+    if (x.max_unit < 0) continue;
+    Check(k > 0, item.where, ": a tts example needs a model with model.speech_units");
+    Check(x.unit_tokenizer.empty() || x.unit_tokenizer == hash, item.where, ": its units come from the unit tokenizer ",
+          x.unit_tokenizer, ", the model's (model.speech_units) is ", hash);
+    Check(x.max_unit < k, item.where, ": unit ", x.max_unit, " is outside the model's ", k, " units");
+  }
+}
+
 torch::Tensor FeatureCache::Get(const std::string& key, const std::function<torch::Tensor()>& compute) {
   {
     std::lock_guard<std::mutex> lock(mutex_);

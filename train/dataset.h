@@ -93,6 +93,9 @@ class Dataset {
   const DatasetItem& Item(size_t i) const { return items_.at(i); }
   const std::vector<SourceStats>& Stats() const { return stats_; }
   const std::vector<DataSourceConfig>& Sources() const { return sources_; }
+  // tts targets must be units of the model's unit tokenizer: slm::Error naming the entry for units
+  // made by another tokenizer (hash) or a unit id >= k.
+  void CheckSpeechUnits(int64_t k, const std::string& hash) const;
 
   // The epoch's batches. With budget > 0, a batch also stops growing before its padded size
   // (examples x the longest one's length, in DatasetItem::length units: 10 ms speech frames, else

@@ -1,10 +1,12 @@
 #include "train/tasks.h"
 
+#include <algorithm>
 #include <functional>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/registry.h"
+#include "text/tokenizer.h"
 
 namespace slm::train {
 namespace {
@@ -20,6 +22,44 @@ std::string Required(const std::string& value, const char* field, const std::str
                      const std::string& task) {
   Check(!value.empty(), where, ": task '", task, "' needs a non-empty \"", field, "\"");
   return value;
+}
+
+// The entry's units as the target text "<u12><u5>...", from a string of unit tokens or an array
+// of ids; `max_unit` gets the largest id.
+std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64_t& max_unit) {
+  Check(e.extra.contains("units"), where, ": task 'tts' needs \"units\" (add them with `slm audio units encode ",
+        "--manifest`)");
+  const nlohmann::json& units = e.extra["units"];
+  std::vector<int64_t> ids;
+  if (units.is_array()) {
+    for (const auto& u : units) {
+      Check(u.is_number_integer() && u.get<int64_t>() >= 0, where, ": \"units\" must hold unit ids >= 0, got ",
+            u.dump());
+      ids.push_back(u.get<int64_t>());
+    }
+  } else {
+    Check(units.is_string(), where, ": \"units\" must be a string of unit tokens or an array of ids");
+    const std::string text = units.get<std::string>();
+    size_t at = 0;
+    while (at < text.size()) {
+      const size_t close = text.find('>', at);
+      Check(text.compare(at, 2, "<u") == 0 && close != std::string::npos && close > at + 2, where,
+            ": \"units\" is not a sequence of unit tokens <uN> at character ", at);
+      const std::string digits = text.substr(at + 2, close - at - 2);
+      Check(digits.size() <= 9 && digits.find_first_not_of("0123456789") == std::string::npos, where,
+            ": \"units\" has a malformed unit token '", text.substr(at, close - at + 1), "'");
+      ids.push_back(std::stoll(digits));
+      at = close + 1;
+    }
+  }
+  Check(!ids.empty(), where, ": task 'tts' needs a non-empty \"units\"");
+  std::string target;
+  max_unit = -1;
+  for (const int64_t id : ids) {
+    target += text::SpeechUnitToken(id);
+    max_unit = std::max(max_unit, id);
+  }
+  return target;
 }
 
 const Registry<Task>& Tasks() {
@@ -50,6 +90,14 @@ const Registry<Task>& Tasks() {
             x.target = Required(e.response, "response", where, "vqa");
             return x;
           }}, "image + question -> answer");
+    r.Add("tts", {"Say: {text}", 0, 0, [](const manifest::Entry& e, const std::string&, const std::string& where) {
+            TaskExample x;
+            Required(e.text, "text", where, "tts");
+            x.target = UnitTarget(e, where, x.max_unit);
+            if (e.extra.contains("unit_tokenizer") && e.extra["unit_tokenizer"].is_string())
+              x.unit_tokenizer = e.extra["unit_tokenizer"].get<std::string>();
+            return x;
+          }}, "text -> speech units");
     r.Add("text", {"", 0, 0, [](const manifest::Entry& e, const std::string&, const std::string& where) {
             TaskExample x;
             x.target = Required(e.text, "text", where, "text");
@@ -86,10 +134,11 @@ TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_
                              const std::string& where) {
   TaskExample x = Tasks().Get(task).build(entry, base_dir, where);
   x.prompt = prompt_template;
-  const std::string key = "{question}";
-  for (size_t at = x.prompt.find(key); at != std::string::npos; at = x.prompt.find(key, at)) {
-    x.prompt.replace(at, key.size(), entry.prompt);
-    at += entry.prompt.size();
+  for (const auto& [key, value] : {std::pair<std::string, std::string>{"{question}", entry.prompt}, {"{text}", entry.text}}) {
+    for (size_t at = x.prompt.find(key); at != std::string::npos; at = x.prompt.find(key, at)) {
+      x.prompt.replace(at, key.size(), value);
+      at += value.size();
+    }
   }
   return x;
 }

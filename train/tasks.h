@@ -9,9 +9,14 @@
 //   caption  image, text                         "<image> Describe the image:"      text
 //   vqa      image, prompt (question), response  "<image> {question}?"              response
 //   text     text                                ""  (BOS only: plain LM data)      text
+//   tts      text, units (+ unit_tokenizer)      "Say: {text}"                      units
 //
-// A template may use {question} (the entry's prompt) and must contain exactly the placeholders its
-// task's media need (one <speech> for asr/sqa, one <image> for caption/vqa, none for text).
+// A template may use {question} (the entry's prompt) and {text} (the entry's text) and must contain
+// exactly the placeholders its task's media need (one <speech> for asr/sqa, one <image> for
+// caption/vqa, none for text/tts). A tts entry's `units` is what `slm audio units encode --manifest`
+// writes: a string of unit tokens "<u12><u5>..." (or a JSON array of unit ids), and
+// `unit_tokenizer` the hash of the unit tokenizer that made them; the trainer checks both against
+// the model's model.speech_units.
 // Thread-safety: pure functions of their arguments.
 #pragma once
 
@@ -27,6 +32,8 @@ struct TaskExample {
   std::string target;               // what the model must produce
   std::vector<std::string> audio;   // resolved paths, one per <speech>
   std::vector<std::string> images;  // resolved paths, one per <image>
+  std::string unit_tokenizer;       // tts: the hash the entry's units were made with ("" = unknown)
+  int64_t max_unit = -1;            // tts: the largest unit id in the target
 };
 
 std::vector<std::string> TaskNames();

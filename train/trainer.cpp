@@ -278,6 +278,8 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   std::unique_ptr<Dataset> valid;
   if (!c.data.valid.empty())
     valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads, quiet);
+  train.CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
+  if (valid) valid->CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
   FeatureCache cache;
   // Declared after the cache and the model it reads, so it is destroyed (and its workers joined) first.
   Prefetcher prefetch(train, *model, cache, c.data.workers);

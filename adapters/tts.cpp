@@ -1,0 +1,146 @@
+#include "adapters/tts.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cctype>
+
+#include "core/error.h"
+#include "core/strings.h"
+
+namespace slm::adapters {
+namespace {
+
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+std::string Trim(const std::string& s) {
+  size_t begin = 0, end = s.size();
+  while (begin < end && std::isspace(static_cast<unsigned char>(s[begin]))) ++begin;
+  while (end > begin && std::isspace(static_cast<unsigned char>(s[end - 1]))) --end;
+  return s.substr(begin, end - begin);
+}
+
+}  // namespace
+
+void TtsOptions::Validate() const {
+  Check(prompt_template.find("{text}") != std::string::npos, "tts: the prompt template \"", prompt_template,
+        "\" has no {text}");
+  Check(max_characters >= 1, "tts: max_characters must be >= 1, got ", max_characters);
+  Check(max_text_characters >= 1, "tts: max_text_characters must be >= 1, got ", max_text_characters);
+  Check(max_units >= 1, "tts: max_units must be >= 1, got ", max_units);
+  Check(stream_units >= 1, "tts: stream_units must be >= 1, got ", stream_units);
+  Check(temperature >= 0, "tts: temperature must be >= 0, got ", temperature);
+  Check(top_k >= 0, "tts: top_k must be >= 0, got ", top_k);
+}
+
+std::vector<std::string> SplitText(const std::string& text, int64_t max_characters) {
+  Check(max_characters >= 1, "SplitText: max_characters must be >= 1");
+  std::vector<std::string> pieces;
+  std::string rest = Trim(text);
+  const size_t limit = static_cast<size_t>(max_characters);
+  while (!rest.empty()) {
+    if (rest.size() <= limit) {
+      pieces.push_back(rest);
+      break;
+    }
+    // The last sentence end within the limit, else the last space, else a hard cut.
+    size_t cut = std::string::npos;
+    for (size_t i = limit; i-- > 0;) {
+      if (std::string(".!?;:").find(rest[i]) != std::string::npos) {
+        cut = i + 1;
+        break;
+      }
+    }
+    if (cut == std::string::npos || cut < limit / 4) {
+      const size_t space = rest.rfind(' ', limit);
+      cut = space != std::string::npos && space > 0 ? space : limit;
+    }
+    const std::string piece = Trim(rest.substr(0, cut));
+    if (!piece.empty()) pieces.push_back(piece);
+    rest = Trim(rest.substr(cut));
+  }
+  return pieces;
+}
+
+TtsPipeline::TtsPipeline(MultimodalLM model, audio::UnitDecoder decoder, std::shared_ptr<const audio::Vocoder> vocoder)
+    : model_(std::move(model)), decoder_(std::move(decoder)), vocoder_(std::move(vocoder)) {
+  Check(model_->SpeechUnits() > 0, "tts: the model has no speech units (model.speech_units): it cannot speak");
+  Check(decoder_->Config().tokenizer_hash == model_->SpeechUnitsHash(), "tts: the unit decoder was trained for the ",
+        "unit tokenizer ", decoder_->Config().tokenizer_hash, ", the model speaks the units of ",
+        model_->SpeechUnitsHash());
+  Check(decoder_->Config().k == model_->SpeechUnits(), "tts: the unit decoder reads ", decoder_->Config().k,
+        " units, the model speaks ", model_->SpeechUnits());
+  Check(vocoder_ != nullptr, "tts: no vocoder");
+}
+
+TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& options, const AudioChunkCallback& on_chunk) {
+  options.Validate();
+  const double start = Now();
+  Check(static_cast<int64_t>(text.size()) <= options.max_text_characters, "tts: the text has ", text.size(),
+        " characters; the limit is ", options.max_text_characters, " (max_text_characters)");
+  const std::vector<std::string> pieces = SplitText(text, options.max_characters);
+  Check(!pieces.empty(), "tts: the text is empty");
+  const text::Tokenizer& tokenizer = model_->Tokenizer();
+  for (const std::string& piece : pieces) {
+    int64_t known = 0;
+    // Unknown characters become the unknown id or, with sentencepiece's byte fallback, byte pieces
+    // "<0xE2>": neither says anything a TTS model learned to pronounce.
+    for (const int64_t id : tokenizer.Encode(piece, false, false)) {
+      const std::string p = tokenizer.IdToPiece(id);
+      const bool byte = p.size() == 6 && p.compare(0, 3, "<0x") == 0 && p.back() == '>';
+      if (id != tokenizer.UnkId() && p != "\xE2\x96\x81" && !byte) ++known;
+    }
+    Check(known > 0, "tts: the tokenizer knows no character of \"", piece.substr(0, 80),
+          "\" (only unknown characters): nothing to say");
+  }
+
+  TtsResult result;
+  result.sample_rate = vocoder_->SampleRate();
+  result.pieces = static_cast<int64_t>(pieces.size());
+  text::GenerationOptions generation;
+  generation.max_new_tokens = options.max_units;
+  generation.temperature = options.temperature;
+  generation.top_k = options.top_k;
+  generation.seed = options.seed;
+  for (int64_t u = 0; u < model_->SpeechUnits(); ++u) generation.allowed_token_ids.push_back(model_->UnitTokenId(u));
+  // Mel frames the conv decoder may still revise when more units follow: held back until the end.
+  const audio::UnitDecoderConfig& dc = decoder_->Config();
+  const int64_t lookahead = dc.layers * (dc.kernel / 2);
+
+  auto emit = [&](const std::vector<float>& samples) {
+    if (samples.empty()) return;
+    if (result.chunks == 0) result.first_chunk_seconds = Now() - start;
+    ++result.chunks;
+    result.samples.insert(result.samples.end(), samples.begin(), samples.end());
+    if (on_chunk) on_chunk(samples);
+  };
+  for (const std::string& piece : pieces) {
+    std::string prompt = options.prompt_template;
+    prompt.replace(prompt.find("{text}"), 6, piece);
+    std::vector<int64_t> units;
+    int64_t emitted = 0;  // mel frames already vocoded
+    auto flush = [&](bool last) {
+      if (units.empty()) return;
+      const torch::Tensor mel = decoder_->Decode(units);
+      const int64_t ready = last ? mel.size(0) : std::max<int64_t>(0, mel.size(0) - lookahead);
+      if (ready <= emitted) return;
+      emit(vocoder_->Synthesize(mel.narrow(0, emitted, ready - emitted)));
+      emitted = ready;
+    };
+    MultimodalExample example;
+    example.prompt = prompt;
+    const text::GenerationResult generated =
+        model_->Generate({example}, generation, [&](int64_t, int64_t token) {
+          const int64_t unit = model_->UnitOfToken(token);
+          if (unit >= 0) units.push_back(unit);
+          if (static_cast<int64_t>(units.size()) % options.stream_units == 0) flush(false);
+          return true;
+        });
+    flush(true);
+    result.units += static_cast<int64_t>(units.size());
+    result.finish_reasons.push_back(generated.finish_reasons.at(0));
+  }
+  result.seconds = Now() - start;
+  return result;
+}
+
+}  // namespace slm::adapters

@@ -1,0 +1,74 @@
+// Text-to-speech through a TTS adapter (issue: speech out). The pipeline:
+//
+//   text --split into pieces of <= max_characters--> "Say: {text}" prompt per piece
+//        --MultimodalLM (model.speech_units; generation restricted to unit tokens and EOS)--> units
+//        --audio::UnitDecoder--> log-mel frames --audio::Vocoder (Griffin-Lim by default)--> samples
+//
+// Units are frame-level (the unit tokenizer's frame rate, e.g. 50 Hz for encoder units): the LM
+// speaks every frame's unit, so durations need no separate model. Audio is produced in chunks of
+// `stream_units` units as they are generated (the decoder re-reads the units so far, the new frames
+// are vocoded); the callback receives each chunk, and the result's samples are exactly their
+// concatenation, with or without a callback.
+//
+// Bad input (slm::Error, naming the limit or the problem): empty or whitespace-only text, text
+// longer than max_text_characters, text in which the tokenizer knows no character (only unknown
+// or byte-fallback pieces), a decoder made for another unit tokenizer (hash), a model without speech units.
+// Thread-safety: one Synthesize at a time per pipeline (the model is shared state).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "adapters/multimodal.h"
+#include "audio/unit_decoder.h"
+#include "audio/vocoder.h"
+
+namespace slm::adapters {
+
+struct TtsOptions {
+  std::string prompt_template = "Say: {text}";  // must contain {text}
+  int64_t max_characters = 200;         // text pieces synthesized one by one (sentence, then word boundaries)
+  int64_t max_text_characters = 20000;  // longer text is rejected
+  int64_t max_units = 220;              // per piece (the backbone's positions bound it too)
+  int64_t stream_units = 25;            // units per audio chunk (>= 1)
+  double temperature = 0;               // 0 = greedy
+  int64_t top_k = 0;
+  uint64_t seed = 0;
+  void Validate() const;  // slm::Error naming the option
+};
+
+struct TtsResult {
+  std::vector<float> samples;  // mono, at sample_rate
+  int sample_rate = 16000;
+  int64_t units = 0;           // generated over all pieces
+  int64_t pieces = 0;          // text pieces
+  int64_t chunks = 0;          // audio chunks delivered
+  double first_chunk_seconds = 0;  // from the call to the first chunk
+  double seconds = 0;              // the whole call
+  std::vector<std::string> finish_reasons;  // per piece: "stop" (EOS) or "length" (max_units)
+};
+
+using AudioChunkCallback = std::function<void(const std::vector<float>& samples)>;
+
+// Pieces of at most `max_characters` characters: cut after sentence ends (. ! ? ; :) where
+// possible, else at spaces, else inside a word; whitespace trimmed, empty pieces dropped.
+std::vector<std::string> SplitText(const std::string& text, int64_t max_characters);
+
+class TtsPipeline {
+ public:
+  // slm::Error when the model has no speech units or the decoder's tokenizer hash / unit count
+  // differs from the model's.
+  TtsPipeline(MultimodalLM model, audio::UnitDecoder decoder, std::shared_ptr<const audio::Vocoder> vocoder);
+  TtsResult Synthesize(const std::string& text, const TtsOptions& options,
+                       const AudioChunkCallback& on_chunk = nullptr);
+  MultimodalLM& Model() { return model_; }
+
+ private:
+  MultimodalLM model_;
+  audio::UnitDecoder decoder_;
+  std::shared_ptr<const audio::Vocoder> vocoder_;
+};
+
+}  // namespace slm::adapters

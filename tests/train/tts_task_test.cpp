@@ -1,0 +1,69 @@
+// The tts task: targets are a manifest entry's unit tokens (as `slm audio units encode --manifest`
+// writes them), and the dataset checks them against the model's unit tokenizer.
+#include <gtest/gtest.h>
+
+#include "core/manifest.h"
+#include "tests/test_util.h"
+#include "train/dataset.h"
+#include "train/tasks.h"
+
+namespace slm::train {
+namespace {
+
+constexpr int64_t kUnits = 12;
+const std::string kHash = "5ca1ab1e";
+
+TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
+  manifest::Entry e;
+  e.id = "s1";
+  e.task = "tts";
+  e.text = "a dog barks";
+  e.extra["units"] = "<u3><u3><u11>";
+  e.extra["unit_tokenizer"] = kHash;
+  const TaskExample x = BuildTaskExample("tts", "Say: {text}", e, "/data", "m.jsonl: entry 's1'");
+  EXPECT_EQ(x.prompt, "Say: a dog barks");
+  EXPECT_EQ(x.target, "<u3><u3><u11>");
+  EXPECT_EQ(x.max_unit, 11);
+  EXPECT_EQ(x.unit_tokenizer, kHash);
+  EXPECT_EQ(DefaultPromptTemplate("tts"), "Say: {text}");
+  e.extra["units"] = nlohmann::json::array({4, 0, 2});
+  EXPECT_EQ(BuildTaskExample("tts", "Say: {text}", e, "/data", "w").target, "<u4><u0><u2>");
+
+  auto error = [&](const nlohmann::json& units) {
+    manifest::Entry bad = e;
+    bad.extra["units"] = units;
+    return BuildTaskExample("tts", "Say: {text}", bad, "/data", "m.jsonl: entry 's1'");
+  };
+  EXPECT_SLM_ERROR(error("<u3>u4"), "m.jsonl: entry 's1': \"units\" is not a sequence of unit tokens <uN> at character 4");
+  EXPECT_SLM_ERROR(error("<u3><ux>"), "malformed unit token '<ux>'");
+  EXPECT_SLM_ERROR(error(""), "needs a non-empty \"units\"");
+  EXPECT_SLM_ERROR(error(nlohmann::json::array({1, -2})), "must hold unit ids >= 0");
+  manifest::Entry no_units = e;
+  no_units.extra.erase("units");
+  EXPECT_SLM_ERROR(BuildTaskExample("tts", "Say: {text}", no_units, "/d", "w"), "needs \"units\"");
+  manifest::Entry no_text = e;
+  no_text.text.clear();
+  EXPECT_SLM_ERROR(BuildTaskExample("tts", "Say: {text}", no_text, "/d", "w"), "needs a non-empty \"text\"");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "<speech> Say: {text}"), "the task needs 0 and 0");
+
+  // The dataset checks the units against the model's tokenizer.
+  slm::testing::TempDir dir;
+  std::vector<manifest::Entry> entries = {e};
+  entries.push_back(e);
+  entries[1].id = "s2";
+  entries[1].extra["units"] = "<u12>";
+  manifest::Write(dir.File("m.jsonl"), {entries[0]});
+  DataSourceConfig source;
+  source.manifest = dir.File("m.jsonl");
+  source.task = "tts";
+  const Dataset ok({source}, 0.0, 0.0, "data.train");
+  ok.CheckSpeechUnits(kUnits, kHash);
+  EXPECT_SLM_ERROR(ok.CheckSpeechUnits(kUnits, "f00d"), "entry 's1': its units come from the unit tokenizer");
+  EXPECT_SLM_ERROR(ok.CheckSpeechUnits(0, ""), "a tts example needs a model with model.speech_units");
+  manifest::Write(dir.File("m.jsonl"), {entries[1]});
+  const Dataset beyond({source}, 0.0, 0.0, "data.train");
+  EXPECT_SLM_ERROR(beyond.CheckSpeechUnits(kUnits, kHash), "entry 's2': unit 12 is outside the model's 12 units");
+}
+
+}  // namespace
+}  // namespace slm::train
