@@ -14,6 +14,9 @@
 
 #include <torch/torch.h>
 
+#include "audio/log_mel.h"
+#include "audio/whisper_encoder.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -81,5 +84,22 @@ struct CtcTranscript {
 // Greedy decoding of one utterance with word spans: logits [T, V] of its real frames (any float
 // dtype, any device). The best path is CtcGreedyDecode's; spaces separate words.
 CtcTranscript CtcGreedyWords(const torch::Tensor& logits);
+
+// Offline speech recognition with an encoder directory that carries a CTC head (the project's own
+// ASR: round-trip intelligibility of synthesized speech, tests): 16 kHz samples -> log-mel with the
+// encoder's feature options -> encoder -> greedy CTC text. Frozen, CPU by default. slm::Error as
+// LoadWhisperEncoder / LoadCtcHead. Thread-safety: Transcribe is safe from several threads.
+class CtcTranscriber {
+ public:
+  explicit CtcTranscriber(const std::string& encoder_dir, torch::Device device = torch::kCPU);
+  // Whole clips up to the encoder's maximum length; slm::Error for a longer or empty clip.
+  std::string Transcribe(const std::vector<float>& samples_16k) const;
+
+ private:
+  mutable WhisperEncoder encoder_{nullptr};  // frozen; forward() does not change it
+  mutable CtcHead head_{nullptr};
+  std::unique_ptr<LogMel> mel_;
+  torch::Device device_;
+};
 
 }  // namespace slm::audio

@@ -1,5 +1,5 @@
 // slm audio units train --manifest M.jsonl --out DIR [--k K] [--feature mel|encoder --encoder DIR --layer L]
-// slm audio units encode --units DIR (--audio FILE [--out FILE.json] | --manifest M.jsonl --out M2.jsonl) [--dedup]
+// slm audio units encode --units DIR (--audio FILE [--out FILE.json] | --manifest M.jsonl --out M2.jsonl [--task T]) [--dedup]
 // slm audio units train-decoder --units DIR --manifest M.jsonl --out DIR [--steps N] [--dim D] [--layers L]
 #include <torch/torch.h>
 
@@ -84,6 +84,7 @@ void RunUnitsTrain(const UnitsTrainCommand& c, bool json) {
 
 struct UnitsEncodeCommand {
   std::string units, audio, manifest, out;
+  std::string task;  // --task: the new manifest's entries get this task (e.g. tts); empty = kept
   bool dedup = false;
 };
 
@@ -121,6 +122,7 @@ void RunUnitsEncodeManifest(const UnitsEncodeCommand& c, const audio::UnitTokeni
     units_total += c.dedup ? static_cast<int64_t>(durations.size()) : static_cast<int64_t>(ids.size());
     e.extra["units"] = text;
     e.extra["unit_tokenizer"] = tokenizer.Hash();
+    if (!c.task.empty()) e.task = c.task;
     entries.push_back(std::move(e));
     bar.Update(1);
   }
@@ -235,6 +237,7 @@ Registrar reg([](CLI::App& app, Common& common) {
     cmd->add_option("--audio", c->audio, "audio file (any rate)");
     cmd->add_option("--manifest", c->manifest, "add units to every entry of this manifest (written to --out)");
     cmd->add_flag("--dedup", c->dedup, "collapse repeated units (durations kept)");
+    cmd->add_option("--task", c->task, "--manifest: set every entry's task (e.g. tts; default: kept)");
     cmd->add_option("--out", c->out, "the unit file (JSON) for --audio; the new manifest for --manifest");
     cmd->callback([c, &common] { RunUnitsEncode(*c, common.json); });
   }

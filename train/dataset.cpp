@@ -23,7 +23,10 @@ void DataSourceConfig::Load(config::Node node) {
       .Read("task", task, config::OneOf<std::string>(TaskNames()))
       .Read("weight", weight, InRange(0.0, 1000.0))
       .Read("prompt", prompt)
-      .Read("limit", limit, InRange<int64_t>(0, int64_t{1} << 40));
+      .Read("limit", limit, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("skip", skip, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("max_units", max_units, InRange<int64_t>(0, int64_t{1} << 30));
+  if (max_units > 0 && task != "tts") node.Fail("max_units", "applies to task tts only");
   if (node.Has("synthesize")) {
     auto s = node.Child("synthesize");
     synthesize = true;
@@ -110,6 +113,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
                    src.shapes_size, threads, !quiet);
     const manifest::Manifest m = manifest::Read(src.manifest);
     SourceStats stats;
+    int64_t skipped = 0;
     stats.manifest = src.manifest;
     stats.entries = static_cast<int64_t>(m.entries.size());
     std::string first_missing;
@@ -143,8 +147,13 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         ++stats.missing;
         continue;
       }
-      if (max_audio_seconds > 0 && seconds > max_audio_seconds) {
+      if ((max_audio_seconds > 0 && seconds > max_audio_seconds) ||
+          (src.max_units > 0 && item.example.num_units > src.max_units)) {
         ++stats.too_long;
+        continue;
+      }
+      if (skipped < src.skip) {
+        ++skipped;
         continue;
       }
       item.length = seconds > 0 ? seconds * 100 : static_cast<double>(item.example.target.size());
@@ -162,7 +171,8 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
                     " with missing or unreadable media (first: '", first_missing, "')"));
     if (stats.too_long > 0)
       log::Warn(Str(what, ": skipped ", stats.too_long, " entries of ", src.manifest, " longer than ",
-                    max_audio_seconds, " s (the speech encoder's limit)"));
+                    src.max_units > 0 ? Str(src.max_units, " units (max_units)")
+                                      : Str(max_audio_seconds, " s (the speech encoder's limit)")));
     Check(stats.used > 0, what, ": no usable entry in ", src.manifest, " for task '", src.task, "'");
     stats_.push_back(stats);
     by_source_.push_back(std::move(mine));

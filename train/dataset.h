@@ -40,7 +40,9 @@ struct DataSourceConfig {
   std::string task = "asr";
   double weight = 1.0;
   std::string prompt;  // template; empty = the task's default
-  int64_t limit = 0;   // first `limit` usable entries; 0 = all
+  int64_t limit = 0;   // first `limit` usable entries (after `skip`); 0 = all
+  int64_t skip = 0;    // leave out the first `skip` usable entries (a held-out tail of one manifest)
+  int64_t max_units = 0;  // tts: leave out entries with more units (counted as too long); 0 = no limit
   // Optional generation when the manifest does not exist yet (train/data_prep.h):
   //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
   //   shapes: {count: N, seed: S, size: PX}                           (shapes images; the manifest

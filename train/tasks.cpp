@@ -25,8 +25,8 @@ std::string Required(const std::string& value, const char* field, const std::str
 }
 
 // The entry's units as the target text "<u12><u5>...", from a string of unit tokens or an array
-// of ids; `max_unit` gets the largest id.
-std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64_t& max_unit) {
+// of ids; `max_unit` gets the largest id, `count` their number.
+std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64_t& max_unit, int64_t& count) {
   Check(e.extra.contains("units"), where, ": task 'tts' needs \"units\" (add them with `slm audio units encode ",
         "--manifest`)");
   const nlohmann::json& units = e.extra["units"];
@@ -55,6 +55,7 @@ std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64
   Check(!ids.empty(), where, ": task 'tts' needs a non-empty \"units\"");
   std::string target;
   max_unit = -1;
+  count = static_cast<int64_t>(ids.size());
   for (const int64_t id : ids) {
     target += text::SpeechUnitToken(id);
     max_unit = std::max(max_unit, id);
@@ -90,10 +91,11 @@ const Registry<Task>& Tasks() {
             x.target = Required(e.response, "response", where, "vqa");
             return x;
           }}, "image + question -> answer");
-    r.Add("tts", {"Say: {text}", 0, 0, [](const manifest::Entry& e, const std::string&, const std::string& where) {
+    r.Add("tts", {"Say: {text}", 0, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
             TaskExample x;
+            if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
             Required(e.text, "text", where, "tts");
-            x.target = UnitTarget(e, where, x.max_unit);
+            x.target = UnitTarget(e, where, x.max_unit, x.num_units);
             if (e.extra.contains("unit_tokenizer") && e.extra["unit_tokenizer"].is_string())
               x.unit_tokenizer = e.extra["unit_tokenizer"].get<std::string>();
             return x;

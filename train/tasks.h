@@ -33,7 +33,9 @@ struct TaskExample {
   std::vector<std::string> audio;   // resolved paths, one per <speech>
   std::vector<std::string> images;  // resolved paths, one per <image>
   std::string unit_tokenizer;       // tts: the hash the entry's units were made with ("" = unknown)
+  std::string reference_audio;      // tts: the entry's recording, if any (resolved path)
   int64_t max_unit = -1;            // tts: the largest unit id in the target
+  int64_t num_units = 0;            // tts: units in the target
 };
 
 std::vector<std::string> TaskNames();

@@ -7,6 +7,9 @@
 #include <cmath>
 #include <filesystem>
 
+#include "adapters/tts.h"
+#include "audio/audio_io.h"
+#include "audio/ctc.h"
 #include "core/device.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -146,7 +149,8 @@ void TrainConfig::Load(config::Node root) {
   e.Read("every", eval.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
-      .Read("max_new_tokens", eval.max_new_tokens, InRange<int64_t>(1, 1 << 16));
+      .Read("max_new_tokens", eval.max_new_tokens, InRange<int64_t>(1, 1 << 16))
+      .Read("asr_encoder", eval.asr_encoder);
   auto c = root.Child("checkpoint");
   c.Read("every", checkpoint.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("keep", checkpoint.keep, InRange<int64_t>(1, 1 << 20));
@@ -170,6 +174,62 @@ json TrainResult::ToJson() const {
 AutocastGuard PrecisionScope(const TrainConfig& config) {
   return AutocastGuard(ParseDevice(config.model.device), ParseDtype(config.train.precision),
                        config.train.precision != "float32");
+}
+
+// Round-trip intelligibility of a tts source: each entry's text is synthesized (TtsPipeline with
+// model.unit_decoder, greedy) and transcribed by eval.asr_encoder's CTC head, next to the same
+// ASR on the entry's own recording (the reference): WER/CER of both, their ratio, the duration
+// ratio and the real-time factor of synthesis.
+json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const std::vector<int64_t>& items,
+                 const TrainConfig::Eval& eval, const std::string& tts_prompt) {
+  Check(!model.Config().unit_decoder.empty(), "eval of task tts: no model.unit_decoder to turn units into speech");
+  Check(!eval.asr_encoder.empty(), "eval of task tts: no eval.asr_encoder (a speech encoder with a CTC head)");
+  audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(model.Config().unit_decoder, model.SpeechUnitsHash()));
+  decoder->eval();
+  audio::LogMelOptions features;
+  features.normalization = audio::MelNormalization::kFixedFloor;
+  adapters::TtsPipeline tts(adapters::MultimodalLM(std::dynamic_pointer_cast<adapters::MultimodalLMImpl>(
+                                model.shared_from_this())),
+                            decoder, std::make_shared<audio::GriffinLimVocoder>(features));
+  const audio::CtcTranscriber asr(eval.asr_encoder);
+  adapters::TtsOptions options;
+  options.prompt_template = tts_prompt;
+  EditCounts synth_words, synth_chars, ref_words, ref_chars;
+  double synth_seconds = 0, ref_seconds = 0, compute_seconds = 0;
+  int64_t with_reference = 0;
+  json samples = json::array();
+  for (const int64_t i : items) {
+    const DatasetItem& item = valid.Item(i);
+    const std::string& text = item.entry.text;
+    const adapters::TtsResult said = tts.Synthesize(text, options);
+    const std::string heard = said.samples.empty() ? "" : asr.Transcribe(said.samples);
+    synth_words += WordErrors(text, heard);
+    synth_chars += CharErrors(text, heard);
+    synth_seconds += double(said.samples.size()) / said.sample_rate;
+    compute_seconds += said.seconds;
+    std::string reference_heard;
+    if (!item.example.reference_audio.empty()) {
+      const auto recording = audio::Read(item.example.reference_audio);
+      const std::vector<float> samples_16k = audio::Resample(recording.samples, recording.sample_rate, 16000);
+      reference_heard = asr.Transcribe(samples_16k);
+      ref_words += WordErrors(text, reference_heard);
+      ref_chars += CharErrors(text, reference_heard);
+      ref_seconds += double(samples_16k.size()) / 16000.0;
+      ++with_reference;
+    }
+    if (samples.size() < 5)
+      samples.push_back({{"text", text}, {"synthesized_heard", heard}, {"reference_heard", reference_heard}});
+  }
+  json r = {{"task", "tts"}, {"examples", items.size()}, {"round_trip_wer", synth_words.Rate()},
+            {"round_trip_cer", synth_chars.Rate()}, {"synthesized_seconds", synth_seconds},
+            {"real_time_factor", synth_seconds > 0 ? compute_seconds / synth_seconds : 0.0}, {"samples", samples}};
+  if (with_reference > 0) {
+    r["reference_round_trip_wer"] = ref_words.Rate();
+    r["reference_round_trip_cer"] = ref_chars.Rate();
+    r["wer_ratio_vs_reference"] = ref_words.Rate() > 0 ? synth_words.Rate() / ref_words.Rate() : 0.0;
+    r["duration_ratio_vs_reference"] = ref_seconds > 0 ? synth_seconds / ref_seconds : 0.0;
+  }
+  return r;
 }
 
 json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const TrainConfig::Eval& eval,
@@ -200,6 +260,7 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       const adapters::MultimodalBatch teacher = model.Prepare(examples, text::PaddingSide::kRight);
       nll += model.Loss(teacher).item<double>() * teacher.target_tokens;
       tokens += teacher.target_tokens;
+      if (source.task == "tts") continue;  // EvaluateTts below speaks and listens instead
       text::GenerationOptions options;
       options.max_new_tokens = eval.max_new_tokens;
       const text::GenerationResult generated = model.Generate(examples, options);
@@ -229,6 +290,11 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       r["cer"] = chars.Rate();
     }
     if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
+    if (source.task == "tts") {
+      json t = EvaluateTts(model, valid, items, eval, source.PromptTemplate());
+      t["loss"] = r["loss"];
+      r = t;
+    }
     if (source.task == "text") r["perplexity"] = tokens ? std::exp(nll / tokens) : 0.0;
     if (ranking_speech >= 0) {
       r["ranking_accuracy"] = ranking_speech;

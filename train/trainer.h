@@ -59,6 +59,9 @@ struct TrainConfig {
     int64_t max_examples = 200;  // per valid source; 0 = all
     int64_t batch_size = 16;
     int64_t max_new_tokens = 48;
+    // tts sources: a speech encoder directory with a CTC head (the project's own ASR) that
+    // transcribes the synthesized audio and the entry's recording (round-trip WER).
+    std::string asr_encoder;
   } eval;
   struct Checkpoint {
     int64_t every = 0;

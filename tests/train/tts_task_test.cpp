@@ -2,6 +2,7 @@
 // writes them), and the dataset checks them against the model's unit tokenizer.
 #include <gtest/gtest.h>
 
+#include "core/config.h"
 #include "core/manifest.h"
 #include "tests/test_util.h"
 #include "train/dataset.h"
@@ -63,6 +64,36 @@ TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
   manifest::Write(dir.File("m.jsonl"), {entries[1]});
   const Dataset beyond({source}, 0.0, 0.0, "data.train");
   EXPECT_SLM_ERROR(beyond.CheckSpeechUnits(kUnits, kHash), "entry 's2': unit 12 is outside the model's 12 units");
+
+  // max_units leaves long entries out (counted as too long); skip/limit cut one manifest in two.
+  std::vector<manifest::Entry> four;
+  for (int i = 0; i < 4; ++i) {
+    manifest::Entry x = e;
+    x.id = "t" + std::to_string(i);
+    x.extra["units"] = nlohmann::json(std::vector<int64_t>(i == 1 ? 9 : 3, 1));
+    four.push_back(x);
+  }
+  manifest::Write(dir.File("four.jsonl"), four);
+  DataSourceConfig capped;
+  capped.manifest = dir.File("four.jsonl");
+  capped.task = "tts";
+  capped.max_units = 5;
+  capped.limit = 2;
+  const Dataset head({capped}, 0.0, 0.0, "data.train");
+  ASSERT_EQ(head.Size(), 2u);
+  EXPECT_EQ(head.Item(0).id, "t0");
+  EXPECT_EQ(head.Item(1).id, "t2");
+  EXPECT_EQ(head.Stats()[0].too_long, 1);
+  capped.limit = 0;
+  capped.skip = 2;
+  const Dataset tail({capped}, 0.0, 0.0, "data.valid");
+  ASSERT_EQ(tail.Size(), 1u);
+  EXPECT_EQ(tail.Item(0).id, "t3");
+  capped.skip = 3;
+  EXPECT_SLM_ERROR(Dataset({capped}, 0.0, 0.0, "data.valid"), "no usable entry");
+  config::Document bad = config::Document::LoadString("manifest: m.jsonl\ntask: asr\nmax_units: 5\n", "c.yaml");
+  DataSourceConfig wrong;
+  EXPECT_SLM_ERROR(wrong.Load(bad.Root()), "max_units' applies to task tts only");
 }
 
 }  // namespace
