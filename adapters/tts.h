@@ -64,6 +64,7 @@ class TtsPipeline {
   TtsResult Synthesize(const std::string& text, const TtsOptions& options,
                        const AudioChunkCallback& on_chunk = nullptr);
   MultimodalLM& Model() { return model_; }
+  int SampleRate() const { return vocoder_->SampleRate(); }
 
  private:
   MultimodalLM model_;

@@ -37,9 +37,7 @@ void Authorize(grpc::ClientContext& context, const ChannelOptions& options) {
   if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
 }
 
-namespace {
-
-std::string Encode(const float* samples, size_t count, v1::AudioEncoding encoding) {
+std::string EncodePcm(const float* samples, size_t count, v1::AudioEncoding encoding) {
   std::string bytes;
   if (encoding == v1::FLOAT32) {
     bytes.assign(reinterpret_cast<const char*>(samples), count * sizeof(float));
@@ -54,8 +52,6 @@ std::string Encode(const float* samples, size_t count, v1::AudioEncoding encodin
   }
   return bytes;
 }
-
-}  // namespace
 
 StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const ChannelOptions& options,
                          const StreamRequest& request,
@@ -92,7 +88,7 @@ StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const Ch
         std::this_thread::sleep_until(due);
       }
       v1::ConverseRequest audio;
-      audio.set_audio(Encode(request.samples.data() + begin, count, request.encoding));
+      audio.set_audio(EncodePcm(request.samples.data() + begin, count, request.encoding));
       {
         std::lock_guard<std::mutex> lock(mutex);
         sent.emplace_back(audio_end, since_start());

@@ -1,5 +1,8 @@
 #include "serve/engine.h"
 
+#include "audio/audio_io.h"
+#include "serve/client.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -97,6 +100,15 @@ struct Engine::GenerateJob : Engine::Request {
   bool ClientCancelled() const override { return settings.cancelled && settings.cancelled(); }
 };
 
+struct Engine::SynthesizeJob : Engine::Request {
+  SynthesizeSettings settings;
+  Outbox<v1::SynthesizeResponse> outbox;
+  Clock::time_point arrived = Clock::now();
+  bool started = false;  // taken by the scheduler
+  void CloseOutbox() override { outbox.Close(); }
+  bool ClientCancelled() const override { return settings.cancelled && settings.cancelled(); }
+};
+
 struct Engine::TranscribeJob {
   std::vector<float> samples;
   bool done = false;
@@ -160,6 +172,7 @@ Engine::~Engine() {
   const grpc::Status gone(grpc::StatusCode::UNAVAILABLE, "the server is shutting down");
   for (auto& s : streams_) s->End(gone);
   for (auto& j : generate_jobs_) j->End(gone);
+  for (auto& j : synthesize_jobs_) j->End(gone);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,6 +333,86 @@ std::shared_ptr<Engine::GenerateJob> Engine::StartGenerate(GenerateSettings sett
 
 bool Engine::NextGenerate(GenerateJob& job, v1::GenerateResponse* out) { return job.outbox.Pop(out); }
 
+std::shared_ptr<Engine::SynthesizeJob> Engine::StartSynthesize(SynthesizeSettings settings) {
+  auto job = std::make_shared<SynthesizeJob>();
+  job->settings = std::move(settings);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_) {
+      job->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
+      return job;
+    }
+    synthesize_jobs_.push_back(job);
+  }
+  work_.notify_all();
+  return job;
+}
+
+bool Engine::NextSynthesize(SynthesizeJob& job, v1::SynthesizeResponse* out) { return job.outbox.Pop(out); }
+
+grpc::Status Engine::Status(SynthesizeJob& job) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return job.status;
+}
+
+void Engine::Close(SynthesizeJob& job) { Forget(job, synthesize_jobs_); }
+
+namespace {
+struct SynthesisCancelled {};
+}  // namespace
+
+void Engine::RunSynthesis(SynthesizeJob& job) {
+  adapters::TtsPipeline* tts = model_.Synthesizer();
+  const SynthesizeSettings& s = job.settings;
+  const int native = tts->SampleRate();
+  const int rate = s.sample_rate > 0 ? s.sample_rate : native;
+  std::optional<audio::StreamResampler> resampler;
+  if (rate != native) resampler.emplace(native, rate);
+  double first_ms = -1;
+  int64_t samples_out = 0;
+  auto send = [&](const std::vector<float>& samples) {
+    if (samples.empty()) return;
+    if (first_ms < 0) first_ms = Ms(job.arrived, Clock::now());
+    samples_out += static_cast<int64_t>(samples.size());
+    v1::SynthesizeResponse response;
+    response.set_request_id(s.request_id);
+    v1::AudioChunk* chunk = response.mutable_audio();
+    chunk->set_sample_rate_hz(rate);
+    chunk->set_encoding(s.float32 ? v1::FLOAT32 : v1::LINEAR16);
+    chunk->set_audio(EncodePcm(samples.data(), samples.size(), s.float32 ? v1::FLOAT32 : v1::LINEAR16));
+    chunk->set_start_seconds(double(samples_out - static_cast<int64_t>(samples.size())) / rate);
+    job.outbox.Push(std::move(response));
+  };
+  try {
+    model_.Activate(model_.SynthesizerAdapter());
+    tts->Synthesize(s.text, s.options, [&](const std::vector<float>& chunk) {
+      if (job.ClientCancelled()) throw SynthesisCancelled{};
+      send(resampler ? resampler->Process(chunk.data(), chunk.size()) : chunk);
+    });
+    if (resampler) send(resampler->Flush());
+    v1::SynthesizeResponse last;
+    last.set_request_id(s.request_id);
+    v1::SynthesizeSummary* summary = last.mutable_summary();
+    summary->set_audio_seconds(double(samples_out) / rate);
+    summary->set_first_audio_ms(first_ms < 0 ? 0 : first_ms);
+    summary->set_total_ms(Ms(job.arrived, Clock::now()));
+    job.outbox.Push(std::move(last));
+    std::lock_guard<std::mutex> lock(mutex_);
+    job.End(grpc::Status::OK);
+  } catch (const SynthesisCancelled&) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    job.End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  } catch (const Error& e) {
+    // What the text asks for cannot be said (no known character, ...): the client's input.
+    std::lock_guard<std::mutex> lock(mutex_);
+    job.End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()));
+  } catch (const std::exception& e) {
+    log::Error(Str("synthesis failed: ", e.what()));
+    std::lock_guard<std::mutex> lock(mutex_);
+    job.End(grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to synthesize"));
+  }
+}
+
 grpc::Status Engine::Status(GenerateJob& job) {
   std::lock_guard<std::mutex> lock(mutex_);
   return job.status;
@@ -382,10 +475,13 @@ void Engine::Loop() {
   while (true) {
     std::vector<EncodeJob> jobs;
     std::vector<std::shared_ptr<DecodeRow>> prefill, step;
+    std::shared_ptr<SynthesizeJob> synthesis;  // at most one per round, so other work interleaves
     {
       std::unique_lock<std::mutex> lock(mutex_);
       auto has_work = [&] {
         if (stop_ || !pending_rows_.empty() || !running_rows_.empty() || !transcribe_jobs_.empty()) return true;
+        for (const auto& j : synthesize_jobs_)
+          if (!j->closed && !j->started) return true;
         const int64_t interval = int64_t{config_.interim_interval_ms} * model_.SampleRate() / 1000;
         for (const auto& s : streams_) {
           if (s->closed || s->utterances.empty()) continue;
@@ -418,6 +514,16 @@ void Engine::Loop() {
       prefill.erase(std::remove_if(prefill.begin(), prefill.end(), gone), prefill.end());
       running_rows_.erase(std::remove_if(running_rows_.begin(), running_rows_.end(), gone), running_rows_.end());
       step = running_rows_;
+      for (auto& j : synthesize_jobs_) {
+        if (j->closed || j->started) continue;
+        if (j->ClientCancelled()) {
+          j->End(cancelled);
+          continue;
+        }
+        j->started = true;
+        synthesis = j;
+        break;
+      }
     }
     const Clock::time_point busy_start = Clock::now();
     if (!jobs.empty()) {
@@ -427,6 +533,7 @@ void Engine::Loop() {
     }
     if (!step.empty()) Step(step);
     if (!prefill.empty()) Prefill(prefill);
+    if (synthesis) RunSynthesis(*synthesis);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       counters_.busy_seconds += Ms(busy_start, Clock::now()) / 1000.0;
@@ -781,7 +888,7 @@ void Engine::Step(std::vector<std::shared_ptr<DecodeRow>>& rows) {
 int64_t Engine::Choose(DecodeRow& row, const torch::Tensor& all_logits) {
   // Only ids the tokenizer can turn into text: a model's embedding table may be padded beyond its
   // tokenizer (a multiple of 64 is common), and an answer must never contain an undecodable id.
-  const int64_t decodable = std::min(all_logits.size(0), model_.Tokenizer().VocabSize());
+  const int64_t decodable = std::min(all_logits.size(0), model_.TextVocabulary());
   const torch::Tensor logits = all_logits.narrow(0, 0, decodable);
   if (row.temperature <= 0) return logits.argmax().item<int64_t>();
   const torch::Tensor filtered =

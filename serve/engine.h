@@ -118,6 +118,15 @@ struct GenerateSettings {
   Cancelled cancelled;
 };
 
+struct SynthesizeSettings {
+  std::string request_id;
+  std::string text;
+  bool float32 = false;  // FLOAT32 samples; else LINEAR16
+  int sample_rate = 0;   // 0 = the synthesizer's rate
+  adapters::TtsOptions options;
+  Cancelled cancelled;
+};
+
 struct TranscribeResult {
   slm::v1::FinalTranscript transcript;
   double audio_seconds = 0;
@@ -128,6 +137,7 @@ class Engine {
   struct Stream;
   struct GenerateJob;
   struct TranscribeJob;
+  struct SynthesizeJob;
 
   // Starts the scheduler thread. `model` must outlive the engine.
   Engine(ServedModel& model, const ServeConfig& config);
@@ -151,6 +161,14 @@ class Engine {
   std::shared_ptr<GenerateJob> StartGenerate(GenerateSettings settings);
   bool NextGenerate(GenerateJob& job, slm::v1::GenerateResponse* out);
   grpc::Status Status(GenerateJob& job);
+
+  // Synthesize: AudioChunk messages as the audio is made, then the summary, through
+  // NextSynthesize. The whole synthesis runs on the scheduler thread between batches (other
+  // requests wait meanwhile: about the real-time factor times the audio's length).
+  std::shared_ptr<SynthesizeJob> StartSynthesize(SynthesizeSettings settings);
+  bool NextSynthesize(SynthesizeJob& job, slm::v1::SynthesizeResponse* out);
+  grpc::Status Status(SynthesizeJob& job);
+  void Close(SynthesizeJob& job);
 
   // Transcribe (blocks until done or cancelled). Audio at the model's sample rate.
   grpc::Status Transcribe(std::vector<float> samples, const Cancelled& cancelled, TranscribeResult* result);
@@ -203,6 +221,8 @@ class Engine {
   bool stop_ = false;
   std::vector<std::shared_ptr<Stream>> streams_;
   std::vector<std::shared_ptr<GenerateJob>> generate_jobs_;
+  std::vector<std::shared_ptr<SynthesizeJob>> synthesize_jobs_;  // queued, oldest first
+  void RunSynthesis(SynthesizeJob& job);
   std::deque<std::shared_ptr<TranscribeJob>> transcribe_jobs_;
   std::vector<std::shared_ptr<DecodeRow>> pending_rows_;  // waiting for prefill
   std::vector<std::shared_ptr<DecodeRow>> running_rows_;

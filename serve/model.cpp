@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "audio/units.h"
 #include "audio/whisper_encoder.h"
 #include "core/device.h"
 #include "core/error.h"
@@ -39,7 +40,18 @@ ServedModel::ServedModel(const ServeConfig& config)
   const torch::ScalarType dtype = ParseDtype(config.dtype);
   Check(stdfs::is_directory(config.backbone), "model.backbone: '", config.backbone, "' is not a directory");
   shared_.backbone_dir = config.backbone;
-  shared_.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config.backbone));
+  // The one tokenizer of every adapter: with the unit tokens of a TTS adapter, if one is served.
+  text::TokenizerOptions tokenizer_options;
+  for (const AdapterEntry& entry : config.adapters) {
+    if (!stdfs::is_regular_file(entry.config)) continue;  // reported below
+    config::Document doc = config::Document::LoadFile(entry.config);
+    adapters::MultimodalConfig model_config;
+    model_config.Load(doc.Root().Child("model"));
+    if (!model_config.speech_units.empty())
+      tokenizer_options.num_speech_units = std::max(tokenizer_options.num_speech_units,
+                                                    audio::UnitTokenizer::Load(model_config.speech_units).K());
+  }
+  shared_.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config.backbone, tokenizer_options));
   shared_.backbone = text::LoadLlama(config.backbone, device, dtype);
   shared_.backbone->Freeze();
 
@@ -86,9 +98,33 @@ ServedModel::ServedModel(const ServeConfig& config)
     std::vector<std::string> tasks;
     for (const auto& [task, prompt] : adapter->tasks) tasks.push_back(task);
     log::Info(Str("adapter '", entry.name, "' loaded from ", entry.adapters, " (tasks: ", Join(tasks), ")"));
+    if (synthesizer_ == nullptr && adapter->HasTask("tts")) {
+      const adapters::MultimodalConfig& mc = adapter->model->Config();
+      Check(!mc.unit_decoder.empty(), "model.adapters '", entry.name, "': a tts adapter needs model.unit_decoder in ",
+            entry.config, " to be served");
+      audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(mc.unit_decoder, adapter->model->SpeechUnitsHash()));
+      decoder->to(device);
+      decoder->eval();
+      audio::LogMelOptions features;
+      features.normalization = audio::MelNormalization::kFixedFloor;
+      synthesizer_ = std::make_unique<adapters::TtsPipeline>(adapter->model, decoder,
+                                                             std::make_shared<audio::GriffinLimVocoder>(features));
+      synthesizer_adapter_ = adapter.get();
+      log::Info(Str("speech synthesis by adapter '", entry.name, "' (", adapter->model->SpeechUnits(), " units, decoder ",
+                    mc.unit_decoder, ")"));
+    }
     adapters_.push_back(std::move(adapter));
   }
   shared_.backbone->eval();
+}
+
+std::vector<std::string> ServedModel::Voices() const {
+  if (synthesizer_ == nullptr) return {};
+  return {"default"};
+}
+
+int64_t ServedModel::TextVocabulary() const {
+  return std::min<int64_t>(shared_.tokenizer->VocabSize(), shared_.backbone->Config().vocab_size);
 }
 
 bool ServedModel::HasImages() const {

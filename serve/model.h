@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "adapters/multimodal.h"
+#include "adapters/tts.h"
 #include "audio/ctc.h"
 #include "audio/log_mel.h"
 #include "serve/serve_config.h"
@@ -70,6 +71,16 @@ class ServedModel {
   double SecondsPerFrame() const { return seconds_per_frame_; }
   // Longest input the speech encoder accepts, in seconds.
   double MaxSpeechSeconds() const { return max_speech_seconds_; }
+  // The speech synthesizer: the first adapter trained for task tts (model.speech_units and
+  // model.unit_decoder in its config), or nullptr. Scheduler thread only; Activate(SynthesizerAdapter())
+  // before using it.
+  adapters::TtsPipeline* Synthesizer() { return synthesizer_.get(); }
+  const ServedAdapter* SynthesizerAdapter() const { return synthesizer_adapter_; }
+  // Voices Synthesize accepts ({"default"} with a synthesizer, else none).
+  std::vector<std::string> Voices() const;
+  // Ids an answer may use: the tokenizer's ids below the base vocabulary (a TTS adapter's unit
+  // rows belong to speech, not to text answers).
+  int64_t TextVocabulary() const;
 
  private:
   std::string name_, description_;
@@ -81,6 +92,8 @@ class ServedModel {
   double seconds_per_frame_ = 0.02;
   double max_speech_seconds_ = 30;
   std::vector<std::unique_ptr<ServedAdapter>> adapters_;
+  std::unique_ptr<adapters::TtsPipeline> synthesizer_;
+  const ServedAdapter* synthesizer_adapter_ = nullptr;
   const ServedAdapter* active_ = nullptr;
   bool activated_ = false;
 };

@@ -47,6 +47,7 @@ void ServeConfig::Load(config::Node root) {
       .Read("max_chunk_bytes", max_chunk_bytes, InRange<int64_t>(64, int64_t{1} << 30))
       .Read("max_utterance_seconds", max_utterance_seconds, InRange(0.5, 600.0))
       .Read("max_file_seconds", max_file_seconds, InRange(0.5, 3600.0))
+      .Read("max_synthesis_characters", max_synthesis_characters, InRange<int64_t>(1, 1000000))
       .Read("max_answer_tokens", max_answer_tokens, InRange(1, 100000))
       .Read("max_answer_tokens_limit", max_answer_tokens_limit, InRange(1, 100000));
   if (max_answer_tokens > max_answer_tokens_limit)

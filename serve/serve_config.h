@@ -60,6 +60,7 @@ struct ServeConfig {
   int64_t max_chunk_bytes = 1 << 20;          // one audio message of a stream
   double max_utterance_seconds = 20.0;        // longer utterances end with MAX_DURATION
   double max_file_seconds = 60.0;             // Transcribe
+  int64_t max_synthesis_characters = 2000;    // Synthesize: longer text is refused
   int max_answer_tokens = 32;                 // default for RESPOND / Generate
   int max_answer_tokens_limit = 128;          // clamp of requested values
 

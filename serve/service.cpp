@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "audio/audio_io.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/strings.h"
 #include "serve/grpc_status.h"
 #include "vision/image.h"
 
@@ -225,8 +227,11 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context,
         Fail(StatusCode::FAILED_PRECONDITION, Str("config.adapter '", adapter->name, "' has no speech input"));
     }
     settings.answer_adapter = adapter;
-    if (c.respond_with_audio())
-      Fail(StatusCode::FAILED_PRECONDITION, "respond_with_audio: this server has no speech synthesizer");
+    if (c.respond_with_audio()) {
+      if (model_->Voices().empty())
+        Fail(StatusCode::FAILED_PRECONDITION, "respond_with_audio: this server has no speech synthesizer");
+      Fail(StatusCode::UNIMPLEMENTED, "respond_with_audio is not implemented yet; call Synthesize with the answer text");
+    }
     settings.cancelled = [context] { return context->IsCancelled(); };
     audio::StreamResampler resampler(c.sample_rate_hz(), model_->SampleRate());
     const v1::AudioEncoding encoding = c.encoding();
@@ -416,6 +421,7 @@ grpc::Status SpeechService::ListModels(grpc::ServerContext* context, const v1::L
   info->set_accepts_audio(model_->HasSpeech());
   info->set_accepts_images(model_->HasImages());
   info->set_context_length(static_cast<int32_t>(model_->ContextLength()));
+  for (const std::string& voice : model_->Voices()) response->add_voices(voice);
   const ServedAdapter* default_sqa = model_->DefaultFor("sqa");
   for (const auto& a : model_->Adapters()) {
     v1::AdapterInfo* adapter = info->add_adapters();
@@ -426,11 +432,52 @@ grpc::Status SpeechService::ListModels(grpc::ServerContext* context, const v1::L
   return grpc::Status::OK;
 }
 
-grpc::Status SpeechService::Synthesize(grpc::ServerContext* context, const v1::SynthesizeRequest*,
-                                       grpc::ServerWriter<v1::SynthesizeResponse>*) {
+grpc::Status SpeechService::Synthesize(grpc::ServerContext* context, const v1::SynthesizeRequest* request,
+                                       grpc::ServerWriter<v1::SynthesizeResponse>* writer) {
   Counted call(active_calls_);
-  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
-  return grpc::Status(StatusCode::UNIMPLEMENTED, "this server has no speech synthesizer (Synthesize)");
+  Slot slot(active_streams_, config_.max_streams);
+  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
+  if (model_->Voices().empty())
+    return grpc::Status(StatusCode::UNIMPLEMENTED, "this server has no speech synthesizer (Synthesize): no adapter "
+                                                   "with task tts");
+  Engine& engine = *engine_.load();
+  std::shared_ptr<Engine::SynthesizeJob> job;
+  try {
+    SynthesizeSettings settings;
+    settings.request_id = RequestId(request->request_id());
+    const std::string& text = request->text();
+    if (text.find_first_not_of(" \t\r\n") == std::string::npos) Fail(StatusCode::INVALID_ARGUMENT, "text is empty");
+    if (static_cast<int64_t>(text.size()) > config_.max_synthesis_characters)
+      Fail(StatusCode::INVALID_ARGUMENT, Str("text has ", text.size(), " characters; this server speaks at most ",
+                                             config_.max_synthesis_characters, " per request (limits.max_synthesis_characters)"));
+    const std::vector<std::string> voices = model_->Voices();
+    if (!request->voice().empty() && std::find(voices.begin(), voices.end(), request->voice()) == voices.end())
+      Fail(StatusCode::INVALID_ARGUMENT, Str("voice '", request->voice(), "' is not served (voices: ", Join(voices), ")"));
+    const v1::AudioEncoding encoding = request->encoding();
+    if (encoding != v1::AUDIO_ENCODING_UNSPECIFIED && encoding != v1::LINEAR16 && encoding != v1::FLOAT32)
+      Fail(StatusCode::INVALID_ARGUMENT, Str("encoding must be LINEAR16 or FLOAT32, got ", v1::AudioEncoding_Name(encoding)));
+    settings.float32 = encoding == v1::FLOAT32;
+    const int rate = request->sample_rate_hz();
+    if (rate != 0 && (rate < 8000 || rate > 192000))
+      Fail(StatusCode::INVALID_ARGUMENT, Str("sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
+    settings.sample_rate = rate;
+    settings.text = text;
+    settings.options.max_text_characters = config_.max_synthesis_characters;
+    const ServedAdapter* tts = model_->SynthesizerAdapter();
+    if (auto it = tts->tasks.find("tts"); it != tts->tasks.end()) settings.options.prompt_template = it->second;
+    settings.cancelled = [context] { return context->IsCancelled(); };
+    job = engine.StartSynthesize(std::move(settings));
+    v1::SynthesizeResponse response;
+    while (engine.NextSynthesize(*job, &response))
+      if (!writer->Write(response)) break;
+    grpc::Status status = engine.Status(*job);
+    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+    engine.Close(*job);
+    return status;
+  } catch (...) {
+    if (job) engine.Close(*job);
+    return ToGrpcStatus(std::current_exception());
+  }
 }
 
 }  // namespace slm::serve

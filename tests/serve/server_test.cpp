@@ -16,6 +16,9 @@
 #include "audio/audio_io.h"
 #include "audio/ctc.h"
 #include "audio/espeak_synth.h"
+#include "audio/unit_decoder.h"
+#include "audio/units.h"
+#include "core/config.h"
 #include "core/fs.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
@@ -407,6 +410,146 @@ TEST_F(ServerTest, AnswersOnlyUseIdsTheTokenizerCanDecode) {
   const std::string expected = answer(from);
   ASSERT_FALSE(expected.empty());
   EXPECT_EQ(answer(padded.path()), expected);
+}
+
+// A TTS adapter (no LoRA, so it shares the backbone with the LoRA sqa adapter) over the starter
+// backbone: 12 random mel units, a fresh decoder for them, and unit rows trained for a moment so
+// that "Say: ..." prompts produce a few dozen units.
+struct TtsAdapterFiles {
+  testing::TempDir dir;
+  std::string config, adapters;
+  TtsAdapterFiles() {
+    torch::manual_seed(21);
+    audio::UnitTokenizerInfo info;
+    const audio::UnitTokenizer units(torch::randn({12, 80}), info);
+    units.Save(dir.File("units"));
+    audio::UnitDecoderConfig d;
+    d.k = 12;
+    d.dim = 32;
+    d.layers = 2;
+    d.tokenizer_hash = units.Hash();
+    audio::UnitDecoder(d)->Save(dir.File("decoder"));
+    config = dir.File("tts.yaml");
+    fs::AtomicWriteString(config, "model:\n  backbone: samples/models/backbone_tiny\n  speech_units: " + dir.File("units") +
+                                      "\n  unit_decoder: " + dir.File("decoder") + "\n");
+    config::Document doc = config::Document::LoadFile(config);
+    adapters::MultimodalConfig model_config;
+    model_config.Load(doc.Root().Child("model"));
+    adapters::MultimodalLM model(model_config);
+    adapters::MultimodalExample example;
+    example.prompt = "Say: a dog barks";
+    for (int i = 0; i < 40; ++i) example.target += text::SpeechUnitToken((i * 5) % 12);
+    torch::optim::AdamW optimizer(model->TrainableParameters(), torch::optim::AdamWOptions(0.02));
+    model->train();
+    for (int step = 0; step < 40; ++step) {
+      optimizer.zero_grad();
+      model->Loss(model->Prepare({example}, text::PaddingSide::kRight)).backward();
+      optimizer.step();
+    }
+    adapters = dir.File("adapters");
+    model->SaveAdapters(adapters);
+    fs::AtomicWriteString(adapters + "/tasks.json", "{\"tasks\": {\"tts\": \"Say: {text}\"}}\n");
+  }
+};
+
+TEST_F(ServerTest, SynthesizeStreamsAudioChunksAndRefusesBadRequests) {
+  const TtsAdapterFiles tts;
+  ServeConfig config = TestConfig();
+  AdapterEntry entry;
+  entry.name = "tts";
+  entry.config = tts.config;
+  entry.adapters = tts.adapters;
+  config.adapters.push_back(entry);
+  config.max_synthesis_characters = 300;
+  Start(config);
+
+  grpc::ClientContext list_context;
+  v1::ListModelsResponse models;
+  ASSERT_TRUE(stub_->ListModels(&list_context, v1::ListModelsRequest(), &models).ok());
+  ASSERT_EQ(models.voices_size(), 1);
+  EXPECT_EQ(models.voices(0), "default");
+
+  struct Result {
+    grpc::Status status;
+    std::vector<v1::AudioChunk> chunks;
+    v1::SynthesizeSummary summary;
+    int summaries = 0;
+  };
+  auto synthesize = [&](const v1::SynthesizeRequest& request) {
+    grpc::ClientContext context;
+    auto reader = stub_->Synthesize(&context, request);
+    Result r;
+    v1::SynthesizeResponse response;
+    while (reader->Read(&response)) {
+      EXPECT_EQ(r.summaries, 0) << "nothing after the summary";
+      if (response.has_audio()) r.chunks.push_back(response.audio());
+      if (response.has_summary()) {
+        r.summary = response.summary();
+        ++r.summaries;
+      }
+    }
+    r.status = reader->Finish();
+    return r;
+  };
+  v1::SynthesizeRequest request;
+  request.set_text("The dog barks at the cat.");
+  request.set_sample_rate_hz(8000);
+  const Result linear = synthesize(request);
+  ASSERT_TRUE(linear.status.ok()) << linear.status.error_message();
+  ASSERT_GE(linear.chunks.size(), 2u);
+  EXPECT_EQ(linear.summaries, 1);
+  size_t samples = 0;
+  for (const v1::AudioChunk& c : linear.chunks) {
+    EXPECT_EQ(c.sample_rate_hz(), 8000);
+    EXPECT_EQ(c.encoding(), v1::LINEAR16);
+    EXPECT_NEAR(c.start_seconds(), samples / 8000.0, 1e-9);
+    EXPECT_EQ(c.audio().size() % 2, 0u);
+    samples += c.audio().size() / 2;
+  }
+  EXPECT_NEAR(linear.summary.audio_seconds(), samples / 8000.0, 1e-9);
+  EXPECT_GT(linear.summary.first_audio_ms(), 0);
+  EXPECT_GE(linear.summary.total_ms(), linear.summary.first_audio_ms());
+
+  // Native rate, FLOAT32: 160 samples per unit frame, and the same speech as at 8 kHz (same
+  // greedy units), about twice the samples.
+  request.set_sample_rate_hz(0);
+  request.set_encoding(v1::FLOAT32);
+  const Result native = synthesize(request);
+  ASSERT_TRUE(native.status.ok()) << native.status.error_message();
+  size_t floats = 0;
+  for (const v1::AudioChunk& c : native.chunks) {
+    EXPECT_EQ(c.sample_rate_hz(), 16000);
+    floats += c.audio().size() / 4;
+    const std::vector<float> decoded = DecodePcm(c.audio(), v1::FLOAT32, "chunk");
+    for (const float x : decoded) ASSERT_LE(std::abs(x), 1.0f);
+  }
+  EXPECT_EQ(floats % 160, 0u);
+  EXPECT_NEAR(static_cast<double>(samples), floats / 2.0, 200);
+
+  auto expect_invalid = [&](v1::SynthesizeRequest bad, const std::string& message) {
+    const Result r = synthesize(bad);
+    EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << message;
+    EXPECT_NE(r.status.error_message().find(message), std::string::npos) << r.status.error_message();
+    EXPECT_TRUE(r.chunks.empty());
+  };
+  v1::SynthesizeRequest bad = request;
+  bad.set_text("  ");
+  expect_invalid(bad, "text is empty");
+  bad.set_text(std::string(301, 'a'));
+  expect_invalid(bad, "text has 301 characters; this server speaks at most 300");
+  bad = request;
+  bad.set_voice("alto");
+  expect_invalid(bad, "voice 'alto' is not served (voices: default)");
+  bad = request;
+  bad.set_sample_rate_hz(100);
+  expect_invalid(bad, "sample_rate_hz must be 0 (native) or in [8000, 192000], got 100");
+  bad = request;
+  bad.set_encoding(static_cast<v1::AudioEncoding>(9));
+  expect_invalid(bad, "encoding must be LINEAR16 or FLOAT32");
+  bad = request;
+  bad.set_text("\xE2\x98\x83\xE2\x98\x83");
+  expect_invalid(bad, "the tokenizer knows no character of");
+  ExpectNormalStreamWorks();
 }
 
 TEST_F(ServerTest, BadRequestsGetTheirCodeAndTheServerKeepsServing) {
