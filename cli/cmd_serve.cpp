@@ -21,6 +21,7 @@
 #include "serve/client.h"
 #include "serve/grpc_status.h"
 #include "serve/server.h"
+#include "serve/service.h"
 
 namespace slm::cli {
 namespace {
@@ -167,6 +168,58 @@ void RunTranscribe(const ClientArgs& args, bool json) {
   report.Emit();
 }
 
+struct SynthesizeArgs {
+  serve::ChannelOptions channel;
+  std::string text, out, voice;
+  int rate = 0;
+};
+
+// Synthesize: writes the streamed audio to a WAV file and reports latency and length.
+void RunSynthesize(const SynthesizeArgs& args, bool json) {
+  auto channel = serve::MakeChannel(args.channel);
+  v1::Speech::Stub stub(channel);
+  grpc::ClientContext context;
+  serve::Authorize(context, args.channel);
+  v1::SynthesizeRequest request;
+  request.set_text(args.text);
+  request.set_voice(args.voice);
+  request.set_sample_rate_hz(args.rate);
+  request.set_encoding(v1::FLOAT32);
+  const auto start = std::chrono::steady_clock::now();
+  auto reader = stub.Synthesize(&context, request);
+  v1::SynthesizeResponse response;
+  std::vector<float> samples;
+  int rate = 0;
+  int64_t chunks = 0;
+  double first_chunk_ms = -1;
+  v1::SynthesizeSummary summary;
+  while (reader->Read(&response)) {
+    if (response.has_audio()) {
+      if (first_chunk_ms < 0)
+        first_chunk_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+      rate = response.audio().sample_rate_hz();
+      const std::vector<float> chunk = serve::DecodePcm(response.audio().audio(), v1::FLOAT32, "AudioChunk");
+      samples.insert(samples.end(), chunk.begin(), chunk.end());
+      ++chunks;
+    }
+    if (response.has_summary()) summary = response.summary();
+  }
+  const grpc::Status status = reader->Finish();
+  if (!status.ok())
+    throw Error(Str("the server answered ", serve::StatusCodeName(status.error_code()), ": ", status.error_message()));
+  Check(rate > 0, "the server sent no audio");
+  audio::Write(args.out, samples, rate);
+  Report report(json);
+  report.Set("out", args.out);
+  report.Set("chunks", chunks);
+  report.Set("audio_seconds", summary.audio_seconds());
+  report.Set("sample_rate", rate);
+  report.Set("first_chunk_ms_client", first_chunk_ms);
+  report.Set("first_audio_ms_server", summary.first_audio_ms());
+  report.Set("total_ms_server", summary.total_ms());
+  report.Emit();
+}
+
 void RunModels(const serve::ChannelOptions& options, bool json) {
   auto channel = serve::MakeChannel(options);
   v1::Speech::Stub stub(channel);
@@ -188,6 +241,9 @@ void RunModels(const serve::ChannelOptions& options, bool json) {
                       {"adapters", adapters}});
   }
   report.Set("models", models);
+  nlohmann::json voices = nlohmann::json::array();
+  for (const std::string& v : response.voices()) voices.push_back(v);
+  report.Set("voices", voices);
   report.Emit();
 }
 
@@ -227,6 +283,16 @@ Registrar reg([](CLI::App& app, Common& common) {
     AddChannelOptions(cmd, args->channel);
     cmd->add_option("--audio", args->audio, "audio file")->required();
     cmd->callback([args, &common] { RunTranscribe(*args, common.json); });
+  }
+  {
+    auto args = std::make_shared<SynthesizeArgs>();
+    auto* cmd = client->add_subcommand("synthesize", "speak text (Synthesize) and write the streamed audio to a WAV");
+    AddChannelOptions(cmd, args->channel);
+    cmd->add_option("--text", args->text, "what to say")->required();
+    cmd->add_option("--out", args->out, "output WAV")->required();
+    cmd->add_option("--voice", args->voice, "a voice from `slm client models` (default: the server's)");
+    cmd->add_option("--rate", args->rate, "sample rate in Hz (0 = the synthesizer's)");
+    cmd->callback([args, &common] { RunSynthesize(*args, common.json); });
   }
   {
     auto options = std::make_shared<serve::ChannelOptions>();

@@ -105,8 +105,16 @@ struct Engine::SynthesizeJob : Engine::Request {
   Outbox<v1::SynthesizeResponse> outbox;
   Clock::time_point arrived = Clock::now();
   bool started = false;  // taken by the scheduler
+  // A spoken answer of a Converse stream (respond_with_audio) instead of a Synthesize call: the
+  // audio goes to the stream, then the utterance summary with the answer's row and reason.
+  std::shared_ptr<Stream> stream;
+  std::shared_ptr<DecodeRow> answer;
+  v1::FinishReason reason = v1::FINISH_REASON_UNSPECIFIED;
   void CloseOutbox() override { outbox.Close(); }
-  bool ClientCancelled() const override { return settings.cancelled && settings.cancelled(); }
+  bool ClientCancelled() const override {
+    if (stream) return stream->closed || stream->ClientCancelled();
+    return settings.cancelled && settings.cancelled();
+  }
 };
 
 struct Engine::TranscribeJob {
@@ -374,14 +382,29 @@ void Engine::RunSynthesis(SynthesizeJob& job) {
     if (samples.empty()) return;
     if (first_ms < 0) first_ms = Ms(job.arrived, Clock::now());
     samples_out += static_cast<int64_t>(samples.size());
+    v1::AudioChunk chunk;
+    chunk.set_sample_rate_hz(rate);
+    chunk.set_encoding(s.float32 ? v1::FLOAT32 : v1::LINEAR16);
+    chunk.set_audio(EncodePcm(samples.data(), samples.size(), s.float32 ? v1::FLOAT32 : v1::LINEAR16));
+    chunk.set_start_seconds(double(samples_out - static_cast<int64_t>(samples.size())) / rate);
+    if (job.stream) {
+      v1::ConverseResponse response;
+      response.set_request_id(job.stream->settings.request_id);
+      if (!job.stream->utterances.empty()) response.set_utterance_index(job.stream->utterances.front()->index);
+      *response.mutable_answer_audio() = std::move(chunk);
+      job.stream->outbox.Push(std::move(response));
+      return;
+    }
     v1::SynthesizeResponse response;
     response.set_request_id(s.request_id);
-    v1::AudioChunk* chunk = response.mutable_audio();
-    chunk->set_sample_rate_hz(rate);
-    chunk->set_encoding(s.float32 ? v1::FLOAT32 : v1::LINEAR16);
-    chunk->set_audio(EncodePcm(samples.data(), samples.size(), s.float32 ? v1::FLOAT32 : v1::LINEAR16));
-    chunk->set_start_seconds(double(samples_out - static_cast<int64_t>(samples.size())) / rate);
+    *response.mutable_audio() = std::move(chunk);
     job.outbox.Push(std::move(response));
+  };
+  // A spoken answer ends with its utterance's summary, whatever happened to the audio.
+  auto finish_answer = [&] {
+    if (!job.stream) return;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!job.stream->closed) FinishUtteranceSummary(*job.stream, job.answer.get(), job.reason);
   };
   try {
     model_.Activate(model_.SynthesizerAdapter());
@@ -390,6 +413,12 @@ void Engine::RunSynthesis(SynthesizeJob& job) {
       send(resampler ? resampler->Process(chunk.data(), chunk.size()) : chunk);
     });
     if (resampler) send(resampler->Flush());
+    if (job.stream) {
+      finish_answer();
+      std::lock_guard<std::mutex> lock(mutex_);
+      job.End(grpc::Status::OK);
+      return;
+    }
     v1::SynthesizeResponse last;
     last.set_request_id(s.request_id);
     v1::SynthesizeSummary* summary = last.mutable_summary();
@@ -403,12 +432,16 @@ void Engine::RunSynthesis(SynthesizeJob& job) {
     std::lock_guard<std::mutex> lock(mutex_);
     job.End(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
   } catch (const Error& e) {
-    // What the text asks for cannot be said (no known character, ...): the client's input.
+    // What the text asks for cannot be said (no known character, ...): the client's input; an
+    // answer that cannot be spoken keeps its text and summary.
+    if (job.stream) log::Warn(Str("the answer could not be spoken: ", e.what()));
+    finish_answer();
     std::lock_guard<std::mutex> lock(mutex_);
-    job.End(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()));
+    job.End(job.stream ? grpc::Status::OK : grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, e.what()));
   } catch (const std::exception& e) {
     log::Error(Str("synthesis failed: ", e.what()));
     std::lock_guard<std::mutex> lock(mutex_);
+    if (job.stream) job.stream->End(grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to speak the answer"));
     job.End(grpc::Status(grpc::StatusCode::INTERNAL, "the server failed to synthesize"));
   }
 }
@@ -514,6 +547,10 @@ void Engine::Loop() {
       prefill.erase(std::remove_if(prefill.begin(), prefill.end(), gone), prefill.end());
       running_rows_.erase(std::remove_if(running_rows_.begin(), running_rows_.end(), gone), running_rows_.end());
       step = running_rows_;
+      // Spoken answers have no caller to Close() them: drop them once done.
+      synthesize_jobs_.erase(std::remove_if(synthesize_jobs_.begin(), synthesize_jobs_.end(),
+                                            [](const auto& j) { return j->stream && j->closed; }),
+                             synthesize_jobs_.end());
       for (auto& j : synthesize_jobs_) {
         if (j->closed || j->started) continue;
         if (j->ClientCancelled()) {
@@ -964,6 +1001,28 @@ void Engine::Finish(DecodeRow& row, v1::FinishReason reason) {
   if (row.stream) {
     Stream& s = *row.stream;
     if (s.closed) return;
+    if (s.settings.answer_audio && model_.Synthesizer() != nullptr) {
+      // Speak the answer first; RunSynthesis sends the summary after the audio (the stream stays
+      // busy, so the next utterance waits its turn).
+      auto job = std::make_shared<SynthesizeJob>();
+      job->stream = row.stream;
+      job->answer = std::make_shared<DecodeRow>();
+      job->answer->adapter = row.adapter;
+      job->answer->got_first = row.got_first;
+      job->answer->first_token_time = row.first_token_time;
+      job->answer->tokens = row.tokens;
+      job->reason = reason;
+      job->settings.request_id = s.settings.request_id;
+      job->settings.text = model_.Tokenizer().Decode(row.tokens, /*skip_special_tokens=*/true);
+      job->settings.float32 = s.settings.answer_audio_float32;
+      job->settings.sample_rate = s.settings.answer_audio_rate;
+      if (const ServedAdapter* tts = model_.SynthesizerAdapter(); tts != nullptr)
+        if (auto it = tts->tasks.find("tts"); it != tts->tasks.end()) job->settings.options.prompt_template = it->second;
+      if (job->settings.text.find_first_not_of(" \t\r\n") != std::string::npos) {
+        synthesize_jobs_.push_back(job);
+        return;
+      }
+    }
     FinishUtteranceSummary(s, &row, reason);  // the front utterance is the one answered
     return;
   }

@@ -101,6 +101,10 @@ struct StreamSettings {
   int endpointing_ms = 600;  // < 0: no endpointing
   int max_answer_tokens = 32;
   const ServedAdapter* answer_adapter = nullptr;  // required for respond
+  // respond: also speak the answer (AudioChunk messages after its tokens, before the summary).
+  bool answer_audio = false;
+  bool answer_audio_float32 = false;  // else LINEAR16
+  int answer_audio_rate = 0;          // 0 = the synthesizer's
   Cancelled cancelled;                            // may be empty
 };
 

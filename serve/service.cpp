@@ -230,7 +230,20 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context,
     if (c.respond_with_audio()) {
       if (model_->Voices().empty())
         Fail(StatusCode::FAILED_PRECONDITION, "respond_with_audio: this server has no speech synthesizer");
-      Fail(StatusCode::UNIMPLEMENTED, "respond_with_audio is not implemented yet; call Synthesize with the answer text");
+      if (!settings.respond) Fail(StatusCode::INVALID_ARGUMENT, "respond_with_audio needs task RESPOND");
+      const std::vector<std::string> voices = model_->Voices();
+      if (!c.voice().empty() && std::find(voices.begin(), voices.end(), c.voice()) == voices.end())
+        Fail(StatusCode::INVALID_ARGUMENT, Str("config.voice '", c.voice(), "' is not served (voices: ", Join(voices), ")"));
+      const v1::AudioEncoding out = c.output_encoding();
+      if (out != v1::AUDIO_ENCODING_UNSPECIFIED && out != v1::LINEAR16 && out != v1::FLOAT32)
+        Fail(StatusCode::INVALID_ARGUMENT, Str("config.output_encoding must be LINEAR16 or FLOAT32, got ",
+                                               v1::AudioEncoding_Name(out)));
+      const int rate = c.output_sample_rate_hz();
+      if (rate != 0 && (rate < 8000 || rate > 192000))
+        Fail(StatusCode::INVALID_ARGUMENT, Str("config.output_sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
+      settings.answer_audio = true;
+      settings.answer_audio_float32 = out == v1::FLOAT32;
+      settings.answer_audio_rate = rate;
     }
     settings.cancelled = [context] { return context->IsCancelled(); };
     audio::StreamResampler resampler(c.sample_rate_hz(), model_->SampleRate());

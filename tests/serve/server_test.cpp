@@ -550,6 +550,37 @@ TEST_F(ServerTest, SynthesizeStreamsAudioChunksAndRefusesBadRequests) {
   bad.set_text("\xE2\x98\x83\xE2\x98\x83");
   expect_invalid(bad, "the tokenizer knows no character of");
   ExpectNormalStreamWorks();
+
+  // respond_with_audio: the answer's tokens, then its audio at the asked rate, then the summary.
+  v1::ConverseRequest respond = Config(v1::LINEAR16, 16000, v1::RESPOND);
+  respond.mutable_config()->set_respond_with_audio(true);
+  respond.mutable_config()->set_output_sample_rate_hz(24000);
+  const Call spoken = Send(Stream(respond, Linear16(Speech("what is a dog")), 5120));
+  ASSERT_TRUE(spoken.status.ok()) << spoken.status.error_message();
+  int stage = 0;  // 0 = before audio, 1 = audio, 2 = summary seen
+  int tokens = 0, audio_chunks = 0;
+  for (const v1::ConverseResponse& r : spoken.responses) {
+    if (r.has_answer_token()) {
+      EXPECT_EQ(stage, 0) << "answer tokens come before the audio";
+      ++tokens;
+    }
+    if (r.has_answer_audio()) {
+      EXPECT_LE(stage, 1);
+      stage = 1;
+      ++audio_chunks;
+      EXPECT_EQ(r.answer_audio().sample_rate_hz(), 24000);
+      EXPECT_EQ(r.answer_audio().encoding(), v1::LINEAR16);
+    }
+    if (r.has_summary()) stage = 2;
+  }
+  EXPECT_GT(tokens, 0);
+  EXPECT_GT(audio_chunks, 0);
+  EXPECT_EQ(stage, 2);
+  v1::ConverseRequest transcribe_audio = Config(v1::LINEAR16, 16000, v1::TRANSCRIBE);
+  transcribe_audio.mutable_config()->set_respond_with_audio(true);
+  const Call refused = Send({transcribe_audio});
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(refused.status.error_message().find("respond_with_audio needs task RESPOND"), std::string::npos);
 }
 
 TEST_F(ServerTest, BadRequestsGetTheirCodeAndTheServerKeepsServing) {
