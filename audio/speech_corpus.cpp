@@ -102,7 +102,13 @@ SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options) {
   ProgressBar progress("synth", stats.lines, options.quiet);
   for (size_t i = 0; i < lines.size(); ++i) {
     const Line& line = lines[i];
-    const VoiceSpec voice = CorpusVoice(options.seed, static_cast<int64_t>(i), voices);
+    VoiceSpec voice = CorpusVoice(options.seed, static_cast<int64_t>(i), voices);
+    if (options.fixed_prosody) {
+      const VoiceSpec defaults;
+      voice.rate_wpm = defaults.rate_wpm;
+      voice.pitch = defaults.pitch;
+      voice.range = defaults.range;
+    }
     SynthResult speech;
     try {
       speech = synthesizer.Synthesize(line.text, voice);

@@ -42,6 +42,9 @@ struct SpeechCorpusOptions {
   std::vector<std::string> exclude_voices;  // left out of `voices` (a held-out speaker set)
   int64_t limit = 0;                // first `limit` non-blank lines; 0 = all
   uint64_t seed = 0;
+  // One steady speaker per voice: espeak-ng's default rate, pitch and range instead of a random
+  // prosody per utterance (a TTS corpus wants one predictable voice).
+  bool fixed_prosody = false;
   bool quiet = false;  // no progress bar
 };
 

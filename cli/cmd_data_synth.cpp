@@ -19,6 +19,7 @@ struct SynthOptions {
   std::string exclude_voices;
   int64_t limit = 0;
   uint64_t seed = 0;
+  bool fixed_prosody = false;
 };
 
 constexpr size_t kSkippedShown = 20;
@@ -43,6 +44,8 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
   cmd->add_option("--limit", opts->limit, "synthesize only the first N sentences (0 = all)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", opts->seed, "speaker assignment seed");
+  cmd->add_flag("--fixed-prosody", opts->fixed_prosody,
+                "espeak-ng's default rate, pitch and range for every utterance (one steady voice, for TTS data)");
   cmd->callback([opts, &common] {
     slm::audio::SpeechCorpusOptions options;
     options.text_path = opts->text;
@@ -51,6 +54,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
     options.exclude_voices = slm::Split(opts->exclude_voices, ", ");
     options.limit = opts->limit;
     options.seed = opts->seed;
+    options.fixed_prosody = opts->fixed_prosody;
     const slm::audio::SpeechCorpusStats stats = slm::audio::SynthesizeCorpus(options);
 
     slm::Report report(common.json);

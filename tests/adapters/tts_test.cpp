@@ -86,16 +86,17 @@ TEST(TtsAdapter, UnitTokensAreNewTrainableRowsAfterTheBaseVocabulary) {
 }
 
 TEST(TtsAdapter, LearnsToSayUnitsSavesAndRejectsOtherUnits) {
+  torch::manual_seed(17);  // LoRA and unit rows start from the same point whatever ran before
   MultimodalLM model(TtsConfig(/*lora=*/true));
   MultimodalExample example;
   example.prompt = "Say: a dog";
-  example.target = UnitString({3, 3, 7, 1, 1, 9});
+  example.target = UnitString({3, 7, 1, 9, 4, 6});
   const MultimodalBatch batch = model->Prepare({example}, text::PaddingSide::kRight);
   EXPECT_EQ(batch.target_tokens, 7);  // six units + EOS
   torch::optim::AdamW optimizer(model->TrainableParameters(), torch::optim::AdamWOptions(0.02));
   model->train();
   const double first = model->Loss(batch).item<double>();
-  for (int step = 0; step < 100; ++step) {
+  for (int step = 0; step < 200; ++step) {
     optimizer.zero_grad();
     // Prepared every step: the batch embeds the unit targets with the trainable rows.
     torch::Tensor loss = model->Loss(model->Prepare({example}, text::PaddingSide::kRight));
@@ -112,7 +113,7 @@ TEST(TtsAdapter, LearnsToSayUnitsSavesAndRejectsOtherUnits) {
   const text::GenerationResult said = model->Generate({example}, options);
   std::vector<int64_t> units;
   for (const int64_t t : said.tokens[0]) units.push_back(model->UnitOfToken(t));
-  EXPECT_EQ(units, (std::vector<int64_t>{3, 3, 7, 1, 1, 9}));
+  EXPECT_EQ(units, (std::vector<int64_t>{3, 7, 1, 9, 4, 6}));
   EXPECT_EQ(said.finish_reasons[0], "stop");
 
   slm::testing::TempDir dir;
@@ -158,6 +159,7 @@ TEST(TtsAdapter, RestrictedGenerationOnlySaysUnits) {
 // ends at once: its fresh unit rows score below EOS), shared by the pipeline tests.
 MultimodalLM SpeakingModel() {
   static MultimodalLM model = [] {
+    torch::manual_seed(19);
     MultimodalLM m(TtsConfig());
     std::vector<int64_t> units;
     for (int64_t i = 0; i < 40; ++i) units.push_back((i * 5) % kUnits);

@@ -133,6 +133,28 @@ TEST(SpeechCorpus, VoicesRestrictTheSpeakers) {
   }
 }
 
+TEST(SpeechCorpus, FixedProsodyGivesOneSteadyVoice) {
+  testing::TempDir dir;
+  auto options = Options(WriteTextFile(dir), dir.File("out"));
+  options.voices = {"en-us"};
+  options.fixed_prosody = true;
+  const auto stats = SynthesizeCorpus(options);
+  const VoiceSpec defaults;
+  const std::string label = Str("en-us/r", defaults.rate_wpm, "/p", defaults.pitch, "/g", defaults.range);
+  int64_t entries = 0;
+  for (const auto& e : manifest::Read(stats.manifest_path).entries) {
+    EXPECT_EQ(e.extra["speaker"].get<std::string>(), label);
+    ++entries;
+  }
+  EXPECT_GE(entries, 2);
+  options.fixed_prosody = false;
+  options.out_dir = dir.File("varied");
+  std::set<std::string> speakers;
+  for (const auto& e : manifest::Read(SynthesizeCorpus(options).manifest_path).entries)
+    speakers.insert(e.extra["speaker"].get<std::string>());
+  EXPECT_GT(speakers.size(), 1u);  // random prosody per utterance otherwise
+}
+
 TEST(SpeechCorpus, SelectVoicesExpandsVariantsAndHoldsSpeakersOut) {
   const std::vector<std::string> all = AvailableEnglishVoices();
   const std::vector<std::string> f5 = SelectVoices({"+f5"}, {});
