@@ -115,6 +115,34 @@ std::vector<float> DecodeAudioFile(const std::string& bytes, int rate, double ma
   return audio::Read(path, options).samples;
 }
 
+// The audio a response carries (Synthesize, respond_with_audio): a served voice, LINEAR16 or
+// FLOAT32, a rate of 0 (native) or 8-192 kHz. INVALID_ARGUMENT naming the field (`prefix` +
+// "encoding" / "sample_rate_hz").
+void CheckOutputAudio(const ServedModel& model, const std::string& voice, v1::AudioEncoding encoding, int rate,
+                      const std::string& prefix) {
+  const std::vector<std::string> voices = model.Voices();
+  if (!voice.empty() && std::find(voices.begin(), voices.end(), voice) == voices.end())
+    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix.empty() ? "" : "config.", "voice '", voice,
+                                           "' is not served (voices: ", Join(voices), ")"));
+  if (encoding != v1::AUDIO_ENCODING_UNSPECIFIED && encoding != v1::LINEAR16 && encoding != v1::FLOAT32)
+    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix, "encoding must be LINEAR16 or FLOAT32, got ", v1::AudioEncoding_Name(encoding)));
+  if (rate != 0 && (rate < 8000 || rate > 192000))
+    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix, "sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
+}
+
+// Writes a job's responses as they come, then its status (CANCELLED when the client went away).
+template <class Job, class Response>
+grpc::Status Relay(Engine& engine, Job& job, bool (Engine::*next)(Job&, Response*), grpc::ServerContext* context,
+                   grpc::ServerWriter<Response>* writer) {
+  Response response;
+  while ((engine.*next)(job, &response))
+    if (!writer->Write(response)) break;
+  grpc::Status status = engine.Status(job);
+  if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+  engine.Close(job);
+  return status;
+}
+
 }  // namespace
 
 std::vector<float> DecodePcm(const std::string& bytes, v1::AudioEncoding encoding, const std::string& where) {
@@ -231,19 +259,10 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context,
       if (model_->Voices().empty())
         Fail(StatusCode::FAILED_PRECONDITION, "respond_with_audio: this server has no speech synthesizer");
       if (!settings.respond) Fail(StatusCode::INVALID_ARGUMENT, "respond_with_audio needs task RESPOND");
-      const std::vector<std::string> voices = model_->Voices();
-      if (!c.voice().empty() && std::find(voices.begin(), voices.end(), c.voice()) == voices.end())
-        Fail(StatusCode::INVALID_ARGUMENT, Str("config.voice '", c.voice(), "' is not served (voices: ", Join(voices), ")"));
-      const v1::AudioEncoding out = c.output_encoding();
-      if (out != v1::AUDIO_ENCODING_UNSPECIFIED && out != v1::LINEAR16 && out != v1::FLOAT32)
-        Fail(StatusCode::INVALID_ARGUMENT, Str("config.output_encoding must be LINEAR16 or FLOAT32, got ",
-                                               v1::AudioEncoding_Name(out)));
-      const int rate = c.output_sample_rate_hz();
-      if (rate != 0 && (rate < 8000 || rate > 192000))
-        Fail(StatusCode::INVALID_ARGUMENT, Str("config.output_sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
+      CheckOutputAudio(*model_, c.voice(), c.output_encoding(), c.output_sample_rate_hz(), "config.output_");
       settings.answer_audio = true;
-      settings.answer_audio_float32 = out == v1::FLOAT32;
-      settings.answer_audio_rate = rate;
+      settings.answer_audio_float32 = c.output_encoding() == v1::FLOAT32;
+      settings.answer_audio_rate = c.output_sample_rate_hz();
     }
     settings.cancelled = [context] { return context->IsCancelled(); };
     audio::StreamResampler resampler(c.sample_rate_hz(), model_->SampleRate());
@@ -410,13 +429,7 @@ grpc::Status SpeechService::Generate(grpc::ServerContext* context, const v1::Gen
     settings.prompt = prompt;
     settings.cancelled = [context] { return context->IsCancelled(); };
     job = engine.StartGenerate(std::move(settings));
-    v1::GenerateResponse response;
-    while (engine.NextGenerate(*job, &response))
-      if (!writer->Write(response)) break;
-    grpc::Status status = engine.Status(*job);
-    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-    engine.Close(*job);
-    return status;
+    return Relay(engine, *job, &Engine::NextGenerate, context, writer);
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());
@@ -463,30 +476,16 @@ grpc::Status SpeechService::Synthesize(grpc::ServerContext* context, const v1::S
     if (static_cast<int64_t>(text.size()) > config_.max_synthesis_characters)
       Fail(StatusCode::INVALID_ARGUMENT, Str("text has ", text.size(), " characters; this server speaks at most ",
                                              config_.max_synthesis_characters, " per request (limits.max_synthesis_characters)"));
-    const std::vector<std::string> voices = model_->Voices();
-    if (!request->voice().empty() && std::find(voices.begin(), voices.end(), request->voice()) == voices.end())
-      Fail(StatusCode::INVALID_ARGUMENT, Str("voice '", request->voice(), "' is not served (voices: ", Join(voices), ")"));
-    const v1::AudioEncoding encoding = request->encoding();
-    if (encoding != v1::AUDIO_ENCODING_UNSPECIFIED && encoding != v1::LINEAR16 && encoding != v1::FLOAT32)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("encoding must be LINEAR16 or FLOAT32, got ", v1::AudioEncoding_Name(encoding)));
-    settings.float32 = encoding == v1::FLOAT32;
-    const int rate = request->sample_rate_hz();
-    if (rate != 0 && (rate < 8000 || rate > 192000))
-      Fail(StatusCode::INVALID_ARGUMENT, Str("sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
-    settings.sample_rate = rate;
+    CheckOutputAudio(*model_, request->voice(), request->encoding(), request->sample_rate_hz(), "");
+    settings.float32 = request->encoding() == v1::FLOAT32;
+    settings.sample_rate = request->sample_rate_hz();
     settings.text = text;
     settings.options.max_text_characters = config_.max_synthesis_characters;
     const ServedAdapter* tts = model_->SynthesizerAdapter();
     if (auto it = tts->tasks.find("tts"); it != tts->tasks.end()) settings.options.prompt_template = it->second;
     settings.cancelled = [context] { return context->IsCancelled(); };
     job = engine.StartSynthesize(std::move(settings));
-    v1::SynthesizeResponse response;
-    while (engine.NextSynthesize(*job, &response))
-      if (!writer->Write(response)) break;
-    grpc::Status status = engine.Status(*job);
-    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-    engine.Close(*job);
-    return status;
+    return Relay(engine, *job, &Engine::NextSynthesize, context, writer);
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());
