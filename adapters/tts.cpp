@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cctype>
 
 #include "core/error.h"
 #include "core/strings.h"
@@ -11,13 +10,6 @@ namespace slm::adapters {
 namespace {
 
 double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-std::string Trim(const std::string& s) {
-  size_t begin = 0, end = s.size();
-  while (begin < end && std::isspace(static_cast<unsigned char>(s[begin]))) ++begin;
-  while (end > begin && std::isspace(static_cast<unsigned char>(s[end - 1]))) --end;
-  return s.substr(begin, end - begin);
-}
 
 }  // namespace
 
@@ -60,6 +52,28 @@ std::vector<std::string> SplitText(const std::string& text, int64_t max_characte
   }
   return pieces;
 }
+
+namespace {
+
+audio::UnitDecoder LoadDecoder(MultimodalLMImpl& model, const std::string& decoder_dir) {
+  const std::string dir = decoder_dir.empty() ? model.Config().unit_decoder : decoder_dir;
+  Check(!dir.empty(), "tts: no unit decoder (model.unit_decoder, or give one)");
+  audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(dir, model.SpeechUnitsHash()));
+  decoder->to(model.Backbone()->parameters().front().device());
+  decoder->eval();
+  return decoder;
+}
+
+std::shared_ptr<const audio::Vocoder> DefaultVocoder() {
+  audio::LogMelOptions features;
+  features.normalization = audio::MelNormalization::kFixedFloor;
+  return std::make_shared<audio::GriffinLimVocoder>(features);
+}
+
+}  // namespace
+
+TtsPipeline::TtsPipeline(MultimodalLM model, const std::string& decoder_dir)
+    : TtsPipeline(model, LoadDecoder(*model, decoder_dir), DefaultVocoder()) {}
 
 TtsPipeline::TtsPipeline(MultimodalLM model, audio::UnitDecoder decoder, std::shared_ptr<const audio::Vocoder> vocoder)
     : model_(std::move(model)), decoder_(std::move(decoder)), vocoder_(std::move(vocoder)) {

@@ -61,6 +61,10 @@ class TtsPipeline {
   // slm::Error when the model has no speech units or the decoder's tokenizer hash / unit count
   // differs from the model's.
   TtsPipeline(MultimodalLM model, audio::UnitDecoder decoder, std::shared_ptr<const audio::Vocoder> vocoder);
+  // The default pipeline: the unit decoder in `decoder_dir` (empty = the model's model.unit_decoder;
+  // its tokenizer hash checked against the model's units, loaded on the model's device) and
+  // Griffin-Lim over fixed-floor log-mel. slm::Error naming what is missing.
+  explicit TtsPipeline(MultimodalLM model, const std::string& decoder_dir = "");
   TtsResult Synthesize(const std::string& text, const TtsOptions& options,
                        const AudioChunkCallback& on_chunk = nullptr);
   MultimodalLM& Model() { return model_; }

@@ -44,11 +44,7 @@ void RunTts(const TtsCommand& c, bool json) {
   adapters::MultimodalLM model(model_config);
   model->LoadAdapters(adapters_dir);
   model->eval();
-  audio::UnitDecoder decoder = audio::UnitDecoder(audio::UnitDecoderImpl::Load(decoder_dir, model->SpeechUnitsHash()));
-  decoder->eval();
-  audio::LogMelOptions features;
-  features.normalization = audio::MelNormalization::kFixedFloor;
-  adapters::TtsPipeline tts(model, decoder, std::make_shared<audio::GriffinLimVocoder>(features));
+  adapters::TtsPipeline tts(model, decoder_dir);
 
   Report report(json);
   const adapters::TtsResult result = tts.Synthesize(c.text, options, [&](const std::vector<float>& chunk) {

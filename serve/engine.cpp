@@ -1016,8 +1016,7 @@ void Engine::Finish(DecodeRow& row, v1::FinishReason reason) {
       job->settings.text = model_.Tokenizer().Decode(row.tokens, /*skip_special_tokens=*/true);
       job->settings.float32 = s.settings.answer_audio_float32;
       job->settings.sample_rate = s.settings.answer_audio_rate;
-      if (const ServedAdapter* tts = model_.SynthesizerAdapter(); tts != nullptr)
-        if (auto it = tts->tasks.find("tts"); it != tts->tasks.end()) job->settings.options.prompt_template = it->second;
+      job->settings.options = model_.SynthesisOptions();
       if (job->settings.text.find_first_not_of(" \t\r\n") != std::string::npos) {
         synthesize_jobs_.push_back(job);
         return;

@@ -40,13 +40,18 @@ ServedModel::ServedModel(const ServeConfig& config)
   const torch::ScalarType dtype = ParseDtype(config.dtype);
   Check(stdfs::is_directory(config.backbone), "model.backbone: '", config.backbone, "' is not a directory");
   shared_.backbone_dir = config.backbone;
-  // The one tokenizer of every adapter: with the unit tokens of a TTS adapter, if one is served.
+  // Every adapter's `model` section, read once: the shared tokenizer needs the unit tokens of a
+  // TTS adapter, if one is served, before any adapter is built.
+  std::vector<adapters::MultimodalConfig> model_configs;
   text::TokenizerOptions tokenizer_options;
   for (const AdapterEntry& entry : config.adapters) {
-    if (!stdfs::is_regular_file(entry.config)) continue;  // reported below
+    Check(stdfs::is_regular_file(entry.config), "model.adapters '", entry.name, "': config '", entry.config,
+          "' does not exist");
     config::Document doc = config::Document::LoadFile(entry.config);
-    adapters::MultimodalConfig model_config;
+    adapters::MultimodalConfig& model_config = model_configs.emplace_back();
     model_config.Load(doc.Root().Child("model"));
+    model_config.device = config.device;
+    model_config.dtype = config.dtype;
     if (!model_config.speech_units.empty())
       tokenizer_options.num_speech_units = std::max(tokenizer_options.num_speech_units,
                                                     audio::UnitTokenizer::Load(model_config.speech_units).K());
@@ -72,19 +77,14 @@ ServedModel::ServedModel(const ServeConfig& config)
     max_speech_seconds_ = double(encoder_->Config().MaxInputFrames() - 1) * features.hop_length / features.sample_rate;
   }
 
-  for (const AdapterEntry& entry : config.adapters) {
-    Check(stdfs::is_regular_file(entry.config), "model.adapters '", entry.name, "': config '", entry.config,
-          "' does not exist");
+  for (size_t i = 0; i < config.adapters.size(); ++i) {
+    const AdapterEntry& entry = config.adapters[i];
+    const adapters::MultimodalConfig& model_config = model_configs[i];
     Check(stdfs::is_directory(entry.adapters), "model.adapters '", entry.name, "': adapter directory '",
           entry.adapters, "' does not exist");
     auto adapter = std::make_unique<ServedAdapter>();
     adapter->name = entry.name;
     adapter->tasks = ReadTasks(entry);
-    config::Document doc = config::Document::LoadFile(entry.config);
-    adapters::MultimodalConfig model_config;
-    model_config.Load(doc.Root().Child("model"));
-    model_config.device = config.device;
-    model_config.dtype = config.dtype;
     try {
       adapter->model = adapters::MultimodalLM(model_config, &shared_);
       adapter->model->LoadAdapters(entry.adapters);
@@ -99,19 +99,14 @@ ServedModel::ServedModel(const ServeConfig& config)
     for (const auto& [task, prompt] : adapter->tasks) tasks.push_back(task);
     log::Info(Str("adapter '", entry.name, "' loaded from ", entry.adapters, " (tasks: ", Join(tasks), ")"));
     if (synthesizer_ == nullptr && adapter->HasTask("tts")) {
-      const adapters::MultimodalConfig& mc = adapter->model->Config();
-      Check(!mc.unit_decoder.empty(), "model.adapters '", entry.name, "': a tts adapter needs model.unit_decoder in ",
-            entry.config, " to be served");
-      audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(mc.unit_decoder, adapter->model->SpeechUnitsHash()));
-      decoder->to(device);
-      decoder->eval();
-      audio::LogMelOptions features;
-      features.normalization = audio::MelNormalization::kFixedFloor;
-      synthesizer_ = std::make_unique<adapters::TtsPipeline>(adapter->model, decoder,
-                                                             std::make_shared<audio::GriffinLimVocoder>(features));
+      Check(!model_config.unit_decoder.empty(), "model.adapters '", entry.name,
+            "': a tts adapter needs model.unit_decoder in ", entry.config, " to be served");
+      synthesizer_ = std::make_unique<adapters::TtsPipeline>(adapter->model);
       synthesizer_adapter_ = adapter.get();
+      synthesis_options_.prompt_template = adapter->tasks.at("tts");
+      synthesis_options_.max_text_characters = config.max_synthesis_characters;
       log::Info(Str("speech synthesis by adapter '", entry.name, "' (", adapter->model->SpeechUnits(), " units, decoder ",
-                    mc.unit_decoder, ")"));
+                    model_config.unit_decoder, ")"));
     }
     adapters_.push_back(std::move(adapter));
   }

@@ -76,6 +76,8 @@ class ServedModel {
   // before using it.
   adapters::TtsPipeline* Synthesizer() { return synthesizer_.get(); }
   const ServedAdapter* SynthesizerAdapter() const { return synthesizer_adapter_; }
+  // What every synthesis starts from: the TTS adapter's "tts" prompt, limits.max_synthesis_characters.
+  const adapters::TtsOptions& SynthesisOptions() const { return synthesis_options_; }
   // Voices Synthesize accepts ({"default"} with a synthesizer, else none).
   std::vector<std::string> Voices() const;
   // Ids an answer may use: the tokenizer's ids below the base vocabulary (a TTS adapter's unit
@@ -94,6 +96,7 @@ class ServedModel {
   std::vector<std::unique_ptr<ServedAdapter>> adapters_;
   std::unique_ptr<adapters::TtsPipeline> synthesizer_;
   const ServedAdapter* synthesizer_adapter_ = nullptr;
+  adapters::TtsOptions synthesis_options_;
   const ServedAdapter* active_ = nullptr;
   bool activated_ = false;
 };

@@ -480,9 +480,7 @@ grpc::Status SpeechService::Synthesize(grpc::ServerContext* context, const v1::S
     settings.float32 = request->encoding() == v1::FLOAT32;
     settings.sample_rate = request->sample_rate_hz();
     settings.text = text;
-    settings.options.max_text_characters = config_.max_synthesis_characters;
-    const ServedAdapter* tts = model_->SynthesizerAdapter();
-    if (auto it = tts->tasks.find("tts"); it != tts->tasks.end()) settings.options.prompt_template = it->second;
+    settings.options = model_->SynthesisOptions();
     settings.cancelled = [context] { return context->IsCancelled(); };
     job = engine.StartSynthesize(std::move(settings));
     return Relay(engine, *job, &Engine::NextSynthesize, context, writer);

@@ -184,13 +184,8 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
                  const TrainConfig::Eval& eval, const std::string& tts_prompt) {
   Check(!model.Config().unit_decoder.empty(), "eval of task tts: no model.unit_decoder to turn units into speech");
   Check(!eval.asr_encoder.empty(), "eval of task tts: no eval.asr_encoder (a speech encoder with a CTC head)");
-  audio::UnitDecoder decoder(audio::UnitDecoderImpl::Load(model.Config().unit_decoder, model.SpeechUnitsHash()));
-  decoder->eval();
-  audio::LogMelOptions features;
-  features.normalization = audio::MelNormalization::kFixedFloor;
-  adapters::TtsPipeline tts(adapters::MultimodalLM(std::dynamic_pointer_cast<adapters::MultimodalLMImpl>(
-                                model.shared_from_this())),
-                            decoder, std::make_shared<audio::GriffinLimVocoder>(features));
+  adapters::TtsPipeline tts(
+      adapters::MultimodalLM(std::dynamic_pointer_cast<adapters::MultimodalLMImpl>(model.shared_from_this())));
   const audio::CtcTranscriber asr(eval.asr_encoder);
   adapters::TtsOptions options;
   options.prompt_template = tts_prompt;

@@ -83,16 +83,11 @@ std::string Float32(const std::vector<float>& samples) {
   return std::string(reinterpret_cast<const char*>(samples.data()), samples.size() * 4);
 }
 
-// The independent reference: log-mel -> encoder (batch of one, no padding) -> CTC greedy path.
+// The independent reference: the offline CTC path (log-mel -> encoder, batch of one, no padding ->
+// greedy CTC), outside the server's batching and streaming.
 std::string OfflineCtcText(const std::vector<float>& samples) {
-  torch::NoGradGuard no_grad;
-  const std::string dir = kRoot + "/samples/models/speech_encoder_tiny";
-  audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(dir);
-  encoder->Freeze();
-  audio::CtcHead head = audio::LoadCtcHead(dir, encoder->Config().d_model, "test");
-  const audio::LogMel mel(audio::LoadEncoderFeatureOptions(dir));
-  const torch::Tensor logits = head->forward(encoder->forward(mel.Compute(samples).unsqueeze(0)));
-  return audio::CtcAlphabet::Decode(audio::CtcGreedyDecode(logits, {})[0]);
+  static const audio::CtcTranscriber asr(kRoot + "/samples/models/speech_encoder_tiny");
+  return asr.Transcribe(samples);
 }
 
 // The starter spoken-QA adapter as its own model, offline (the reference for served answers).
