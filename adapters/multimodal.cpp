@@ -127,6 +127,7 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
     units.emplace(audio::UnitTokenizer::Load(config_.speech_units));
     num_units_ = units->K();
     units_hash_ = units->Hash();
+    units_frame_rate_hz_ = units->Info().frame_rate_hz;
   }
   if (parts.backbone.is_empty()) {
     parts.backbone_dir = config_.backbone;
@@ -329,6 +330,15 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
   std::vector<std::vector<int64_t>> prompts, targets;
   for (size_t e = 0; e < examples.size(); ++e) {
     const MultimodalExample& ex = examples[e];
+    if (!ex.tokens.empty()) {
+      Check(ex.speech.empty() && ex.images.empty() && ex.prompt.empty() && ex.target.empty(), "example ", e,
+            ": a pre-tokenized row (tokens) takes no prompt, target, speech or images");
+      Check(ex.score_from >= 0 && ex.score_from < static_cast<int64_t>(ex.tokens.size()), "example ", e,
+            ": score_from ", ex.score_from, " outside its ", ex.tokens.size(), " tokens");
+      prompts.emplace_back();
+      targets.emplace_back();
+      continue;
+    }
     prompts.push_back(tokenizer_->Encode(ex.prompt, /*add_bos=*/true, /*add_eos=*/false));
     const int64_t speech_slots = speech_marker_ >= 0 ? Count(prompts.back(), speech_marker_) : 0;
     const int64_t image_slots = image_marker_ >= 0 ? Count(prompts.back(), image_marker_) : 0;
@@ -364,6 +374,15 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
       labels.insert(labels.end(), run.size(), kIgnore);
       run.clear();
     };
+    if (!examples[e].tokens.empty()) {
+      const std::vector<int64_t>& ids = examples[e].tokens;
+      parts.push_back(backbone_->EmbedTokens(torch::tensor(ids, torch::kLong).unsqueeze(0))[0]);
+      for (size_t t = 0; t < ids.size(); ++t) {
+        const bool scored = static_cast<int64_t>(t) >= examples[e].score_from && ids[t] != tokenizer_->BosId();
+        labels.push_back(scored ? ids[t] : kIgnore);
+        batch.target_tokens += scored ? 1 : 0;
+      }
+    }
     for (int64_t id : prompts[e]) {
       if (id == speech_marker_ || id == image_marker_) {
         flush();

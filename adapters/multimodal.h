@@ -97,6 +97,12 @@ struct MultimodalExample {
   std::vector<torch::Tensor> speech;   // one log-mel [T, n_mels] per "<speech>", in order
   std::vector<torch::Tensor> images;   // one pixel tensor [3, S, S] per "<image>", in order
   std::string target;                  // text to predict; empty for generation
+  // A pre-tokenized row instead of prompt/target/media (packed interleaved sequences,
+  // train/interleave.h): the ids as they are (BOS included), no placeholders spliced. Labels are
+  // the ids themselves from position score_from on (BOS ids excluded: a packed row's sequence
+  // starts are not predictable), so the loss / TargetNll cover those positions.
+  std::vector<int64_t> tokens;
+  int64_t score_from = 1;
 };
 
 struct MultimodalBatch {
@@ -187,6 +193,7 @@ class MultimodalLMImpl : public torch::nn::Module {
 
   const MultimodalConfig& Config() const { return config_; }
   text::LlamaModel& Backbone() { return backbone_; }
+  const text::LlamaModel& Backbone() const { return backbone_; }
   const text::Tokenizer& Tokenizer() const { return *tokenizer_; }
   bool HasSpeech() const { return !speech_encoder_.is_empty(); }
   bool HasImage() const { return !image_encoder_.is_empty(); }
@@ -201,6 +208,7 @@ class MultimodalLMImpl : public torch::nn::Module {
   // With model.speech_units: K, the unit tokenizer's hash, and the token id of unit u (0 <= u < K).
   int64_t SpeechUnits() const { return num_units_; }
   const std::string& SpeechUnitsHash() const { return units_hash_; }
+  double SpeechUnitsFrameRate() const { return units_frame_rate_hz_; }  // unit frames per second
   int64_t UnitTokenId(int64_t unit) const;
   // Token id -> unit, or -1 for a token that is not a unit.
   int64_t UnitOfToken(int64_t token_id) const;
@@ -228,6 +236,7 @@ class MultimodalLMImpl : public torch::nn::Module {
   int64_t speech_marker_ = -1, image_marker_ = -1;
   int64_t num_units_ = 0, first_unit_id_ = -1;
   std::string units_hash_;
+  double units_frame_rate_hz_ = 0;
 };
 TORCH_MODULE(MultimodalLM);
 

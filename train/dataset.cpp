@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 
 #include "audio/audio_io.h"
 #include "core/error.h"
@@ -26,7 +27,12 @@ void DataSourceConfig::Load(config::Node node) {
       .Read("limit", limit, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("skip", skip, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("max_units", max_units, InRange<int64_t>(0, int64_t{1} << 30));
-  if (max_units > 0 && task != "tts") node.Fail("max_units", "applies to task tts only");
+  if (max_units > 0 && task != "tts" && task != "interleaved")
+    node.Fail("max_units", "applies to tasks tts and interleaved only");
+  if (node.Has("interleave")) {
+    if (task != "interleaved") node.Fail("interleave", "applies to task interleaved only");
+    interleave.Load(node.Child("interleave"));
+  }
   if (node.Has("synthesize")) {
     auto s = node.Child("synthesize");
     synthesize = true;
@@ -77,7 +83,7 @@ void Dataset::CheckSpeechUnits(int64_t k, const std::string& hash) const {
   for (const DatasetItem& item : items_) {
     const TaskExample& x = item.example;
     if (x.max_unit < 0) continue;
-    Check(k > 0, item.where, ": a tts example needs a model with model.speech_units");
+    Check(k > 0, item.where, ": a ", sources_[item.source].task, " example needs a model with model.speech_units");
     Check(x.unit_tokenizer.empty() || x.unit_tokenizer == hash, item.where, ": its units come from the unit tokenizer ",
           x.unit_tokenizer, ", the model's (model.speech_units) is ", hash);
     Check(x.max_unit < k, item.where, ": unit ", x.max_unit, " is outside the model's ", k, " units");
@@ -100,8 +106,32 @@ size_t FeatureCache::Size() const {
   return cache_.size();
 }
 
+InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model) {
+  Check(model.SpeechUnits() > 0, "task interleaved needs a model with model.speech_units (the units are tokens)");
+  const text::Tokenizer& tok = model.Tokenizer();
+  InterleaveIds ids;
+  ids.bos = tok.BosId();
+  ids.eos = tok.EosId();
+  ids.speech_marker = tok.AddedTokenId(text::kSpeechMarker);
+  ids.text_marker = tok.AddedTokenId(text::kTextMarker);
+  ids.unit = [&model](int64_t unit) { return model.UnitTokenId(unit); };
+  return ids;
+}
+
+namespace {
+
+int64_t ContextLength(const InterleaveOptions& o, const adapters::MultimodalLMImpl& model) {
+  const int64_t max_positions = model.Backbone()->Config().max_position_embeddings;
+  Check(o.context_length <= max_positions, "interleave.context_length ", o.context_length,
+        " exceeds the backbone's max_position_embeddings ", max_positions);
+  return o.context_length > 0 ? o.context_length : max_positions;
+}
+
+}  // namespace
+
 Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
-                 double max_audio_seconds, const std::string& what, int threads, bool quiet)
+                 double max_audio_seconds, const std::string& what, int threads, bool quiet,
+                 const adapters::MultimodalLMImpl* model)
     : sources_(sources) {
   Check(!sources.empty(), what, ": no data sources");
   for (size_t s = 0; s < sources.size(); ++s) {
@@ -116,8 +146,16 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
     int64_t skipped = 0;
     stats.manifest = src.manifest;
     stats.entries = static_cast<int64_t>(m.entries.size());
-    std::string first_missing;
+    std::string first_missing, first_bad_alignment;
     std::vector<int64_t> mine;
+    const bool interleaved = src.task == "interleaved";
+    std::function<std::vector<int64_t>(const std::string&)> tokenize;
+    if (interleaved) {
+      Check(model != nullptr, what, ": task interleaved (", src.manifest, ") needs the model's tokenizer");
+      Check(model->SpeechUnits() > 0, what, ": task interleaved (", src.manifest,
+            ") needs a model with model.speech_units");
+      tokenize = [model](const std::string& word) { return model->Tokenizer().Encode(word, false, false); };
+    }
     for (const manifest::Entry& e : m.entries) {
       if (src.limit > 0 && stats.used >= src.limit) break;
       if (!e.task.empty() && e.task != src.task) continue;  // mixed manifests: this task's entries
@@ -152,11 +190,29 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         ++stats.too_long;
         continue;
       }
+      if (interleaved) {
+        try {
+          double audio_seconds = -1;
+          if (!item.example.reference_audio.empty()) {
+            const audio::FileInfo info = audio::Probe(item.example.reference_audio);
+            audio_seconds = double(info.frames) / std::max(1, info.sample_rate);
+          }
+          item.aligned = std::make_shared<const AlignedUtterance>(
+              AlignUtterance(e.id, e.words, item.example.units, item.example.unit_durations,
+                             model->SpeechUnitsFrameRate(), audio_seconds, tokenize, item.where));
+        } catch (const Error& error) {
+          ++stats.bad_alignment;
+          if (first_bad_alignment.empty()) first_bad_alignment = error.what();
+          continue;
+        }
+      }
       if (skipped < src.skip) {
         ++skipped;
         continue;
       }
-      item.length = seconds > 0 ? seconds * 100 : static_cast<double>(item.example.target.size());
+      item.length = seconds > 0 ? seconds * 100
+                    : interleaved ? static_cast<double>(item.example.num_units)
+                                  : static_cast<double>(item.example.target.size());
       mine.push_back(static_cast<int64_t>(items_.size()));
       items_.push_back(std::move(item));
       ++stats.used;
@@ -173,7 +229,31 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
       log::Warn(Str(what, ": skipped ", stats.too_long, " entries of ", src.manifest, " longer than ",
                     src.max_units > 0 ? Str(src.max_units, " units (max_units)")
                                       : Str(max_audio_seconds, " s (the speech encoder's limit)")));
-    Check(stats.used > 0, what, ": no usable entry in ", src.manifest, " for task '", src.task, "'");
+    if (stats.bad_alignment > 0)
+      log::Warn(Str(what, ": skipped ", stats.bad_alignment, " entries of ", src.manifest,
+                    " whose word alignment does not fit their units (first: ", first_bad_alignment, ")"));
+    Check(stats.used > 0, what, ": no usable entry in ", src.manifest, " for task '", src.task, "'",
+          first_bad_alignment.empty() ? std::string() : Str(" (", first_bad_alignment, ")"));
+    std::vector<double> probabilities;
+    if (interleaved) {
+      // Mean sequence length per stream over the source (interleaved: one draw of spans per item).
+      const InterleaveIds ids = InterleaveIdsOf(*model);
+      double mean[3] = {0, 0, 0};
+      for (const int64_t i : mine) {
+        const AlignedUtterance& u = *items_[i].aligned;
+        std::mt19937_64 rng(InterleaveSeed(src.interleave.seed, -1, u.id));
+        mean[0] += double(BuildSequence(u, std::vector<bool>(u.Words(), false), ids).size());
+        mean[1] += double(BuildSequence(u, SelectSpeechWords(u.Words(), src.interleave, rng), ids).size());
+        mean[2] += double(BuildSequence(u, std::vector<bool>(u.Words(), true), ids).size());
+      }
+      for (double& m : mean) m /= double(mine.size());
+      probabilities = StreamProbabilities(src.interleave, mean);
+      if (!quiet)
+        log::Info(Str(what, ": ", src.manifest, " interleaved streams drawn with p = ", probabilities[0], " text / ",
+                      probabilities[1], " interleaved / ", probabilities[2], " speech (mean tokens ", mean[0], " / ",
+                      mean[1], " / ", mean[2], ")"));
+    }
+    stream_probabilities_.push_back(std::move(probabilities));
     stats_.push_back(stats);
     by_source_.push_back(std::move(mine));
   }
@@ -217,10 +297,19 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
 
 std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<int64_t>& indices,
                                                               adapters::MultimodalLMImpl& model,
-                                                              FeatureCache& cache) const {
+                                                              FeatureCache& cache, int64_t epoch) const {
   std::vector<adapters::MultimodalExample> out;
+  std::map<int, std::vector<std::vector<int64_t>>> sequences;  // interleaved, by source
+  std::optional<InterleaveIds> ids;
   for (int64_t index : indices) {
     const DatasetItem& item = items_.at(index);
+    if (item.aligned) {
+      if (!ids) ids = InterleaveIdsOf(model);
+      const DataSourceConfig& src = sources_[item.source];
+      sequences[item.source].push_back(
+          EpochSequence(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, *ids));
+      continue;
+    }
     adapters::MultimodalExample e;
     e.prompt = item.example.prompt;
     e.target = item.example.target;
@@ -230,7 +319,28 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
       e.images.push_back(cache.Get("img:" + path, [&] { return model.ImagePixels(path); }));
     out.push_back(std::move(e));
   }
+  for (const auto& [source, seqs] : sequences)
+    for (std::vector<int64_t>& row : PackSequences(seqs, ContextLength(sources_[source].interleave, model))) {
+      adapters::MultimodalExample e;
+      e.tokens = std::move(row);
+      out.push_back(std::move(e));
+    }
   return out;
+}
+
+SequenceStats Dataset::InterleaveStats(const adapters::MultimodalLMImpl& model, int64_t epoch) const {
+  SequenceStats stats;
+  for (size_t s = 0; s < sources_.size(); ++s) {
+    if (stream_probabilities_[s].empty()) continue;
+    const InterleaveIds ids = InterleaveIdsOf(model);
+    const int64_t context = ContextLength(sources_[s].interleave, model);
+    for (const int64_t i : by_source_[s]) {
+      const std::vector<int64_t> seq = EpochSequence(*items_[i].aligned, sources_[s].interleave,
+                                                     stream_probabilities_[s], epoch, ids, &stats);
+      if (static_cast<int64_t>(seq.size()) > context) ++stats.truncated;
+    }
+  }
+  return stats;
 }
 
 Prefetcher::Prefetcher(const Dataset& data, adapters::MultimodalLMImpl& model, FeatureCache& cache,
@@ -244,8 +354,8 @@ Prefetcher::~Prefetcher() {
 
 void Prefetcher::Ahead(int64_t key, const std::vector<int64_t>& indices) {
   if (pending_.count(key) || static_cast<int>(pending_.size()) >= workers_ || indices.empty()) return;
-  pending_.emplace(key, std::async(std::launch::async, [this, indices] {
-                     return data_.Materialize(indices, model_, cache_);
+  pending_.emplace(key, std::async(std::launch::async, [this, indices, key] {
+                     return data_.Materialize(indices, model_, cache_, key >> 32);
                    }));
 }
 
@@ -255,7 +365,7 @@ std::vector<adapters::MultimodalExample> Prefetcher::Get(int64_t key, const std:
     pending_.erase(pending_.begin());
   }
   auto it = pending_.find(key);
-  if (it == pending_.end()) return data_.Materialize(indices, model_, cache_);
+  if (it == pending_.end()) return data_.Materialize(indices, model_, cache_, key >> 32);
   std::future<std::vector<adapters::MultimodalExample>> batch = std::move(it->second);
   pending_.erase(it);
   return batch.get();

@@ -31,6 +31,7 @@
 #include "adapters/multimodal.h"
 #include "core/config.h"
 #include "train/data_prep.h"
+#include "train/interleave.h"
 #include "train/tasks.h"
 
 namespace slm::train {
@@ -42,7 +43,8 @@ struct DataSourceConfig {
   std::string prompt;  // template; empty = the task's default
   int64_t limit = 0;   // first `limit` usable entries (after `skip`); 0 = all
   int64_t skip = 0;    // leave out the first `skip` usable entries (a held-out tail of one manifest)
-  int64_t max_units = 0;  // tts: leave out entries with more units (counted as too long); 0 = no limit
+  int64_t max_units = 0;  // tts, interleaved: leave out entries with more units (counted as too long); 0 = no limit
+  InterleaveOptions interleave;  // task interleaved: span selection, stream shares, packing
   // Optional generation when the manifest does not exist yet (train/data_prep.h):
   //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
   //   shapes: {count: N, seed: S, size: PX}                           (shapes images; the manifest
@@ -67,13 +69,19 @@ struct DatasetItem {
   std::string where;  // "manifest.jsonl: entry 'u1'"
   manifest::Entry entry;
   TaskExample example;
-  double length = 0;  // bucketing key: audio seconds * 100, else target characters
+  double length = 0;  // bucketing key: audio seconds * 100, units (interleaved), else target characters
+  std::shared_ptr<const AlignedUtterance> aligned;  // task interleaved
 };
 
 struct SourceStats {
   std::string manifest;
   int64_t entries = 0, used = 0, missing = 0, too_long = 0;
+  int64_t bad_alignment = 0;  // interleaved entries skipped by AlignUtterance's checks
 };
+
+// The ids interleaved sequences use, from the model's tokenizer and unit vocabulary. slm::Error
+// when the model has no model.speech_units or its tokenizer lacks the <speech>/<text> markers.
+InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model);
 
 class FeatureCache {
  public:
@@ -88,8 +96,13 @@ class FeatureCache {
 class Dataset {
  public:
   // max_audio_seconds: 0 = no limit (no speech encoder), else longer clips are skipped.
+  // model: needed by interleaved sources (its tokenizer pre-tokenizes the words, its unit frame
+  // rate maps word times to units); their entries whose alignment fails AlignUtterance's checks
+  // (no words, overlapping words, times past the audio or the units) are skipped and counted
+  // (SourceStats::bad_alignment, a warning naming the first); none left is an slm::Error.
   Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
-          double max_audio_seconds, const std::string& what, int threads = 1, bool quiet = true);
+          double max_audio_seconds, const std::string& what, int threads = 1, bool quiet = true,
+          const adapters::MultimodalLMImpl* model = nullptr);
 
   size_t Size() const { return items_.size(); }
   const DatasetItem& Item(size_t i) const { return items_.at(i); }
@@ -105,16 +118,25 @@ class Dataset {
   // batch_size stays the cap on examples.
   std::vector<std::vector<int64_t>> EpochBatches(uint64_t seed, int64_t epoch, int64_t batch_size,
                                                  double budget = 0) const;
-  // The examples of `indices` (targets included), features through `cache`.
+  // The examples of `indices` (targets included), features through `cache`. Interleaved items
+  // become their epoch's sequences (train/interleave.h EpochSequence), packed first-fit into rows
+  // of their source's context length (pre-tokenized examples), after the other examples: a
+  // batch of interleaved items gives as many examples as rows.
   std::vector<adapters::MultimodalExample> Materialize(const std::vector<int64_t>& indices,
                                                        adapters::MultimodalLMImpl& model,
-                                                       FeatureCache& cache) const;
+                                                       FeatureCache& cache, int64_t epoch = 0) const;
+  // What epoch `epoch` makes of the interleaved items (streams, token shares, spans, switches);
+  // empty stats without interleaved sources.
+  SequenceStats InterleaveStats(const adapters::MultimodalLMImpl& model, int64_t epoch) const;
+  // Draw probabilities of the streams of source s (interleaved sources; empty otherwise).
+  const std::vector<double>& StreamProbabilitiesOf(size_t s) const { return stream_probabilities_.at(s); }
 
  private:
   std::vector<DataSourceConfig> sources_;
   std::vector<DatasetItem> items_;
   std::vector<std::vector<int64_t>> by_source_;
   std::vector<SourceStats> stats_;
+  std::vector<std::vector<double>> stream_probabilities_;
 };
 
 // Batches materialized ahead on up to `workers` background threads, keyed by the caller's batch
@@ -128,6 +150,7 @@ class Prefetcher {
   Prefetcher(const Prefetcher&) = delete;
   Prefetcher& operator=(const Prefetcher&) = delete;
 
+  // Keys are (epoch << 32) + position: the epoch reaches Materialize.
   // Starts materializing `indices` for `key` unless it is scheduled already or `workers` batches
   // are in flight (then it is made inline when asked for).
   void Ahead(int64_t key, const std::vector<int64_t>& indices);

@@ -166,6 +166,41 @@ void MaskFeatures(Batch& batch, const SpeechEncoderPretrainConfig::Train& t,
   }
 }
 
+// Corruptions of the kind a unit decoder's output shows (issue 7's round trip): a log-mel smoothed
+// over time or frequency and small per-bin errors. An encoder trained on espeak-ng's exact,
+// deterministic spectra otherwise stops hearing speech under a 3-frame blur (docs/BENCHMARKS.md
+// "Speech output"). Each row independently: with train.blur_prob a 1-2-1 (or, half the time,
+// 1-2-3-2-1) filter over time, with train.blur_prob the same over mel bins, then Gaussian noise of a
+// standard deviation drawn uniformly from [0, train.noise_std]. Padding frames stay zero.
+void CorruptFeatures(Batch& batch, const SpeechEncoderPretrainConfig::Train& t,
+                     torch::Generator& generator) {
+  if (t.blur_prob <= 0 && t.noise_std <= 0) return;
+  auto uniform01 = [&]() { return torch::rand({1}, generator).item<double>(); };
+  auto smooth = [](const torch::Tensor& x, int64_t dim, bool wide) {  // x: [T, M], edges replicated
+    const int64_t n = x.size(dim);
+    if (n < 3) return x;
+    const torch::Tensor prev = torch::cat({x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)}, dim);
+    const torch::Tensor next = torch::cat({x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)}, dim);
+    torch::Tensor y = (prev + 2 * x + next) / 4;
+    if (!wide) return y;
+    const torch::Tensor prev2 = torch::cat({y.narrow(dim, 0, 1), y.narrow(dim, 0, n - 1)}, dim);
+    const torch::Tensor next2 = torch::cat({y.narrow(dim, 1, n - 1), y.narrow(dim, n - 1, 1)}, dim);
+    return (prev2 + y + next2) / 3;  // 1-2-1 then 1-1-1: 1-3-4-3-1 / 12, a 5-tap smoothing
+  };
+  for (int64_t row = 0; row < batch.features.size(0); ++row) {
+    const int64_t length = batch.lengths[row].item<int64_t>();
+    torch::Tensor frames = batch.features[row].slice(0, 0, length);
+    torch::Tensor x = frames.clone();
+    if (t.blur_prob > 0 && uniform01() < t.blur_prob) x = smooth(x, 0, uniform01() < 0.5);
+    if (t.blur_prob > 0 && uniform01() < t.blur_prob) x = smooth(x, 1, uniform01() < 0.5);
+    if (t.noise_std > 0) {
+      const double sigma = uniform01() * t.noise_std;
+      x = x + sigma * torch::randn(x.sizes(), generator, x.options());
+    }
+    frames.copy_(x);
+  }
+}
+
 struct Scores {
   EditCounts chars, words;
   std::vector<std::pair<std::string, std::string>> examples;  // (reference, hypothesis)
@@ -244,7 +279,9 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
   t.Read("freq_masks", train.freq_masks, InRange<int64_t>(0, 100))
       .Read("freq_mask_width", train.freq_mask_width, InRange<int64_t>(0, 128))
       .Read("time_masks", train.time_masks, InRange<int64_t>(0, 100))
-      .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000));
+      .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000))
+      .Read("blur_prob", train.blur_prob, InRange(0.0, 1.0))
+      .Read("noise_std", train.noise_std, InRange(0.0, 10.0));
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
@@ -338,6 +375,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
       cursor = 0;
     }
     Batch batch = MakeBatch(train.utterances, epoch[cursor++]);
+    CorruptFeatures(batch, c.train, generator);
     MaskFeatures(batch, c.train, generator);
     const double lr = c.train.LearningRate(step);
     SetLearningRate(*optimizer, lr);

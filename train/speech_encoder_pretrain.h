@@ -11,7 +11,8 @@
 //
 // Training: batches of similar length (length-bucketed, shuffled per epoch with the seed),
 // SpecAugment-style masks (train.freq_masks x freq_mask_width bins, train.time_masks x
-// time_mask_width frames), AdamW, warm-up + cosine, gradient clipping (core/optim.h), float32.
+// time_mask_width frames), optional corruptions (train.blur_prob, train.noise_std: a smoothed or
+// noisy log-mel, so the encoder still hears synthesized speech; CorruptFeatures), AdamW, warm-up + cosine, gradient clipping (core/optim.h), float32.
 // Evaluation: greedy CTC character error rate (train/metrics.h CharErrors, over the CTC alphabet's
 // normalised text) on valid every eval.every steps and on valid and test at the end.
 //
@@ -58,6 +59,8 @@ struct SpeechEncoderPretrainConfig {
     int64_t freq_mask_width = 10;
     int64_t time_masks = 2;
     int64_t time_mask_width = 20;
+    double blur_prob = 0;  // per row: smooth over time / over mel bins with this probability each
+    double noise_std = 0;  // per row: Gaussian noise, sigma ~ U(0, noise_std), in log-mel units
     Train() {
       steps = 2200;
       batch_size = 16;

@@ -24,11 +24,10 @@ std::string Required(const std::string& value, const char* field, const std::str
   return value;
 }
 
-// The entry's units as the target text "<u12><u5>...", from a string of unit tokens or an array
-// of ids; `max_unit` gets the largest id, `count` their number.
-std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64_t& max_unit, int64_t& count) {
-  Check(e.extra.contains("units"), where, ": task 'tts' needs \"units\" (add them with `slm audio units encode ",
-        "--manifest`)");
+// The entry's units, from a string of unit tokens "<u12><u5>..." or an array of ids.
+std::vector<int64_t> ParseUnits(const manifest::Entry& e, const std::string& where, const std::string& task) {
+  Check(e.extra.contains("units"), where, ": task '", task, "' needs \"units\" (add them with `slm audio units ",
+        "encode --manifest`)");
   const nlohmann::json& units = e.extra["units"];
   std::vector<int64_t> ids;
   if (units.is_array()) {
@@ -52,15 +51,17 @@ std::string UnitTarget(const manifest::Entry& e, const std::string& where, int64
       at = close + 1;
     }
   }
-  Check(!ids.empty(), where, ": task 'tts' needs a non-empty \"units\"");
-  std::string target;
-  max_unit = -1;
-  count = static_cast<int64_t>(ids.size());
-  for (const int64_t id : ids) {
-    target += text::SpeechUnitToken(id);
-    max_unit = std::max(max_unit, id);
-  }
-  return target;
+  Check(!ids.empty(), where, ": task '", task, "' needs a non-empty \"units\"");
+  return ids;
+}
+
+// The unit fields every unit task shares: ids, their tokenizer's hash, largest id and count.
+void ReadUnits(const manifest::Entry& e, const std::string& where, const std::string& task, TaskExample& x) {
+  x.units = ParseUnits(e, where, task);
+  x.max_unit = *std::max_element(x.units.begin(), x.units.end());
+  x.num_units = static_cast<int64_t>(x.units.size());
+  if (e.extra.contains("unit_tokenizer") && e.extra["unit_tokenizer"].is_string())
+    x.unit_tokenizer = e.extra["unit_tokenizer"].get<std::string>();
 }
 
 const Registry<Task>& Tasks() {
@@ -95,11 +96,26 @@ const Registry<Task>& Tasks() {
             TaskExample x;
             if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
             Required(e.text, "text", where, "tts");
-            x.target = UnitTarget(e, where, x.max_unit, x.num_units);
-            if (e.extra.contains("unit_tokenizer") && e.extra["unit_tokenizer"].is_string())
-              x.unit_tokenizer = e.extra["unit_tokenizer"].get<std::string>();
+            ReadUnits(e, where, "tts", x);
+            for (const int64_t id : x.units) x.target += text::SpeechUnitToken(id);
             return x;
           }}, "text -> speech units");
+    r.Add("interleaved", {"", 0, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
+            TaskExample x;
+            if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
+            ReadUnits(e, where, "interleaved", x);
+            if (e.extra.contains("unit_durations")) {
+              const nlohmann::json& d = e.extra["unit_durations"];
+              Check(d.is_array(), where, ": \"unit_durations\" must be a list of frame counts");
+              for (const auto& f : d) {
+                Check(f.is_number_integer() && f.get<int64_t>() >= 1, where,
+                      ": \"unit_durations\" must hold frame counts >= 1, got ", f.dump());
+                x.unit_durations.push_back(f.get<int64_t>());
+              }
+            }
+            Check(!e.words.empty(), where, ": task 'interleaved' needs \"words\" with start/end times");
+            return x;
+          }}, "word-aligned speech units + text -> interleaved sequences");
     r.Add("text", {"", 0, 0, [](const manifest::Entry& e, const std::string&, const std::string& where) {
             TaskExample x;
             x.target = Required(e.text, "text", where, "text");

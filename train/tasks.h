@@ -10,6 +10,8 @@
 //   vqa      image, prompt (question), response  "<image> {question}?"              response
 //   text     text                                ""  (BOS only: plain LM data)      text
 //   tts      text, units (+ unit_tokenizer)      "Say: {text}"                      units
+//   interleaved words (with times), units          ""  (sequences built per epoch:    the whole
+//            (+ unit_durations, unit_tokenizer)  train/interleave.h)                sequence
 //
 // A template may use {question} (the entry's prompt) and {text} (the entry's text) and must contain
 // exactly the placeholders its task's media need (one <speech> for asr/sqa, one <image> for
@@ -34,8 +36,10 @@ struct TaskExample {
   std::vector<std::string> images;  // resolved paths, one per <image>
   std::string unit_tokenizer;       // tts: the hash the entry's units were made with ("" = unknown)
   std::string reference_audio;      // tts: the entry's recording, if any (resolved path)
-  int64_t max_unit = -1;            // tts: the largest unit id in the target
-  int64_t num_units = 0;            // tts: units in the target
+  int64_t max_unit = -1;            // tts, interleaved: the largest unit id
+  int64_t num_units = 0;            // tts, interleaved: number of units
+  std::vector<int64_t> units;       // tts, interleaved: the unit ids
+  std::vector<int64_t> unit_durations;  // interleaved: frames per unit when deduplicated (else empty)
 };
 
 std::vector<std::string> TaskNames();

@@ -155,6 +155,9 @@ void TrainConfig::Load(config::Node root) {
   c.Read("every", checkpoint.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("keep", checkpoint.keep, InRange<int64_t>(1, 1 << 20));
   root.Read("output_dir", output_dir).Read("init_adapters", init_adapters).Read("seed", seed).Read("threads", threads, InRange(0, 1024));
+  for (auto* sources : {&data.train, &data.valid})
+    for (DataSourceConfig& source : *sources)
+      if (source.interleave.seed == 0) source.interleave.seed = seed;  // spans and streams follow the run's seed
 }
 
 json TrainResult::ToJson() const {
@@ -227,6 +230,69 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
   return r;
 }
 
+// Likelihood pairs on an interleaved source, as SIMS scores spoken/text StoryCloze: each held-out
+// utterance's first half (words [0, n/2)) is the context, its own second half the right ending and
+// the second half of the utterance N/2 items further the wrong one; a pair counts 1 when the right
+// ending has the lower mean NLL per token, 0.5 on a tie. Context and ending each spoken (units) or
+// written (text tokens): S->S, S->T, T->S, T->T, plus T->T through the untouched backbone (LoRA
+// scaled to 0: the text-retention reference "Orig"). A marker precedes the context and the ending
+// when its modality differs; the ending's tokens alone are scored.
+json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid, const std::vector<int64_t>& items,
+                         int64_t batch_size) {
+  const InterleaveIds ids = InterleaveIdsOf(model);
+  std::vector<const AlignedUtterance*> utterances;
+  for (const int64_t i : items)
+    if (valid.Item(i).aligned && valid.Item(i).aligned->Words() >= 2) utterances.push_back(valid.Item(i).aligned.get());
+  const size_t n = utterances.size();
+  json r = {{"pairs", n >= 2 ? n : 0}};
+  if (n < 2) return r;
+  struct Setting {
+    const char* name;
+    bool context_speech, ending_speech, orig;
+  };
+  const Setting settings[] = {{"S->S", true, true, false}, {"S->T", true, false, false}, {"T->S", false, true, false},
+                              {"T->T", false, false, false}, {"Orig T->T", false, false, true}};
+  const bool lora = model.Backbone()->HasLora();
+  const double lora_scale = lora ? model.Backbone()->LoraScale() : 1.0;
+  for (const Setting& setting : settings) {
+    std::vector<adapters::MultimodalExample> rows;  // (right, wrong) per pair
+    for (size_t i = 0; i < n; ++i) {
+      const AlignedUtterance& u = *utterances[i];
+      const AlignedUtterance& other = *utterances[(i + n / 2) % n == i ? (i + 1) % n : (i + n / 2) % n];
+      std::vector<int64_t> context = {ids.bos, setting.context_speech ? ids.speech_marker : ids.text_marker};
+      AppendSpan(u, 0, u.Words() / 2, setting.context_speech, ids, context);
+      if (setting.ending_speech != setting.context_speech)
+        context.push_back(setting.ending_speech ? ids.speech_marker : ids.text_marker);
+      std::vector<adapters::MultimodalExample> pair;
+      for (const AlignedUtterance* ending : {&u, &other}) {
+        adapters::MultimodalExample e;
+        e.tokens = context;
+        e.score_from = static_cast<int64_t>(context.size());
+        AppendSpan(*ending, ending->Words() / 2, ending->Words(), setting.ending_speech, ids, e.tokens);
+        if (e.score_from < static_cast<int64_t>(e.tokens.size())) pair.push_back(std::move(e));
+      }
+      if (pair.size() == 2) rows.insert(rows.end(), pair.begin(), pair.end());  // else an ending without units
+    }
+    if (setting.orig && lora) model.Backbone()->SetLoraScale(0.0);
+    std::vector<double> mean_nll;
+    const size_t chunk = 2 * static_cast<size_t>(std::max<int64_t>(1, batch_size / 2));
+    for (size_t start = 0; start < rows.size(); start += chunk) {
+      const std::vector<adapters::MultimodalExample> part(rows.begin() + start,
+                                                          rows.begin() + std::min(rows.size(), start + chunk));
+      const auto [nll, counts] = model.TargetNll(model.Prepare(part, text::PaddingSide::kRight));
+      for (size_t k = 0; k < part.size(); ++k) mean_nll.push_back(nll[k].item<double>() / counts[k]);
+    }
+    if (setting.orig && lora) model.Backbone()->SetLoraScale(lora_scale);
+    double score = 0;
+    const int64_t pairs = static_cast<int64_t>(mean_nll.size() / 2);
+    for (size_t k = 0; k + 1 < mean_nll.size(); k += 2)
+      score += mean_nll[k] < mean_nll[k + 1] ? 1.0 : mean_nll[k] == mean_nll[k + 1] ? 0.5 : 0.0;
+    r[setting.name] = pairs ? score / pairs : 0.0;
+    r[std::string(setting.name) + " pairs"] = pairs;
+  }
+  return r;
+}
+
 json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const TrainConfig::Eval& eval,
               FeatureCache& cache) {
   torch::NoGradGuard no_grad;
@@ -255,7 +321,7 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       const adapters::MultimodalBatch teacher = model.Prepare(examples, text::PaddingSide::kRight);
       nll += model.Loss(teacher).item<double>() * teacher.target_tokens;
       tokens += teacher.target_tokens;
-      if (source.task == "tts") continue;  // EvaluateTts below speaks and listens instead
+      if (source.task == "tts" || source.task == "interleaved") continue;  // scored below instead
       text::GenerationOptions options;
       options.max_new_tokens = eval.max_new_tokens;
       const text::GenerationResult generated = model.Generate(examples, options);
@@ -291,6 +357,13 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       r = t;
     }
     if (source.task == "text") r["perplexity"] = tokens ? std::exp(nll / tokens) : 0.0;
+    if (source.task == "interleaved") {
+      json t = EvaluateInterleaved(model, valid, items, eval.batch_size);
+      t["task"] = "interleaved";
+      t["examples"] = items.size();
+      t["loss"] = r["loss"];
+      r = t;
+    }
     if (ranking_speech >= 0) {
       r["ranking_accuracy"] = ranking_speech;
       r["text_ranking_accuracy"] = ranking_text;
@@ -335,10 +408,17 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     log::Info(Str("starting from the adapters in ", c.init_adapters));
   }
   const double max_seconds = model->MaxSpeechSeconds();
-  const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet);
+  const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet, model.get());
   std::unique_ptr<Dataset> valid;
   if (!c.data.valid.empty())
-    valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads, quiet);
+    valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads,
+                                      quiet, model.get());
+  const bool interleaved = std::any_of(c.data.train.begin(), c.data.train.end(),
+                                       [](const DataSourceConfig& s) { return s.task == "interleaved"; });
+  // What each epoch's interleaving makes of the data (streams, spans, switches, tokens per modality).
+  auto log_interleave = [&](int64_t epoch) {
+    if (interleaved) log_metrics({{"epoch", epoch}, {"interleave", train.InterleaveStats(*model, epoch).ToJson()}});
+  };
   train.CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
   if (valid) valid->CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
   FeatureCache cache;
@@ -363,6 +443,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
 
   std::vector<std::vector<int64_t>> epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
   result.epochs_started = state.epoch + 1;
+  if (!resume) log_interleave(state.epoch);
   ProgressBar bar("train", c.train.steps, quiet);
   bar.Update(state.step, "");
   const auto train_start = Clock::now();
@@ -389,6 +470,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
         }
         epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
         result.epochs_started = state.epoch + 1;
+        log_interleave(state.epoch);
       }
       // Every rank sees the same global batch and takes every World()-th example of it.
       auto share = [&](const std::vector<int64_t>& global) {
