@@ -132,7 +132,7 @@ int64_t ContextLength(const InterleaveOptions& o, const adapters::MultimodalLMIm
 Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
                  double max_audio_seconds, const std::string& what, int threads, bool quiet,
                  const adapters::MultimodalLMImpl* model)
-    : sources_(sources) {
+    : sources_(sources), model_(model) {
   Check(!sources.empty(), what, ": no data sources");
   for (size_t s = 0; s < sources.size(); ++s) {
     const DataSourceConfig& src = sources[s];
@@ -273,10 +273,36 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
     }
   }
   const torch::Tensor mix = torch::randperm(static_cast<int64_t>(order.size()), generator);
-  std::vector<int64_t> shuffled;
-  for (int64_t i = 0; i < mix.size(0); ++i) shuffled.push_back(order[mix[i].item<int64_t>()]);
-  const int64_t pool = batch_size * 50;
+  std::vector<int64_t> shuffled, interleaved;
+  for (int64_t i = 0; i < mix.size(0); ++i) {
+    const int64_t index = order[mix[i].item<int64_t>()];
+    (items_[index].aligned ? interleaved : shuffled).push_back(index);
+  }
   std::vector<std::vector<int64_t>> batches;
+  if (!interleaved.empty()) {
+    const InterleaveIds ids = InterleaveIdsOf(*model_);
+    std::vector<int64_t> batch;
+    int64_t tokens = 0, budget = 0;
+    for (const int64_t index : interleaved) {
+      const DatasetItem& item = items_[index];
+      const DataSourceConfig& src = sources_[item.source];
+      const int64_t context = ContextLength(src.interleave, *model_);
+      const int64_t length = std::min<int64_t>(
+          context, static_cast<int64_t>(
+                       EpochSequence(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, ids).size()));
+      if (batch.empty()) budget = batch_size * context;
+      if (!batch.empty() && tokens + length > budget) {
+        batches.push_back(std::move(batch));
+        batch.clear();
+        tokens = 0;
+        budget = batch_size * context;
+      }
+      batch.push_back(index);
+      tokens += length;
+    }
+    if (!batch.empty()) batches.push_back(std::move(batch));
+  }
+  const int64_t pool = batch_size * 50;
   const int64_t total = static_cast<int64_t>(shuffled.size());
   for (int64_t start = 0; start < total; start += pool) {
     const int64_t end = std::min(total, start + pool);

@@ -112,7 +112,9 @@ class Dataset {
   // made by another tokenizer (hash) or a unit id >= k.
   void CheckSpeechUnits(int64_t k, const std::string& hash) const;
 
-  // The epoch's batches. With budget > 0, a batch also stops growing before its padded size
+  // The epoch's batches. Interleaved items are batched by tokens instead: consecutive items of the
+  // shuffled order whose epoch sequences add up to at most batch_size x context_length tokens, so
+  // every step sees about batch_size packed rows whatever streams the epoch drew. With budget > 0, a batch also stops growing before its padded size
   // (examples x the longest one's length, in DatasetItem::length units: 10 ms speech frames, else
   // target characters) would exceed `budget` (a longer single example still forms its own batch);
   // batch_size stays the cap on examples.
@@ -137,6 +139,7 @@ class Dataset {
   std::vector<std::vector<int64_t>> by_source_;
   std::vector<SourceStats> stats_;
   std::vector<std::vector<double>> stream_probabilities_;
+  const adapters::MultimodalLMImpl* model_ = nullptr;  // interleaved sources: the ids and context
 };
 
 // Batches materialized ahead on up to `workers` background threads, keyed by the caller's batch

@@ -28,10 +28,12 @@ using config::InRange;
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& key) {
+std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& key,
+                                          const InterleaveOptions& interleave) {
   std::vector<DataSourceConfig> sources;
   for (config::Node item : node.List(key)) {
     DataSourceConfig s;
+    s.interleave = interleave;  // data.interleave, then the source's own keys on top
     s.Load(item);
     sources.push_back(s);
   }
@@ -131,8 +133,10 @@ std::pair<double, double> RankAnswers(adapters::MultimodalLMImpl& model, const D
 void TrainConfig::Load(config::Node root) {
   model.Load(root.Child("model"));
   auto d = root.Child("data");
-  data.train = LoadSources(d, "train");
-  if (d.Has("valid")) data.valid = LoadSources(d, "valid");
+  InterleaveOptions interleave;
+  if (d.Has("interleave")) interleave.Load(d.Child("interleave"));
+  data.train = LoadSources(d, "train", interleave);
+  if (d.Has("valid")) data.valid = LoadSources(d, "valid", interleave);
   d.Read("max_missing_fraction", data.max_missing_fraction, InRange(0.0, 1.0))
       .Read("workers", data.workers, InRange(0, 64));
   if (data.train.empty()) d.Fail("train", "needs at least one source");

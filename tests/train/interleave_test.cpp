@@ -258,6 +258,22 @@ TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWi
   EXPECT_EQ(batch.target_tokens, total - bos);
   EXPECT_TRUE(std::isfinite(model->Loss(batch).item<double>()));
 
+  // Batches by tokens: at most batch_size rows' worth of tokens per batch; every item once.
+  const auto batches = d.EpochBatches(9, 0, /*batch_size=*/1);
+  size_t items = 0;
+  for (const auto& b : batches) {
+    items += b.size();
+    int64_t tokens = 0;
+    for (const auto& e : d.Materialize(b, *model, cache, 0)) tokens += static_cast<int64_t>(e.tokens.size());
+    if (b.size() > 1) EXPECT_LE(tokens, 200);
+  }
+  EXPECT_EQ(items, 6u);
+  DataSourceConfig speech_only = source;  // every sequence fills a 200-token row: one item per batch
+  speech_only.interleave.text_share = speech_only.interleave.interleaved_share = 0;
+  const Dataset s({speech_only}, 0.0, 0.0, "data.train", 1, true, model.get());
+  EXPECT_EQ(s.EpochBatches(9, 0, 1).size(), 6u);
+  EXPECT_EQ(s.EpochBatches(9, 0, 3).size(), 2u);
+
   const SequenceStats stats = d.InterleaveStats(*model, 0);
   EXPECT_EQ(stats.sequences[0] + stats.sequences[1] + stats.sequences[2], 6);
   EXPECT_EQ(stats.tokens[0] + stats.tokens[1] + stats.tokens[2], tokens0);
