@@ -233,6 +233,16 @@ double MultimodalLMImpl::SpeechPositionsPerSecond() const {
   return speech_projector_->OutputRate(frames_per_second);
 }
 
+double MultimodalLMImpl::SpeechFeatureRate() const {
+  Check(mel_ != nullptr, "the model has no speech input");
+  return static_cast<double>(mel_->Options().sample_rate) / mel_->Options().hop_length;
+}
+
+int64_t MultimodalLMImpl::SpeechPositions(int64_t feature_frames) const {
+  Check(speech_projector_ != nullptr, "the model has no speech input");
+  return speech_projector_->OutputLength((feature_frames + 1) / 2);  // Whisper's stride-2 conv
+}
+
 double MultimodalLMImpl::MaxSpeechSeconds() const {
   if (speech_encoder_.is_empty()) return 0.0;
   const double frames_per_second =
@@ -331,8 +341,12 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
   for (size_t e = 0; e < examples.size(); ++e) {
     const MultimodalExample& ex = examples[e];
     if (!ex.tokens.empty()) {
-      Check(ex.speech.empty() && ex.images.empty() && ex.prompt.empty() && ex.target.empty(), "example ", e,
-            ": a pre-tokenized row (tokens) takes no prompt, target, speech or images");
+      Check(ex.images.empty() && ex.prompt.empty() && ex.target.empty(), "example ", e,
+            ": a pre-tokenized row (tokens) takes no prompt, target or images");
+      Check(ex.speech.empty() || Count(ex.tokens, speech_marker_) == static_cast<int64_t>(ex.speech.size()),
+            "example ", e, ": a pre-tokenized row with ", ex.speech.size(), " speech clip(s) has ",
+            speech_marker_ >= 0 ? Count(ex.tokens, speech_marker_) : 0, " <speech> marker(s)",
+            speech_marker_ < 0 ? " (the model has no speech encoder)" : "");
       Check(ex.score_from >= 0 && ex.score_from < static_cast<int64_t>(ex.tokens.size()), "example ", e,
             ": score_from ", ex.score_from, " outside its ", ex.tokens.size(), " tokens");
       prompts.emplace_back();
@@ -375,13 +389,26 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
       run.clear();
     };
     if (!examples[e].tokens.empty()) {
+      // Text runs are embedded as they are; with speech clips, each <speech> id is followed by the
+      // next clip's projected frames (unlabelled).
       const std::vector<int64_t>& ids = examples[e].tokens;
-      parts.push_back(backbone_->EmbedTokens(torch::tensor(ids, torch::kLong).unsqueeze(0))[0]);
+      const bool splice = !examples[e].speech.empty();
       for (size_t t = 0; t < ids.size(); ++t) {
         const bool scored = static_cast<int64_t>(t) >= examples[e].score_from && ids[t] != tokenizer_->BosId();
+        run.push_back(ids[t]);
         labels.push_back(scored ? ids[t] : kIgnore);
         batch.target_tokens += scored ? 1 : 0;
+        if (splice && ids[t] == speech_marker_) {
+          // flush() labels its run as ignored; this run's labels are already in place.
+          parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+          run.clear();
+          const torch::Tensor& inserted = speech[next_speech++];
+          parts.push_back(inserted);
+          labels.insert(labels.end(), inserted.size(0), kIgnore);
+        }
       }
+      if (!run.empty()) parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+      run.clear();
     }
     for (int64_t id : prompts[e]) {
       if (id == speech_marker_ || id == image_marker_) {

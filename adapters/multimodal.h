@@ -97,10 +97,12 @@ struct MultimodalExample {
   std::vector<torch::Tensor> speech;   // one log-mel [T, n_mels] per "<speech>", in order
   std::vector<torch::Tensor> images;   // one pixel tensor [3, S, S] per "<image>", in order
   std::string target;                  // text to predict; empty for generation
-  // A pre-tokenized row instead of prompt/target/media (packed interleaved sequences,
-  // train/interleave.h): the ids as they are (BOS included), no placeholders spliced. Labels are
-  // the ids themselves from position score_from on (BOS ids excluded: a packed row's sequence
-  // starts are not predictable), so the loss / TargetNll cover those positions.
+  // A pre-tokenized row instead of prompt/target/images (packed interleaved sequences,
+  // train/interleave.h): the ids as they are (BOS included). With `speech` clips, each "<speech>"
+  // id is kept and followed by the next clip's projected frames (continuous speech spans; the
+  // markers must match the clips in number); without, nothing is spliced. Labels are the ids
+  // themselves from token index score_from on (BOS ids excluded: a packed row's sequence starts
+  // are not predictable; spliced frames are never labelled), so the loss / TargetNll cover those.
   std::vector<int64_t> tokens;
   int64_t score_from = 1;
 };
@@ -203,6 +205,10 @@ class MultimodalLMImpl : public torch::nn::Module {
   std::shared_ptr<ProjectorImpl> ImageProjector() const { return image_projector_; }
   // LM positions per second of speech (encoder frame rate / projector compression).
   double SpeechPositionsPerSecond() const;
+  // Log-mel frames per second of SpeechFeatures, and the LM positions `feature_frames` frames take
+  // (an upper bound for projectors whose length depends on content). slm::Error without speech.
+  double SpeechFeatureRate() const;
+  int64_t SpeechPositions(int64_t feature_frames) const;
   // The longest clip the speech encoder accepts, in seconds (0 without speech input).
   double MaxSpeechSeconds() const;
   // With model.speech_units: K, the unit tokenizer's hash, and the token id of unit u (0 <= u < K).

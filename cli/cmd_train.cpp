@@ -47,7 +47,7 @@ void RunEval(const EvalArgs& args, bool json) {
   adapters::MultimodalLM model(config.model);
   const train::TrainingState state = train::LoadCheckpoint(dir, *model, nullptr);
   const train::Dataset valid(config.data.valid, config.data.max_missing_fraction,
-                             model->MaxSpeechSeconds(), "data.valid");
+                             model->MaxSpeechSeconds(), "data.valid", 1, true, model.get());
   train::FeatureCache cache;
   Report report(json);
   report.Set("checkpoint", dir);

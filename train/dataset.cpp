@@ -106,15 +106,18 @@ size_t FeatureCache::Size() const {
   return cache_.size();
 }
 
-InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model) {
-  Check(model.SpeechUnits() > 0, "task interleaved needs a model with model.speech_units (the units are tokens)");
+InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model, const std::string& speech) {
+  if (speech == "frames")
+    Check(model.HasSpeech(), "task interleaved with interleave.speech: frames needs a model with a speech encoder");
+  else
+    Check(model.SpeechUnits() > 0, "task interleaved needs a model with model.speech_units (the units are tokens)");
   const text::Tokenizer& tok = model.Tokenizer();
   InterleaveIds ids;
   ids.bos = tok.BosId();
   ids.eos = tok.EosId();
   ids.speech_marker = tok.AddedTokenId(text::kSpeechMarker);
   ids.text_marker = tok.AddedTokenId(text::kTextMarker);
-  ids.unit = [&model](int64_t unit) { return model.UnitTokenId(unit); };
+  if (speech != "frames") ids.unit = [&model](int64_t unit) { return model.UnitTokenId(unit); };
   return ids;
 }
 
@@ -125,6 +128,62 @@ int64_t ContextLength(const InterleaveOptions& o, const adapters::MultimodalLMIm
   Check(o.context_length <= max_positions, "interleave.context_length ", o.context_length,
         " exceeds the backbone's max_position_embeddings ", max_positions);
   return o.context_length > 0 ? o.context_length : max_positions;
+}
+
+// Frames mode: the log-mel frames [first, end) of a clip of [start, end] seconds (at least 2, the
+// encoder's stride), not yet clamped to the recording's frames.
+std::pair<int64_t, int64_t> ClipFrames(const std::pair<double, double>& clip, double rate) {
+  const int64_t first = static_cast<int64_t>(std::floor(clip.first * rate));
+  return {first, std::max(first + 2, static_cast<int64_t>(std::ceil(clip.second * rate)))};
+}
+
+}  // namespace
+
+torch::Tensor ClipFeatures(const torch::Tensor& mel, const std::pair<double, double>& clip, double rate) {
+  auto [first, end] = ClipFrames(clip, rate);
+  end = std::min(end, mel.size(0));
+  first = std::max<int64_t>(0, std::min(first, end - 2));
+  return mel.slice(0, first, end);
+}
+
+namespace {
+
+// LM positions of a sequence: its ids, plus in frames mode the projected frames of each clip (an
+// upper bound: clamping a clip to the recording only shortens it).
+int64_t Positions(const AlignedUtterance& u, const std::vector<int64_t>& ids, const std::vector<bool>& speech,
+                  const InterleaveOptions& o, const adapters::MultimodalLMImpl& model) {
+  int64_t positions = static_cast<int64_t>(ids.size());
+  if (o.speech == "frames")
+    for (const auto& clip : SpeechClips(u, speech)) {
+      const auto [first, end] = ClipFrames(clip, model.SpeechFeatureRate());
+      positions += model.SpeechPositions(end - first);
+    }
+  return positions;
+}
+
+// One interleaved item in one epoch: its ids, its clips (frames mode) and its LM positions. The
+// stats count tokens in positions.
+struct EpochItem {
+  std::vector<int64_t> ids;
+  std::vector<std::pair<double, double>> clips;
+  int64_t positions = 0;
+};
+
+EpochItem MakeEpochItem(const AlignedUtterance& u, const InterleaveOptions& o, const std::vector<double>& p,
+                        int64_t epoch, const InterleaveIds& ids, const adapters::MultimodalLMImpl& model,
+                        SequenceStats* stats = nullptr) {
+  SequenceStats local;
+  std::vector<bool> speech;
+  EpochItem item;
+  item.ids = EpochSequence(u, o, p, epoch, ids, &local, &speech);
+  item.positions = Positions(u, item.ids, speech, o, model);
+  if (o.speech == "frames") item.clips = SpeechClips(u, speech);
+  if (stats) {
+    for (int s = 0; s < 3; ++s)
+      if (local.sequences[s] > 0) local.tokens[s] = item.positions;
+    stats->Add(local);
+  }
+  return item;
 }
 
 }  // namespace
@@ -149,11 +208,18 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
     std::string first_missing, first_bad_alignment;
     std::vector<int64_t> mine;
     const bool interleaved = src.task == "interleaved";
+    const bool frames = interleaved && src.interleave.speech == "frames";
     std::function<std::vector<int64_t>(const std::string&)> tokenize;
+    std::optional<InterleaveIds> ids;
+    int64_t context = 0;
     if (interleaved) {
       Check(model != nullptr, what, ": task interleaved (", src.manifest, ") needs the model's tokenizer");
-      Check(model->SpeechUnits() > 0, what, ": task interleaved (", src.manifest,
-            ") needs a model with model.speech_units");
+      try {
+        ids = InterleaveIdsOf(*model, src.interleave.speech);
+      } catch (const Error& e) {
+        throw Error(Str(what, ": ", src.manifest, ": ", e.what()));
+      }
+      context = ContextLength(src.interleave, *model);
       tokenize = [model](const std::string& word) { return model->Tokenizer().Encode(word, false, false); };
     }
     for (const manifest::Entry& e : m.entries) {
@@ -197,12 +263,20 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
             const audio::FileInfo info = audio::Probe(item.example.reference_audio);
             audio_seconds = double(info.frames) / std::max(1, info.sample_rate);
           }
-          item.aligned = std::make_shared<const AlignedUtterance>(
-              AlignUtterance(e.id, e.words, item.example.units, item.example.unit_durations,
-                             model->SpeechUnitsFrameRate(), audio_seconds, tokenize, item.where));
+          item.aligned = std::make_shared<const AlignedUtterance>(AlignUtterance(
+              e.id, e.words, frames ? std::vector<int64_t>{} : item.example.units, item.example.unit_durations,
+              frames ? 0.0 : model->SpeechUnitsFrameRate(), audio_seconds, tokenize, item.where));
         } catch (const Error& error) {
           ++stats.bad_alignment;
           if (first_bad_alignment.empty()) first_bad_alignment = error.what();
+          continue;
+        }
+      }
+      if (frames) {  // a speech-only sequence must fit a row: clips are never cut
+        const AlignedUtterance& u = *item.aligned;
+        const std::vector<bool> all(u.Words(), true);
+        if (Positions(u, BuildSequence(u, all, *ids), all, src.interleave, *model) > context) {
+          ++stats.too_long;
           continue;
         }
       }
@@ -237,21 +311,22 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
     std::vector<double> probabilities;
     if (interleaved) {
       // Mean sequence length per stream over the source (interleaved: one draw of spans per item).
-      const InterleaveIds ids = InterleaveIdsOf(*model);
       double mean[3] = {0, 0, 0};
       for (const int64_t i : mine) {
         const AlignedUtterance& u = *items_[i].aligned;
         std::mt19937_64 rng(InterleaveSeed(src.interleave.seed, -1, u.id));
-        mean[0] += double(BuildSequence(u, std::vector<bool>(u.Words(), false), ids).size());
-        mean[1] += double(BuildSequence(u, SelectSpeechWords(u.Words(), src.interleave, rng), ids).size());
-        mean[2] += double(BuildSequence(u, std::vector<bool>(u.Words(), true), ids).size());
+        const std::vector<bool> masks[3] = {std::vector<bool>(u.Words(), false),
+                                            SelectSpeechWords(u.Words(), src.interleave, rng),
+                                            std::vector<bool>(u.Words(), true)};
+        for (int k = 0; k < 3; ++k)
+          mean[k] += double(Positions(u, BuildSequence(u, masks[k], *ids), masks[k], src.interleave, *model));
       }
       for (double& m : mean) m /= double(mine.size());
       probabilities = StreamProbabilities(src.interleave, mean);
       if (!quiet)
         log::Info(Str(what, ": ", src.manifest, " interleaved streams drawn with p = ", probabilities[0], " text / ",
                       probabilities[1], " interleaved / ", probabilities[2], " speech (mean tokens ", mean[0], " / ",
-                      mean[1], " / ", mean[2], ")"));
+                      mean[1], " / ", mean[2], " positions)"));
     }
     stream_probabilities_.push_back(std::move(probabilities));
     stats_.push_back(stats);
@@ -280,16 +355,16 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
   }
   std::vector<std::vector<int64_t>> batches;
   if (!interleaved.empty()) {
-    const InterleaveIds ids = InterleaveIdsOf(*model_);
     std::vector<int64_t> batch;
     int64_t tokens = 0, budget = 0;
     for (const int64_t index : interleaved) {
       const DatasetItem& item = items_[index];
       const DataSourceConfig& src = sources_[item.source];
       const int64_t context = ContextLength(src.interleave, *model_);
+      const InterleaveIds ids = InterleaveIdsOf(*model_, src.interleave.speech);
       const int64_t length = std::min<int64_t>(
-          context, static_cast<int64_t>(
-                       EpochSequence(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, ids).size()));
+          context, MakeEpochItem(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, ids, *model_)
+                       .positions);
       if (batch.empty()) budget = batch_size * context;
       if (!batch.empty() && tokens + length > budget) {
         batches.push_back(std::move(batch));
@@ -325,15 +400,11 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
                                                               adapters::MultimodalLMImpl& model,
                                                               FeatureCache& cache, int64_t epoch) const {
   std::vector<adapters::MultimodalExample> out;
-  std::map<int, std::vector<std::vector<int64_t>>> sequences;  // interleaved, by source
-  std::optional<InterleaveIds> ids;
+  std::map<int, std::vector<int64_t>> interleaved;  // by source, in order
   for (int64_t index : indices) {
     const DatasetItem& item = items_.at(index);
     if (item.aligned) {
-      if (!ids) ids = InterleaveIdsOf(model);
-      const DataSourceConfig& src = sources_[item.source];
-      sequences[item.source].push_back(
-          EpochSequence(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, *ids));
+      interleaved[item.source].push_back(index);
       continue;
     }
     adapters::MultimodalExample e;
@@ -345,12 +416,32 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
       e.images.push_back(cache.Get("img:" + path, [&] { return model.ImagePixels(path); }));
     out.push_back(std::move(e));
   }
-  for (const auto& [source, seqs] : sequences)
-    for (std::vector<int64_t>& row : PackSequences(seqs, ContextLength(sources_[source].interleave, model))) {
+  for (const auto& [source, members] : interleaved) {
+    const DataSourceConfig& src = sources_[source];
+    const InterleaveIds ids = InterleaveIdsOf(model, src.interleave.speech);
+    const int64_t context = ContextLength(src.interleave, model);
+    std::vector<EpochItem> made;
+    std::vector<int64_t> lengths;
+    for (const int64_t index : members) {
+      made.push_back(MakeEpochItem(*items_[index].aligned, src.interleave, stream_probabilities_[source], epoch, ids, model));
+      lengths.push_back(made.back().positions);
+    }
+    for (const std::vector<size_t>& row : PackByLength(lengths, context)) {
       adapters::MultimodalExample e;
-      e.tokens = std::move(row);
+      for (const size_t k : row) {
+        const EpochItem& m = made[k];
+        // Units mode cuts an overlong sequence to the row (frames mode never has one: filtered on load).
+        const int64_t keep = std::min<int64_t>(context, static_cast<int64_t>(m.ids.size()));
+        e.tokens.insert(e.tokens.end(), m.ids.begin(), m.ids.begin() + keep);
+        if (m.clips.empty()) continue;
+        const std::string& path = items_[members[k]].example.reference_audio;
+        const torch::Tensor mel =
+            cache.Get("mel:" + path, [&] { return model.SpeechFeatures(audio::Read(path).samples); });
+        for (const auto& clip : m.clips) e.speech.push_back(ClipFeatures(mel, clip, model.SpeechFeatureRate()));
+      }
       out.push_back(std::move(e));
     }
+  }
   return out;
 }
 
@@ -358,12 +449,12 @@ SequenceStats Dataset::InterleaveStats(const adapters::MultimodalLMImpl& model, 
   SequenceStats stats;
   for (size_t s = 0; s < sources_.size(); ++s) {
     if (stream_probabilities_[s].empty()) continue;
-    const InterleaveIds ids = InterleaveIdsOf(model);
+    const InterleaveIds ids = InterleaveIdsOf(model, sources_[s].interleave.speech);
     const int64_t context = ContextLength(sources_[s].interleave, model);
     for (const int64_t i : by_source_[s]) {
-      const std::vector<int64_t> seq = EpochSequence(*items_[i].aligned, sources_[s].interleave,
-                                                     stream_probabilities_[s], epoch, ids, &stats);
-      if (static_cast<int64_t>(seq.size()) > context) ++stats.truncated;
+      const EpochItem m =
+          MakeEpochItem(*items_[i].aligned, sources_[s].interleave, stream_probabilities_[s], epoch, ids, model, &stats);
+      if (m.positions > context) ++stats.truncated;
     }
   }
   return stats;

@@ -79,9 +79,14 @@ struct SourceStats {
   int64_t bad_alignment = 0;  // interleaved entries skipped by AlignUtterance's checks
 };
 
-// The ids interleaved sequences use, from the model's tokenizer and unit vocabulary. slm::Error
-// when the model has no model.speech_units or its tokenizer lacks the <speech>/<text> markers.
-InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model);
+// The ids interleaved sequences use, from the model's tokenizer and unit vocabulary (speech
+// "units"; "frames": no unit ids). slm::Error when the model has no model.speech_units (units) or
+// no speech encoder (frames), or its tokenizer lacks the <speech>/<text> markers.
+InterleaveIds InterleaveIdsOf(const adapters::MultimodalLMImpl& model, const std::string& speech = "units");
+
+// Frames mode: the log-mel frames [T', n_mels] of a clip of [start, end] seconds of a recording's
+// log-mel `mel` at `rate` frames per second (at least 2 frames, clamped to the recording).
+torch::Tensor ClipFeatures(const torch::Tensor& mel, const std::pair<double, double>& clip, double rate);
 
 class FeatureCache {
  public:
@@ -112,9 +117,10 @@ class Dataset {
   // made by another tokenizer (hash) or a unit id >= k.
   void CheckSpeechUnits(int64_t k, const std::string& hash) const;
 
-  // The epoch's batches. Interleaved items are batched by tokens instead: consecutive items of the
-  // shuffled order whose epoch sequences add up to at most batch_size x context_length tokens, so
-  // every step sees about batch_size packed rows whatever streams the epoch drew. With budget > 0, a batch also stops growing before its padded size
+  // The epoch's batches. Interleaved items are batched by LM positions instead: consecutive items
+  // of the shuffled order whose epoch sequences add up to at most batch_size x context_length
+  // positions, so every step sees about batch_size packed rows whatever streams the epoch drew.
+  // With budget > 0, a batch also stops growing before its padded size
   // (examples x the longest one's length, in DatasetItem::length units: 10 ms speech frames, else
   // target characters) would exceed `budget` (a longer single example still forms its own batch);
   // batch_size stays the cap on examples.
@@ -122,8 +128,9 @@ class Dataset {
                                                  double budget = 0) const;
   // The examples of `indices` (targets included), features through `cache`. Interleaved items
   // become their epoch's sequences (train/interleave.h EpochSequence), packed first-fit into rows
-  // of their source's context length (pre-tokenized examples), after the other examples: a
-  // batch of interleaved items gives as many examples as rows.
+  // of their source's context length in LM positions (pre-tokenized examples; in frames mode with
+  // the log-mel of each speech span as clips), after the other examples: a batch of interleaved
+  // items gives as many examples as rows.
   std::vector<adapters::MultimodalExample> Materialize(const std::vector<int64_t>& indices,
                                                        adapters::MultimodalLMImpl& model,
                                                        FeatureCache& cache, int64_t epoch = 0) const;

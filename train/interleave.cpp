@@ -15,6 +15,7 @@ void InterleaveOptions::Load(config::Node node) {
       .Read("eta", eta, InRange(0.0, 1.0))
       .Read("p", p, InRange(0.0, 1.0))
       .Read("span", span, InRange<int64_t>(1, 100000))
+      .Read("speech", speech, config::OneOf<std::string>({"units", "frames"}))
       .Read("context_length", context_length, InRange<int64_t>(0, int64_t{1} << 24))
       .Read("seed", seed);
   if (node.Has("shares")) {
@@ -43,8 +44,9 @@ AlignedUtterance AlignUtterance(const std::string& id, const std::vector<manifes
                                 const std::string& where) {
   constexpr double kSlack = 0.010;  // seconds: aligners round times
   Check(!words.empty(), where, ": no \"words\" (task interleaved needs word times)");
-  Check(!units.empty(), where, ": no \"units\"");
-  Check(frame_rate_hz > 0, where, ": unit frame rate ", frame_rate_hz, " Hz");
+  const bool frames_mode = frame_rate_hz <= 0;
+  Check(frames_mode || !units.empty(), where, ": no \"units\"");
+  Check(!frames_mode || audio_seconds >= 0, where, ": speech spans as frames need the recording (\"audio\")");
   Check(durations.empty() || durations.size() == units.size(), where, ": ", durations.size(),
         " unit_durations for ", units.size(), " units");
   AlignedUtterance u;
@@ -66,13 +68,15 @@ AlignedUtterance AlignUtterance(const std::string& id, const std::vector<manifes
             "] overlaps words[", i + 1, "] '", words[i + 1].word, "' starting at ", words[i + 1].start);
     Check(audio_seconds < 0 || w.end <= audio_seconds + kSlack, where, ": words[", i, "] '", w.word, "' ends at ",
           w.end, " s, after the end of the audio (", audio_seconds, " s)");
+    u.word_seconds.emplace_back(w.start, w.end);
+    u.word_tokens.push_back(tokenize(w.word));
+    if (frames_mode) continue;
     const int64_t first = static_cast<int64_t>(std::floor(w.start * frame_rate_hz));
     const int64_t end = std::max(first + 1, static_cast<int64_t>(std::ceil(w.end * frame_rate_hz - 1e-9)));
     Check(end <= total_frames + 1, where, ": words[", i, "] '", w.word, "' ends at ", w.end, " s but the ",
           units.size(), " units cover only ", total_frames / frame_rate_hz, " s (", total_frames, " frames at ",
           frame_rate_hz, " Hz): the unit sequence is shorter than the alignment implies");
     u.word_frames.emplace_back(first, end);
-    u.word_tokens.push_back(tokenize(w.word));
   }
   return u;
 }
@@ -165,6 +169,7 @@ void AppendSpan(const AlignedUtterance& u, int64_t first, int64_t last, bool spe
     }
     return;
   }
+  if (!ids.unit) return;  // frames mode: the caller splices the span's audio after the marker
   const int64_t a = u.word_frames[first].first, b = u.word_frames[last - 1].second;
   auto begin = std::lower_bound(u.unit_start.begin(), u.unit_start.end(), a);
   auto end = std::lower_bound(u.unit_start.begin(), u.unit_start.end(), b);
@@ -198,6 +203,17 @@ std::vector<int64_t> BuildSequence(const AlignedUtterance& u, const std::vector<
   return out;
 }
 
+std::vector<std::pair<double, double>> SpeechClips(const AlignedUtterance& u, const std::vector<bool>& speech) {
+  std::vector<std::pair<double, double>> clips;
+  for (int64_t first = 0; first < u.Words();) {
+    int64_t last = first + 1;
+    while (last < u.Words() && speech[last] == speech[first]) ++last;
+    if (speech[first]) clips.emplace_back(u.word_seconds[first].first, u.word_seconds[last - 1].second);
+    first = last;
+  }
+  return clips;
+}
+
 std::vector<double> StreamProbabilities(const InterleaveOptions& o, const double mean_tokens[3]) {
   const double shares[3] = {o.text_share, o.interleaved_share, o.speech_share};
   std::vector<double> q(3, 0.0);
@@ -213,7 +229,7 @@ std::vector<double> StreamProbabilities(const InterleaveOptions& o, const double
 
 std::vector<int64_t> EpochSequence(const AlignedUtterance& u, const InterleaveOptions& options,
                                    const std::vector<double>& probabilities, int64_t epoch,
-                                   const InterleaveIds& ids, SequenceStats* stats) {
+                                   const InterleaveIds& ids, SequenceStats* stats, std::vector<bool>* speech_words) {
   std::mt19937_64 rng(InterleaveSeed(options.seed, epoch, u.id));
   const double draw = std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   Stream stream = Stream::kSpeech;
@@ -233,6 +249,7 @@ std::vector<int64_t> EpochSequence(const AlignedUtterance& u, const InterleaveOp
   // Only interleaved sequences count towards the span statistics.
   SequenceStats local;
   std::vector<int64_t> out = BuildSequence(u, speech, ids, &local);
+  if (speech_words) *speech_words = speech;
   if (stats) {
     const int s = static_cast<int>(stream);
     stats->sequences[s] += 1;
@@ -250,20 +267,34 @@ std::vector<int64_t> EpochSequence(const AlignedUtterance& u, const InterleaveOp
   return out;
 }
 
+std::vector<std::vector<size_t>> PackByLength(const std::vector<int64_t>& lengths, int64_t context) {
+  Check(context > 0, "interleave: context length ", context);
+  std::vector<std::vector<size_t>> rows;
+  std::vector<int64_t> used;
+  for (size_t i = 0; i < lengths.size(); ++i) {
+    size_t r = 0;
+    while (r < rows.size() && used[r] + lengths[i] > context) ++r;
+    if (r == rows.size()) {
+      rows.emplace_back();
+      used.push_back(0);
+    }
+    rows[r].push_back(i);
+    used[r] += lengths[i];
+  }
+  return rows;
+}
+
 std::vector<std::vector<int64_t>> PackSequences(const std::vector<std::vector<int64_t>>& sequences,
                                                 int64_t context, SequenceStats* stats) {
-  Check(context > 0, "interleave: context length ", context);
+  std::vector<int64_t> lengths;
+  for (const auto& seq : sequences) {
+    lengths.push_back(std::min<int64_t>(context, static_cast<int64_t>(seq.size())));
+    if (stats && lengths.back() < static_cast<int64_t>(seq.size())) ++stats->truncated;
+  }
   std::vector<std::vector<int64_t>> rows;
-  for (const std::vector<int64_t>& seq : sequences) {
-    const int64_t len = std::min<int64_t>(context, static_cast<int64_t>(seq.size()));
-    if (stats && len < static_cast<int64_t>(seq.size())) ++stats->truncated;
-    auto row = std::find_if(rows.begin(), rows.end(),
-                            [&](const std::vector<int64_t>& r) { return static_cast<int64_t>(r.size()) + len <= context; });
-    if (row == rows.end()) {
-      rows.emplace_back();
-      row = rows.end() - 1;
-    }
-    row->insert(row->end(), seq.begin(), seq.begin() + len);
+  for (const std::vector<size_t>& members : PackByLength(lengths, context)) {
+    rows.emplace_back();
+    for (const size_t i : members) rows.back().insert(rows.back().end(), sequences[i].begin(), sequences[i].begin() + lengths[i]);
   }
   return rows;
 }

@@ -13,6 +13,10 @@
 // not give equal token shares). Sequences are then packed first-fit into rows of at most
 // context_length tokens (train/dataset.h Materialize).
 //
+// Frames mode (InterleaveOptions::speech = "frames"): a speech span contributes its marker to the
+// ids and a clip (the audio between its first word's start and last word's end) that the model
+// encodes and splices after the marker; no units are needed.
+//
 // Units: frame-level unit ids (`units` of `slm audio units encode`) or deduplicated runs with
 // `unit_durations` in frames; frame f covers [f, f+1) / frame_rate_hz seconds. A word span covers
 // frames [floor(start * rate), ceil(end * rate)); the units whose first frame lies there are its
@@ -45,7 +49,11 @@ struct InterleaveOptions {
   // Target token shares of the three streams (normalised to sum 1): text-only, interleaved,
   // speech-only. {0, 0, 1} trains on speech-only sequences (the ablation baseline).
   double text_share = 0.20, interleaved_share = 0.54, speech_share = 0.25;
-  int64_t context_length = 0;  // packed row length in tokens; 0 = the backbone's max positions
+  // Speech spans as `units` (the unit tokens, predicted like text) or `frames` (the speech
+  // encoder's projected frames of the span's audio, spliced after the <speech> marker: continuous
+  // adapter outputs, read but never predicted; needs a model with a speech encoder).
+  std::string speech = "units";
+  int64_t context_length = 0;  // packed row length in LM positions; 0 = the backbone's max positions
   uint64_t seed = 0;           // 0 = the run's seed (the trainer fills it in)
   void Load(config::Node node);
 };
@@ -56,7 +64,7 @@ const char* StreamName(Stream s);
 // The special ids a sequence needs (text::Tokenizer and MultimodalLM::UnitTokenId supply them).
 struct InterleaveIds {
   int64_t bos = -1, eos = -1, speech_marker = -1, text_marker = -1;
-  std::function<int64_t(int64_t)> unit;  // unit id -> token id
+  std::function<int64_t(int64_t)> unit;  // unit id -> token id; empty in frames mode (no unit tokens)
 };
 
 // One utterance, checked and pre-tokenized.
@@ -66,12 +74,14 @@ struct AlignedUtterance {
   std::vector<std::pair<int64_t, int64_t>> word_frames;  // per word: [first, end) unit frames
   std::vector<int64_t> units;       // unit ids (runs when deduplicated)
   std::vector<int64_t> unit_start;  // per unit: its first frame, ascending
+  std::vector<std::pair<double, double>> word_seconds;  // per word: [start, end] in seconds
   int64_t Words() const { return static_cast<int64_t>(word_tokens.size()); }
 };
 
 // Checks the alignment and builds the utterance. `units`: unit ids; `durations`: frames per unit
 // (empty = one frame each); audio_seconds: the recording's length (< 0 = unknown, then only the
-// units bound the times). slm::Error naming `where` for: no words, a word without text, words that
+// units bound the times). Frames mode: no units (empty) and frame_rate_hz 0; audio_seconds must
+// be known. slm::Error naming `where` for: no words, a word without text, words that
 // overlap (one ends more than 10 ms after the next starts), a word ending after the audio (10 ms
 // tolerance), units that end before the last word (one frame tolerance), durations that do not
 // match the units.
@@ -108,6 +118,9 @@ void AppendSpan(const AlignedUtterance& u, int64_t first, int64_t last, bool spe
 // BOS, then each run of equal modality with its marker, then EOS.
 std::vector<int64_t> BuildSequence(const AlignedUtterance& u, const std::vector<bool>& speech,
                                    const InterleaveIds& ids, SequenceStats* stats = nullptr);
+// Frames mode: the [start, end] seconds of each speech run of `speech`, in order (one per <speech>
+// marker of BuildSequence).
+std::vector<std::pair<double, double>> SpeechClips(const AlignedUtterance& u, const std::vector<bool>& speech);
 
 // Draw probabilities of the three streams that give the options' token shares, from the mean
 // sequence length of each stream over a source. A stream with share 0 is never drawn.
@@ -117,11 +130,15 @@ std::vector<double> StreamProbabilities(const InterleaveOptions& options, const 
 // SelectSpeechWords, all from InterleaveSeed(options.seed, epoch, u.id).
 std::vector<int64_t> EpochSequence(const AlignedUtterance& u, const InterleaveOptions& options,
                                    const std::vector<double>& probabilities, int64_t epoch,
-                                   const InterleaveIds& ids, SequenceStats* stats = nullptr);
+                                   const InterleaveIds& ids, SequenceStats* stats = nullptr,
+                                   std::vector<bool>* speech_words = nullptr);
 
 // First-fit packing in order: each sequence goes into the first row it fits in, else a new row;
 // a sequence longer than `context` is cut to its first `context` tokens (counted in stats).
 std::vector<std::vector<int64_t>> PackSequences(const std::vector<std::vector<int64_t>>& sequences,
                                                 int64_t context, SequenceStats* stats = nullptr);
+// The same first-fit rule on lengths alone: the sequence indices of each row (a sequence longer
+// than `context` gets a row of its own).
+std::vector<std::vector<size_t>> PackByLength(const std::vector<int64_t>& lengths, int64_t context);
 
 }  // namespace slm::train

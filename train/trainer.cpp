@@ -240,15 +240,18 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
 // ending has the lower mean NLL per token, 0.5 on a tie. Context and ending each spoken (units) or
 // written (text tokens): S->S, S->T, T->S, T->T, plus T->T through the untouched backbone (LoRA
 // scaled to 0: the text-retention reference "Orig"). A marker precedes the context and the ending
-// when its modality differs; the ending's tokens alone are scored.
+// when its modality differs; the ending's tokens alone are scored. In frames mode spoken context is
+// the span's audio through the speech adapter, and spoken endings cannot be scored (frames are
+// read, not predicted): S->S and T->S are null.
 json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid, const std::vector<int64_t>& items,
-                         int64_t batch_size) {
-  const InterleaveIds ids = InterleaveIdsOf(model);
-  std::vector<const AlignedUtterance*> utterances;
+                         const InterleaveOptions& options, int64_t batch_size, FeatureCache& cache) {
+  const bool frames = options.speech == "frames";
+  const InterleaveIds ids = InterleaveIdsOf(model, options.speech);
+  std::vector<const DatasetItem*> utterances;
   for (const int64_t i : items)
-    if (valid.Item(i).aligned && valid.Item(i).aligned->Words() >= 2) utterances.push_back(valid.Item(i).aligned.get());
+    if (valid.Item(i).aligned && valid.Item(i).aligned->Words() >= 2) utterances.push_back(&valid.Item(i));
   const size_t n = utterances.size();
-  json r = {{"pairs", n >= 2 ? n : 0}};
+  json r = {{"pairs", n >= 2 ? n : 0}, {"speech", options.speech}};
   if (n < 2) return r;
   struct Setting {
     const char* name;
@@ -259,19 +262,33 @@ json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid
   const bool lora = model.Backbone()->HasLora();
   const double lora_scale = lora ? model.Backbone()->LoraScale() : 1.0;
   for (const Setting& setting : settings) {
+    if (frames && setting.ending_speech) {
+      r[setting.name] = nullptr;
+      continue;
+    }
     std::vector<adapters::MultimodalExample> rows;  // (right, wrong) per pair
     for (size_t i = 0; i < n; ++i) {
-      const AlignedUtterance& u = *utterances[i];
-      const AlignedUtterance& other = *utterances[(i + n / 2) % n == i ? (i + 1) % n : (i + n / 2) % n];
-      std::vector<int64_t> context = {ids.bos, setting.context_speech ? ids.speech_marker : ids.text_marker};
-      AppendSpan(u, 0, u.Words() / 2, setting.context_speech, ids, context);
+      const AlignedUtterance& u = *utterances[i]->aligned;
+      const AlignedUtterance& other = *utterances[(i + n / 2) % n == i ? (i + 1) % n : (i + n / 2) % n]->aligned;
+      adapters::MultimodalExample context;
+      context.tokens = {ids.bos, setting.context_speech ? ids.speech_marker : ids.text_marker};
+      AppendSpan(u, 0, u.Words() / 2, setting.context_speech, ids, context.tokens);
+      if (frames && setting.context_speech) {
+        const std::string& path = utterances[i]->example.reference_audio;
+        const torch::Tensor mel = cache.Get("mel:" + path, [&] { return model.SpeechFeatures(audio::Read(path).samples); });
+        const std::vector<bool> first_half = [&] {
+          std::vector<bool> m(u.Words(), false);
+          for (int64_t w = 0; w < u.Words() / 2; ++w) m[w] = true;
+          return m;
+        }();
+        context.speech.push_back(ClipFeatures(mel, SpeechClips(u, first_half)[0], model.SpeechFeatureRate()));
+      }
       if (setting.ending_speech != setting.context_speech)
-        context.push_back(setting.ending_speech ? ids.speech_marker : ids.text_marker);
+        context.tokens.push_back(setting.ending_speech ? ids.speech_marker : ids.text_marker);
       std::vector<adapters::MultimodalExample> pair;
       for (const AlignedUtterance* ending : {&u, &other}) {
-        adapters::MultimodalExample e;
-        e.tokens = context;
-        e.score_from = static_cast<int64_t>(context.size());
+        adapters::MultimodalExample e = context;
+        e.score_from = static_cast<int64_t>(context.tokens.size());
         AppendSpan(*ending, ending->Words() / 2, ending->Words(), setting.ending_speech, ids, e.tokens);
         if (e.score_from < static_cast<int64_t>(e.tokens.size())) pair.push_back(std::move(e));
       }
@@ -362,7 +379,7 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     }
     if (source.task == "text") r["perplexity"] = tokens ? std::exp(nll / tokens) : 0.0;
     if (source.task == "interleaved") {
-      json t = EvaluateInterleaved(model, valid, items, eval.batch_size);
+      json t = EvaluateInterleaved(model, valid, items, source.interleave, eval.batch_size, cache);
       t["task"] = "interleaved";
       t["examples"] = items.size();
       t["loss"] = r["loss"];

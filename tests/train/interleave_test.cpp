@@ -9,6 +9,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "audio/audio_io.h"
 #include "audio/units.h"
 #include "tests/test_util.h"
 #include "train/dataset.h"
@@ -311,6 +312,77 @@ TEST(InterleavedDataset, PairEvaluationReportsTheFourSettingsAndTheUntouchedBack
   }
   // Without LoRA the adapted and the untouched backbone read text identically.
   EXPECT_EQ(r["T->T"], r["Orig T->T"]);
+}
+
+// Frames mode: speech spans are the speech encoder's projected frames of the span's audio,
+// spliced after each <speech> marker; no units needed.
+TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
+  InterleavedData data;
+  // Recordings for the entries: 1.2 s of a varying tone each, longer than every alignment.
+  const manifest::Manifest m = manifest::Read(data.manifest);
+  std::vector<manifest::Entry> entries;
+  for (manifest::Entry e : m.entries) {
+    if (e.id == "bad") continue;
+    std::vector<float> samples(16000 * 3);
+    for (size_t i = 0; i < samples.size(); ++i) samples[i] = 0.3f * std::sin(0.05f * i + 0.00001f * i * i);
+    audio::Write(data.dir.File(e.id + ".wav"), samples, 16000);
+    e.audio = e.id + ".wav";
+    e.extra.erase("units");
+    entries.push_back(e);
+  }
+  manifest::Entry past_end = entries[0];  // a word after the end of its recording: skipped, counted
+  past_end.id = "past_end";
+  past_end.words.back().end = 3.5;
+  entries.push_back(past_end);
+  manifest::Write(data.manifest, entries);
+
+  adapters::MultimodalConfig mc;
+  mc.backbone = kBackbone;
+  mc.speech.encoder = std::string(SLM_SOURCE_DIR) + "/samples/models/speech_encoder_tiny";
+  mc.speech.projector.type = "stack_mlp";
+  mc.speech.projector.stack = 4;
+  adapters::MultimodalLM model(mc);
+  DataSourceConfig source;
+  source.manifest = data.manifest;
+  source.task = "interleaved";
+  source.interleave.speech = "frames";
+  source.interleave.seed = 2;
+  source.interleave.text_share = 0.1;  // mostly spans of speech, so that clips appear
+  const Dataset d({source}, 0.0, 0.0, "data.train", 1, true, model.get());
+  ASSERT_EQ(d.Size(), 6u);
+  EXPECT_EQ(d.Stats()[0].bad_alignment, 1);
+  FeatureCache cache;
+  std::vector<int64_t> all(6);
+  std::iota(all.begin(), all.end(), 0);
+  int64_t clips = 0;
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto rows = d.Materialize(all, *model, cache, epoch);
+    for (const auto& row : rows) {
+      const int64_t markers = std::count(row.tokens.begin(), row.tokens.end(), model->Tokenizer().AddedTokenId("<speech>"));
+      EXPECT_EQ(markers, static_cast<int64_t>(row.speech.size()));
+      clips += markers;
+      for (const auto& clip : row.speech) EXPECT_GE(clip.size(0), 2);
+    }
+    const adapters::MultimodalBatch batch = model->Prepare(rows, text::PaddingSide::kRight);
+    int64_t tokens = 0;
+    for (const auto& row : rows) tokens += static_cast<int64_t>(row.tokens.size());
+    EXPECT_GT(batch.inputs_embeds.size(1), 0);
+    EXPECT_EQ(batch.target_tokens, tokens - 6);  // every id but the 6 BOS; spliced frames unlabelled
+    for (size_t r = 0; r < rows.size(); ++r) EXPECT_LE(batch.lengths[r], 256);
+  }
+  EXPECT_GT(clips, 0);
+  // Evaluation: spoken endings cannot be scored in frames mode.
+  TrainConfig::Eval eval;
+  const nlohmann::json r = Evaluate(*model, d, eval, cache).begin().value();
+  EXPECT_TRUE(r["S->S"].is_null());
+  EXPECT_TRUE(r["T->S"].is_null());
+  EXPECT_EQ(r["S->T pairs"], 6);
+  EXPECT_EQ(r["T->T"], r["Orig T->T"]);
+  // A model without a speech encoder cannot read frames.
+  adapters::MultimodalConfig text_only;
+  text_only.backbone = kBackbone;
+  adapters::MultimodalLM no_speech(text_only);
+  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", 1, true, no_speech.get()), "needs a model with a speech encoder");
 }
 
 TEST(InterleavedDataset, ConfigKeysAreCheckedWhereTheyAre) {
