@@ -836,7 +836,9 @@ void LlamaModelImpl::AddVocabulary(int64_t count) {
   const torch::Tensor& embed = parts_->model->embed_tokens->weight;
   const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed;
   const torch::Tensor base = embed.to(torch::kFloat);
-  const torch::Tensor rows = base.mean(0, true) + base.std(0, true, true) * torch::randn({count, config_.hidden_size});
+  // Drawn on the CPU generator whatever the device, so a seed gives the same rows on every device.
+  const torch::Tensor noise = torch::randn({count, config_.hidden_size}).to(base.device());
+  const torch::Tensor rows = base.mean(0, true) + base.std(0, true, true) * noise;
   // A plain submodule, so the parameters are named "extra_vocab.embed" / "extra_vocab.head".
   auto extra = register_module("extra_vocab", std::make_shared<torch::nn::Module>());
   extra_embed_ = extra->register_parameter("embed", rows.to(embed.options()));
@@ -992,7 +994,7 @@ torch::Tensor LlamaModelImpl::Logits(const torch::Tensor& hidden) const {
   const torch::Tensor& embed_weight = parts_->model->embed_tokens->weight;
   const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
   torch::Tensor logits = torch::linear(hidden, head);
-  if (extra_head_.defined()) logits = torch::cat({logits, torch::linear(hidden, extra_head_)}, -1);
+  if (extra_head_.defined() && predict_extra_) logits = torch::cat({logits, torch::linear(hidden, extra_head_)}, -1);
   return embed_weight.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat);
 }
 

@@ -212,6 +212,11 @@ class LlamaModelImpl : public torch::nn::Module {
   int64_t TotalVocabulary() const { return config_.vocab_size + ExtraVocabulary(); }
   // {embed, head} when added, else empty.
   std::vector<torch::Tensor> ExtraVocabularyParameters() const;
+  // With false, logits cover the base vocabulary only (the extra rows stay embedded): the
+  // untouched backbone's distribution over its own tokens, e.g. a text-retention reference.
+  // Not thread-safe against concurrent forward passes.
+  void SetPredictsExtraVocabulary(bool on) { predict_extra_ = on; }
+  bool PredictsExtraVocabulary() const { return predict_extra_; }
 
   // Loads Hugging Face weights from model_dir (model.safetensors, or model.safetensors.index.json
   // with its shards), converting to this module's dtype and device. slm::Error naming the tensor
@@ -237,6 +242,7 @@ class LlamaModelImpl : public torch::nn::Module {
   bool lora_merged_ = false;
   double lora_scale_ = 1.0;
   torch::Tensor extra_embed_, extra_head_;  // AddVocabulary
+  bool predict_extra_ = true;
   // Submodules registered as "model" (embed_tokens, layers, norm) and "lm_head"; defined in
   // llama.cpp.
   struct Parts;

@@ -239,7 +239,7 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
 // the second half of the utterance N/2 items further the wrong one; a pair counts 1 when the right
 // ending has the lower mean NLL per token, 0.5 on a tie. Context and ending each spoken (units) or
 // written (text tokens): S->S, S->T, T->S, T->T, plus T->T through the untouched backbone (LoRA
-// scaled to 0: the text-retention reference "Orig"). A marker precedes the context and the ending
+// scaled to 0, logits over the base vocabulary only: the text-retention reference "Orig"). A marker precedes the context and the ending
 // when its modality differs; the ending's tokens alone are scored. In frames mode spoken context is
 // the span's audio through the speech adapter, and spoken endings cannot be scored (frames are
 // read, not predicted): S->S and T->S are null.
@@ -294,7 +294,12 @@ json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid
       }
       if (pair.size() == 2) rows.insert(rows.end(), pair.begin(), pair.end());  // else an ending without units
     }
-    if (setting.orig && lora) model.Backbone()->SetLoraScale(0.0);
+    // The untouched backbone: no LoRA, and no unit rows competing in its softmax.
+    const bool predicts_extra = model.Backbone()->PredictsExtraVocabulary();
+    if (setting.orig) {
+      if (lora) model.Backbone()->SetLoraScale(0.0);
+      model.Backbone()->SetPredictsExtraVocabulary(false);
+    }
     std::vector<double> mean_nll;
     const size_t chunk = 2 * static_cast<size_t>(std::max<int64_t>(1, batch_size / 2));
     for (size_t start = 0; start < rows.size(); start += chunk) {
@@ -303,7 +308,10 @@ json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid
       const auto [nll, counts] = model.TargetNll(model.Prepare(part, text::PaddingSide::kRight));
       for (size_t k = 0; k < part.size(); ++k) mean_nll.push_back(nll[k].item<double>() / counts[k]);
     }
-    if (setting.orig && lora) model.Backbone()->SetLoraScale(lora_scale);
+    if (setting.orig) {
+      if (lora) model.Backbone()->SetLoraScale(lora_scale);
+      model.Backbone()->SetPredictsExtraVocabulary(predicts_extra);
+    }
     double score = 0;
     const int64_t pairs = static_cast<int64_t>(mean_nll.size() / 2);
     for (size_t k = 0; k + 1 < mean_nll.size(); k += 2)

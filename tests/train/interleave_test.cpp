@@ -310,8 +310,26 @@ TEST(InterleavedDataset, PairEvaluationReportsTheFourSettingsAndTheUntouchedBack
     EXPECT_LE(r[key].get<double>(), 1.0);
     EXPECT_EQ(r[std::string(key) + " pairs"], 6);
   }
-  // Without LoRA the adapted and the untouched backbone read text identically.
-  EXPECT_EQ(r["T->T"], r["Orig T->T"]);
+  // "Orig" is the untouched backbone: its scores ignore what the unit rows learn. Make the unit
+  // rows' head dominate the softmax: the adapted model's T->T NLLs change, Orig's do not.
+  const nlohmann::json before = r;
+  {
+    torch::NoGradGuard no_grad;
+    model->Backbone()->ExtraVocabularyParameters()[1].normal_(0.0, 3.0);
+  }
+  const nlohmann::json after = Evaluate(*model, valid, eval, cache).begin().value();
+  EXPECT_EQ(after["Orig T->T"], before["Orig T->T"]);
+  EXPECT_NE(after["loss"], before["loss"]);
+  // The switch behind it: logits over the base vocabulary only, restored afterwards.
+  EXPECT_TRUE(model->Backbone()->PredictsExtraVocabulary());
+  const auto vocab = model->Backbone()->Config().vocab_size;
+  text::LlamaInput input;
+  input.input_ids = torch::tensor({{1, 5, 9}}, torch::kLong);
+  torch::NoGradGuard no_grad;
+  model->Backbone()->SetPredictsExtraVocabulary(false);
+  EXPECT_EQ(model->Backbone()->forward(input).logits.size(-1), vocab);
+  model->Backbone()->SetPredictsExtraVocabulary(true);
+  EXPECT_EQ(model->Backbone()->forward(input).logits.size(-1), vocab + model->Backbone()->ExtraVocabulary());
 }
 
 // Frames mode: speech spans are the speech encoder's projected frames of the span's audio,
