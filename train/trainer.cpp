@@ -16,6 +16,7 @@
 #include "core/log.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
+#include "core/safetensors.h"
 #include "train/checkpoint.h"
 #include "train/distributed.h"
 #include "train/metrics.h"
@@ -145,7 +146,8 @@ void TrainConfig::Load(config::Node root) {
   t.Read("grad_accum", train.grad_accum, InRange<int64_t>(1, 1 << 16))
       .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
       .Read("batch_frames", train.batch_frames, InRange(0.0, 1e12))
-      .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
+      .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}))
+      .Read("l2_to_start", train.l2_to_start, InRange(0.0, 1e9));
   if (train.precision != "float32" && model.dtype != "float32")
     t.Fail("precision", Str(train.precision, " autocast keeps float32 master weights; it needs model.dtype "
                                              "float32, not ", model.dtype));
@@ -154,7 +156,8 @@ void TrainConfig::Load(config::Node root) {
       .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
       .Read("max_new_tokens", eval.max_new_tokens, InRange<int64_t>(1, 1 << 16))
-      .Read("asr_encoder", eval.asr_encoder);
+      .Read("asr_encoder", eval.asr_encoder)
+      .Read("lora_discount", eval.lora_discount, InRange(0.0, 10.0));
   auto c = root.Child("checkpoint");
   c.Read("every", checkpoint.every, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("keep", checkpoint.keep, InRange<int64_t>(1, 1 << 20));
@@ -327,6 +330,10 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
   torch::NoGradGuard no_grad;
   const bool was_training = model.is_training();
   model.eval();
+  // The discount applies to every score below (RankAnswers and the Orig settings scale from it).
+  const bool discount = model.Backbone()->HasLora() && eval.lora_discount != 1.0;
+  const double lora_scale = model.Backbone()->HasLora() ? model.Backbone()->LoraScale() : 1.0;
+  if (discount) model.Backbone()->SetLoraScale(lora_scale * eval.lora_discount);
   json out = json::object();
   double loss_sum = 0;
   int64_t loss_sources = 0;
@@ -403,6 +410,10 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     ++loss_sources;
   }
   out["loss"] = loss_sources ? loss_sum / loss_sources : 0.0;
+  if (discount) {
+    model.Backbone()->SetLoraScale(lora_scale);
+    out["lora_discount"] = eval.lora_discount;
+  }
   if (was_training) model.train();
   return out;
 }
@@ -460,6 +471,28 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   TrainResult result;
   result.output_dir = c.output_dir;
   for (const auto& p : parameters) result.trainable_parameters += p.numel();
+  // L2 towards the weights this run started from (saved once, so a resumed run uses the same).
+  std::vector<torch::Tensor> start_weights;
+  if (c.train.l2_to_start > 0) {
+    const std::string path = c.output_dir + "/start_weights.safetensors";
+    if (resume) {
+      Check(stdfs::exists(path), "--resume with train.l2_to_start: '", path, "' is missing");
+      safetensors::Reader reader(path);
+      for (size_t i = 0; i < parameters.size(); ++i) {
+        const torch::Tensor t = reader.Get(Str("p", i));
+        Check(t.sizes() == parameters[i].sizes(), path, ": p", i, " has shape ", t.sizes(), ", the parameter ",
+              parameters[i].sizes());
+        start_weights.push_back(t.to(parameters[i].device(), parameters[i].scalar_type()));
+      }
+    } else {
+      std::vector<std::pair<std::string, torch::Tensor>> named;
+      for (size_t i = 0; i < parameters.size(); ++i) {
+        start_weights.push_back(parameters[i].detach().clone());
+        named.emplace_back(Str("p", i), start_weights.back());
+      }
+      if (main_rank) safetensors::Save(path, named);
+    }
+  }
   TrainingState state;
   if (resume) {
     state = LoadCheckpoint(previous_latest, *model, optimizer.get());
@@ -546,6 +579,17 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
       tokens_this_run += static_cast<int64_t>(global_tokens);
     }
     if (stopped_by_epochs) break;
+    double l2_penalty = 0;
+    if (!start_weights.empty()) {
+      // Same on every rank (the weights are): each adds 1/World() so the summed gradient is one.
+      torch::Tensor penalty = torch::zeros({}, parameters[0].options().dtype(torch::kFloat));
+      for (size_t i = 0; i < parameters.size(); ++i)
+        penalty = penalty + (parameters[i].to(torch::kFloat) - start_weights[i].to(torch::kFloat)).pow(2).sum();
+      penalty = penalty * c.train.l2_to_start;
+      (penalty / dist.World()).backward();
+      l2_penalty = penalty.item<double>();
+      step_loss += l2_penalty;
+    }
     dist.AllReduceGradients(parameters);
     const double grad_norm = ClipGradients(parameters, c.train);
     optimizer->step();
@@ -556,7 +600,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     const double seconds = SecondsSince(train_start);
     if (state.step % c.train.log_every == 0)
       log_metrics({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
-                      {"grad_norm", grad_norm}, {"epoch", state.epoch},
+                      {"grad_norm", grad_norm}, {"epoch", state.epoch}, {"l2_penalty", l2_penalty},
                       {"examples_per_second", examples_this_run / seconds},
                       {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", SecondsSince(start)}});
     if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {

@@ -25,6 +25,7 @@
 // token, next to the same ranking with the written question as text through the backbone without
 // LoRA ("what is a dog" -> "dog:", the pretraining format: the frozen LM's upper bound) and chance;
 // sqa/vqa -> exact match of generated answers; every task -> mean target NLL (teacher forced).
+// With eval.lora_discount != 1 every score is computed with the LoRA scaling discounted.
 // Not thread-safe (one run per process).
 #pragma once
 
@@ -53,6 +54,10 @@ struct TrainConfig {
     int64_t max_epochs = 0;  // 0 = no limit (steps decide)
     std::string precision = "float32";
     double batch_frames = 0;  // padded-length budget per micro-batch (Dataset::EpochBatches); 0 = off
+    // Forgetting mitigation: loss += l2_to_start * sum over trainable parameters of
+    // (theta - theta_start)^2, theta_start = the weights this run started from (init_adapters, or
+    // the fresh adapters), kept in output_dir/start_weights.safetensors so --resume uses the same.
+    double l2_to_start = 0;
   } train;
   struct Eval {
     int64_t every = 0;
@@ -62,6 +67,9 @@ struct TrainConfig {
     // tts sources: a speech encoder directory with a CTC head (the project's own ASR) that
     // transcribes the synthesized audio and the entry's recording (round-trip WER).
     std::string asr_encoder;
+    // LoRA scaling discount: evaluation runs with W = W0 + lora_discount * (alpha / r) * B A
+    // (forgetting mitigation: 1 = the trained adapter, 0 = the backbone without LoRA).
+    double lora_discount = 1.0;
   } eval;
   struct Checkpoint {
     int64_t every = 0;

@@ -311,6 +311,84 @@ TEST(Trainer, DivergenceStopsWithStepAndExamples) {
   EXPECT_NE(message.find("the last good checkpoint is " + tmp.File("run/checkpoints/step-")), std::string::npos) << message;
 }
 
+// Forgetting mitigations inside one run: L2 towards the starting weights keeps the adapters near
+// them (and the penalty is logged); the LoRA discount scales LoRA at evaluation only.
+TEST(Trainer, L2TowardsTheStartKeepsTheAdaptersNearIt) {
+  testing::TempDir tmp;
+  TrainConfig free_run = Mini().Config(tmp.File("free"), 6);
+  TrainConfig held = Mini().Config(tmp.File("held"), 6);
+  held.train.l2_to_start = 1000.0;
+  Train(free_run, "", false, true);
+  Train(held, "", false, true);
+  ASSERT_TRUE(stdfs::exists(tmp.File("held/start_weights.safetensors")));
+  EXPECT_FALSE(stdfs::exists(tmp.File("free/start_weights.safetensors")));
+  // Both start from the same fresh adapters (same seed): the drift from them.
+  safetensors::Reader start(tmp.File("held/start_weights.safetensors"));
+  std::vector<torch::Tensor> parts;
+  for (size_t i = 0; i < start.Names().size(); ++i) parts.push_back(start.Get(Str("p", i)).flatten());
+  const torch::Tensor origin = torch::cat(parts);
+  auto trained = [&](const TrainConfig& c) {  // in TrainableParameters order, as the start weights
+    adapters::MultimodalLM m(c.model);
+    m->LoadAdapters(c.output_dir + "/adapters");
+    std::vector<torch::Tensor> flat;
+    for (const torch::Tensor& p : m->TrainableParameters()) flat.push_back(p.detach().flatten());
+    return torch::cat(flat);
+  };
+  const torch::Tensor w_free = trained(free_run), w_held = trained(held);
+  ASSERT_EQ(w_free.numel(), origin.numel());
+  const double drift_free = (w_free - origin).norm().item<double>();
+  const double drift_held = (w_held - origin).norm().item<double>();
+  EXPECT_LT(drift_held, 0.5 * drift_free) << drift_held << " vs " << drift_free;
+  bool logged = false;
+  std::ifstream metrics(tmp.File("held/metrics.jsonl"));
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("l2_penalty") && j["step"].get<int64_t>() > 1) logged |= j["l2_penalty"].get<double>() > 0;
+  }
+  EXPECT_TRUE(logged);
+  // --resume needs the saved start weights.
+  stdfs::remove(tmp.File("held/start_weights.safetensors"));
+  held.train.steps = 8;
+  EXPECT_SLM_ERROR(Train(held, "", true, true), "start_weights.safetensors' is missing");
+}
+
+TEST(Trainer, LoraDiscountScalesLoraAtEvaluationOnly) {
+  adapters::MultimodalConfig mc;
+  mc.backbone = kBackbone;
+  mc.speech.encoder = Mini().encoder;
+  mc.speech.projector.type = "mlp";
+  mc.lora_enabled = true;
+  mc.lora.rank = 4;
+  mc.lora.target_modules = {"q_proj", "v_proj"};
+  adapters::MultimodalLM model(mc);
+  {
+    torch::NoGradGuard no_grad;
+    torch::manual_seed(1);
+    for (torch::Tensor& p : model->Backbone()->LoraParameters()) p.normal_(0.0, 0.2);
+  }
+  DataSourceConfig source;
+  source.manifest = Mini().valid_manifest;
+  source.task = "asr";
+  const Dataset valid({source}, 0.0, 0.0, "data.valid");
+  FeatureCache cache;
+  TrainConfig::Eval eval;
+  eval.max_new_tokens = 2;
+  const double scale = model->Backbone()->LoraScale();
+  auto loss = [&](double discount) {
+    eval.lora_discount = discount;
+    return Evaluate(*model, valid, eval, cache)["loss"].get<double>();
+  };
+  const double full = loss(1.0), half = loss(0.5), none = loss(0.0);
+  EXPECT_DOUBLE_EQ(model->Backbone()->LoraScale(), scale);  // restored
+  model->Backbone()->SetLoraScale(0.0);
+  eval.lora_discount = 1.0;
+  EXPECT_DOUBLE_EQ(Evaluate(*model, valid, eval, cache)["loss"].get<double>(), none);
+  model->Backbone()->SetLoraScale(scale * 0.5);
+  EXPECT_DOUBLE_EQ(Evaluate(*model, valid, eval, cache)["loss"].get<double>(), half);
+  EXPECT_NE(full, half);
+  EXPECT_NE(half, none);
+}
+
 TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
   testing::TempDir tmp;
   auto doc = config::Document::LoadString(Mini().Yaml(tmp.File("run"), 2, "evall: {}\n"), "m.yaml");
