@@ -93,7 +93,7 @@ TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
   EXPECT_SLM_ERROR(Dataset({capped}, 0.0, 0.0, "data.valid"), "no usable entry");
   config::Document bad = config::Document::LoadString("manifest: m.jsonl\ntask: asr\nmax_units: 5\n", "c.yaml");
   DataSourceConfig wrong;
-  EXPECT_SLM_ERROR(wrong.Load(bad.Root()), "max_units' applies to task tts only");
+  EXPECT_SLM_ERROR(wrong.Load(bad.Root()), "max_units' applies to tasks tts and interleaved only");
 }
 
 }  // namespace
