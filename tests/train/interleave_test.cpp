@@ -211,17 +211,24 @@ struct InterleavedData {
     manifest = dir.File("m.jsonl");
     manifest::Write(manifest, entries);
   }
+  adapters::MultimodalConfig UnitModel() const {  // the starter backbone reading these units
+    adapters::MultimodalConfig mc;
+    mc.backbone = kBackbone;
+    mc.speech_units = units;
+    return mc;
+  }
+  DataSourceConfig Source() const {
+    DataSourceConfig source;
+    source.manifest = manifest;
+    source.task = "interleaved";
+    return source;
+  }
 };
 
 TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWithACount) {
   const InterleavedData data;
-  adapters::MultimodalConfig mc;
-  mc.backbone = kBackbone;
-  mc.speech_units = data.units;
-  adapters::MultimodalLM model(mc);
-  DataSourceConfig source;
-  source.manifest = data.manifest;
-  source.task = "interleaved";
+  adapters::MultimodalLM model(data.UnitModel());
+  DataSourceConfig source = data.Source();
   source.interleave.seed = 5;
   source.interleave.context_length = 200;
   const Dataset d({source}, 0.0, 0.0, "data.train", 1, true, model.get());
@@ -291,13 +298,8 @@ TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWi
 
 TEST(InterleavedDataset, PairEvaluationReportsTheFourSettingsAndTheUntouchedBackbone) {
   const InterleavedData data;
-  adapters::MultimodalConfig mc;
-  mc.backbone = kBackbone;
-  mc.speech_units = data.units;
-  adapters::MultimodalLM model(mc);
-  DataSourceConfig source;
-  source.manifest = data.manifest;
-  source.task = "interleaved";
+  adapters::MultimodalLM model(data.UnitModel());
+  const DataSourceConfig source = data.Source();
   const Dataset valid({source}, 0.0, 0.0, "data.valid", 1, true, model.get());
   FeatureCache cache;
   TrainConfig::Eval eval;
@@ -360,9 +362,7 @@ TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
   mc.speech.projector.type = "stack_mlp";
   mc.speech.projector.stack = 4;
   adapters::MultimodalLM model(mc);
-  DataSourceConfig source;
-  source.manifest = data.manifest;
-  source.task = "interleaved";
+  DataSourceConfig source = data.Source();
   source.interleave.speech = "frames";
   source.interleave.seed = 2;
   source.interleave.text_share = 0.1;  // mostly spans of speech, so that clips appear
