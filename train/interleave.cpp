@@ -284,19 +284,4 @@ std::vector<std::vector<size_t>> PackByLength(const std::vector<int64_t>& length
   return rows;
 }
 
-std::vector<std::vector<int64_t>> PackSequences(const std::vector<std::vector<int64_t>>& sequences,
-                                                int64_t context, SequenceStats* stats) {
-  std::vector<int64_t> lengths;
-  for (const auto& seq : sequences) {
-    lengths.push_back(std::min<int64_t>(context, static_cast<int64_t>(seq.size())));
-    if (stats && lengths.back() < static_cast<int64_t>(seq.size())) ++stats->truncated;
-  }
-  std::vector<std::vector<int64_t>> rows;
-  for (const std::vector<size_t>& members : PackByLength(lengths, context)) {
-    rows.emplace_back();
-    for (const size_t i : members) rows.back().insert(rows.back().end(), sequences[i].begin(), sequences[i].begin() + lengths[i]);
-  }
-  return rows;
-}
-
 }  // namespace slm::train

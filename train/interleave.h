@@ -133,12 +133,10 @@ std::vector<int64_t> EpochSequence(const AlignedUtterance& u, const InterleaveOp
                                    const InterleaveIds& ids, SequenceStats* stats = nullptr,
                                    std::vector<bool>* speech_words = nullptr);
 
-// First-fit packing in order: each sequence goes into the first row it fits in, else a new row;
-// a sequence longer than `context` is cut to its first `context` tokens (counted in stats).
-std::vector<std::vector<int64_t>> PackSequences(const std::vector<std::vector<int64_t>>& sequences,
-                                                int64_t context, SequenceStats* stats = nullptr);
-// The same first-fit rule on lengths alone: the sequence indices of each row (a sequence longer
-// than `context` gets a row of its own).
+// First-fit packing in order: each sequence (by its length) goes into the first row it fits in,
+// else a new row; returns the sequence indices of each row. A sequence longer than `context` gets a
+// row of its own (the dataset then cuts a units-mode one to the row; frames-mode ones are filtered
+// out on load). slm::Error for context <= 0.
 std::vector<std::vector<size_t>> PackByLength(const std::vector<int64_t>& lengths, int64_t context);
 
 }  // namespace slm::train

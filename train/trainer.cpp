@@ -279,12 +279,8 @@ json EvaluateInterleaved(adapters::MultimodalLMImpl& model, const Dataset& valid
       if (frames && setting.context_speech) {
         const std::string& path = utterances[i]->example.reference_audio;
         const torch::Tensor mel = cache.Get("mel:" + path, [&] { return model.SpeechFeatures(audio::Read(path).samples); });
-        const std::vector<bool> first_half = [&] {
-          std::vector<bool> m(u.Words(), false);
-          for (int64_t w = 0; w < u.Words() / 2; ++w) m[w] = true;
-          return m;
-        }();
-        context.speech.push_back(ClipFeatures(mel, SpeechClips(u, first_half)[0], model.SpeechFeatureRate()));
+        const std::pair<double, double> first_half = {u.word_seconds[0].first, u.word_seconds[u.Words() / 2 - 1].second};
+        context.speech.push_back(ClipFeatures(mel, first_half, model.SpeechFeatureRate()));
       }
       if (setting.ending_speech != setting.context_speech)
         context.tokens.push_back(setting.ending_speech ? ids.speech_marker : ids.text_marker);

@@ -161,15 +161,15 @@ TEST(Interleave, StreamProbabilitiesGiveTheTokenShares) {
   EXPECT_EQ(StreamProbabilities(o, mean), (std::vector<double>{0, 0, 1}));
 }
 
-TEST(Interleave, PackingIsFirstFitAndCutsOverlongSequences) {
-  SequenceStats stats;
-  const auto rows = PackSequences({{1, 1, 1, 1, 1, 1}, {2, 2, 2}, {3, 3, 3, 3}, {4}, {5, 5, 5, 5, 5, 5, 5, 5, 5}}, 8, &stats);
-  ASSERT_EQ(rows.size(), 3u);
-  EXPECT_EQ(rows[0], (std::vector<int64_t>{1, 1, 1, 1, 1, 1, 4}));
-  EXPECT_EQ(rows[1], (std::vector<int64_t>{2, 2, 2, 3, 3, 3, 3}));
-  EXPECT_EQ(rows[2], (std::vector<int64_t>(8, 5)));
-  EXPECT_EQ(stats.truncated, 1);
-  EXPECT_SLM_ERROR(PackSequences({{1}}, 0), "context length 0");
+TEST(Interleave, PackingIsFirstFitAndGivesOverlongSequencesARowOfTheirOwn) {
+  const auto rows = PackByLength({6, 3, 4, 1, 9, 2}, 8);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[0], (std::vector<size_t>{0, 3}));
+  EXPECT_EQ(rows[1], (std::vector<size_t>{1, 2}));
+  EXPECT_EQ(rows[2], (std::vector<size_t>{4}));  // 9 > 8: alone, and nothing joins it
+  EXPECT_EQ(rows[3], (std::vector<size_t>{5}));  // 2 fits no earlier row
+  EXPECT_EQ(PackByLength({6, 3, 4, 1, 9, 2}, 9)[0], (std::vector<size_t>{0, 1}));
+  EXPECT_SLM_ERROR(PackByLength({1}, 0), "context length 0");
 }
 
 // The dataset over a model with units: packed rows, per-epoch sequences, statistics and the pair
