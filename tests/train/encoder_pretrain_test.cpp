@@ -37,6 +37,16 @@ TEST(SpeechEncoderPretrainConfig, ValidatesKeysAndLimits) {
   s.Load(sample.Root());
   sample.CheckAllConsumed();
   EXPECT_EQ(s.features.normalization, audio::MelNormalization::kFixedFloor);
+  // The round-trip ASR's config: the same recipe with the corruptions on.
+  auto robust = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) + "/samples/configs/speech_encoder_robust.yaml");
+  SpeechEncoderPretrainConfig r;
+  r.Load(robust.Root());
+  robust.CheckAllConsumed();
+  EXPECT_DOUBLE_EQ(r.train.blur_prob, 0.5);
+  EXPECT_DOUBLE_EQ(r.train.noise_std, 0.15);
+  auto bad = config::Document::LoadString("train: {blur_prob: 1.5}\n", "b.yaml");
+  SpeechEncoderPretrainConfig b;
+  EXPECT_SLM_ERROR(b.Load(bad.Root()), "blur_prob");
 }
 
 TEST(ImageEncoderPretrainConfig, ValidatesKeys) {

@@ -403,6 +403,23 @@ TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
   EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", 1, true, no_speech.get()), "needs a model with a speech encoder");
 }
 
+TEST(InterleavedDataset, TheSampleConfigLoadsWithDataLevelOptionsAndTheRunSeed) {
+  auto doc = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) + "/samples/configs/interleaved_tiny.yaml");
+  doc.ApplyOverrides({"seed=7", "data.interleave.shares.text=0"});
+  TrainConfig c;
+  c.Load(doc.Root());
+  doc.CheckAllConsumed();
+  ASSERT_EQ(c.data.train.size(), 2u);
+  for (const auto* sources : {&c.data.train, &c.data.valid})
+    for (const DataSourceConfig& s : *sources) {
+      EXPECT_EQ(s.task, "interleaved");
+      EXPECT_EQ(s.interleave.seed, 7u);                // the run's seed
+      EXPECT_EQ(s.interleave.text_share, 0.0);         // data.interleave reaches every source
+      EXPECT_DOUBLE_EQ(s.interleave.interleaved_share, 0.54);
+      EXPECT_EQ(s.interleave.context_length, 256);
+    }
+}
+
 TEST(InterleavedDataset, ConfigKeysAreCheckedWhereTheyAre) {
   auto load = [](const std::string& yaml) {
     return slm::testing::ErrorOf([&] {
