@@ -7,6 +7,7 @@ protoc (protobuf-compiler):
     slm_client.py stream --server HOST:PORT --audio FILE.wav [--realtime] [--interim]
                          [--task transcribe|respond] [--adapter NAME] [--token T] [--chunk-ms 160] [--json]
     slm_client.py transcribe --server HOST:PORT --audio FILE [--json]
+    slm_client.py synthesize --server HOST:PORT --text TEXT --out FILE.wav [--rate HZ] [--json]
     slm_client.py models --server HOST:PORT [--json]
     slm_client.py health --server HOST:PORT [--service slm.v1.Speech]
     slm_client.py services --server HOST:PORT          (server reflection: the services served)
@@ -299,6 +300,57 @@ def encode_samples(samples, encoding):
     return ints.tobytes()
 
 
+def decode_samples(data, encoding):
+    """LINEAR16 (1) or FLOAT32 (2) bytes -> float samples (the inverse of encode_samples)."""
+    if encoding == 2:
+        return list(struct.unpack(f"<{len(data) // 4}f", data[:len(data) // 4 * 4]))
+    ints = array.array("h", data[:len(data) // 2 * 2])
+    if sys.byteorder == "big":
+        ints.byteswap()
+    return [v / 32768.0 for v in ints]
+
+
+def write_wav(path, samples, rate):
+    """Float samples -> a 16-bit PCM mono WAV file."""
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(encode_samples(samples, "linear16"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthesize
+
+def synthesize(channel, text, *, token=None, voice="", encoding="linear16", sample_rate_hz=0,
+               request_id="", timeout=120):
+    """Synthesize: the streamed chunks joined. Returns a dict with samples (floats), sample_rate,
+    chunks, first_chunk_ms (client-side, from the call to the first chunk), request_id and the
+    server's summary (audio_seconds, first_audio_ms, total_ms, words)."""
+    pb2 = load_pb2()
+    request = pb2.SynthesizeRequest(text=text, voice=voice, encoding=ENCODINGS[encoding],
+                                    sample_rate_hz=sample_rate_hz, request_id=request_id)
+    call = _method(channel, "unary_stream", "Synthesize", "SynthesizeRequest", "SynthesizeResponse")
+    start = time.monotonic()
+    out = {"samples": [], "sample_rate": 0, "chunks": 0, "first_chunk_ms": None, "request_id": "", "summary": None}
+    for response in call(request, metadata=auth_metadata(token), timeout=timeout):
+        out["request_id"] = response.request_id
+        if response.HasField("audio"):
+            chunk = response.audio
+            if out["first_chunk_ms"] is None:
+                out["first_chunk_ms"] = (time.monotonic() - start) * 1000.0
+            out["samples"].extend(decode_samples(chunk.audio, chunk.encoding))
+            out["sample_rate"] = chunk.sample_rate_hz
+            out["chunks"] += 1
+        elif response.HasField("summary"):
+            summary = response.summary
+            out["summary"] = {"audio_seconds": summary.audio_seconds, "first_audio_ms": summary.first_audio_ms,
+                              "total_ms": summary.total_ms,
+                              "words": [{"word": w.word, "start": w.start_seconds, "end": w.end_seconds}
+                                        for w in summary.words]}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # Streaming (Converse)
 
@@ -485,6 +537,22 @@ def _cmd_transcribe(args, channel):
     print(f"audio_seconds: {response.audio_seconds:.3f}\nprocessing_ms: {response.processing_ms:.1f}")
 
 
+def _cmd_synthesize(args, channel):
+    result = synthesize(channel, args.text, token=args.token, voice=args.voice, encoding=args.encoding,
+                        sample_rate_hz=args.rate, request_id=args.request_id, timeout=args.deadline or 120)
+    if not result["samples"]:
+        raise RuntimeError("the server sent no audio")
+    write_wav(args.out, result["samples"], result["sample_rate"])
+    report = {"out": args.out, "request_id": result["request_id"], "sample_rate": result["sample_rate"],
+              "chunks": result["chunks"], "audio_seconds": len(result["samples"]) / result["sample_rate"],
+              "first_chunk_ms": result["first_chunk_ms"], "summary": result["summary"]}
+    if args.json:
+        _emit(report, True)
+        return
+    for key in ("out", "sample_rate", "chunks", "audio_seconds", "first_chunk_ms"):
+        print(f"{key}: {report[key]}")
+
+
 def _cmd_models(args, channel):
     response = list_models(channel, token=args.token)
     if args.json:
@@ -541,6 +609,15 @@ def main(argv=None):
     p.add_argument("--audio", required=True, help="audio file (WAV, FLAC, OGG, ...), sent as is")
     p.add_argument("--adapter", default="")
     p.set_defaults(run=_cmd_transcribe)
+
+    p = sub.add_parser("synthesize", parents=[common], help="speak text into a WAV file (Synthesize)")
+    p.add_argument("--text", required=True)
+    p.add_argument("--out", required=True, help="16-bit PCM WAV file to write")
+    p.add_argument("--voice", default="", help="a voice listed by `models`; default: the server's")
+    p.add_argument("--rate", type=int, default=0, help="sample rate in Hz; 0 = the synthesizer's own")
+    p.add_argument("--encoding", choices=sorted(ENCODINGS), default="linear16", help="on the wire")
+    p.add_argument("--request-id", default="")
+    p.set_defaults(run=_cmd_synthesize)
 
     p = sub.add_parser("models", parents=[common], help="the server's models and adapters (ListModels)")
     p.set_defaults(run=_cmd_models)

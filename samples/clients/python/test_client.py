@@ -125,6 +125,29 @@ def code_of(call):
     return grpc.StatusCode.OK
 
 
+class AudioBytesTest(unittest.TestCase):
+    """The client's audio conversions, without a server."""
+
+    def test_encodings_round_trip(self):
+        samples = [0.0, 0.5, -0.5, 0.999, -1.0, 0.123456]
+        back = slm_client.decode_samples(slm_client.encode_samples(samples, "float32"), 2)
+        for a, b in zip(samples, back):
+            self.assertAlmostEqual(a, b, places=6)
+        back16 = slm_client.decode_samples(slm_client.encode_samples(samples, "linear16"), 1)
+        self.assertEqual(len(back16), len(samples))
+        for a, b in zip(samples, back16):
+            self.assertAlmostEqual(a, b, delta=1.0 / 32768)
+
+    def test_wav_round_trip(self):
+        path = os.path.join(tempfile.mkdtemp(prefix="slm-wav-"), "x.wav")
+        samples = [0.25 * ((i % 40) / 20.0 - 1.0) for i in range(800)]
+        slm_client.write_wav(path, samples, 22050)
+        back, rate = slm_client.read_wav(path)
+        self.assertEqual(rate, 22050)
+        self.assertEqual(len(back), len(samples))
+        self.assertLess(max(abs(a - b) for a, b in zip(samples, back)), 1.0 / 32768 + 1e-9)
+
+
 class ServerTest(unittest.TestCase):
     """Everything but draining, against one server."""
 
@@ -229,6 +252,17 @@ class ServerTest(unittest.TestCase):
         # Converse: a stream without a token fails before any response.
         self.assertEqual(code_of(lambda: slm_client.stream_audio(self.channel, [0.0] * 1600, 16000, timeout=10)),
                          grpc.StatusCode.UNAUTHENTICATED)
+
+    def test_synthesize_without_a_synthesizer(self):
+        # serve.yaml serves no adapter with task tts: Synthesize is UNIMPLEMENTED, named as such.
+        with self.assertRaises(grpc.RpcError) as caught:
+            slm_client.synthesize(self.channel, "hello there", token=TOKEN, timeout=10)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+        out = os.path.join(tempfile.mkdtemp(prefix="slm-synth-"), "x.wav")
+        done = self.run_cli("synthesize", "--text", "hello", "--out", out, "--token", TOKEN)
+        self.assertEqual(done.returncode, 1)
+        self.assertIn("UNIMPLEMENTED", done.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_audio_before_config(self):
         pb2 = slm_client.load_pb2()
