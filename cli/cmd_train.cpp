@@ -1,5 +1,5 @@
 // slm train --config FILE [--set k=v ...] [--resume] [--nproc N]
-// slm eval --config FILE [--checkpoint DIR]     (default: the run's latest checkpoint)
+// slm eval --config FILE [--checkpoint DIR | --adapters DIR]   (default: the run's latest checkpoint)
 #include "cli/command.h"
 #include <unistd.h>
 
@@ -37,15 +37,21 @@ std::vector<std::string> RankArgv(const std::vector<std::string>& argv) {
 struct EvalArgs {
   ConfigArgs config;
   std::string checkpoint;
+  std::string adapters;  // an adapters/ directory instead of a checkpoint (e.g. `slm merge` output)
 };
 
 void RunEval(const EvalArgs& args, bool json) {
   const auto config = args.config.Load<train::TrainConfig>();
   Check(!config.data.valid.empty(), args.config.config, ": data.valid lists no source to evaluate on");
-  const std::string dir = args.checkpoint.empty() ? train::LatestCheckpoint(config.output_dir) : args.checkpoint;
+  Check(args.checkpoint.empty() || args.adapters.empty(), "give --checkpoint or --adapters, not both");
+  const std::string dir = !args.adapters.empty()    ? args.adapters
+                          : args.checkpoint.empty() ? train::LatestCheckpoint(config.output_dir)
+                                                    : args.checkpoint;
   Check(!dir.empty(), "no --checkpoint given and '", config.output_dir, "' has no checkpoint");
   adapters::MultimodalLM model(config.model);
-  const train::TrainingState state = train::LoadCheckpoint(dir, *model, nullptr);
+  train::TrainingState state;
+  if (args.adapters.empty()) state = train::LoadCheckpoint(dir, *model, nullptr);
+  else model->LoadAdapters(dir);
   const train::Dataset valid(config.data.valid, config.data.max_missing_fraction,
                              model->MaxSpeechSeconds(), "data.valid", 1, true, model.get());
   train::FeatureCache cache;
@@ -89,6 +95,7 @@ Registrar registrar([](CLI::App& app, Common& common) {
   auto e = std::make_shared<EvalArgs>();
   e->config.Add(eval_cmd, "samples/configs/asr_tiny.yaml");
   eval_cmd->add_option("--checkpoint", e->checkpoint, "checkpoint directory (default: latest)");
+  eval_cmd->add_option("--adapters", e->adapters, "an adapters directory instead (a run's adapters/, `slm merge` output)");
   eval_cmd->callback([e, &common] { RunEval(*e, common.json); });
 });
 
