@@ -355,13 +355,18 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
   }
   std::vector<std::vector<int64_t>> batches;
   if (!interleaved.empty()) {
+    // Per interleaved source, once per epoch rather than once per item.
+    std::map<int, std::pair<InterleaveIds, int64_t>> per_source;  // ids, context length
+    for (size_t s = 0; s < sources_.size(); ++s)
+      if (!stream_probabilities_[s].empty())
+        per_source.emplace(static_cast<int>(s), std::make_pair(InterleaveIdsOf(*model_, sources_[s].interleave.speech),
+                                                               ContextLength(sources_[s].interleave, *model_)));
     std::vector<int64_t> batch;
     int64_t tokens = 0, budget = 0;
     for (const int64_t index : interleaved) {
       const DatasetItem& item = items_[index];
       const DataSourceConfig& src = sources_[item.source];
-      const int64_t context = ContextLength(src.interleave, *model_);
-      const InterleaveIds ids = InterleaveIdsOf(*model_, src.interleave.speech);
+      const auto& [ids, context] = per_source.at(item.source);
       const int64_t length = std::min<int64_t>(
           context, MakeEpochItem(*item.aligned, src.interleave, stream_probabilities_[item.source], epoch, ids, *model_)
                        .positions);
