@@ -10,6 +10,7 @@
 #include "audio/audio_io.h"
 #include "audio/unit_decoder.h"
 #include "audio/units.h"
+#include "train/data_prep.h"
 #include "train/unit_decoder_train.h"
 #include "cli/command.h"
 #include "core/error.h"
@@ -88,59 +89,22 @@ struct UnitsEncodeCommand {
   bool dedup = false;
 };
 
-// Every entry of a manifest with its units: "units" = the unit tokens as the LM reads them
-// ("<u12><u7>..."; text::SpeechUnitToken), "unit_durations" (frames per unit, with --dedup) and
-// "unit_tokenizer" (the tokenizer hash). Media paths are rewritten relative to the new manifest.
-void RunUnitsEncodeManifest(const UnitsEncodeCommand& c, const audio::UnitTokenizer& tokenizer,
-                            const audio::UnitFeatureExtractor& extractor, bool json) {
+void RunUnitsEncodeManifest(const UnitsEncodeCommand& c, bool json) {
   Check(!c.out.empty(), "--manifest needs --out (the new manifest)");
-  const manifest::Manifest m = manifest::Read(c.manifest);
-  const std::string out_dir = std::filesystem::absolute(c.out).parent_path().string();
-  fs::MakeDirs(out_dir);
-  std::vector<manifest::Entry> entries;
-  int64_t units_total = 0;
-  ProgressBar bar("units", static_cast<int64_t>(m.entries.size()), json);
-  for (const manifest::Entry& source : m.entries) {
-    Check(!source.audio.empty(), c.manifest, ": entry '", source.id, "' has no audio");
-    manifest::Entry e = source;
-    const std::string audio_path = std::filesystem::absolute(m.AudioPath(source)).string();
-    e.audio = std::filesystem::relative(audio_path, out_dir).string();
-    if (!source.image.empty())
-      e.image = std::filesystem::relative(std::filesystem::absolute(m.ImagePath(source)), out_dir).string();
-    const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(audio_path).samples));
-    std::string text;
-    nlohmann::json durations = nlohmann::json::array();
-    if (c.dedup) {
-      for (const audio::UnitRun& r : audio::Deduplicate(ids)) {
-        text += text::SpeechUnitToken(r.unit);
-        durations.push_back(r.frames);
-      }
-      e.extra["unit_durations"] = durations;
-    } else {
-      for (int64_t id : ids) text += text::SpeechUnitToken(id);
-    }
-    units_total += c.dedup ? static_cast<int64_t>(durations.size()) : static_cast<int64_t>(ids.size());
-    e.extra["units"] = text;
-    e.extra["unit_tokenizer"] = tokenizer.Hash();
-    if (!c.task.empty()) e.task = c.task;
-    entries.push_back(std::move(e));
-    bar.Update(1);
-  }
-  bar.Finish();
-  manifest::Write(c.out, entries);
+  const train::UnitsManifestStats stats = train::EncodeUnitsManifest(c.manifest, c.out, c.units, c.task, c.dedup, !json);
   Report report(json);
   report.Set("out", c.out);
-  report.Set("entries", static_cast<int64_t>(entries.size()));
-  report.Set("units", units_total);
-  report.Set("tokenizer_hash", tokenizer.Hash());
+  report.Set("entries", stats.entries);
+  report.Set("units", stats.units);
+  report.Set("tokenizer_hash", stats.tokenizer_hash);
   report.Emit();
 }
 
 void RunUnitsEncode(const UnitsEncodeCommand& c, bool json) {
   Check(c.audio.empty() != c.manifest.empty(), "give exactly one of --audio and --manifest");
+  if (!c.manifest.empty()) return RunUnitsEncodeManifest(c, json);
   const audio::UnitTokenizer tokenizer = audio::UnitTokenizer::Load(c.units);
   const audio::UnitFeatureExtractor extractor(tokenizer.Info());
-  if (!c.manifest.empty()) return RunUnitsEncodeManifest(c, tokenizer, extractor, json);
   const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(c.audio).samples));
   nlohmann::json units = nlohmann::json::array(), durations = nlohmann::json::array();
   if (c.dedup) {

@@ -7,6 +7,7 @@
 
 #include "train/checkpoint.h"
 #include "train/distributed.h"
+#include "train/stages.h"
 #include "train/trainer.h"
 
 namespace slm::cli {
@@ -78,6 +79,23 @@ Registrar registrar([](CLI::App& app, Common& common) {
       const int port = t->master_port > 0 ? t->master_port : 20000 + static_cast<int>(getpid() % 20000);
       const int status = train::SpawnLocalRanks(RankArgv(common.argv), t->nproc, port);
       Check(status == 0, "a training rank failed (exit status ", status, ")");
+      return;
+    }
+    auto doc = config::Document::LoadFile(t->config.config);
+    doc.ApplyOverrides(t->config.overrides);
+    if (train::StagesConfig::IsStaged(doc)) {  // a multi-stage run (train/stages.h)
+      Check(t->nproc == 1 && std::getenv("RANK") == nullptr, "a multi-stage config runs in one process (no --nproc)");
+      train::StagesConfig stages;
+      stages.Load(doc);
+      const train::StagesResult result = train::RunStages(stages, t->resume, common.json);
+      Report report(common.json);
+      report.Set("output_dir", result.output_dir);
+      report.Set("stages", static_cast<int64_t>(result.stages.size()));
+      report.Set("seconds", result.seconds);
+      report.Set("report", result.output_dir + "/forgetting.md");
+      report.Line(result.report.ToMarkdown());
+      if (common.json) report.Set("forgetting", result.report.ToJson());
+      report.Emit();
       return;
     }
     std::string effective;

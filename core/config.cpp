@@ -181,6 +181,10 @@ Document Document::LoadString(const std::string& text, const std::string& source
   return Document(MakeState(root, source_name));
 }
 
+Document Document::FromNode(YAML::Node root, const std::string& source_name) {
+  return Document(MakeState(root, source_name));
+}
+
 Document Document::Empty(const std::string& source_name) {
   return Document(MakeState(YAML::Node(YAML::NodeType::Map), source_name));
 }

@@ -77,6 +77,10 @@ class Node {
   // Keys of this map in document order (for maps keyed by user-chosen names).
   std::vector<std::string> Keys() const;
 
+  // The YAML under this node, shared, not copied (a config assembled from parts of another, e.g. a
+  // stage of a multi-stage run, keeps the original file's line numbers in its messages).
+  YAML::Node Raw() const { return node_; }
+
   // Dotted path of this node ("" for the root) and "file:line" of a key, for messages.
   const std::string& Path() const { return path_; }
   std::string Where(const std::string& key) const;
@@ -101,6 +105,8 @@ class Document {
   static Document LoadFile(const std::string& path);
   static Document LoadString(const std::string& text, const std::string& source_name);
   static Document Empty(const std::string& source_name = "<defaults>");
+  // A document over an assembled YAML tree (see Node::Raw); messages name `source_name`.
+  static Document FromNode(YAML::Node root, const std::string& source_name);
 
   // Applies one "a.b.c=value" assignment; value is parsed as YAML ("3", "[1, 2]", "true").
   void ApplyOverride(const std::string& assignment);

@@ -3,15 +3,22 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "audio/audio_io.h"
 #include "audio/speech_corpus.h"
+#include "audio/units.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/manifest.h"
 #include "core/log.h"
+#include "core/progress.h"
+#include "text/tokenizer.h"
 #include "text/wordnet_corpus.h"
 #include "train/metrics.h"
 #include "vision/shapes.h"
@@ -111,6 +118,67 @@ void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesi
   const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
   log::Info(Str(dir, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
                 " s of speech in ", std::lround(stats.wall_seconds), " s"));
+}
+
+UnitsManifestStats EncodeUnitsManifest(const std::string& source_manifest, const std::string& out_manifest,
+                                       const std::string& units_dir, const std::string& task, bool dedup,
+                                       bool progress) {
+  const audio::UnitTokenizer tokenizer = audio::UnitTokenizer::Load(units_dir);
+  const audio::UnitFeatureExtractor extractor(tokenizer.Info());
+  const manifest::Manifest m = manifest::Read(source_manifest);
+  const std::string out_dir = std::filesystem::absolute(out_manifest).parent_path().string();
+  fs::MakeDirs(out_dir);
+  std::vector<manifest::Entry> entries;
+  int64_t units_total = 0;
+  ProgressBar bar("units", static_cast<int64_t>(m.entries.size()), !progress);
+  for (const manifest::Entry& source : m.entries) {
+    Check(!source.audio.empty(), source_manifest, ": entry '", source.id, "' has no audio");
+    manifest::Entry e = source;
+    const std::string audio_path = std::filesystem::absolute(m.AudioPath(source)).string();
+    e.audio = std::filesystem::relative(audio_path, out_dir).string();
+    if (!source.image.empty())
+      e.image = std::filesystem::relative(std::filesystem::absolute(m.ImagePath(source)), out_dir).string();
+    const std::vector<int64_t> ids = tokenizer.Assign(extractor.Frames(audio::Read(audio_path).samples));
+    std::string text;
+    nlohmann::json durations = nlohmann::json::array();
+    if (dedup) {
+      for (const audio::UnitRun& r : audio::Deduplicate(ids)) {
+        text += text::SpeechUnitToken(r.unit);
+        durations.push_back(r.frames);
+      }
+      e.extra["unit_durations"] = durations;
+    } else {
+      for (int64_t id : ids) text += text::SpeechUnitToken(id);
+    }
+    units_total += dedup ? static_cast<int64_t>(durations.size()) : static_cast<int64_t>(ids.size());
+    e.extra["units"] = text;
+    e.extra["unit_tokenizer"] = tokenizer.Hash();
+    if (!task.empty()) e.task = task;
+    entries.push_back(std::move(e));
+    bar.Update(1);
+  }
+  bar.Finish();
+  manifest::Write(out_manifest, entries);
+  return {static_cast<int64_t>(entries.size()), units_total, tokenizer.Hash()};
+}
+
+void EnsureTextManifest(const std::string& manifest_path, const TextLines& t) {
+  if (stdfs::exists(manifest_path)) return;
+  if (!stdfs::exists(t.lines)) EnsureWordNetCorpus(t.corpus_dir, t.wordnet_dir);
+  std::istringstream in(fs::ReadFile(t.lines));
+  std::string line, out;
+  int64_t seen = 0, written = 0;
+  while (std::getline(in, line) && (t.count == 0 || written < t.count)) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    if (seen++ < t.skip) continue;
+    char id[32];
+    std::snprintf(id, sizeof id, "t%06lld", static_cast<long long>(++written));
+    out += nlohmann::json{{"id", id}, {"task", "text"}, {"text", line}}.dump() + "\n";
+  }
+  Check(written > 0, t.lines, ": no text lines after skipping ", t.skip);
+  const std::string dir = stdfs::path(manifest_path).parent_path().string();
+  fs::MakeDirs(dir.empty() ? "." : dir);
+  fs::AtomicWriteString(manifest_path, out);
 }
 
 void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynthesis& q) {

@@ -55,6 +55,33 @@ struct SpokenQaSynthesis {
 // unless manifest_path exists (it must not be named manifest.jsonl: that is the synthesizer's).
 void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynthesis& synthesis);
 
+// Plain text entries for task text: lines [skip, skip + count) of `lines` (blank ones left out)
+// become {"id":"t000001","task":"text","text":"<line>"} in manifest_path, unless it exists. With
+// `lines` under corpus_dir and missing, the WordNet corpus is built first (its text/*.txt hold the
+// "lemma: gloss" lines the starter backbone was pretrained on: held-out text retention).
+struct TextLines {
+  std::string lines;
+  int64_t count = 0;  // 0 = all
+  int64_t skip = 0;
+  std::string corpus_dir = "data/wordnet";
+  std::string wordnet_dir = "/usr/share/wordnet";
+};
+void EnsureTextManifest(const std::string& manifest_path, const TextLines& text);
+
+// Every entry of `source_manifest` with the units of its audio by the unit tokenizer in units_dir
+// (audio/units.h), written to out_manifest: "units" as the LM reads them ("<u12><u7>...";
+// text::SpeechUnitToken), "unit_durations" (frames per unit, with dedup) and "unit_tokenizer" (the
+// tokenizer's hash); media paths are rewritten relative to the new manifest; `task` (when not empty)
+// replaces each entry's task. slm::Error naming an entry without audio. `slm audio units encode
+// --manifest` and the data source key units_from use it.
+struct UnitsManifestStats {
+  int64_t entries = 0, units = 0;
+  std::string tokenizer_hash;
+};
+UnitsManifestStats EncodeUnitsManifest(const std::string& source_manifest, const std::string& out_manifest,
+                                       const std::string& units_dir, const std::string& task, bool dedup,
+                                       bool progress);
+
 // GenerateShapes (vision/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
                   bool progress);

@@ -26,7 +26,13 @@ void DataSourceConfig::Load(config::Node node) {
       .Read("prompt", prompt)
       .Read("limit", limit, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("skip", skip, InRange<int64_t>(0, int64_t{1} << 40))
-      .Read("max_units", max_units, InRange<int64_t>(0, int64_t{1} << 30));
+      .Read("max_units", max_units, InRange<int64_t>(0, int64_t{1} << 30))
+      .Read("sample", sample, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("sample_seed", sample_seed)
+      .Read("pick", pick);
+  if (sample > 0 && !pick.empty()) node.Fail("pick", "a source has sample or pick, not both");
+  for (const int64_t i : pick)
+    if (i < 0) node.Fail("pick", Str("positions are usable-entry indices >= 0, got ", i));
   if (max_units > 0 && task != "tts" && task != "interleaved")
     node.Fail("max_units", "applies to tasks tts and interleaved only");
   if (node.Has("interleave")) {
@@ -66,8 +72,22 @@ void DataSourceConfig::Load(config::Node node) {
         .Read("seed", shapes_seed)
         .Read("size", shapes_size, InRange(32, 512));
   }
-  if (int(synthesize) + int(synthesize_qa) + int(shapes) > 1)
-    node.Fail("shapes", "a source has at most one of synthesize, synthesize_qa and shapes");
+  if (node.Has("text_from")) {
+    auto t = node.Child("text_from");
+    text_from = true;
+    t.Require("lines", text.lines)
+        .Read("count", text.count, InRange<int64_t>(0, int64_t{1} << 40))
+        .Read("skip", text.skip, InRange<int64_t>(0, int64_t{1} << 40))
+        .Read("corpus_dir", text.corpus_dir);
+  }
+  if (node.Has("units_from")) {
+    auto u = node.Child("units_from");
+    u.Require("manifest", units_from_manifest).Require("units", units_from_dir).Read("dedup", units_from_dedup);
+    if (task != "tts" && task != "interleaved") node.Fail("units_from", "applies to tasks tts and interleaved only");
+    if (units_from_manifest == manifest) u.Fail("manifest", "must differ from the source's own manifest");
+  }
+  if (int(synthesize) + int(synthesize_qa) + int(shapes) + int(text_from) > 1)
+    node.Fail("shapes", "a source has at most one of synthesize, synthesize_qa, shapes and text_from");
   try {
     CheckPromptTemplate(task, PromptTemplate());
   } catch (const Error& e) {
@@ -188,6 +208,19 @@ EpochItem MakeEpochItem(const AlignedUtterance& u, const InterleaveOptions& o, c
 
 }  // namespace
 
+void PrepareSource(const DataSourceConfig& src, int threads, bool progress) {
+  const bool units = !src.units_from_manifest.empty();
+  if (units && stdfs::exists(src.manifest)) return;
+  if (src.synthesize) EnsureSpeechManifest(units ? src.units_from_manifest : src.manifest, src.synthesis);
+  if (src.synthesize_qa) EnsureSpokenQaManifest(src.manifest, src.qa);
+  if (src.text_from) EnsureTextManifest(src.manifest, src.text);
+  if (src.shapes)
+    EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed, src.shapes_size,
+                 threads, progress);
+  if (units) EncodeUnitsManifest(src.units_from_manifest, src.manifest, src.units_from_dir, src.task,
+                                 src.units_from_dedup, progress);
+}
+
 Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
                  double max_audio_seconds, const std::string& what, int threads, bool quiet,
                  const adapters::MultimodalLMImpl* model)
@@ -195,11 +228,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
   Check(!sources.empty(), what, ": no data sources");
   for (size_t s = 0; s < sources.size(); ++s) {
     const DataSourceConfig& src = sources[s];
-    if (src.synthesize) EnsureSpeechManifest(src.manifest, src.synthesis);
-    if (src.synthesize_qa) EnsureSpokenQaManifest(src.manifest, src.qa);
-    if (src.shapes)
-      EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed,
-                   src.shapes_size, threads, !quiet);
+    PrepareSource(src, threads, !quiet);
     const manifest::Manifest m = manifest::Read(src.manifest);
     SourceStats stats;
     int64_t skipped = 0;
@@ -308,6 +337,29 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
                     " whose word alignment does not fit their units (first: ", first_bad_alignment, ")"));
     Check(stats.used > 0, what, ": no usable entry in ", src.manifest, " for task '", src.task, "'",
           first_bad_alignment.empty() ? std::string() : Str(" (", first_bad_alignment, ")"));
+    if (!src.pick.empty()) {
+      std::vector<int64_t> picked;
+      for (const int64_t i : src.pick) {
+        Check(i < stats.used, what, ": ", src.manifest, ": pick ", i, " is outside its ", stats.used, " usable entries");
+        picked.push_back(mine[i]);
+      }
+      mine = std::move(picked);
+    } else if (src.sample > 0) {
+      std::mt19937_64 rng(src.sample_seed * 0x9E3779B97F4A7C15ull + 17);
+      std::vector<int64_t> drawn;
+      if (src.sample <= stats.used) {  // without replacement: a partial Fisher-Yates shuffle
+        for (int64_t i = 0; i < src.sample; ++i) {
+          std::uniform_int_distribution<int64_t> pick(i, stats.used - 1);
+          std::swap(mine[i], mine[pick(rng)]);
+        }
+        drawn.assign(mine.begin(), mine.begin() + src.sample);
+      } else {
+        std::uniform_int_distribution<int64_t> pick(0, stats.used - 1);
+        for (int64_t i = 0; i < src.sample; ++i) drawn.push_back(mine[pick(rng)]);
+      }
+      mine = std::move(drawn);
+    }
+    stats.selected = static_cast<int64_t>(mine.size());
     std::vector<double> probabilities;
     if (interleaved) {
       // Mean sequence length per stream over the source (interleaved: one draw of spans per item).

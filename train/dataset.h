@@ -44,6 +44,14 @@ struct DataSourceConfig {
   int64_t limit = 0;   // first `limit` usable entries (after `skip`); 0 = all
   int64_t skip = 0;    // leave out the first `skip` usable entries (a held-out tail of one manifest)
   int64_t max_units = 0;  // tts, interleaved: leave out entries with more units (counted as too long); 0 = no limit
+  // A fixed subset of the usable entries (after skip/limit and the media checks), drawn once:
+  //   sample: N   N entries drawn with sample_seed, without replacement (with replacement when N is
+  //               more than the usable entries): e.g. a replay quota of an earlier stage's data;
+  //   pick: [i..] exactly these usable-entry positions (repeats allowed): e.g. a replay buffer.
+  // slm::Error when a pick is outside the usable entries. Each chosen entry is then one item.
+  int64_t sample = 0;
+  uint64_t sample_seed = 0;
+  std::vector<int64_t> pick;
   InterleaveOptions interleave;  // task interleaved: span selection, stream shares, packing
   // Optional generation when the manifest does not exist yet (train/data_prep.h):
   //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
@@ -54,6 +62,13 @@ struct DataSourceConfig {
   //   synthesize_qa: {qa: FILE, split: S, count: N, seed: S}         (spoken questions, sqa entries)
   bool synthesize_qa = false;
   SpokenQaSynthesis qa;
+  //   text_from: {lines: FILE, count: N, skip: K}                    (task text: lines of a text file)
+  //   units_from: {manifest: M, units: DIR, dedup: false}              (tts, interleaved: M's entries
+  //     with their speech units, EncodeUnitsManifest; with synthesize, M is what is synthesized)
+  bool text_from = false;
+  TextLines text;
+  std::string units_from_manifest, units_from_dir;
+  bool units_from_dedup = false;
   bool shapes = false;
   int64_t shapes_count = 2000;
   uint64_t shapes_seed = 0;
@@ -62,6 +77,11 @@ struct DataSourceConfig {
   // The template in use (prompt or the task's default).
   std::string PromptTemplate() const;
 };
+
+// Generates what a source's generation keys ask for and its manifest lacks (synthesize,
+// synthesize_qa, shapes, text_from, units_from); a no-op for existing manifests. Not thread-safe
+// for one manifest: prepare every source once before processes share them (slm ablate does).
+void PrepareSource(const DataSourceConfig& source, int threads, bool progress);
 
 struct DatasetItem {
   int source = 0;
@@ -77,6 +97,7 @@ struct SourceStats {
   std::string manifest;
   int64_t entries = 0, used = 0, missing = 0, too_long = 0;
   int64_t bad_alignment = 0;  // interleaved entries skipped by AlignUtterance's checks
+  int64_t selected = 0;       // items the source contributes: used, or its sample / pick
 };
 
 // The ids interleaved sequences use, from the model's tokenizer and unit vocabulary (speech

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/process.h"
 
 namespace slm::train {
 
@@ -140,31 +141,18 @@ int SpawnLocalRanks(const std::vector<std::string>& argv, int nproc, int port) {
   Check(nproc >= 1, "--nproc must be >= 1, got ", nproc);
   std::vector<pid_t> children;
   for (int rank = 0; rank < nproc; ++rank) {
-    const pid_t pid = fork();
-    Check(pid >= 0, "fork failed: ", std::strerror(errno));
-    if (pid == 0) {
-      setenv("RANK", std::to_string(rank).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      std::vector<char*> args;
-      for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-      args.push_back(nullptr);
-      execv("/proc/self/exe", args.data());
-      std::fprintf(stderr, "exec failed: %s\n", std::strerror(errno));
-      _exit(127);
-    }
-    children.push_back(pid);
+    ChildSpec spec;
+    spec.argv = argv;
+    spec.env = {{"RANK", std::to_string(rank)}, {"LOCAL_RANK", std::to_string(rank)},
+                {"WORLD_SIZE", std::to_string(nproc)}, {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)}};
+    children.push_back(StartChild(spec));
   }
   int result = 0;
   size_t alive = children.size();
   while (alive > 0) {
-    int status = 0;
-    const pid_t done = wait(&status);
+    const auto [done, code] = WaitAnyChild();
     if (done < 0) break;
     --alive;
-    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (code != 0 && result == 0) {
       result = code;
       for (pid_t pid : children)

@@ -147,7 +147,16 @@ void TrainConfig::Load(config::Node root) {
       .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
       .Read("batch_frames", train.batch_frames, InRange(0.0, 1e12))
       .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}))
-      .Read("l2_to_start", train.l2_to_start, InRange(0.0, 1e9));
+      .Read("l2_to_start", train.l2_to_start, InRange(0.0, 1e9))
+      .Read("trainable", train.trainable, config::Validator<std::vector<std::string>>([](const std::vector<std::string>& parts) {
+        for (const std::string& p : parts)
+          if (!std::set<std::string>{"speech_projector", "speech_encoder", "image_projector", "image_encoder",
+                                     "unit_vocab", "lora"}
+                   .count(p))
+            return Str("'", p, "' is not one of speech_projector, speech_encoder, image_projector, image_encoder, "
+                       "unit_vocab, lora");
+        return std::string();
+      }));
   if (train.precision != "float32" && model.dtype != "float32")
     t.Fail("precision", Str(train.precision, " autocast keeps float32 master weights; it needs model.dtype "
                                              "float32, not ", model.dtype));
@@ -178,7 +187,31 @@ json TrainResult::ToJson() const {
           {"trainable_parameters", trainable_parameters},
           {"resumed", resumed},
           {"resumed_from_step", resumed_from_step},
-          {"eval", eval}};
+          {"eval", eval},
+          {"data", data}};
+}
+
+std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& model, const std::vector<std::string>& parts) {
+  if (parts.empty()) return model.TrainableParameters();
+  // Each trainable parameter's part, from its module path: speech_projector.*, speech_encoder.*,
+  // image_projector.*, image_encoder.*, backbone.*extra_vocab* (unit rows), other backbone.* (LoRA).
+  std::map<const void*, std::string> part_of;
+  for (const auto& item : model.named_parameters(true)) {
+    const std::string& name = item.key();
+    std::string part = name.substr(0, name.find('.'));
+    if (part == "backbone") part = name.find("extra_vocab") != std::string::npos ? "unit_vocab" : "lora";
+    part_of[item.value().unsafeGetTensorImpl()] = part;
+  }
+  std::map<std::string, std::vector<torch::Tensor>> available;
+  for (const torch::Tensor& p : model.TrainableParameters()) available[part_of.at(p.unsafeGetTensorImpl())].push_back(p);
+  std::vector<torch::Tensor> out;
+  for (const std::string& part : parts) {
+    std::string have;
+    for (const auto& [name, unused] : available) have += (have.empty() ? "" : ", ") + name;
+    Check(available.count(part), "train.trainable: the model has no ", part, " to train (it has: ", have, ")");
+    for (const torch::Tensor& p : available[part]) out.push_back(p);
+  }
+  return out;
 }
 
 AutocastGuard PrecisionScope(const TrainConfig& config) {
@@ -384,7 +417,12 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     }
     if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
     if (source.task == "tts") {
-      json t = EvaluateTts(model, valid, items, eval, source.PromptTemplate());
+      // The round trip needs a unit decoder and an ASR; without them the unit NLL alone scores.
+      const std::string missing = model.Config().unit_decoder.empty() ? "no model.unit_decoder"
+                                  : eval.asr_encoder.empty()         ? "no eval.asr_encoder"
+                                                                     : "";
+      json t = missing.empty() ? EvaluateTts(model, valid, items, eval, source.PromptTemplate())
+                               : json{{"task", "tts"}, {"examples", items.size()}, {"round_trip", "skipped: " + missing}};
       t["loss"] = r["loss"];
       r = t;
     }
@@ -462,10 +500,27 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   Prefetcher prefetch(train, *model, cache, c.data.workers);
 
   model->train();
-  const std::vector<torch::Tensor> parameters = model->TrainableParameters();
+  const std::vector<torch::Tensor> parameters = SelectTrainable(*model, c.train.trainable);
+  if (!c.train.trainable.empty()) {  // the parts left out get no gradients at all
+    for (const torch::Tensor& p : model->TrainableParameters()) p.set_requires_grad(false);
+    for (const torch::Tensor& p : parameters) p.set_requires_grad(true);
+  }
   const auto optimizer = MakeAdamW(parameters, c.train);
   TrainResult result;
   result.output_dir = c.output_dir;
+  result.data = json::array();
+  {
+    int64_t epoch_items = 0;
+    for (size_t s = 0; s < train.Stats().size(); ++s)
+      epoch_items += std::llround(c.data.train[s].weight * train.Stats()[s].selected);
+    for (size_t s = 0; s < train.Stats().size(); ++s) {
+      const SourceStats& st = train.Stats()[s];
+      const int64_t items = std::llround(c.data.train[s].weight * st.selected);
+      result.data.push_back({{"manifest", st.manifest}, {"task", c.data.train[s].task}, {"entries", st.entries},
+                             {"used", st.used}, {"selected", st.selected}, {"epoch_items", items},
+                             {"share", epoch_items ? double(items) / epoch_items : 0.0}});
+    }
+  }
   for (const auto& p : parameters) result.trainable_parameters += p.numel();
   // L2 towards the weights this run started from (saved once, so a resumed run uses the same).
   std::vector<torch::Tensor> start_weights;

@@ -58,6 +58,11 @@ struct TrainConfig {
     // (theta - theta_start)^2, theta_start = the weights this run started from (init_adapters, or
     // the fresh adapters), kept in output_dir/start_weights.safetensors so --resume uses the same.
     double l2_to_start = 0;
+    // What trains (a stage of a multi-stage run may train a part only): any of speech_projector,
+    // speech_encoder, image_projector, image_encoder, unit_vocab (the added unit rows), lora; the
+    // model must have each one named. Empty = everything MultimodalLM::TrainableParameters holds.
+    // The rest stays as it is (no gradients, no optimizer state) and is saved unchanged.
+    std::vector<std::string> trainable;
   } train;
   struct Eval {
     int64_t every = 0;
@@ -97,6 +102,9 @@ struct TrainResult {
   bool resumed = false;
   int64_t resumed_from_step = 0;
   nlohmann::json eval;
+  // Per train source: {manifest, task, entries, used, selected} (SourceStats) and its share of an
+  // epoch's items: what a replay mixture actually was.
+  nlohmann::json data;
   nlohmann::json ToJson() const;
 };
 
@@ -106,6 +114,10 @@ TrainResult Train(const TrainConfig& config, const std::string& effective_config
 // The autocast scope of config.train.precision on the model's device (nothing for float32). Every
 // forward pass of training and evaluation runs inside one; backward runs outside, as in PyTorch.
 AutocastGuard PrecisionScope(const TrainConfig& config);
+
+// The parameters `parts` (TrainConfig::Train::trainable names; empty = all) select from `model`;
+// slm::Error naming a part the model does not have or an unknown name.
+std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& model, const std::vector<std::string>& parts);
 
 // Evaluates `model` on the valid sources (see above); {"<manifest> (<task>)": {...}} plus
 // "loss" means over sources.
