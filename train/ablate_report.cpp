@@ -418,10 +418,12 @@ std::vector<std::string> WriteAblationReport(const std::string& dir, const std::
      << "How to read: each cell is one mitigation setting run with several seeds; values are mean ± sample standard "
         "deviation over its finished seeds, in each metric's own units (↓ lower is better, ↑ higher is better). "
         "Forgetting = how much worse a task ended than its best earlier value (positive = forgot); BWT = change from "
-        "the stage that introduced a task to the end (positive = improved).\n\n"
+        "the stage that introduced a task to the end (positive = improved). Mean forgetting and BWT are relative "
+        "(each task's change as a fraction of its best / introducing value, averaged over tasks), so tasks on "
+        "different scales weigh alike; the forgetting table is in each metric's units.\n\n"
      << "## Final values (after the last stage)\n\n| cell | ok runs |";
   for (const auto& column : columns) md << " " << column.Heading() << " |";
-  md << " mean forgetting ↓ | BWT ↑ |\n|---|---|";
+  md << " mean relative forgetting ↓ | relative BWT ↑ |\n|---|---|";
   for (size_t c = 0; c < columns.size() + 2; ++c) md << "---|";
   md << "\n";
   for (const auto& cell : cells) {
@@ -504,14 +506,14 @@ std::string StudyAgreement(const std::vector<AblationRun>& runs) {
 
   auto by_forgetting = scores;
   std::stable_sort(by_forgetting.begin(), by_forgetting.end(), [](const Score& a, const Score& b) { return a.forgetting < b.forgetting; });
-  out << " Mean forgetting (lower is better; over tasks, then seeds): ";
+  out << " Mean relative forgetting (lower is better; over tasks, then seeds): ";
   for (size_t i = 0; i < by_forgetting.size(); ++i) out << (i ? ", " : "") << quote(by_forgetting[i]);
   out << ".";
   std::vector<Score> by_bwt;
   std::copy_if(scores.begin(), scores.end(), std::back_inserter(by_bwt), [](const Score& s) { return s.bwt.has_value(); });
   std::stable_sort(by_bwt.begin(), by_bwt.end(), [](const Score& a, const Score& b) { return *a.bwt > *b.bwt; });
   if (!by_bwt.empty()) {
-    out << " Mean BWT (higher is better): ";
+    out << " Mean relative BWT (higher is better): ";
     for (size_t i = 0; i < by_bwt.size(); ++i)
       out << (i ? ", " : "") << by_bwt[i].cell << " (" << Significant(*by_bwt[i].bwt) << ")";
     out << ".";

@@ -110,6 +110,7 @@ bool StagesConfig::IsStaged(config::Document& doc) { return doc.Root().Has("stag
 void StagesConfig::Load(config::Document& doc) {
   config::Node root = doc.Root();
   source = doc.Source();
+  yaml = YAML::Dump(root.Raw()) + "\n";
   root.Read("output_dir", output_dir).Read("seed", seed).Read("reuse_stages_from", reuse_stages_from);
   const YAML::Node base = Without(root.Raw(), kRunKeys);
   std::vector<config::Node> nodes = root.List("stages");
@@ -235,6 +236,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
   if (!c.reuse_stages_from.empty())
     Check(stdfs::is_directory(c.reuse_stages_from + "/stages"), "reuse_stages_from: '", c.reuse_stages_from,
           "' holds no multi-stage run (no stages/ directory)");
+  fs::AtomicWriteString(c.output_dir + "/config.yaml", c.yaml);
   StagesResult result;
   result.output_dir = c.output_dir;
   std::vector<std::pair<std::string, json>> rows;

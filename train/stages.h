@@ -32,7 +32,7 @@
 // eval.lora_discount applies to every evaluation, merge adds a last row "merged" (the stage
 // adapters merged by adapters/merge.h, evaluated like a stage).
 //
-// Output: output_dir/stages.json (per stage: dir, steps, seconds, replay counts, eval, curve),
+// Output: output_dir/config.yaml (the document as run), output_dir/stages.json (per stage: dir, steps, seconds, replay counts, eval, curve),
 // forgetting.json and forgetting.md (train/forgetting.h). Resume: a stage with result.json is done;
 // one with checkpoints continues (with `resume`); without `resume` an output_dir that holds a run
 // is an error. Not thread-safe (one run per process).
@@ -67,6 +67,7 @@ struct StagesConfig {
     YAML::Node yaml;     // the stage's assembled document
   };
   std::string source;  // the config file, for messages
+  std::string yaml;    // the whole document as loaded (overrides applied): output_dir/config.yaml
   std::vector<Stage> stages;
   ReplayConfig replay;
   std::optional<adapters::MergeConfig> merge;  // inputs: the stages with a weight

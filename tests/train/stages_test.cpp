@@ -15,6 +15,7 @@
 #include "core/manifest.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
+#include "tests/train/tiny_encoder.h"
 #include "train/ablate.h"
 #include "train/stages.h"
 
@@ -30,17 +31,7 @@ struct StagesMini {
   std::string encoder;
   StagesMini() {
     torch::manual_seed(5);
-    audio::WhisperEncoderConfig w;
-    w.d_model = 32;
-    w.encoder_layers = 1;
-    w.encoder_attention_heads = 2;
-    w.encoder_ffn_dim = 64;
-    w.max_source_positions = 150;
-    encoder = dir.File("encoder");
-    audio::WhisperEncoder(w)->SaveWeights(encoder);
-    audio::LogMelOptions mel;
-    mel.normalization = audio::MelNormalization::kFixedFloor;
-    audio::SaveEncoderFeatureOptions(encoder, mel);
+    encoder = testing_support::SaveTinySpeechEncoder(dir.File("encoder"));
     stdfs::create_directories(dir.File("wav"));
     const std::vector<std::string> words = {"red", "dog", "blue", "cat", "green", "star", "tree", "sun",
                                             "snow", "road", "bird", "sea", "sky", "hill", "lake", "rain"};

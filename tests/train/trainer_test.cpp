@@ -21,6 +21,7 @@
 #include "core/manifest.h"
 #include "core/safetensors.h"
 #include "tests/test_util.h"
+#include "tests/train/tiny_encoder.h"
 #include "train/checkpoint.h"
 #include "train/data_prep.h"
 #include "train/distributed.h"
@@ -40,17 +41,7 @@ struct Miniature {
   std::string encoder, train_manifest, valid_manifest;
   Miniature() {
     torch::manual_seed(4);
-    audio::WhisperEncoderConfig w;
-    w.d_model = 32;
-    w.encoder_layers = 1;
-    w.encoder_attention_heads = 2;
-    w.encoder_ffn_dim = 64;
-    w.max_source_positions = 150;  // 3 s
-    encoder = dir.File("encoder");
-    audio::WhisperEncoder(w)->SaveWeights(encoder);
-    audio::LogMelOptions mel;
-    mel.normalization = audio::MelNormalization::kFixedFloor;
-    audio::SaveEncoderFeatureOptions(encoder, mel);
+    encoder = testing_support::SaveTinySpeechEncoder(dir.File("encoder"));
     const std::vector<std::string> texts = {"a red circle", "the dog", "blue square", "a cat sat",
                                             "green", "two stars", "a big tree", "the sun",
                                             "cold snow", "he ran", "she reads", "we walk",
