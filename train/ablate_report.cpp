@@ -144,10 +144,7 @@ const cv::Scalar kInk(40, 40, 40), kGrid(225, 225, 225), kReference(90, 90, 90);
 const cv::Scalar kPalette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44},  {40, 39, 214},  {189, 103, 148},
                                {75, 86, 140},  {194, 119, 227}, {127, 127, 127}, {34, 189, 188}, {207, 190, 23}};
 
-struct Series {
-  std::string name;
-  std::vector<double> x, y;  // a non-finite y is no point; lines join only neighbouring points
-};
+using Series = PlotSeries;  // a non-finite y is no point; lines join only neighbouring points
 
 struct Chart {
   std::string title, x_label, y_label;
@@ -329,6 +326,16 @@ std::string FileStem(const std::string& label) {
 }
 
 }  // namespace
+
+void WriteLineChart(const std::string& path, const std::string& title, const std::string& x_label,
+                    const std::string& y_label, const std::vector<PlotSeries>& series) {
+  Chart chart;
+  chart.title = title;
+  chart.x_label = x_label;
+  chart.y_label = y_label;
+  chart.series = series;
+  WritePng(path, DrawChart(chart));
+}
 
 std::vector<std::string> WriteAblationReport(const std::string& dir, const std::vector<AblationRun>& runs,
                                              const std::string& agreement_paragraph) {

@@ -16,7 +16,7 @@
 //                 forgetting per column likewise; the failed runs with error and log path; the
 //                 `agreement` paragraph; links to the plots.
 // and returns the paths written, in that order. Values are in each metric's own units; a cell's mean
-// forgetting / BWT is the mean over seeds of each run's mean over columns.
+// forgetting / BWT is the mean over seeds of each run's relative mean over columns (ForgettingReport).
 // slm::Error when `dir` or a file cannot be written or a PNG cannot be encoded.
 //
 // StudyAgreement(runs) compares the grid with the finding of "Analyzing Mitigation Strategies for
@@ -54,5 +54,14 @@ std::vector<std::string> WriteAblationReport(const std::string& dir, const std::
                                              const std::string& agreement_paragraph);
 
 std::string StudyAgreement(const std::vector<AblationRun>& runs);
+
+// One 800x500 line chart as PNG (the look of the report's plots): each series a line with markers;
+// non-finite y values are gaps. Used for the in-stage evaluation curves of a multi-stage run.
+struct PlotSeries {
+  std::string name;
+  std::vector<double> x, y;
+};
+void WriteLineChart(const std::string& path, const std::string& title, const std::string& x_label,
+                    const std::string& y_label, const std::vector<PlotSeries>& series);
 
 }  // namespace slm::train

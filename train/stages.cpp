@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
+#include "train/ablate_report.h"
 #include "train/checkpoint.h"
 
 namespace slm::train {
@@ -101,6 +102,37 @@ json Curve(const std::string& dir) {
       curve.push_back({{"step", record["step"]}, {"eval", record["eval"]}});
   }
   return curve;
+}
+
+// With in-stage evaluations (eval.every), per column its metric over the global step (the stages
+// one after another, each stage's end included): where the stability gap shows.
+void WriteCurves(const StagesResult& result) {
+  const ForgettingReport& r = result.report;
+  bool any = false;
+  for (const json& s : result.stages) any = any || (s.contains("curve") && !s["curve"].empty());
+  if (!any) return;
+  for (size_t c = 0; c < r.columns.size(); ++c) {
+    PlotSeries series{r.labels[c] + " " + r.metrics[c].metric, {}, {}};
+    int64_t offset = 0;
+    auto add = [&](int64_t step, const json& eval) {
+      if (!eval.contains(r.columns[c])) return;
+      const json& v = eval[r.columns[c]];
+      if (!v.contains(r.metrics[c].metric) || !v[r.metrics[c].metric].is_number()) return;
+      series.x.push_back(double(offset + step));
+      series.y.push_back(v[r.metrics[c].metric].get<double>());
+    };
+    for (const json& s : result.stages) {
+      if (s.value("stage", "") == "merged") continue;
+      for (const json& point : s.value("curve", json::array())) add(point["step"].get<int64_t>(), point["eval"]);
+      add(s.value("steps", int64_t{0}), s["eval"]);
+      offset += s.value("steps", int64_t{0});
+    }
+    std::string stages;
+    for (const json& s : result.stages) stages += (stages.empty() ? "" : " -> ") + s.value("stage", std::string());
+    WriteLineChart(Str(result.output_dir, "/curve_", c, "_", r.tasks[c], ".png"),
+                   Str(r.labels[c], ": ", r.metrics[c].metric, " during training (", stages, ")"), "step (all stages)",
+                   r.metrics[c].metric, {series});
+  }
 }
 
 }  // namespace
@@ -372,6 +404,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
     result.stages.push_back({{"stage", "merged"}, {"dir", merged.output}, {"merge", merged.ToJson()}, {"eval", eval}});
   }
   result.report = BuildForgettingReport(rows, c.metrics);
+  WriteCurves(result);
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   fs::AtomicWriteString(c.output_dir + "/stages.json", result.ToJson().dump(2) + "\n");
   fs::AtomicWriteString(c.output_dir + "/forgetting.json", result.report.ToJson().dump(2) + "\n");

@@ -32,8 +32,10 @@
 // eval.lora_discount applies to every evaluation, merge adds a last row "merged" (the stage
 // adapters merged by adapters/merge.h, evaluated like a stage).
 //
-// Output: output_dir/config.yaml (the document as run), output_dir/stages.json (per stage: dir, steps, seconds, replay counts, eval, curve),
-// forgetting.json and forgetting.md (train/forgetting.h). Resume: a stage with result.json is done;
+// Output: output_dir/config.yaml (the document as run), stages.json (per stage: dir, steps,
+// seconds, replay counts, eval, curve), forgetting.json and forgetting.md (train/forgetting.h), and
+// with eval.every > 0 curve_<k>_<task>.png: each column's metric over the steps of all stages (the
+// stability gap: a dip when a stage starts, and its recovery). Resume: a stage with result.json is done;
 // one with checkpoints continues (with `resume`); without `resume` an output_dir that holds a run
 // is an error. Not thread-safe (one run per process).
 #pragma once

@@ -78,8 +78,10 @@ struct StagesMini {
            "  - name: b\n    train: {trainable: [lora]}\n    data:\n      train: [{manifest: " + dir.File("b.jsonl") +
            ", task: asr}]\n      valid: [{manifest: " + dir.File("b_valid.jsonl") + ", task: asr}]\n" + extra;
   }
-  StagesConfig Config(const std::string& out, const std::string& extra = "", int steps = 2) const {
+  StagesConfig Config(const std::string& out, const std::string& extra = "", int steps = 2,
+                      const std::vector<std::string>& overrides = {}) const {
     auto doc = config::Document::LoadString(Yaml(out, extra, steps), "stages.yaml");
+    doc.ApplyOverrides(overrides);
     StagesConfig c;
     c.Load(doc);
     return c;
@@ -101,7 +103,8 @@ torch::Tensor Tensor(const std::string& adapters, const std::string& prefix) {
 
 TEST(Stages, RunCarriesAdaptersReplaysAndReportsForgetting) {
   testing::TempDir out;
-  const StagesConfig c = Mini().Config(out.File("run"), "replay: {mode: quota, ratio: 0.5, ratios: {llm: 0.25}}\n");
+  const StagesConfig c =
+      Mini().Config(out.File("run"), "replay: {mode: quota, ratio: 0.5, ratios: {llm: 0.25}}\n", 2, {"eval.every=1"});
   ASSERT_EQ(c.stages.size(), 3u);
   // Valid sets accumulate: stage b sees text, a and b.
   EXPECT_EQ(c.stages[2].config.data.valid.size(), 3u);
@@ -113,7 +116,13 @@ TEST(Stages, RunCarriesAdaptersReplaysAndReportsForgetting) {
   EXPECT_TRUE(r.report.values[0][0].has_value());
   EXPECT_FALSE(r.report.values[0][1].has_value());
   EXPECT_TRUE(r.report.values[2][1].has_value());
-  for (const char* file : {"stages.json", "forgetting.json", "forgetting.md"}) EXPECT_TRUE(stdfs::exists(out.File("run/") + file));
+  for (const char* file : {"config.yaml", "stages.json", "forgetting.json", "forgetting.md", "curve_0_text.png",
+                           "curve_2_asr.png"})
+    EXPECT_TRUE(stdfs::exists(out.File("run/") + file)) << file;
+  // eval.every = 1 in 2-step stages: one evaluation inside each trained stage (the last step is the end's).
+  const json stages = fs::ReadJson(out.File("run/stages.json"));
+  EXPECT_EQ(stages["stages"][1]["curve"].size(), 1u);
+  EXPECT_EQ(stages["stages"][0]["curve"].size(), 0u);
   // Stage b (6 items) replays round(0.25 * 6) = 2 text lines and round(0.5 * 6) = 3 utterances of a.
   const json replay = fs::ReadJson(out.File("run/stages/2-b/replay.json"));
   ASSERT_EQ(replay["replayed"].size(), 2u);
