@@ -140,9 +140,12 @@ constexpr int kWidth = 800, kHeight = 500;
 constexpr int kFont = cv::FONT_HERSHEY_SIMPLEX;
 constexpr double kSmall = 0.45;
 const cv::Scalar kInk(40, 40, 40), kGrid(225, 225, 225), kReference(90, 90, 90);
-// Tableau 10 in BGR: distinct hues that stay apart for the colour-blind.
-const cv::Scalar kPalette[] = {{180, 119, 31}, {14, 127, 255}, {44, 160, 44},  {40, 39, 214},  {189, 103, 148},
-                               {75, 86, 140},  {194, 119, 227}, {127, 127, 127}, {34, 189, 188}, {207, 190, 23}};
+// Tableau 10 in BGR (distinct hues that stay apart for the colour-blind), then black and olive so
+// that a grid of up to 12 cells (the default has 11) needs no colour twice.
+const cv::Scalar kPalette[] = {{180, 119, 31}, {14, 127, 255},  {44, 160, 44},   {40, 39, 214},
+                               {189, 103, 148}, {75, 86, 140},  {194, 119, 227}, {127, 127, 127},
+                               {34, 189, 188}, {207, 190, 23}, {0, 0, 0},       {0, 110, 110}};
+constexpr size_t kColours = sizeof(kPalette) / sizeof(kPalette[0]);
 
 using Series = PlotSeries;  // a non-finite y is no point; lines join only neighbouring points
 
@@ -236,7 +239,7 @@ cv::Mat DrawChart(const Chart& chart) {
     bool dashed;
   };
   std::vector<Entry> legend;
-  for (size_t i = 0; i < drawn.size(); ++i) legend.push_back({drawn[i]->name, kPalette[i % 10], false});
+  for (size_t i = 0; i < drawn.size(); ++i) legend.push_back({drawn[i]->name, kPalette[i % kColours], false});
   if (has_reference) legend.push_back({chart.reference->first, kReference, true});
   int legend_text = 0;
   for (auto& entry : legend) {
@@ -283,8 +286,8 @@ cv::Mat DrawChart(const Chart& chart) {
     auto finite = [&](size_t i) { return std::isfinite(s.x[i]) && std::isfinite(s.y[i]); };
     for (size_t i = 0; i < s.x.size(); ++i) {
       if (!finite(i)) continue;
-      if (i > 0 && finite(i - 1)) cv::line(image, point(i - 1), point(i), kPalette[k % 10], 2, cv::LINE_AA);
-      cv::circle(image, point(i), 4, kPalette[k % 10], cv::FILLED, cv::LINE_AA);
+      if (i > 0 && finite(i - 1)) cv::line(image, point(i - 1), point(i), kPalette[k % kColours], 2, cv::LINE_AA);
+      cv::circle(image, point(i), 4, kPalette[k % kColours], cv::FILLED, cv::LINE_AA);
     }
   }
 
@@ -401,7 +404,7 @@ std::vector<std::string> WriteAblationReport(const std::string& dir, const std::
     plots.emplace_back(name, chart.title);
   }
 
-  Chart replay{"mean forgetting vs replay ratio (lower is better)", "replay ratio", "mean forgetting", {}, {}, {}};
+  Chart replay{"mean relative forgetting vs replay ratio (lower is better)", "replay ratio", "mean relative forgetting", {}, {}, {}};
   for (const auto& cell : cells) {
     const auto values = Defined(cell.ok, MeanForgetting);
     if (values.empty()) continue;
