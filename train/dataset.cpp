@@ -386,6 +386,10 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
   }
 }
 
+int64_t Dataset::ItemsPerEpoch(size_t s) const {
+  return static_cast<int64_t>(std::llround(sources_.at(s).weight * static_cast<double>(by_source_.at(s).size())));
+}
+
 std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t epoch,
                                                         int64_t batch_size, double budget) const {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(seed * 1000003ull + static_cast<uint64_t>(epoch));
@@ -393,7 +397,7 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
   for (size_t s = 0; s < sources_.size(); ++s) {
     const auto& items = by_source_[s];
     const int64_t n = static_cast<int64_t>(items.size());
-    const int64_t wanted = static_cast<int64_t>(std::llround(sources_[s].weight * n));
+    const int64_t wanted = ItemsPerEpoch(s);
     for (int64_t taken = 0; taken < wanted; taken += n) {
       const torch::Tensor perm = torch::randperm(n, generator);
       for (int64_t i = 0; i < std::min(n, wanted - taken); ++i) order.push_back(items[perm[i].item<int64_t>()]);

@@ -134,6 +134,8 @@ class Dataset {
   const DatasetItem& Item(size_t i) const { return items_.at(i); }
   const std::vector<SourceStats>& Stats() const { return stats_; }
   const std::vector<DataSourceConfig>& Sources() const { return sources_; }
+  // Items source s contributes to every epoch: round(weight x its selected entries).
+  int64_t ItemsPerEpoch(size_t s) const;
   // tts targets must be units of the model's unit tokenizer: slm::Error naming the entry for units
   // made by another tokenizer (hash) or a unit id >= k.
   void CheckSpeechUnits(int64_t k, const std::string& hash) const;

@@ -79,14 +79,101 @@ TrainConfig LoadStageConfig(const YAML::Node& yaml, const std::string& where, st
   return c;
 }
 
-// Items each train source of `sources` can give (usable entries after the media checks).
-std::vector<int64_t> UsableCounts(const TrainConfig& c, const std::vector<DataSourceConfig>& sources,
-                                  const adapters::MultimodalLMImpl& model) {
-  const Dataset data(sources, c.data.max_missing_fraction, model.MaxSpeechSeconds(), "replay", c.threads, true, &model);
-  std::vector<int64_t> out;
-  for (const SourceStats& s : data.Stats()) out.push_back(s.selected);
-  return out;
-}
+struct ReplayPlan {
+  std::vector<YAML::Node> sources;  // earlier stages' train sources with `sample` or `pick`
+  json drawn = json::array();       // per source: from_stage, manifest, task, count, usable, share
+  int64_t stage_items = 0;          // the stage's own items per epoch
+};
+
+// What stage k replays of stages 0..k-1 (train/stages.h, "Replay"). The sizes of each stage's
+// sources are read once (a Dataset of them, checked as training will) and kept for later stages.
+class ReplayPlanner {
+ public:
+  explicit ReplayPlanner(const StagesConfig& c) : c_(c) {}
+
+  ReplayPlan Plan(size_t k) {
+    ReplayPlan plan;
+    plan.stage_items = Sizes(k).epoch_items;
+    std::vector<std::vector<std::vector<int64_t>>> picks(k);  // reservoir: [stage][source] positions
+    if (c_.replay.mode == "reservoir") {
+      // Algorithm R over every earlier stage's examples, each stage's in a seeded order.
+      std::mt19937_64 rng(c_.seed * 7919 + 11);
+      std::vector<std::tuple<size_t, size_t, int64_t>> buffer;
+      int64_t seen = 0;
+      for (size_t e = 0; e < k; ++e) {
+        std::vector<std::tuple<size_t, size_t, int64_t>> stream;
+        for (size_t s = 0; s < Sizes(e).usable.size(); ++s)
+          for (int64_t i = 0; i < Sizes(e).usable[s]; ++i) stream.emplace_back(e, s, i);
+        std::shuffle(stream.begin(), stream.end(), rng);
+        for (const auto& item : stream) {
+          if (seen < c_.replay.buffer_size) buffer.push_back(item);
+          else if (const int64_t j = std::uniform_int_distribution<int64_t>(0, seen)(rng); j < c_.replay.buffer_size)
+            buffer[j] = item;
+          ++seen;
+        }
+        picks[e].resize(Sizes(e).usable.size());
+      }
+      for (const auto& [e, s, i] : buffer) picks[e][s].push_back(i);
+    }
+    for (size_t e = 0; e < k; ++e) {
+      const std::vector<int64_t>& sizes = Sizes(e).usable;
+      int64_t total = 0;
+      for (const int64_t n : sizes) total += n;
+      const std::string& name = c_.stages[e].name;
+      const double ratio = c_.replay.ratios.count(name) ? c_.replay.ratios.at(name) : c_.replay.ratio;
+      const int64_t quota = std::llround(ratio * plan.stage_items);
+      int64_t given = 0;
+      const YAML::Node sources = c_.stages[e].yaml["data"]["train"];
+      for (size_t s = 0; s < sizes.size(); ++s) {
+        YAML::Node source = Without(sources[s], {"sample", "sample_seed", "pick", "weight"});
+        int64_t count = 0;
+        if (c_.replay.mode == "quota") {  // split over the stage's sources by their sizes
+          count = s + 1 == sizes.size() ? quota - given : quota * sizes[s] / std::max<int64_t>(1, total);
+          given += count;
+          Put(source, "sample", count);
+          Put(source, "sample_seed", c_.seed * 1000003 + k * 1009 + e * 101 + s);
+        } else {
+          count = static_cast<int64_t>(picks[e][s].size());
+          std::sort(picks[e][s].begin(), picks[e][s].end());
+          Put(source, "pick", YAML::Node(picks[e][s]));
+        }
+        if (count == 0) continue;
+        plan.sources.push_back(source);
+        const DataSourceConfig& config = c_.stages[e].config.data.train[s];
+        plan.drawn.push_back({{"from_stage", name}, {"manifest", config.manifest}, {"task", config.task},
+                              {"count", count}, {"usable", sizes[s]}, {"with_replacement", count > sizes[s]}});
+      }
+    }
+    int64_t replayed = 0;
+    for (const json& d : plan.drawn) replayed += d["count"].get<int64_t>();
+    for (json& d : plan.drawn) d["share"] = double(d["count"].get<int64_t>()) / double(plan.stage_items + replayed);
+    return plan;
+  }
+
+ private:
+  struct SourceSizes {
+    std::vector<int64_t> usable;  // per train source
+    int64_t epoch_items = 0;      // the stage's items per epoch
+  };
+
+  const SourceSizes& Sizes(size_t k) {
+    if (auto it = sizes_.find(k); it != sizes_.end()) return it->second;
+    const TrainConfig& tc = c_.stages[k].config;
+    if (!model_) model_.emplace(tc.model);  // interleaved sources need its tokenizer and unit rate
+    const Dataset data(tc.data.train, tc.data.max_missing_fraction, (*model_)->MaxSpeechSeconds(), "replay",
+                       tc.threads, true, model_->get());
+    SourceSizes sizes;
+    for (size_t s = 0; s < data.Stats().size(); ++s) {
+      sizes.usable.push_back(data.Stats()[s].selected);
+      sizes.epoch_items += data.ItemsPerEpoch(s);
+    }
+    return sizes_[k] = sizes;
+  }
+
+  const StagesConfig& c_;
+  std::optional<adapters::MultimodalLM> model_;
+  std::map<size_t, SourceSizes> sizes_;
+};
 
 json ReadResult(const std::string& dir) { return fs::ReadJson(dir + "/result.json"); }
 
@@ -272,7 +359,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
   StagesResult result;
   result.output_dir = c.output_dir;
   std::vector<std::pair<std::string, json>> rows;
-  std::optional<adapters::MultimodalLM> sizing;  // a model to size the replay sources with
+  ReplayPlanner planner(c);
   for (size_t k = 0; k < c.stages.size(); ++k) {
     const StagesConfig::Stage& stage = c.stages[k];
     const std::string dir = StageDir(c.output_dir, k, stage.name);
@@ -280,72 +367,17 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
     if (!stdfs::exists(dir + "/result.json")) {
       // Replay sources of the earlier stages, written into this stage's config.
       std::vector<YAML::Node> replay;
-      json drawn = json::array();
       if (c.replay.mode != "none" && k > 0 && !stage.evaluate_only && c.reuse_stages_from.empty()) {
-        if (!sizing) sizing.emplace(stage.config.model);
-        const std::vector<int64_t> own = UsableCounts(stage.config, stage.config.data.train, **sizing);
-        int64_t epoch_items = 0;
-        for (size_t s = 0; s < own.size(); ++s) epoch_items += std::llround(stage.config.data.train[s].weight * own[s]);
-        std::vector<std::vector<int64_t>> usable;  // per earlier stage, per source
-        for (size_t e = 0; e < k; ++e) usable.push_back(UsableCounts(c.stages[e].config, c.stages[e].config.data.train, **sizing));
-        std::vector<std::vector<std::vector<int64_t>>> picks(k);  // reservoir: [stage][source] positions
-        if (c.replay.mode == "reservoir") {
-          std::mt19937_64 rng(c.seed * 7919 + 11);
-          std::vector<std::tuple<size_t, size_t, int64_t>> buffer;
-          int64_t seen = 0;
-          for (size_t e = 0; e < k; ++e) {
-            std::vector<std::tuple<size_t, size_t, int64_t>> stream;
-            for (size_t s = 0; s < usable[e].size(); ++s)
-              for (int64_t i = 0; i < usable[e][s]; ++i) stream.emplace_back(e, s, i);
-            std::shuffle(stream.begin(), stream.end(), rng);
-            for (const auto& item : stream) {
-              if (seen < c.replay.buffer_size) buffer.push_back(item);
-              else if (const int64_t j = std::uniform_int_distribution<int64_t>(0, seen)(rng); j < c.replay.buffer_size)
-                buffer[j] = item;
-              ++seen;
-            }
-          }
-          for (size_t e = 0; e < k; ++e) picks[e].resize(usable[e].size());
-          for (const auto& [e, s, i] : buffer) picks[e][s].push_back(i);
-        }
-        for (size_t e = 0; e < k; ++e) {
-          const std::vector<int64_t>& sizes = usable[e];
-          int64_t total = 0;
-          for (const int64_t n : sizes) total += n;
-          const double ratio = c.replay.ratios.count(c.stages[e].name) ? c.replay.ratios.at(c.stages[e].name) : c.replay.ratio;
-          const int64_t quota = c.replay.mode == "quota" ? std::llround(ratio * epoch_items) : 0;
-          int64_t given = 0;
-          const YAML::Node sources = c.stages[e].yaml["data"]["train"];
-          for (size_t s = 0; s < sizes.size(); ++s) {
-            int64_t count = 0;
-            YAML::Node source = Without(sources[s], {"sample", "sample_seed", "pick", "weight"});
-            if (c.replay.mode == "quota") {
-              count = s + 1 == sizes.size() ? quota - given : quota * sizes[s] / std::max<int64_t>(1, total);
-              given += count;
-              Put(source, "sample", count);
-              Put(source, "sample_seed", c.seed * 1000003 + k * 1009 + e * 101 + s);
-            } else {
-              count = static_cast<int64_t>(picks[e][s].size());
-              std::sort(picks[e][s].begin(), picks[e][s].end());
-              YAML::Node positions(picks[e][s]);
-              positions.SetStyle(YAML::EmitterStyle::Flow);
-              Put(source, "pick", positions);
-            }
-            if (count == 0) continue;
-            replay.push_back(source);
-            drawn.push_back({{"from_stage", c.stages[e].name}, {"manifest", c.stages[e].config.data.train[s].manifest},
-                             {"task", c.stages[e].config.data.train[s].task}, {"count", count},
-                             {"usable", sizes[s]}, {"with_replacement", count > sizes[s]}});
-          }
-        }
+        const ReplayPlan plan = planner.Plan(k);
+        replay = plan.sources;
         int64_t replayed = 0;
-        for (const json& d : drawn) replayed += d["count"].get<int64_t>();
-        for (json& d : drawn) d["share"] = double(d["count"].get<int64_t>()) / double(epoch_items + replayed);
+        for (const json& d : plan.drawn) replayed += d["count"].get<int64_t>();
         log::Info(Str("stage ", stage.name, ": replaying ", replayed, " examples of earlier stages next to ",
-                      epoch_items, " of its own (", c.replay.mode, ")"));
+                      plan.stage_items, " of its own (", c.replay.mode, ")"));
         fs::MakeDirs(dir);
-        fs::AtomicWriteString(dir + "/replay.json",
-                              json{{"mode", c.replay.mode}, {"stage_items", epoch_items}, {"replayed", drawn}}.dump(2) + "\n");
+        fs::AtomicWriteString(
+            dir + "/replay.json",
+            json{{"mode", c.replay.mode}, {"stage_items", plan.stage_items}, {"replayed", plan.drawn}}.dump(2) + "\n");
       }
       std::string effective;
       const TrainConfig config = LoadStageConfig(StageYaml(stage.yaml, replay),

@@ -511,11 +511,10 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   result.data = json::array();
   {
     int64_t epoch_items = 0;
-    for (size_t s = 0; s < train.Stats().size(); ++s)
-      epoch_items += std::llround(c.data.train[s].weight * train.Stats()[s].selected);
+    for (size_t s = 0; s < train.Stats().size(); ++s) epoch_items += train.ItemsPerEpoch(s);
     for (size_t s = 0; s < train.Stats().size(); ++s) {
       const SourceStats& st = train.Stats()[s];
-      const int64_t items = std::llround(c.data.train[s].weight * st.selected);
+      const int64_t items = train.ItemsPerEpoch(s);
       result.data.push_back({{"manifest", st.manifest}, {"task", c.data.train[s].task}, {"entries", st.entries},
                              {"used", st.used}, {"selected", st.selected}, {"epoch_items", items},
                              {"share", epoch_items ? double(items) / epoch_items : 0.0}});
