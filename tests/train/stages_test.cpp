@@ -282,6 +282,28 @@ TEST(Ablate, GridRecordsFailedCellsAndGoesOn) {
   EXPECT_EQ(again.ran, 1);
 }
 
+TEST(Ablate, ACellKilledByASignalIsRecordedWithIt) {
+  testing::TempDir out;
+  const std::string base = out.File("base.yaml");
+  fs::AtomicWriteString(base, Mini().Yaml(out.File("unused"), "", 1));
+  // A stand-in for a cell that crashes: the "slm" it runs kills itself with SIGSEGV.
+  const std::string crash = out.File("crash.sh");
+  fs::AtomicWriteString(crash, "#!/bin/sh\necho 'about to crash'\nkill -SEGV $$\n");
+  stdfs::permissions(crash, stdfs::perms::owner_all);
+  auto doc = config::Document::LoadString("base: " + base + "\noutput_dir: " + out.File("grid") +
+                                              "\nseeds: [1]\ncells: [{name: none}]\n",
+                                          "grid.yaml");
+  AblationConfig c;
+  c.Load(doc.Root(), false);
+  c.executable = crash;
+  const AblationResult r = RunAblation(c, true);
+  ASSERT_EQ(r.runs.size(), 1u);
+  EXPECT_EQ(r.runs[0].status, "failed");
+  EXPECT_NE(r.runs[0].error.find("exit code 139 (signal 11)"), std::string::npos) << r.runs[0].error;
+  EXPECT_NE(r.runs[0].error.find("about to crash"), std::string::npos) << r.runs[0].error;
+  EXPECT_NE(fs::ReadFile(out.File("grid/report.md")).find("signal 11"), std::string::npos);
+}
+
 TEST(Ablate, ConfigErrors) {
   auto load = [](const std::string& yaml, bool quick = false) {
     auto doc = config::Document::LoadString(yaml, "grid.yaml");
