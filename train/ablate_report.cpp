@@ -154,6 +154,7 @@ struct Chart {
   std::vector<std::string> categories;  // when set, x is an index into these and they label the ticks
   std::vector<Series> series;
   std::optional<std::pair<std::string, double>> reference;  // legend name, y: a dashed horizontal line
+  std::vector<std::pair<std::string, double>> boundaries;   // label, x: dashed vertical lines (stage starts)
 };
 
 struct Axis {
@@ -280,6 +281,11 @@ cv::Mat DrawChart(const Chart& chart) {
 
   if (has_reference) DashedLine(image, {plot.x, py(chart.reference->second)}, {right, py(chart.reference->second)},
                                 kReference);
+  for (const auto& [label, x] : chart.boundaries) {
+    if (!std::isfinite(x) || x < x_axis.lo || x > x_axis.hi) continue;
+    DashedLine(image, {px(x), plot.y}, {px(x), bottom}, kReference);
+    Text(image, label, {px(x) + 4, plot.y + 14});
+  }
   for (size_t k = 0; k < drawn.size(); ++k) {
     const Series& s = *drawn[k];
     auto point = [&](size_t i) { return cv::Point(px(s.x[i]), py(s.y[i])); };
@@ -331,12 +337,14 @@ std::string FileStem(const std::string& label) {
 }  // namespace
 
 void WriteLineChart(const std::string& path, const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<PlotSeries>& series) {
+                    const std::string& y_label, const std::vector<PlotSeries>& series,
+                    const std::vector<std::pair<std::string, double>>& boundaries) {
   Chart chart;
   chart.title = title;
   chart.x_label = x_label;
   chart.y_label = y_label;
   chart.series = series;
+  chart.boundaries = boundaries;
   WritePng(path, DrawChart(chart));
 }
 

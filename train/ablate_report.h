@@ -33,6 +33,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "train/forgetting.h"
@@ -56,12 +57,14 @@ std::vector<std::string> WriteAblationReport(const std::string& dir, const std::
 std::string StudyAgreement(const std::vector<AblationRun>& runs);
 
 // One 800x500 line chart as PNG (the look of the report's plots): each series a line with markers;
-// non-finite y values are gaps. Used for the in-stage evaluation curves of a multi-stage run.
+// non-finite y values are gaps; each boundary (label, x) a labelled dashed vertical line. Used for
+// the in-stage evaluation curves of a multi-stage run (boundaries: where each stage starts).
 struct PlotSeries {
   std::string name;
   std::vector<double> x, y;
 };
 void WriteLineChart(const std::string& path, const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<PlotSeries>& series);
+                    const std::string& y_label, const std::vector<PlotSeries>& series,
+                    const std::vector<std::pair<std::string, double>>& boundaries = {});
 
 }  // namespace slm::train

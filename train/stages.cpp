@@ -198,6 +198,13 @@ void WriteCurves(const StagesResult& result) {
   bool any = false;
   for (const json& s : result.stages) any = any || (s.contains("curve") && !s["curve"].empty());
   if (!any) return;
+  std::vector<std::pair<std::string, double>> starts;  // where each trained stage begins
+  int64_t step = 0;
+  for (const json& s : result.stages) {
+    if (s.value("stage", "") == "merged") continue;
+    if (s.value("steps", int64_t{0}) > 0) starts.emplace_back(s.value("stage", std::string()), double(step));
+    step += s.value("steps", int64_t{0});
+  }
   for (size_t c = 0; c < r.columns.size(); ++c) {
     PlotSeries series{r.labels[c] + " " + r.metrics[c].metric, {}, {}};
     int64_t offset = 0;
@@ -218,7 +225,7 @@ void WriteCurves(const StagesResult& result) {
     for (const json& s : result.stages) stages += (stages.empty() ? "" : " -> ") + s.value("stage", std::string());
     WriteLineChart(Str(result.output_dir, "/curve_", c, "_", r.tasks[c], ".png"),
                    Str(r.labels[c], ": ", r.metrics[c].metric, " during training (", stages, ")"), "step (all stages)",
-                   r.metrics[c].metric, {series});
+                   r.metrics[c].metric, {series}, starts);
   }
 }
 
