@@ -53,15 +53,11 @@ void RunEval(const EvalArgs& args, bool json) {
   train::TrainingState state;
   if (args.adapters.empty()) state = train::LoadCheckpoint(dir, *model, nullptr);
   else model->LoadAdapters(dir);
-  const train::Dataset valid(config.data.valid, config.data.max_missing_fraction,
-                             model->MaxSpeechSeconds(), "data.valid", 1, true, model.get());
-  train::FeatureCache cache;
   Report report(json);
   report.Set("checkpoint", dir);
   report.Set("step", state.step);
   // One key: source names are manifest paths, whose dots Report::Set would read as nesting.
-  const AutocastGuard precision = train::PrecisionScope(config);
-  report.Set("eval", train::Evaluate(*model, valid, config.eval, cache));
+  report.Set("eval", train::EvaluateValid(config, *model));
   report.Emit();
 }
 

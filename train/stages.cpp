@@ -57,7 +57,7 @@ std::string StageDir(const std::string& output_dir, size_t k, const std::string&
   return Str(output_dir, "/stages/", k, "-", name);
 }
 
-// A stage's document: its train sources plus `replay` (extra source maps), valid = `valid`.
+// A stage's document with `replay` (earlier stages' source maps) appended to its train sources.
 YAML::Node StageYaml(const YAML::Node& stage, const std::vector<YAML::Node>& replay) {
   YAML::Node out = Without(stage, {});
   if (replay.empty()) return out;
@@ -83,6 +83,7 @@ struct ReplayPlan {
   std::vector<YAML::Node> sources;  // earlier stages' train sources with `sample` or `pick`
   json drawn = json::array();       // per source: from_stage, manifest, task, count, usable, share
   int64_t stage_items = 0;          // the stage's own items per epoch
+  int64_t replayed = 0;             // sum of the counts
 };
 
 // What stage k replays of stages 0..k-1 (train/stages.h, "Replay"). The sizes of each stage's
@@ -144,9 +145,8 @@ class ReplayPlanner {
                               {"count", count}, {"usable", sizes[s]}, {"with_replacement", count > sizes[s]}});
       }
     }
-    int64_t replayed = 0;
-    for (const json& d : plan.drawn) replayed += d["count"].get<int64_t>();
-    for (json& d : plan.drawn) d["share"] = double(d["count"].get<int64_t>()) / double(plan.stage_items + replayed);
+    for (const json& d : plan.drawn) plan.replayed += d["count"].get<int64_t>();
+    for (json& d : plan.drawn) d["share"] = double(d["count"].get<int64_t>()) / double(plan.stage_items + plan.replayed);
     return plan;
   }
 
@@ -336,20 +336,12 @@ adapters::MultimodalLM LoadModel(const TrainConfig& config, const std::string& a
   return model;
 }
 
-json EvaluateModel(const TrainConfig& config, adapters::MultimodalLMImpl& model) {
-  Check(!config.data.valid.empty(), "no data.valid source to evaluate on");
-  const Dataset valid(config.data.valid, config.data.max_missing_fraction, model.MaxSpeechSeconds(), "data.valid",
-                      config.threads, true, &model);
-  FeatureCache cache;
-  const AutocastGuard precision = PrecisionScope(config);
-  return Evaluate(model, valid, config.eval, cache);
-}
 
 }  // namespace
 
 json EvaluateAdapters(const TrainConfig& config, const std::string& adapters_dir) {
   adapters::MultimodalLM model = LoadModel(config, adapters_dir);
-  return EvaluateModel(config, *model);
+  return EvaluateValid(config, *model);
 }
 
 StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
@@ -377,9 +369,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
       if (c.replay.mode != "none" && k > 0 && !stage.evaluate_only && c.reuse_stages_from.empty()) {
         const ReplayPlan plan = planner.Plan(k);
         replay = plan.sources;
-        int64_t replayed = 0;
-        for (const json& d : plan.drawn) replayed += d["count"].get<int64_t>();
-        log::Info(Str("stage ", stage.name, ": replaying ", replayed, " examples of earlier stages next to ",
+        log::Info(Str("stage ", stage.name, ": replaying ", plan.replayed, " examples of earlier stages next to ",
                       plan.stage_items, " of its own (", c.replay.mode, ")"));
         fs::MakeDirs(dir);
         fs::AtomicWriteString(
@@ -400,7 +390,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
         fs::AtomicWriteString(dir + "/config.yaml", effective);
         adapters::MultimodalLM model = LoadModel(config, from);
         model->SaveAdapters(dir + "/adapters");  // what the next stage and merging start from
-        const json eval = EvaluateModel(config, *model);
+        const json eval = EvaluateValid(config, *model);
         fs::AtomicWriteString(dir + "/result.json",
                               json{{"steps", 0}, {"evaluate_only", true}, {"adapters_from", from}, {"eval", eval}}.dump(2) + "\n");
       } else {
@@ -433,7 +423,7 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
       if (c.merge_weights.count(c.stages[k].name))
         mc.inputs.push_back({StageDir(c.output_dir, k, c.stages[k].name) + "/adapters", c.merge_weights.at(c.stages[k].name)});
     const adapters::MergeResult merged = adapters::MergeAdapters(mc);
-    TrainConfig last = LoadStageConfig(c.stages.back().yaml, Str(c.source, " (stage '", c.stages.back().name, "')"));
+    TrainConfig last = c.stages.back().config;  // its valid sources are every stage's
     if (merged.lora_rank > 0) {
       last.model.lora.rank = merged.lora_rank;
       last.model.lora.alpha = merged.lora_alpha;

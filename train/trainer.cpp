@@ -206,9 +206,11 @@ std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& mod
   for (const torch::Tensor& p : model.TrainableParameters()) available[part_of.at(p.unsafeGetTensorImpl())].push_back(p);
   std::vector<torch::Tensor> out;
   for (const std::string& part : parts) {
-    std::string have;
-    for (const auto& [name, unused] : available) have += (have.empty() ? "" : ", ") + name;
-    Check(available.count(part), "train.trainable: the model has no ", part, " to train (it has: ", have, ")");
+    if (!available.count(part)) {
+      std::string have;
+      for (const auto& [name, unused] : available) have += (have.empty() ? "" : ", ") + name;
+      throw Error(Str("train.trainable: the model has no ", part, " to train (it has: ", have, ")"));
+    }
     for (const torch::Tensor& p : available[part]) out.push_back(p);
   }
   return out;
@@ -450,6 +452,15 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
   }
   if (was_training) model.train();
   return out;
+}
+
+json EvaluateValid(const TrainConfig& config, adapters::MultimodalLMImpl& model) {
+  Check(!config.data.valid.empty(), "no data.valid source to evaluate on");
+  const Dataset valid(config.data.valid, config.data.max_missing_fraction, model.MaxSpeechSeconds(), "data.valid",
+                      config.threads, true, &model);
+  FeatureCache cache;
+  const AutocastGuard precision = PrecisionScope(config);
+  return Evaluate(model, valid, config.eval, cache);
 }
 
 TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml, bool resume, bool quiet) {

@@ -123,5 +123,8 @@ std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& mod
 // "loss" means over sources.
 nlohmann::json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid,
                         const TrainConfig::Eval& eval, FeatureCache& cache);
+// The same on config.data.valid (its own Dataset and cache), under config's precision: `slm eval`
+// and the stages that only evaluate. slm::Error when the config lists no valid source.
+nlohmann::json EvaluateValid(const TrainConfig& config, adapters::MultimodalLMImpl& model);
 
 }  // namespace slm::train
