@@ -12,8 +12,9 @@ GriffinLimVocoder::GriffinLimVocoder(const LogMelOptions& features, const Griffi
   Check(options_.iterations >= 0, "Griffin-Lim: iterations must be >= 0, got ", options_.iterations);
   Check(options_.momentum >= 0 && options_.momentum < 1, "Griffin-Lim: momentum must be in [0, 1), got ",
         options_.momentum);
-  // mel = bank^T power  ->  power ~= pinv(bank^T) mel.
-  inverse_bank_ = torch::linalg_pinv(MelFilterBank(features_).t().to(torch::kDouble)).to(torch::kFloat);
+  Check(options_.nnls_iterations >= 0, "Griffin-Lim: nnls_iterations must be >= 0, got ", options_.nnls_iterations);
+  bank_ = MelFilterBank(features_).to(torch::kFloat);
+  bank_gram_1_ = bank_.matmul(bank_.sum(0, /*keepdim=*/true).t());
   window_ = torch::hann_window(features_.n_fft, torch::kFloat);
 }
 
@@ -24,7 +25,12 @@ torch::Tensor GriffinLimVocoder::Magnitude(const torch::Tensor& log_mel) const {
   const torch::Tensor v = log_mel.to(torch::kCPU, torch::kFloat).t();  // [n_mels, T]
   const torch::Tensor log10_power = features_.normalization == MelNormalization::kNone ? v : 4.0 * v - 4.0;
   const torch::Tensor mel_power = torch::pow(10.0, log10_power.clamp_max(10.0));
-  return inverse_bank_.matmul(mel_power).clamp_min(0).sqrt();  // [bins, T]
+  // Non-negative least squares for linear power p (header). Bins no filter covers stay at 0.
+  const torch::Tensor numerator = bank_.matmul(mel_power);  // B mel [bins, T]
+  torch::Tensor power = numerator / bank_gram_1_.clamp_min(1e-30);
+  for (int i = 0; i < options_.nnls_iterations; ++i)
+    power = power * numerator / bank_.matmul(bank_.t().matmul(power)).clamp_min(1e-30);
+  return power.sqrt();  // [bins, T]
 }
 
 std::vector<float> GriffinLimVocoder::Synthesize(const torch::Tensor& log_mel) const {
