@@ -86,6 +86,10 @@ TtsPipeline::TtsPipeline(MultimodalLM model, audio::UnitDecoder decoder, std::sh
   Check(vocoder_ != nullptr, "tts: no vocoder");
 }
 
+std::vector<float> TtsPipeline::Speak(const std::vector<int64_t>& units) {
+  return vocoder_->Synthesize(decoder_->Decode(units));
+}
+
 TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& options, const AudioChunkCallback& on_chunk) {
   options.Validate();
   const double start = Now();

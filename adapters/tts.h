@@ -67,6 +67,10 @@ class TtsPipeline {
   explicit TtsPipeline(MultimodalLM model, const std::string& decoder_dir = "");
   TtsResult Synthesize(const std::string& text, const TtsOptions& options,
                        const AudioChunkCallback& on_chunk = nullptr);
+  // Units -> speech without the LM (decoder, then vocoder): the resynthesis of known units, e.g. a
+  // recording's own units, which bounds what the LM's units can sound like. slm::Error for no units
+  // or ids outside the decoder's range.
+  std::vector<float> Speak(const std::vector<int64_t>& units);
   MultimodalLM& Model() { return model_; }
   int SampleRate() const { return vocoder_->SampleRate(); }
 

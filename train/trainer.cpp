@@ -224,7 +224,9 @@ AutocastGuard PrecisionScope(const TrainConfig& config) {
 // Round-trip intelligibility of a tts source: each entry's text is synthesized (TtsPipeline with
 // model.unit_decoder, greedy) and transcribed by eval.asr_encoder's CTC head, next to the same
 // ASR on the entry's own recording (the reference): WER/CER of both, their ratio, the duration
-// ratio and the real-time factor of synthesis.
+// ratio and the real-time factor of synthesis. Entries with units are also resynthesized from those
+// units (decoder + vocoder, no LM): the ceiling the unit path leaves the LM, which tells a weak
+// adapter from a weak decoder.
 json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const std::vector<int64_t>& items,
                  const TrainConfig::Eval& eval, const std::string& tts_prompt) {
   Check(!model.Config().unit_decoder.empty(), "eval of task tts: no model.unit_decoder to turn units into speech");
@@ -234,7 +236,8 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
   const audio::CtcTranscriber asr(eval.asr_encoder);
   adapters::TtsOptions options;
   options.prompt_template = tts_prompt;
-  EditCounts synth_words, synth_chars, ref_words, ref_chars;
+  EditCounts synth_words, synth_chars, ref_words, ref_chars, resynth_words, resynth_chars;
+  int64_t resynthesized = 0;
   double synth_seconds = 0, ref_seconds = 0, compute_seconds = 0;
   int64_t with_reference = 0;
   json samples = json::array();
@@ -257,8 +260,18 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
       ref_seconds += double(samples_16k.size()) / 16000.0;
       ++with_reference;
     }
+    std::string resynthesized_heard;
+    if (!item.example.units.empty()) {
+      resynthesized_heard = asr.Transcribe(tts.Speak(item.example.units));
+      resynth_words += WordErrors(text, resynthesized_heard);
+      resynth_chars += CharErrors(text, resynthesized_heard);
+      ++resynthesized;
+    }
     if (samples.size() < 5)
-      samples.push_back({{"text", text}, {"synthesized_heard", heard}, {"reference_heard", reference_heard}});
+      samples.push_back({{"text", text},
+                         {"synthesized_heard", heard},
+                         {"reference_heard", reference_heard},
+                         {"resynthesized_heard", resynthesized_heard}});
   }
   json r = {{"task", "tts"}, {"examples", items.size()}, {"round_trip_wer", synth_words.Rate()},
             {"round_trip_cer", synth_chars.Rate()}, {"synthesized_seconds", synth_seconds},
@@ -268,6 +281,10 @@ json EvaluateTts(adapters::MultimodalLMImpl& model, const Dataset& valid, const 
     r["reference_round_trip_cer"] = ref_chars.Rate();
     r["wer_ratio_vs_reference"] = ref_words.Rate() > 0 ? synth_words.Rate() / ref_words.Rate() : 0.0;
     r["duration_ratio_vs_reference"] = ref_seconds > 0 ? synth_seconds / ref_seconds : 0.0;
+  }
+  if (resynthesized > 0) {
+    r["resynthesis_round_trip_wer"] = resynth_words.Rate();
+    r["resynthesis_round_trip_cer"] = resynth_chars.Rate();
   }
   return r;
 }

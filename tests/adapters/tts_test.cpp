@@ -213,6 +213,16 @@ TEST(TtsPipeline, StreamsChunksWhoseConcatenationIsTheResult) {
   for (const float s : result.samples) ASSERT_TRUE(std::isfinite(s));
 }
 
+TEST(TtsPipeline, SpeaksGivenUnitsWithoutTheLm) {
+  TtsPipeline tts = Pipeline();
+  const std::vector<float> a = tts.Speak({3, 3, 5, 7, 1});
+  EXPECT_EQ(a.size(), 5u * 160);  // one mel frame per unit (upsample 1), 160 samples each
+  EXPECT_EQ(tts.Speak({3, 3, 5, 7, 1}), a);
+  EXPECT_NE(tts.Speak({3, 3, 5, 7, 2}), a);
+  EXPECT_SLM_ERROR(tts.Speak({1, kUnits}), "unit 1 is 12, outside 0..11");
+  EXPECT_SLM_ERROR(tts.Speak({}), "no units");
+}
+
 TEST(TtsPipeline, SplitsLongTextAndRejectsBadInput) {
   EXPECT_EQ(SplitText("  One two. Three four five six.  ", 12),
             (std::vector<std::string>{"One two.", "Three four", "five six."}));
