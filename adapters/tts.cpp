@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "audio/espeak_synth.h"
 #include "core/error.h"
 #include "core/strings.h"
 
@@ -14,8 +15,9 @@ double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 }  // namespace
 
 void TtsOptions::Validate() const {
-  Check(prompt_template.find("{text}") != std::string::npos, "tts: the prompt template \"", prompt_template,
-        "\" has no {text}");
+  Check(prompt_template.find("{text}") != std::string::npos ||
+            prompt_template.find(kPhonemesPlaceholder) != std::string::npos,
+        "tts: the prompt template \"", prompt_template, "\" has no {text} or {phonemes}");
   Check(max_characters >= 1, "tts: max_characters must be >= 1, got ", max_characters);
   Check(max_text_characters >= 1, "tts: max_text_characters must be >= 1, got ", max_text_characters);
   Check(max_units >= 1, "tts: max_units must be >= 1, got ", max_units);
@@ -111,6 +113,13 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
           "\" (only unknown characters): nothing to say");
   }
 
+  std::vector<std::string> phonemes(pieces.size());
+  if (options.prompt_template.find(kPhonemesPlaceholder) != std::string::npos) {
+    phonemes = audio::EspeakSynthesizer::Instance().Phonemize(pieces, kPhonemeVoice);
+    for (size_t i = 0; i < pieces.size(); ++i)
+      Check(!phonemes[i].empty(), "tts: espeak-ng finds nothing to pronounce in \"", pieces[i].substr(0, 80), "\"");
+  }
+
   TtsResult result;
   result.sample_rate = vocoder_->SampleRate();
   result.pieces = static_cast<int64_t>(pieces.size());
@@ -131,9 +140,12 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
     result.samples.insert(result.samples.end(), samples.begin(), samples.end());
     if (on_chunk) on_chunk(samples);
   };
-  for (const std::string& piece : pieces) {
+  for (size_t p = 0; p < pieces.size(); ++p) {
     std::string prompt = options.prompt_template;
-    prompt.replace(prompt.find("{text}"), 6, piece);
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"{text}", pieces[p]},
+                                     {kPhonemesPlaceholder, phonemes[p]}})
+      for (size_t at = prompt.find(key); at != std::string::npos; at = prompt.find(key, at + value.size()))
+        prompt.replace(at, key.size(), value);
     std::vector<int64_t> units;
     int64_t emitted = 0;  // mel frames already vocoded
     auto flush = [&](bool last) {

@@ -27,8 +27,14 @@
 
 namespace slm::adapters {
 
+// A prompt template with {phonemes} instead of (or besides) {text} gets each piece's pronunciation:
+// audio::EspeakSynthesizer::Phonemize(piece, kPhonemeVoice), the grapheme-to-phoneme front-end of a
+// TTS adapter trained on phonemes (train/tasks.h).
+constexpr char kPhonemesPlaceholder[] = "{phonemes}";
+constexpr char kPhonemeVoice[] = "en-us";
+
 struct TtsOptions {
-  std::string prompt_template = "Say: {text}";  // must contain {text}
+  std::string prompt_template = "Say: {text}";  // must contain {text} or {phonemes}
   int64_t max_characters = 200;         // text pieces synthesized one by one (sentence, then word boundaries)
   int64_t max_text_characters = 20000;  // longer text is rejected
   int64_t max_units = 220;              // per piece (the backbone's positions bound it too)

@@ -590,6 +590,48 @@ SynthResult EspeakSynthesizer::Synthesize(const std::string& text, const VoiceSp
   return result;
 }
 
+std::vector<std::string> EspeakSynthesizer::Phonemize(const std::vector<std::string>& texts,
+                                                       const std::string& voice) const {
+  CheckEnglishVoice(voice);
+  size_t bytes_in = 0;
+  for (const std::string& text : texts) {
+    WordTokens(text);  // validates UTF-8 before espeak-ng sees it
+    bytes_in += text.size();
+  }
+  if (texts.empty()) return {};
+  const std::string bytes = RunIsolated(
+      [&] {
+        Check(espeak_SetVoiceByName(voice.c_str()) == EE_OK, "espeak-ng rejected voice '", voice, "'");
+        std::string out;
+        for (const std::string& text : texts) {
+          std::string phonemes;
+          const void* at = text.c_str();
+          // One clause per call; `at` becomes null at the end of the text.
+          while (at != nullptr) {
+            const char* clause = espeak_TextToPhonemes(&at, espeakCHARS_UTF8, /*ASCII names, ' ' between*/ ' ' << 8);
+            const std::string c = clause ? Trim(clause) : "";
+            if (c.empty()) continue;
+            phonemes += (phonemes.empty() ? "" : " _ ") + c;
+          }
+          // espeak-ng puts two spaces between words; one separator everywhere keeps tokens uniform.
+          std::string single;
+          for (const char ch : phonemes)
+            if (ch != ' ' || (!single.empty() && single.back() != ' ')) single += ch;
+          AppendValue(out, static_cast<uint64_t>(single.size()));
+          AppendRaw(out, single.data(), single.size());
+        }
+        return out;
+      },
+      60.0 + 0.01 * double(bytes_in), Str("phonemizing ", texts.size(), " text(s) with ", voice));
+  Reader reader(bytes);
+  std::vector<std::string> result(texts.size());
+  for (std::string& r : result) {
+    r.resize(reader.Value<uint64_t>());
+    reader.Raw(r.data(), r.size());
+  }
+  return result;
+}
+
 NativeRate EspeakSynthesizer::MeasureNativeRate(const std::vector<std::string>& texts,
                                                 const std::function<VoiceSpec(int64_t)>& voice_for,
                                                 double min_audio_seconds) const {

@@ -166,6 +166,14 @@ class EspeakSynthesizer {
                                const std::function<VoiceSpec(int64_t)>& voice_for,
                                double min_audio_seconds) const;
 
+  // Grapheme-to-phoneme: each text's phonemes as espeak-ng's voice `voice` would speak them, in
+  // espeak-ng's ASCII phoneme names ("@", "eI", "tS", stress marks ' and , on the stressed vowel)
+  // separated by single spaces, with "_" where espeak-ng ends a clause (a pause at , ; : . ! ?).
+  // "An expedition." -> "a# n ,E k s p @ d 'I S @ n". All texts in one isolated child (about
+  // 0.1 ms per sentence after the fork). A text without anything speakable gives "". slm::Error
+  // for invalid UTF-8 or an unknown voice.
+  std::vector<std::string> Phonemize(const std::vector<std::string>& texts, const std::string& voice) const;
+
   const std::vector<std::string>& EnglishVoices() const { return english_voices_; }
 
   // Seconds of silence before the first and after the last audible sample of a SynthResult.

@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <optional>
 
+#include "adapters/tts.h"
 #include "audio/audio_io.h"
+#include "audio/espeak_synth.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -16,6 +18,21 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using config::InRange;
+
+// A template with {phonemes}: this task's entries without "phonemes" get espeak-ng's, all in one
+// child process (Phonemize), before BuildTaskExample reads them.
+void AddPhonemes(const DataSourceConfig& src, manifest::Manifest& m) {
+  if (src.PromptTemplate().find(adapters::kPhonemesPlaceholder) == std::string::npos) return;
+  std::vector<manifest::Entry*> missing;
+  std::vector<std::string> texts;
+  for (manifest::Entry& e : m.entries)
+    if ((e.task.empty() || e.task == src.task) && !e.extra.contains("phonemes") && !e.text.empty()) {
+      missing.push_back(&e);
+      texts.push_back(e.text);
+    }
+  const std::vector<std::string> phonemes = audio::EspeakSynthesizer::Instance().Phonemize(texts, adapters::kPhonemeVoice);
+  for (size_t i = 0; i < missing.size(); ++i) missing[i]->extra["phonemes"] = phonemes[i];
+}
 
 }  // namespace
 
@@ -229,7 +246,8 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
   for (size_t s = 0; s < sources.size(); ++s) {
     const DataSourceConfig& src = sources[s];
     PrepareSource(src, threads, !quiet);
-    const manifest::Manifest m = manifest::Read(src.manifest);
+    manifest::Manifest m = manifest::Read(src.manifest);
+    AddPhonemes(src, m);
     SourceStats stats;
     int64_t skipped = 0;
     stats.manifest = src.manifest;
@@ -285,6 +303,16 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         ++stats.too_long;
         continue;
       }
+      // A tts example whose prompt and units outgrow the backbone would stop training mid-run.
+      if (src.task == "tts" && model != nullptr) {
+        const text::Tokenizer& tokenizer = model->Tokenizer();
+        const size_t positions = tokenizer.Encode(item.example.prompt, true, false).size() +
+                                 tokenizer.Encode(item.example.target, false, true).size();
+        if (static_cast<int64_t>(positions) > model->Backbone()->Config().max_position_embeddings) {
+          ++stats.too_long;
+          continue;
+        }
+      }
       if (interleaved) {
         try {
           double audio_seconds = -1;
@@ -330,7 +358,8 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
                     " with missing or unreadable media (first: '", first_missing, "')"));
     if (stats.too_long > 0)
       log::Warn(Str(what, ": skipped ", stats.too_long, " entries of ", src.manifest, " longer than ",
-                    src.max_units > 0 ? Str(src.max_units, " units (max_units)")
+                    src.max_units > 0 ? Str(src.max_units, " units (max_units)", src.task == "tts" ? " or the backbone's positions" : "")
+                    : src.task == "tts" ? std::string("the backbone's positions")
                                       : Str(max_audio_seconds, " s (the speech encoder's limit)")));
     if (stats.bad_alignment > 0)
       log::Warn(Str(what, ": skipped ", stats.bad_alignment, " entries of ", src.manifest,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <functional>
 
+#include "adapters/tts.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/registry.h"
@@ -144,6 +145,8 @@ void CheckPromptTemplate(const std::string& task, const std::string& prompt_temp
   Check(speech == t.speech && images == t.images, "task '", task, "': prompt template \"",
         prompt_template, "\" has ", speech, " <speech> and ", images, " <image> placeholder(s); the task needs ",
         t.speech, " and ", t.images);
+  Check(task == "tts" || prompt_template.find(adapters::kPhonemesPlaceholder) == std::string::npos, "task '", task,
+        "': prompt template \"", prompt_template, "\" uses {phonemes}, which only task tts has");
 }
 
 TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_template,
@@ -151,7 +154,17 @@ TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_
                              const std::string& where) {
   TaskExample x = Tasks().Get(task).build(entry, base_dir, where);
   x.prompt = prompt_template;
-  for (const auto& [key, value] : {std::pair<std::string, std::string>{"{question}", entry.prompt}, {"{text}", entry.text}}) {
+  std::string phonemes;
+  if (prompt_template.find(adapters::kPhonemesPlaceholder) != std::string::npos) {
+    Check(entry.extra.contains("phonemes") && entry.extra["phonemes"].is_string() &&
+              !entry.extra["phonemes"].get<std::string>().empty(),
+          where, ": the prompt template uses {phonemes} but the entry has no \"phonemes\" (the dataset adds them with ",
+          "espeak-ng; a manifest may carry its own)");
+    phonemes = entry.extra["phonemes"].get<std::string>();
+  }
+  for (const auto& [key, value] : {std::pair<std::string, std::string>{"{question}", entry.prompt},
+                                   {"{text}", entry.text},
+                                   {adapters::kPhonemesPlaceholder, phonemes}}) {
     for (size_t at = x.prompt.find(key); at != std::string::npos; at = x.prompt.find(key, at)) {
       x.prompt.replace(at, key.size(), value);
       at += value.size();

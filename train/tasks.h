@@ -13,7 +13,10 @@
 //   interleaved words (with times), units          ""  (sequences built per epoch:    the whole
 //            (+ unit_durations, unit_tokenizer)  train/interleave.h)                sequence
 //
-// A template may use {question} (the entry's prompt) and {text} (the entry's text) and must contain
+// A template may use {question} (the entry's prompt) and {text} (the entry's text), and a tts template
+// {phonemes}: the entry's "phonemes" (audio::EspeakSynthesizer::Phonemize of its text with voice
+// adapters::kPhonemeVoice, which the dataset adds to entries without them; TtsPipeline does the same at
+// synthesis), so that the adapter reads pronunciations instead of spellings. It must contain
 // exactly the placeholders its task's media need (one <speech> for asr/sqa, one <image> for
 // caption/vqa, none for text/tts). A tts entry's `units` is what `slm audio units encode --manifest`
 // writes: a string of unit tokens "<u12><u5>..." (or a JSON array of unit ids), and

@@ -223,6 +223,19 @@ TEST(TtsPipeline, SpeaksGivenUnitsWithoutTheLm) {
   EXPECT_SLM_ERROR(tts.Speak({}), "no units");
 }
 
+TEST(TtsPipeline, PhonemePromptsArePronouncedByEspeakNg) {
+  TtsPipeline tts = Pipeline();
+  TtsOptions options;
+  options.prompt_template = "Say: {phonemes}";
+  options.max_units = 6;
+  options.temperature = 1.0;
+  const TtsResult said = tts.Synthesize("A dog barks. The cat sleeps.", options);
+  EXPECT_EQ(said.pieces, 1);
+  EXPECT_GE(said.units, 0);
+  options.prompt_template = "Say:";
+  EXPECT_SLM_ERROR(tts.Synthesize("hi", options), "has no {text} or {phonemes}");
+}
+
 TEST(TtsPipeline, SplitsLongTextAndRejectsBadInput) {
   EXPECT_EQ(SplitText("  One two. Three four five six.  ", 12),
             (std::vector<std::string>{"One two.", "Three four", "five six."}));

@@ -209,6 +209,25 @@ TEST(EspeakSynth, RejectsEmptyUnspeakableAndInvalidInput) {
   EXPECT_SLM_ERROR(CheckEnglishVoice("en-us+f22"), "did you mean");
 }
 
+TEST(EspeakSynth, PhonemizesTextAsEspeakNgPronouncesIt) {
+  const EspeakSynthesizer& synth = EspeakSynthesizer::Instance();
+  const std::vector<std::string> p =
+      synth.Phonemize({"An expedition.", "Yes, she said.", "", "...", "caf\xC3\xA9"}, "en-us");
+  ASSERT_EQ(p.size(), 5u);
+  // The same as `espeak-ng -v en-us -x --sep=' ' "An expedition."` on Debian 12's espeak-ng 1.51.
+  EXPECT_EQ(p[0], "a# n ,E k s p @ d 'I S @ n");
+  EXPECT_NE(p[1].find(" _ "), std::string::npos) << p[1];  // the comma's clause break
+  EXPECT_EQ(p[1].find("  "), std::string::npos) << p[1];   // single separators
+  EXPECT_EQ(p[2], "");
+  EXPECT_EQ(p[3], "");
+  EXPECT_FALSE(p[4].empty());
+  // Pure: the same texts give the same phonemes, alone or in a batch.
+  EXPECT_EQ(synth.Phonemize({"Yes, she said."}, "en-us")[0], p[1]);
+  EXPECT_TRUE(synth.Phonemize({}, "en-us").empty());
+  EXPECT_SLM_ERROR(synth.Phonemize({"hi"}, "klingon"), "klingon");
+  EXPECT_SLM_ERROR(synth.Phonemize({"ok", "bad \xFF"}, "en-us"), "UTF-8");
+}
+
 TEST(EspeakSynth, MeasuresNativeRate) {
   const auto rate = EspeakSynthesizer::Instance().MeasureNativeRate(
       {"one short sentence.", "and another one here."}, [](int64_t) { return kUs; }, 3.0);

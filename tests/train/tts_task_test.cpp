@@ -2,6 +2,11 @@
 // writes them), and the dataset checks them against the model's unit tokenizer.
 #include <gtest/gtest.h>
 
+#include <set>
+
+#include "adapters/multimodal.h"
+#include "audio/espeak_synth.h"
+#include "audio/units.h"
 #include "core/config.h"
 #include "core/manifest.h"
 #include "tests/test_util.h"
@@ -94,6 +99,84 @@ TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
   config::Document bad = config::Document::LoadString("manifest: m.jsonl\ntask: asr\nmax_units: 5\n", "c.yaml");
   DataSourceConfig wrong;
   EXPECT_SLM_ERROR(wrong.Load(bad.Root()), "max_units' applies to tasks tts and interleaved only");
+}
+
+TEST(TtsTask, PhonemePromptsComeFromTheEntryOrFromEspeakNg) {
+  manifest::Entry e;
+  e.id = "s1";
+  e.task = "tts";
+  e.text = "a dog barks";
+  e.extra["units"] = "<u3><u3><u11>";
+  e.extra["phonemes"] = "x y z";
+  EXPECT_EQ(BuildTaskExample("tts", "Say: {phonemes}", e, "/d", "w").prompt, "Say: x y z");
+  EXPECT_EQ(BuildTaskExample("tts", "{text} = {phonemes}", e, "/d", "w").prompt, "a dog barks = x y z");
+  manifest::Entry none = e;
+  none.extra.erase("phonemes");
+  EXPECT_SLM_ERROR(BuildTaskExample("tts", "Say: {phonemes}", none, "/d", "m.jsonl: entry 's1'"),
+                   "m.jsonl: entry 's1': the prompt template uses {phonemes} but the entry has no \"phonemes\"");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("asr", "<speech> {phonemes}"), "uses {phonemes}, which only task tts has");
+
+  // The dataset pronounces the entries that carry no phonemes of their own.
+  slm::testing::TempDir dir;
+  manifest::Write(dir.File("m.jsonl"), {none, e});
+  DataSourceConfig source;
+  source.manifest = dir.File("m.jsonl");
+  source.task = "tts";
+  source.prompt = "Say: {phonemes}";
+  const Dataset data({source}, 0.0, 0.0, "data.train");
+  ASSERT_EQ(data.Size(), 2u);
+  const std::string espeak = audio::EspeakSynthesizer::Instance().Phonemize({"a dog barks"}, "en-us")[0];
+  ASSERT_FALSE(espeak.empty());
+  EXPECT_EQ(data.Item(0).example.prompt, "Say: " + espeak);
+  EXPECT_EQ(data.Item(1).example.prompt, "Say: x y z");
+}
+
+TEST(TtsTask, ExamplesLongerThanTheBackboneAreLeftOut) {
+  slm::testing::TempDir dir;
+  audio::UnitTokenizerInfo info;
+  info.feature = "mel";
+  torch::manual_seed(2);
+  const audio::UnitTokenizer tokenizer(torch::randn({kUnits, 80}), info);
+  tokenizer.Save(dir.File("units"));
+  adapters::MultimodalConfig c;
+  c.backbone = std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny";
+  c.speech_units = dir.File("units");
+  adapters::MultimodalLM model(c);
+  const int64_t positions = model->Backbone()->Config().max_position_embeddings;
+  // Around the limit, one unit at a time: BOS + "Say: a dog barks" + units + EOS.
+  std::vector<manifest::Entry> entries;
+  for (int64_t n = positions - 16; n <= positions; ++n) {
+    manifest::Entry e;
+    e.id = std::to_string(n);
+    e.task = "tts";
+    e.text = "a dog barks";
+    e.extra["units"] = nlohmann::json(std::vector<int64_t>(n, 1));
+    entries.push_back(e);
+  }
+  manifest::Write(dir.File("m.jsonl"), entries);
+  DataSourceConfig source;
+  source.manifest = dir.File("m.jsonl");
+  source.task = "tts";
+  const Dataset data({source}, 0.0, 0.0, "data.train", 1, true, model.get());
+  std::set<std::string> kept;
+  for (size_t i = 0; i < data.Size(); ++i) kept.insert(data.Item(i).id);
+  EXPECT_GT(kept.size(), 0u);
+  EXPECT_LT(kept.size(), entries.size());
+  EXPECT_EQ(data.Stats()[0].too_long, static_cast<int64_t>(entries.size() - kept.size()));
+  // Kept exactly when the model can take the row (else the trainer would stop at that batch).
+  for (const manifest::Entry& e : entries) {
+    const TaskExample x = BuildTaskExample("tts", "Say: {text}", e, "/d", e.id);
+    adapters::MultimodalExample row;
+    row.prompt = x.prompt;
+    row.target = x.target;
+    bool fits = true;
+    try {
+      model->Prepare({row}, text::PaddingSide::kRight);
+    } catch (const Error&) {
+      fits = false;
+    }
+    EXPECT_EQ(fits, kept.count(e.id) == 1) << e.id << " units";
+  }
 }
 
 }  // namespace
