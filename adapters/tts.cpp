@@ -14,10 +14,31 @@ double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 }  // namespace
 
+bool IsWordCued(const std::string& prompt_template) {
+  const std::string w = kWordsPlaceholder;
+  return prompt_template.size() >= w.size() && prompt_template.compare(prompt_template.size() - w.size(), w.size(), w) == 0;
+}
+
+std::string TtsPrompt(const std::string& prompt_template, const std::string& text, const std::string& phonemes) {
+  std::string prompt = prompt_template;
+  if (IsWordCued(prompt)) {
+    prompt.resize(prompt.size() - std::string(kWordsPlaceholder).size());
+    while (!prompt.empty() && prompt.back() == ' ') prompt.pop_back();
+  }
+  for (const auto& [key, value] :
+       {std::pair<std::string, std::string>{"{text}", text}, {kPhonemesPlaceholder, phonemes}})
+    for (size_t at = prompt.find(key); at != std::string::npos; at = prompt.find(key, at + value.size()))
+      prompt.replace(at, key.size(), value);
+  return prompt;
+}
+
 void TtsOptions::Validate() const {
   Check(prompt_template.find("{text}") != std::string::npos ||
             prompt_template.find(kPhonemesPlaceholder) != std::string::npos,
         "tts: the prompt template \"", prompt_template, "\" has no {text} or {phonemes}");
+  const size_t words = prompt_template.find(kWordsPlaceholder);
+  Check(words == std::string::npos || IsWordCued(prompt_template), "tts: the prompt template \"", prompt_template,
+        "\" has {words} before its end (it stands for the words said after the prompt)");
   Check(max_characters >= 1, "tts: max_characters must be >= 1, got ", max_characters);
   Check(max_text_characters >= 1, "tts: max_text_characters must be >= 1, got ", max_text_characters);
   Check(max_units >= 1, "tts: max_units must be >= 1, got ", max_units);
@@ -141,11 +162,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
     if (on_chunk) on_chunk(samples);
   };
   for (size_t p = 0; p < pieces.size(); ++p) {
-    std::string prompt = options.prompt_template;
-    for (const auto& [key, value] : {std::pair<std::string, std::string>{"{text}", pieces[p]},
-                                     {kPhonemesPlaceholder, phonemes[p]}})
-      for (size_t at = prompt.find(key); at != std::string::npos; at = prompt.find(key, at + value.size()))
-        prompt.replace(at, key.size(), value);
+    const std::string prompt = TtsPrompt(options.prompt_template, pieces[p], phonemes[p]);
     std::vector<int64_t> units;
     int64_t emitted = 0;  // mel frames already vocoded
     auto flush = [&](bool last) {
@@ -156,18 +173,56 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
       emit(vocoder_->Synthesize(mel.narrow(0, emitted, ready - emitted)));
       emitted = ready;
     };
-    MultimodalExample example;
-    example.prompt = prompt;
-    const text::GenerationResult generated =
-        model_->Generate({example}, generation, [&](int64_t, int64_t token) {
-          const int64_t unit = model_->UnitOfToken(token);
-          if (unit >= 0) units.push_back(unit);
-          if (static_cast<int64_t>(units.size()) % options.stream_units == 0) flush(false);
-          return true;
-        });
+    const int64_t positions = model_->Backbone()->Config().max_position_embeddings;
+    std::vector<int64_t> ids = tokenizer.Encode(prompt, true, false);
+    // A long (phoneme) prompt leaves fewer of the backbone's positions for units.
+    Check(static_cast<int64_t>(ids.size()) < positions, "tts: the prompt for \"", pieces[p].substr(0, 80),
+          "\" fills the backbone's ", positions, " positions; lower max_characters");
+    auto say = [&](int64_t, int64_t token) {
+      const int64_t unit = model_->UnitOfToken(token);
+      if (unit >= 0) {
+        units.push_back(unit);
+        ids.push_back(token);
+      }
+      if (static_cast<int64_t>(units.size()) % options.stream_units == 0) flush(false);
+      return true;
+    };
+    std::string finish = "stop";
+    if (!IsWordCued(options.prompt_template)) {
+      MultimodalExample example;
+      example.prompt = prompt;
+      generation.max_new_tokens = std::min<int64_t>(options.max_units, positions - static_cast<int64_t>(ids.size()));
+      finish = model_->Generate({example}, generation, say).finish_reasons.at(0);
+    } else {
+      // Word by word (kWordsPlaceholder): the cue "<text> word <speech>", then units until the model
+      // asks for the next word or ends. An early end does not skip words: the next cue follows.
+      text::GenerationOptions word = generation;
+      word.stop_token_ids = tokenizer.EosIds();
+      word.stop_token_ids.push_back(tokenizer.AddedTokenId(text::kTextMarker));
+      std::vector<std::string> words;
+      for (const audio::WordToken& t : audio::WordTokens(pieces[p]))
+        if (!t.word.empty()) words.push_back(t.word);
+      Check(!words.empty(), "tts: \"", pieces[p].substr(0, 80), "\" has no words to say (only punctuation)");
+      for (const std::string& w : words) {
+        ids.push_back(tokenizer.AddedTokenId(text::kTextMarker));
+        for (const int64_t id : tokenizer.Encode(w, false, false)) ids.push_back(id);
+        ids.push_back(tokenizer.AddedTokenId(text::kSpeechMarker));
+        const int64_t room = std::min<int64_t>(options.max_units - static_cast<int64_t>(units.size()),
+                                               positions - static_cast<int64_t>(ids.size()));
+        if (room <= 0) {
+          finish = "length";
+          break;
+        }
+        word.max_new_tokens = room;
+        MultimodalExample example;
+        example.tokens = ids;
+        finish = model_->Generate({example}, word, say).finish_reasons.at(0);
+      }
+    }
     flush(true);
     result.units += static_cast<int64_t>(units.size());
-    result.finish_reasons.push_back(generated.finish_reasons.at(0));
+    result.unit_ids.insert(result.unit_ids.end(), units.begin(), units.end());
+    result.finish_reasons.push_back(finish);
   }
   result.seconds = Now() - start;
   return result;

@@ -32,12 +32,22 @@ namespace slm::adapters {
 // TTS adapter trained on phonemes (train/tasks.h).
 constexpr char kPhonemesPlaceholder[] = "{phonemes}";
 constexpr char kPhonemeVoice[] = "en-us";
+// A template that ends in {words} makes a word-cued adapter (train/interleave.h WordCuedUnits):
+// after the prompt, each word of the piece is given as "<text> word <speech>" and the LM says that
+// word's units until it asks for the next word (<text>) or ends (EOS). The word in front of its
+// units keeps a small LM aligned with the text; the prompt itself is the template without {words}.
+constexpr char kWordsPlaceholder[] = "{words}";
+
+// The prompt of a template for one piece: {text} and {phonemes} filled, a final {words} (and the
+// space before it) removed.
+std::string TtsPrompt(const std::string& prompt_template, const std::string& text, const std::string& phonemes);
+bool IsWordCued(const std::string& prompt_template);
 
 struct TtsOptions {
-  std::string prompt_template = "Say: {text}";  // must contain {text} or {phonemes}
+  std::string prompt_template = "Say: {text}";  // must contain {text} or {phonemes}; {words} only at the end
   int64_t max_characters = 200;         // text pieces synthesized one by one (sentence, then word boundaries)
   int64_t max_text_characters = 20000;  // longer text is rejected
-  int64_t max_units = 220;              // per piece (the backbone's positions bound it too)
+  int64_t max_units = 220;              // per piece; also at most the positions the prompt leaves
   int64_t stream_units = 25;            // units per audio chunk (>= 1)
   double temperature = 0;               // 0 = greedy
   int64_t top_k = 0;
@@ -49,6 +59,7 @@ struct TtsResult {
   std::vector<float> samples;  // mono, at sample_rate
   int sample_rate = 16000;
   int64_t units = 0;           // generated over all pieces
+  std::vector<int64_t> unit_ids;  // those units, in order
   int64_t pieces = 0;          // text pieces
   int64_t chunks = 0;          // audio chunks delivered
   double first_chunk_seconds = 0;  // from the call to the first chunk

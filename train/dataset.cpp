@@ -256,17 +256,18 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
     std::vector<int64_t> mine;
     const bool interleaved = src.task == "interleaved";
     const bool frames = interleaved && src.interleave.speech == "frames";
+    const bool word_cued = src.task == "tts" && adapters::IsWordCued(src.PromptTemplate());
     std::function<std::vector<int64_t>(const std::string&)> tokenize;
     std::optional<InterleaveIds> ids;
     int64_t context = 0;
-    if (interleaved) {
-      Check(model != nullptr, what, ": task interleaved (", src.manifest, ") needs the model's tokenizer");
+    if (interleaved || word_cued) {
+      Check(model != nullptr, what, ": task ", src.task, " (", src.manifest, ") needs the model's tokenizer");
       try {
         ids = InterleaveIdsOf(*model, src.interleave.speech);
       } catch (const Error& e) {
         throw Error(Str(what, ": ", src.manifest, ": ", e.what()));
       }
-      context = ContextLength(src.interleave, *model);
+      if (interleaved) context = ContextLength(src.interleave, *model);
       tokenize = [model](const std::string& word) { return model->Tokenizer().Encode(word, false, false); };
     }
     for (const manifest::Entry& e : m.entries) {
@@ -303,17 +304,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         ++stats.too_long;
         continue;
       }
-      // A tts example whose prompt and units outgrow the backbone would stop training mid-run.
-      if (src.task == "tts" && model != nullptr) {
-        const text::Tokenizer& tokenizer = model->Tokenizer();
-        const size_t positions = tokenizer.Encode(item.example.prompt, true, false).size() +
-                                 tokenizer.Encode(item.example.target, false, true).size();
-        if (static_cast<int64_t>(positions) > model->Backbone()->Config().max_position_embeddings) {
-          ++stats.too_long;
-          continue;
-        }
-      }
-      if (interleaved) {
+      if (interleaved || word_cued) {
         try {
           double audio_seconds = -1;
           if (!item.example.reference_audio.empty()) {
@@ -326,6 +317,17 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         } catch (const Error& error) {
           ++stats.bad_alignment;
           if (first_bad_alignment.empty()) first_bad_alignment = error.what();
+          continue;
+        }
+      }
+      // A tts example whose prompt and units outgrow the backbone would stop training mid-run.
+      if (src.task == "tts" && model != nullptr) {
+        const text::Tokenizer& tokenizer = model->Tokenizer();
+        const size_t positions = tokenizer.Encode(item.example.prompt, true, false).size() +
+                                 (word_cued ? WordCuedUnits(*item.aligned, *ids).size()
+                                            : tokenizer.Encode(item.example.target, false, true).size());
+        if (static_cast<int64_t>(positions) > model->Backbone()->Config().max_position_embeddings) {
+          ++stats.too_long;
           continue;
         }
       }
@@ -436,7 +438,7 @@ std::vector<std::vector<int64_t>> Dataset::EpochBatches(uint64_t seed, int64_t e
   std::vector<int64_t> shuffled, interleaved;
   for (int64_t i = 0; i < mix.size(0); ++i) {
     const int64_t index = order[mix[i].item<int64_t>()];
-    (items_[index].aligned ? interleaved : shuffled).push_back(index);
+    (items_[index].aligned && !items_[index].example.word_cued ? interleaved : shuffled).push_back(index);
   }
   std::vector<std::vector<int64_t>> batches;
   if (!interleaved.empty()) {
@@ -493,11 +495,19 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
   std::map<int, std::vector<int64_t>> interleaved;  // by source, in order
   for (int64_t index : indices) {
     const DatasetItem& item = items_.at(index);
+    adapters::MultimodalExample e;
+    if (item.example.word_cued) {
+      e.tokens = model.Tokenizer().Encode(item.example.prompt, true, false);
+      e.score_from = static_cast<int64_t>(e.tokens.size());
+      const std::vector<int64_t> said = WordCuedUnits(*item.aligned, InterleaveIdsOf(model));
+      e.tokens.insert(e.tokens.end(), said.begin(), said.end());
+      out.push_back(std::move(e));
+      continue;
+    }
     if (item.aligned) {
       interleaved[item.source].push_back(index);
       continue;
     }
-    adapters::MultimodalExample e;
     e.prompt = item.example.prompt;
     e.target = item.example.target;
     for (const std::string& path : item.example.audio)

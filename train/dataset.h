@@ -90,7 +90,7 @@ struct DatasetItem {
   manifest::Entry entry;
   TaskExample example;
   double length = 0;  // bucketing key: audio seconds * 100, units (interleaved), else target characters
-  std::shared_ptr<const AlignedUtterance> aligned;  // task interleaved
+  std::shared_ptr<const AlignedUtterance> aligned;  // task interleaved, and word-cued tts
 };
 
 struct SourceStats {

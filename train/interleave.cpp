@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "core/error.h"
 
@@ -43,7 +44,7 @@ AlignedUtterance AlignUtterance(const std::string& id, const std::vector<manifes
                                 const std::function<std::vector<int64_t>(const std::string&)>& tokenize,
                                 const std::string& where) {
   constexpr double kSlack = 0.010;  // seconds: aligners round times
-  Check(!words.empty(), where, ": no \"words\" (task interleaved needs word times)");
+  Check(!words.empty(), where, ": no \"words\" (task interleaved and word-cued tts need word times)");
   const bool frames_mode = frame_rate_hz <= 0;
   Check(frames_mode || !units.empty(), where, ": no \"units\"");
   Check(!frames_mode || audio_seconds >= 0, where, ": speech spans as frames need the recording (\"audio\")");
@@ -200,6 +201,22 @@ std::vector<int64_t> BuildSequence(const AlignedUtterance& u, const std::vector<
     stats->words += n;
     stats->switches += std::max<int64_t>(0, runs - 1);
   }
+  return out;
+}
+
+std::vector<int64_t> WordCuedUnits(const AlignedUtterance& u, const InterleaveIds& ids) {
+  Check(static_cast<bool>(ids.unit), "word-cued tts needs unit ids (not frames mode)");
+  std::vector<int64_t> out;
+  size_t next = 0;  // first unit not yet said
+  for (int64_t w = 0; w < u.Words(); ++w) {
+    out.push_back(ids.text_marker);
+    out.insert(out.end(), u.word_tokens[w].begin(), u.word_tokens[w].end());
+    out.push_back(ids.speech_marker);
+    const bool last = w + 1 == u.Words();
+    const int64_t end_frame = last ? std::numeric_limits<int64_t>::max() : u.word_frames[w + 1].first;
+    for (; next < u.units.size() && u.unit_start[next] < end_frame; ++next) out.push_back(ids.unit(u.units[next]));
+  }
+  out.push_back(ids.eos);
   return out;
 }
 

@@ -118,6 +118,14 @@ void AppendSpan(const AlignedUtterance& u, int64_t first, int64_t last, bool spe
 // BOS, then each run of equal modality with its marker, then EOS.
 std::vector<int64_t> BuildSequence(const AlignedUtterance& u, const std::vector<bool>& speech,
                                    const InterleaveIds& ids, SequenceStats* stats = nullptr);
+// The target of a word-cued tts example (a tts prompt template ending in {words}, train/tasks.h):
+// for each word, <text>, its text tokens, <speech>, then the units from the word's first frame to
+// the next word's first frame (the first word's from frame 0, the last word's to the end), so
+// every unit is said and a pause belongs to the word before it; then EOS. The words are the cue
+// that keeps a small LM aligned with the text it is saying (adapters::TtsPipeline generates in the
+// same layout, one word at a time). Needs units (not frames mode).
+std::vector<int64_t> WordCuedUnits(const AlignedUtterance& u, const InterleaveIds& ids);
+
 // Frames mode: the [start, end] seconds of each speech run of `speech`, in order (one per <speech>
 // marker of BuildSequence).
 std::vector<std::pair<double, double>> SpeechClips(const AlignedUtterance& u, const std::vector<bool>& speech);

@@ -145,8 +145,16 @@ void CheckPromptTemplate(const std::string& task, const std::string& prompt_temp
   Check(speech == t.speech && images == t.images, "task '", task, "': prompt template \"",
         prompt_template, "\" has ", speech, " <speech> and ", images, " <image> placeholder(s); the task needs ",
         t.speech, " and ", t.images);
-  Check(task == "tts" || prompt_template.find(adapters::kPhonemesPlaceholder) == std::string::npos, "task '", task,
-        "': prompt template \"", prompt_template, "\" uses {phonemes}, which only task tts has");
+  for (const char* tts_only : {adapters::kPhonemesPlaceholder, adapters::kWordsPlaceholder})
+    Check(task == "tts" || prompt_template.find(tts_only) == std::string::npos, "task '", task, "': prompt template \"",
+          prompt_template, "\" uses ", tts_only, ", which only task tts has");
+  if (task == "tts") {
+    Check(prompt_template.find("{text}") != std::string::npos ||
+              prompt_template.find(adapters::kPhonemesPlaceholder) != std::string::npos,
+          "task 'tts': prompt template \"", prompt_template, "\" has no {text} or {phonemes}");
+    Check(prompt_template.find(adapters::kWordsPlaceholder) == std::string::npos || adapters::IsWordCued(prompt_template),
+          "task 'tts': prompt template \"", prompt_template, "\" has {words} before its end");
+  }
 }
 
 TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_template,
@@ -162,9 +170,13 @@ TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_
           "espeak-ng; a manifest may carry its own)");
     phonemes = entry.extra["phonemes"].get<std::string>();
   }
+  if (task == "tts") {
+    x.prompt = adapters::TtsPrompt(prompt_template, entry.text, phonemes);
+    x.word_cued = adapters::IsWordCued(prompt_template);
+    return x;
+  }
   for (const auto& [key, value] : {std::pair<std::string, std::string>{"{question}", entry.prompt},
-                                   {"{text}", entry.text},
-                                   {adapters::kPhonemesPlaceholder, phonemes}}) {
+                                   {"{text}", entry.text}}) {
     for (size_t at = x.prompt.find(key); at != std::string::npos; at = x.prompt.find(key, at)) {
       x.prompt.replace(at, key.size(), value);
       at += value.size();

@@ -16,7 +16,9 @@
 // A template may use {question} (the entry's prompt) and {text} (the entry's text), and a tts template
 // {phonemes}: the entry's "phonemes" (audio::EspeakSynthesizer::Phonemize of its text with voice
 // adapters::kPhonemeVoice, which the dataset adds to entries without them; TtsPipeline does the same at
-// synthesis), so that the adapter reads pronunciations instead of spellings. It must contain
+// synthesis), so that the adapter reads pronunciations instead of spellings; a tts template may end
+// in {words} (adapters/tts.h kWordsPlaceholder: a word-cued target, which needs the entry's word
+// times). It must contain
 // exactly the placeholders its task's media need (one <speech> for asr/sqa, one <image> for
 // caption/vqa, none for text/tts). A tts entry's `units` is what `slm audio units encode --manifest`
 // writes: a string of unit tokens "<u12><u5>..." (or a JSON array of unit ids), and
@@ -43,6 +45,7 @@ struct TaskExample {
   int64_t num_units = 0;            // tts, interleaved: number of units
   std::vector<int64_t> units;       // tts, interleaved: the unit ids
   std::vector<int64_t> unit_durations;  // interleaved: frames per unit when deduplicated (else empty)
+  bool word_cued = false;           // tts: the template ends in {words} (the target is WordCuedUnits)
 };
 
 std::vector<std::string> TaskNames();

@@ -232,6 +232,14 @@ TEST(TtsPipeline, PhonemePromptsArePronouncedByEspeakNg) {
   const TtsResult said = tts.Synthesize("A dog barks. The cat sleeps.", options);
   EXPECT_EQ(said.pieces, 1);
   EXPECT_GE(said.units, 0);
+  // However many units are asked for, the prompt and the units fit the backbone's positions.
+  options.max_units = 100000;
+  options.max_characters = 100000;
+  const TtsResult all = tts.Synthesize("A dog barks.", options);
+  EXPECT_LE(all.units, 256);
+  std::string long_text;
+  while (long_text.size() < 2000) long_text += "The quick brown fox jumps over the lazy dog. ";
+  EXPECT_SLM_ERROR(tts.Synthesize(long_text, options), "fills the backbone's 256 positions; lower max_characters");
   options.prompt_template = "Say:";
   EXPECT_SLM_ERROR(tts.Synthesize("hi", options), "has no {text} or {phonemes}");
 }

@@ -2,9 +2,11 @@
 // writes them), and the dataset checks them against the model's unit tokenizer.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "adapters/multimodal.h"
+#include "adapters/tts.h"
 #include "audio/espeak_synth.h"
 #include "audio/units.h"
 #include "core/config.h"
@@ -177,6 +179,117 @@ TEST(TtsTask, ExamplesLongerThanTheBackboneAreLeftOut) {
     }
     EXPECT_EQ(fits, kept.count(e.id) == 1) << e.id << " units";
   }
+}
+
+TEST(TtsTask, WordCuedTemplatesNeedWordTimesAndSitAtTheEnd) {
+  manifest::Entry e;
+  e.id = "s1";
+  e.task = "tts";
+  e.text = "a dog barks";
+  e.extra["units"] = "<u3><u3><u11>";
+  const TaskExample x = BuildTaskExample("tts", "Say: {text} {words}", e, "/d", "w");
+  EXPECT_EQ(x.prompt, "Say: a dog barks");
+  EXPECT_TRUE(x.word_cued);
+  EXPECT_FALSE(BuildTaskExample("tts", "Say: {text}", e, "/d", "w").word_cued);
+  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "{words} Say: {text}"), "has {words} before its end");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "Say: {words}"), "has no {text} or {phonemes}");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("asr", "<speech> {words}"), "uses {words}, which only task tts has");
+}
+
+// One utterance "a dog barks" at the unit tokenizer's frame rate: each word has its own units.
+struct WordCuedFixture {
+  slm::testing::TempDir dir;
+  adapters::MultimodalLM model{nullptr};
+  std::string hash;
+  std::vector<int64_t> units;
+  manifest::Entry entry;
+  WordCuedFixture() {
+    audio::UnitTokenizerInfo info;
+    info.feature = "mel";
+    torch::manual_seed(2);
+    const audio::UnitTokenizer tokenizer(torch::randn({kUnits, 80}), info);
+    tokenizer.Save(dir.File("units"));
+    hash = tokenizer.Hash();
+    adapters::MultimodalConfig c;
+    c.backbone = std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny";
+    c.speech_units = dir.File("units");
+    c.lora_enabled = true;
+    c.lora.rank = 8;
+    torch::manual_seed(5);
+    model = adapters::MultimodalLM(c);
+    const double rate = model->SpeechUnitsFrameRate();
+    // Word times in seconds; the pause before "barks" is said with "dog"; 12 frames at 100 Hz, one
+    // unit each (all different, so that what follows each unit is learnable from one example).
+    entry.id = "u1";
+    entry.task = "tts";
+    entry.text = "A dog barks.";
+    entry.words = {{"A", 0.015, 0.035}, {"dog", 0.045, 0.07}, {"barks", 0.085, 0.105}};
+    const int64_t frames = static_cast<int64_t>(std::lround(0.12 * rate));
+    for (int64_t f = 0; f < frames; ++f) units.push_back(f % kUnits);
+    entry.extra["units"] = nlohmann::json(units);
+    entry.extra["unit_tokenizer"] = hash;
+    manifest::Write(dir.File("m.jsonl"), {entry});
+  }
+};
+
+TEST(TtsTask, WordCuedExamplesAreSaidWordByWordAndTheTrainedAdapterSaysThemBack) {
+  WordCuedFixture f;
+  const text::Tokenizer& tok = f.model->Tokenizer();
+  DataSourceConfig source;
+  source.manifest = f.dir.File("m.jsonl");
+  source.task = "tts";
+  source.prompt = "Say: {text} {words}";
+  const Dataset data({source}, 0.0, 0.0, "data.train", 1, true, f.model.get());
+  ASSERT_EQ(data.Size(), 1u);
+  FeatureCache cache;
+  const std::vector<adapters::MultimodalExample> rows = data.Materialize({0}, *f.model, cache, 0);
+  ASSERT_EQ(rows.size(), 1u);
+  const adapters::MultimodalExample& row = rows[0];
+  // BOS "Say: A dog barks." then, per word, <text> word <speech> and its units, then EOS.
+  std::vector<int64_t> expected = tok.Encode("Say: A dog barks.", true, false);
+  EXPECT_EQ(row.score_from, static_cast<int64_t>(expected.size()));
+  const int64_t text = tok.AddedTokenId(text::kTextMarker), speech = tok.AddedTokenId(text::kSpeechMarker);
+  const double rate = f.model->SpeechUnitsFrameRate();
+  const int64_t dog = static_cast<int64_t>(std::floor(0.045 * rate)), barks = static_cast<int64_t>(std::floor(0.085 * rate));
+  size_t next = 0;
+  for (const auto& [word, end] : std::vector<std::pair<std::string, int64_t>>{
+           {"A", dog}, {"dog", barks}, {"barks", static_cast<int64_t>(f.units.size())}}) {
+    expected.push_back(text);
+    for (const int64_t id : tok.Encode(word, false, false)) expected.push_back(id);
+    expected.push_back(speech);
+    for (; static_cast<int64_t>(next) < end; ++next) expected.push_back(f.model->UnitTokenId(f.units[next]));
+  }
+  expected.push_back(tok.EosId());
+  EXPECT_EQ(row.tokens, expected);
+
+  // Trained on that one row, the pipeline (word by word, greedy) says exactly its units.
+  torch::optim::AdamW optimizer(f.model->TrainableParameters(), torch::optim::AdamWOptions(0.01));
+  f.model->train();
+  double first = 0, last = 0;
+  for (int step = 0; step < 100; ++step) {
+    optimizer.zero_grad();
+    torch::Tensor loss = f.model->Loss(f.model->Prepare(data.Materialize({0}, *f.model, cache, 0), text::PaddingSide::kRight));
+    (step == 0 ? first : last) = loss.item<double>();
+    loss.backward();
+    optimizer.step();
+  }
+  EXPECT_LT(last, first / 4);
+  f.model->eval();
+  audio::UnitDecoderConfig d;
+  d.k = kUnits;
+  d.dim = 16;
+  d.layers = 1;
+  d.tokenizer_hash = f.hash;
+  audio::LogMelOptions mel;
+  mel.normalization = audio::MelNormalization::kFixedFloor;
+  adapters::TtsPipeline tts(f.model, audio::UnitDecoder(d), std::make_shared<audio::GriffinLimVocoder>(mel));
+  adapters::TtsOptions options;
+  options.prompt_template = source.prompt;
+  const adapters::TtsResult said = tts.Synthesize("A dog barks.", options);
+  EXPECT_EQ(said.unit_ids, f.units);
+  EXPECT_EQ(said.units, static_cast<int64_t>(f.units.size()));
+  EXPECT_EQ(said.finish_reasons, (std::vector<std::string>{"stop"}));
+  EXPECT_SLM_ERROR(tts.Synthesize("... !", options), "has no words to say");
 }
 
 }  // namespace
