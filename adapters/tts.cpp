@@ -14,15 +14,35 @@ double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::n
 
 }  // namespace
 
+namespace {
+bool EndsWith(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+}  // namespace
+
+bool CuesArePhonemes(const std::string& prompt_template) { return EndsWith(prompt_template, kWordPhonemesPlaceholder); }
+
 bool IsWordCued(const std::string& prompt_template) {
-  const std::string w = kWordsPlaceholder;
-  return prompt_template.size() >= w.size() && prompt_template.compare(prompt_template.size() - w.size(), w.size(), w) == 0;
+  return EndsWith(prompt_template, kWordsPlaceholder) || CuesArePhonemes(prompt_template);
+}
+
+void CheckTtsTemplate(const std::string& prompt_template) {
+  for (const char* cue : {kWordsPlaceholder, kWordPhonemesPlaceholder}) {
+    const size_t at = prompt_template.find(cue);
+    Check(at == std::string::npos || at + std::string(cue).size() == prompt_template.size(),
+          "tts: the prompt template \"", prompt_template, "\" has ", cue,
+          " before its end (it stands for the words said after the prompt)");
+  }
+  Check(prompt_template.find("{text}") != std::string::npos ||
+            prompt_template.find(kPhonemesPlaceholder) != std::string::npos || IsWordCued(prompt_template),
+        "tts: the prompt template \"", prompt_template, "\" has no {text}, {phonemes}, {words} or {word_phonemes}");
 }
 
 std::string TtsPrompt(const std::string& prompt_template, const std::string& text, const std::string& phonemes) {
   std::string prompt = prompt_template;
   if (IsWordCued(prompt)) {
-    prompt.resize(prompt.size() - std::string(kWordsPlaceholder).size());
+    prompt.resize(prompt.size() -
+                  std::string(CuesArePhonemes(prompt) ? kWordPhonemesPlaceholder : kWordsPlaceholder).size());
     while (!prompt.empty() && prompt.back() == ' ') prompt.pop_back();
   }
   for (const auto& [key, value] :
@@ -32,13 +52,13 @@ std::string TtsPrompt(const std::string& prompt_template, const std::string& tex
   return prompt;
 }
 
+std::vector<int64_t> WordCueTokens(const text::Tokenizer& tokenizer, const std::string& word,
+                                   const std::string& phonemes) {
+  return tokenizer.Encode(phonemes.empty() ? word : phonemes, false, false);
+}
+
 void TtsOptions::Validate() const {
-  Check(prompt_template.find("{text}") != std::string::npos ||
-            prompt_template.find(kPhonemesPlaceholder) != std::string::npos,
-        "tts: the prompt template \"", prompt_template, "\" has no {text} or {phonemes}");
-  const size_t words = prompt_template.find(kWordsPlaceholder);
-  Check(words == std::string::npos || IsWordCued(prompt_template), "tts: the prompt template \"", prompt_template,
-        "\" has {words} before its end (it stands for the words said after the prompt)");
+  CheckTtsTemplate(prompt_template);
   Check(max_characters >= 1, "tts: max_characters must be >= 1, got ", max_characters);
   Check(max_text_characters >= 1, "tts: max_text_characters must be >= 1, got ", max_text_characters);
   Check(max_units >= 1, "tts: max_units must be >= 1, got ", max_units);
@@ -203,9 +223,12 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
       for (const audio::WordToken& t : audio::WordTokens(pieces[p]))
         if (!t.word.empty()) words.push_back(t.word);
       Check(!words.empty(), "tts: \"", pieces[p].substr(0, 80), "\" has no words to say (only punctuation)");
-      for (const std::string& w : words) {
+      std::vector<std::string> word_phonemes(words.size());
+      if (CuesArePhonemes(options.prompt_template))
+        word_phonemes = audio::EspeakSynthesizer::Instance().Phonemize(words, kPhonemeVoice);
+      for (size_t w = 0; w < words.size(); ++w) {
         ids.push_back(tokenizer.AddedTokenId(text::kTextMarker));
-        for (const int64_t id : tokenizer.Encode(w, false, false)) ids.push_back(id);
+        for (const int64_t id : WordCueTokens(tokenizer, words[w], word_phonemes[w])) ids.push_back(id);
         ids.push_back(tokenizer.AddedTokenId(text::kSpeechMarker));
         const int64_t room = std::min<int64_t>(options.max_units - static_cast<int64_t>(units.size()),
                                                positions - static_cast<int64_t>(ids.size()));

@@ -32,19 +32,29 @@ namespace slm::adapters {
 // TTS adapter trained on phonemes (train/tasks.h).
 constexpr char kPhonemesPlaceholder[] = "{phonemes}";
 constexpr char kPhonemeVoice[] = "en-us";
-// A template that ends in {words} makes a word-cued adapter (train/interleave.h WordCuedUnits):
-// after the prompt, each word of the piece is given as "<text> word <speech>" and the LM says that
-// word's units until it asks for the next word (<text>) or ends (EOS). The word in front of its
-// units keeps a small LM aligned with the text; the prompt itself is the template without {words}.
+// A template that ends in {words} or {word_phonemes} makes a word-cued adapter (train/interleave.h
+// WordCuedUnits): after the prompt, each word of the piece is given as "<text> cue <speech>" and the
+// LM says that word's units until it asks for the next word (<text>) or ends (EOS). The cue is the
+// word as written ({words}) or its phonemes ({word_phonemes}: Phonemize of the word alone, the word
+// as written when espeak-ng gives none). The cue in front of its units keeps a small LM aligned
+// with the text; the prompt itself is the template without the final placeholder.
 constexpr char kWordsPlaceholder[] = "{words}";
+constexpr char kWordPhonemesPlaceholder[] = "{word_phonemes}";
 
-// The prompt of a template for one piece: {text} and {phonemes} filled, a final {words} (and the
-// space before it) removed.
+// The prompt of a template for one piece: {text} and {phonemes} filled, a final {words} /
+// {word_phonemes} (and the space before it) removed.
 std::string TtsPrompt(const std::string& prompt_template, const std::string& text, const std::string& phonemes);
 bool IsWordCued(const std::string& prompt_template);
+bool CuesArePhonemes(const std::string& prompt_template);  // ends in {word_phonemes}
+// slm::Error naming the template when it has nothing to say or a cue placeholder before its end.
+void CheckTtsTemplate(const std::string& prompt_template);
+// The tokens of one word's cue: its phonemes when given (CuesArePhonemes), else the word as written.
+std::vector<int64_t> WordCueTokens(const text::Tokenizer& tokenizer, const std::string& word,
+                                   const std::string& phonemes);
 
 struct TtsOptions {
-  std::string prompt_template = "Say: {text}";  // must contain {text} or {phonemes}; {words} only at the end
+  // Must contain {text} or {phonemes}, or end in {words} / {word_phonemes} (only there).
+  std::string prompt_template = "Say: {text}";
   int64_t max_characters = 200;         // text pieces synthesized one by one (sentence, then word boundaries)
   int64_t max_text_characters = 20000;  // longer text is rejected
   int64_t max_units = 220;              // per piece; also at most the positions the prompt leaves

@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "adapters/tts.h"
 #include "audio/audio_io.h"
@@ -269,6 +271,21 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
       }
       if (interleaved) context = ContextLength(src.interleave, *model);
       tokenize = [model](const std::string& word) { return model->Tokenizer().Encode(word, false, false); };
+      if (word_cued && adapters::CuesArePhonemes(src.PromptTemplate())) {
+        // Phoneme cues: every distinct word pronounced once, in one espeak-ng child.
+        std::set<std::string> distinct;
+        for (const manifest::Entry& e : m.entries)
+          if (e.task.empty() || e.task == src.task)
+            for (const manifest::Word& w : e.words) distinct.insert(w.word);
+        const std::vector<std::string> words(distinct.begin(), distinct.end());
+        const std::vector<std::string> said = audio::EspeakSynthesizer::Instance().Phonemize(words, adapters::kPhonemeVoice);
+        auto phonemes = std::make_shared<std::map<std::string, std::string>>();
+        for (size_t i = 0; i < words.size(); ++i) (*phonemes)[words[i]] = said[i];
+        tokenize = [model, phonemes](const std::string& word) {
+          const auto it = phonemes->find(word);
+          return adapters::WordCueTokens(model->Tokenizer(), word, it == phonemes->end() ? "" : it->second);
+        };
+      }
     }
     for (const manifest::Entry& e : m.entries) {
       if (src.limit > 0 && stats.used >= src.limit) break;

@@ -145,16 +145,11 @@ void CheckPromptTemplate(const std::string& task, const std::string& prompt_temp
   Check(speech == t.speech && images == t.images, "task '", task, "': prompt template \"",
         prompt_template, "\" has ", speech, " <speech> and ", images, " <image> placeholder(s); the task needs ",
         t.speech, " and ", t.images);
-  for (const char* tts_only : {adapters::kPhonemesPlaceholder, adapters::kWordsPlaceholder})
+  for (const char* tts_only :
+       {adapters::kPhonemesPlaceholder, adapters::kWordsPlaceholder, adapters::kWordPhonemesPlaceholder})
     Check(task == "tts" || prompt_template.find(tts_only) == std::string::npos, "task '", task, "': prompt template \"",
           prompt_template, "\" uses ", tts_only, ", which only task tts has");
-  if (task == "tts") {
-    Check(prompt_template.find("{text}") != std::string::npos ||
-              prompt_template.find(adapters::kPhonemesPlaceholder) != std::string::npos,
-          "task 'tts': prompt template \"", prompt_template, "\" has no {text} or {phonemes}");
-    Check(prompt_template.find(adapters::kWordsPlaceholder) == std::string::npos || adapters::IsWordCued(prompt_template),
-          "task 'tts': prompt template \"", prompt_template, "\" has {words} before its end");
-  }
+  if (task == "tts") adapters::CheckTtsTemplate(prompt_template);
 }
 
 TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_template,

@@ -241,7 +241,7 @@ TEST(TtsPipeline, PhonemePromptsArePronouncedByEspeakNg) {
   while (long_text.size() < 2000) long_text += "The quick brown fox jumps over the lazy dog. ";
   EXPECT_SLM_ERROR(tts.Synthesize(long_text, options), "fills the backbone's 256 positions; lower max_characters");
   options.prompt_template = "Say:";
-  EXPECT_SLM_ERROR(tts.Synthesize("hi", options), "has no {text} or {phonemes}");
+  EXPECT_SLM_ERROR(tts.Synthesize("hi", options), "has no {text}, {phonemes}, {words} or {word_phonemes}");
 }
 
 TEST(TtsPipeline, SplitsLongTextAndRejectsBadInput) {

@@ -2,6 +2,7 @@
 // writes them), and the dataset checks them against the model's unit tokenizer.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
@@ -192,7 +193,11 @@ TEST(TtsTask, WordCuedTemplatesNeedWordTimesAndSitAtTheEnd) {
   EXPECT_TRUE(x.word_cued);
   EXPECT_FALSE(BuildTaskExample("tts", "Say: {text}", e, "/d", "w").word_cued);
   EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "{words} Say: {text}"), "has {words} before its end");
-  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "Say: {words}"), "has no {text} or {phonemes}");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "Say: {word_phonemes} now"), "has {word_phonemes} before its end");
+  EXPECT_SLM_ERROR(CheckPromptTemplate("tts", "Say:"), "has no {text}, {phonemes}, {words} or {word_phonemes}");
+  const TaskExample cued = BuildTaskExample("tts", "Say: {word_phonemes}", e, "/d", "w");
+  EXPECT_EQ(cued.prompt, "Say:");
+  EXPECT_TRUE(cued.word_cued);
   EXPECT_SLM_ERROR(CheckPromptTemplate("asr", "<speech> {words}"), "uses {words}, which only task tts has");
 }
 
@@ -261,6 +266,19 @@ TEST(TtsTask, WordCuedExamplesAreSaidWordByWordAndTheTrainedAdapterSaysThemBack)
   }
   expected.push_back(tok.EosId());
   EXPECT_EQ(row.tokens, expected);
+
+  // {word_phonemes}: the cue is the word's pronunciation.
+  DataSourceConfig phonemes = source;
+  phonemes.prompt = "Say: {text} {word_phonemes}";
+  const Dataset said_data({phonemes}, 0.0, 0.0, "data.train", 1, true, f.model.get());
+  const std::vector<adapters::MultimodalExample> said_rows = said_data.Materialize({0}, *f.model, cache, 0);
+  const std::string dog_said = audio::EspeakSynthesizer::Instance().Phonemize({"dog"}, "en-us")[0];
+  std::vector<int64_t> dog_cue = {text};
+  for (const int64_t id : tok.Encode(dog_said, false, false)) dog_cue.push_back(id);
+  dog_cue.push_back(speech);
+  EXPECT_NE(std::search(said_rows[0].tokens.begin(), said_rows[0].tokens.end(), dog_cue.begin(), dog_cue.end()),
+            said_rows[0].tokens.end())
+      << "no cue '" << dog_said << "'";
 
   // Trained on that one row, the pipeline (word by word, greedy) says exactly its units.
   torch::optim::AdamW optimizer(f.model->TrainableParameters(), torch::optim::AdamWOptions(0.01));
