@@ -12,12 +12,10 @@ namespace {
 
 double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-}  // namespace
-
-namespace {
 bool EndsWith(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
+
 }  // namespace
 
 bool CuesArePhonemes(const std::string& prompt_template) { return EndsWith(prompt_template, kWordPhonemesPlaceholder); }
@@ -214,7 +212,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
       generation.max_new_tokens = std::min<int64_t>(options.max_units, positions - static_cast<int64_t>(ids.size()));
       finish = model_->Generate({example}, generation, say).finish_reasons.at(0);
     } else {
-      // Word by word (kWordsPlaceholder): the cue "<text> word <speech>", then units until the model
+      // Word by word (IsWordCued): the cue "<text> word <speech>", then units until the model
       // asks for the next word or ends. An early end does not skip words: the next cue follows.
       text::GenerationOptions word = generation;
       word.stop_token_ids = tokenizer.EosIds();

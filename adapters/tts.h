@@ -1,7 +1,9 @@
 // Text-to-speech through a TTS adapter (issue: speech out). The pipeline:
 //
 //   text --split into pieces of <= max_characters--> "Say: {text}" prompt per piece
-//        --MultimodalLM (model.speech_units; generation restricted to unit tokens and EOS)--> units
+//        --MultimodalLM (model.speech_units; generation restricted to unit tokens and EOS; a
+//          word-cued template feeds "<text> cue <speech>" per word and lets the LM say that word's
+//          units until it asks for the next word)--> units
 //        --audio::UnitDecoder--> log-mel frames --audio::Vocoder (Griffin-Lim by default)--> samples
 //
 // Units are frame-level (the unit tokenizer's frame rate, e.g. 50 Hz for encoder units): the LM
