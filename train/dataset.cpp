@@ -36,6 +36,17 @@ void AddPhonemes(const DataSourceConfig& src, manifest::Manifest& m) {
   for (size_t i = 0; i < missing.size(); ++i) missing[i]->extra["phonemes"] = phonemes[i];
 }
 
+// A word-cued tts item as one pre-tokenized row: BOS + its prompt, then WordCuedUnits (scored).
+adapters::MultimodalExample WordCuedRow(const DatasetItem& item, const text::Tokenizer& tokenizer,
+                                        const InterleaveIds& ids) {
+  adapters::MultimodalExample e;
+  e.tokens = tokenizer.Encode(item.example.prompt, true, false);
+  e.score_from = static_cast<int64_t>(e.tokens.size());
+  const std::vector<int64_t> said = WordCuedUnits(*item.aligned, ids);
+  e.tokens.insert(e.tokens.end(), said.begin(), said.end());
+  return e;
+}
+
 }  // namespace
 
 void DataSourceConfig::Load(config::Node node) {
@@ -340,9 +351,9 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
       // A tts example whose prompt and units outgrow the backbone would stop training mid-run.
       if (src.task == "tts" && model != nullptr) {
         const text::Tokenizer& tokenizer = model->Tokenizer();
-        const size_t positions = tokenizer.Encode(item.example.prompt, true, false).size() +
-                                 (word_cued ? WordCuedUnits(*item.aligned, *ids).size()
-                                            : tokenizer.Encode(item.example.target, false, true).size());
+        const size_t positions = word_cued ? WordCuedRow(item, tokenizer, *ids).tokens.size()
+                                           : tokenizer.Encode(item.example.prompt, true, false).size() +
+                                                 tokenizer.Encode(item.example.target, false, true).size();
         if (static_cast<int64_t>(positions) > model->Backbone()->Config().max_position_embeddings) {
           ++stats.too_long;
           continue;
@@ -512,19 +523,15 @@ std::vector<adapters::MultimodalExample> Dataset::Materialize(const std::vector<
   std::map<int, std::vector<int64_t>> interleaved;  // by source, in order
   for (int64_t index : indices) {
     const DatasetItem& item = items_.at(index);
-    adapters::MultimodalExample e;
     if (item.example.word_cued) {
-      e.tokens = model.Tokenizer().Encode(item.example.prompt, true, false);
-      e.score_from = static_cast<int64_t>(e.tokens.size());
-      const std::vector<int64_t> said = WordCuedUnits(*item.aligned, InterleaveIdsOf(model));
-      e.tokens.insert(e.tokens.end(), said.begin(), said.end());
-      out.push_back(std::move(e));
+      out.push_back(WordCuedRow(item, model.Tokenizer(), InterleaveIdsOf(model)));
       continue;
     }
     if (item.aligned) {
       interleaved[item.source].push_back(index);
       continue;
     }
+    adapters::MultimodalExample e;
     e.prompt = item.example.prompt;
     e.target = item.example.target;
     for (const std::string& path : item.example.audio)
