@@ -39,7 +39,8 @@ function(slm_add_test name)
   target_precompile_headers(${name} REUSE_FROM slm_pch)
   target_compile_definitions(${name} PRIVATE SLM_SOURCE_DIR="${CMAKE_SOURCE_DIR}"
                                              SLM_BINARY_DIR="${CMAKE_BINARY_DIR}")
-  gtest_discover_tests(${name} TEST_FILTER "-*Slow*" DISCOVERY_MODE PRE_TEST
+  # Listing the tests loads LibTorch; on a cold page cache that alone can pass CMake's 5 s default.
+  gtest_discover_tests(${name} TEST_FILTER "-*Slow*" DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 120
                        PROPERTIES LABELS "${ARG_LABEL}" TIMEOUT 300)
   # Slow tests run as one ctest entry per executable: gtest_discover_tests flattens a property
   # list such as "audio;slow", so the two labels could not be attached to discovered tests.
