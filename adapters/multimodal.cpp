@@ -1,5 +1,6 @@
 #include "adapters/multimodal.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <optional>
 #include <set>
@@ -478,13 +479,23 @@ std::pair<torch::Tensor, torch::Tensor> TargetPositions(const MultimodalBatch& b
   return {positions, targets};
 }
 
+// The batch's mask, or none when every row fills the width: the backbone then uses SDPA's own
+// causal pattern (the flash kernel on CUDA) instead of an explicit all-true mask.
+torch::Tensor MaskUnlessFull(const MultimodalBatch& batch) {
+  const int64_t width = batch.inputs_embeds.size(1);
+  const bool full = static_cast<int64_t>(batch.lengths.size()) == batch.inputs_embeds.size(0) &&
+                    std::all_of(batch.lengths.begin(), batch.lengths.end(),
+                                [&](int64_t n) { return n == width; });
+  return full ? torch::Tensor() : batch.attention_mask;
+}
+
 }  // namespace
 
 std::pair<torch::Tensor, std::vector<int64_t>> MultimodalLMImpl::TargetNll(const MultimodalBatch& batch) {
   const auto [positions, targets] = TargetPositions(batch);
   text::LlamaInput input;
   input.inputs_embeds = batch.inputs_embeds;
-  input.attention_mask = batch.attention_mask;
+  input.attention_mask = MaskUnlessFull(batch);
   input.logits_positions = positions;
   const torch::Tensor logits = backbone_->forward(input).logits;  // [B, K, V]
   const torch::Tensor per_token = torch::nn::functional::cross_entropy(
@@ -499,13 +510,16 @@ torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
   Check(batch.target_tokens > 0, "MultimodalLM::Loss: the batch has no target tokens");
   // Logits at position t predict the token at t + 1: only positions whose successor is a target.
   const auto [positions, targets] = TargetPositions(batch);
+  // Copied before the forward is queued: a host-to-device copy after it would wait for the whole
+  // forward on the device before the backward could be queued.
+  const torch::Tensor device_targets = targets.view(-1).to(batch.inputs_embeds.device());
   text::LlamaInput input;
   input.inputs_embeds = batch.inputs_embeds;
-  input.attention_mask = batch.attention_mask;
+  input.attention_mask = MaskUnlessFull(batch);
   input.logits_positions = positions;
   const torch::Tensor logits = backbone_->forward(input).logits;  // [B, K, V] float32
   return torch::nn::functional::cross_entropy(
-      logits.reshape({-1, logits.size(-1)}), targets.view(-1).to(logits.device()),
+      logits.reshape({-1, logits.size(-1)}), device_targets,
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(kIgnore));
 }
 

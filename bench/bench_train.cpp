@@ -30,6 +30,7 @@
 #include "adapters/multimodal.h"
 #include "bench/bench_models.h"
 #include "bench/bench_util.h"
+#include "bench/step_profile.h"
 #include "cli/command.h"
 #include "core/autocast.h"
 #include "core/device.h"
@@ -56,6 +57,8 @@ struct TrainBenchOptions {
   std::string python = ".venv/bin/python";
   std::string script = "bench/train_torch.py";
   std::string work_dir;  // where tinyllama's random weights go; default a temporary directory
+  int profile_steps = 0;  // > 0: also profile this many steps (bench/step_profile.h)
+  std::string trace;      // with profile_steps: the Chrome trace goes here
 };
 
 // The sentence every example transcribes (its token count is reported).
@@ -181,6 +184,17 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   report.Set("slm.seconds_per_step", seconds_per_step);
   report.Set("slm.peak_memory_mib", peak / (1 << 20));
   if (o.peak_tflops > 0) report.Set("slm.mfu", flops_per_step / seconds_per_step / (o.peak_tflops * 1e12));
+  if (o.profile_steps > 0) {
+    const nlohmann::json profile = ProfileSteps(o.profile_steps, [&] { step(); }, device, 15, o.trace);
+    report.Set("slm.profile", profile);
+    report.Line(Str("profile: ", profile["wall_ms_per_step"].get<double>(), " ms per step, device busy ",
+                    profile["device_busy_ms_per_step"].get<double>(), " ms (",
+                    profile["device_events_per_step"].get<double>(), " device events, ",
+                    profile["cpu_events_per_step"].get<double>(), " CPU events per step)"));
+    for (const auto& k : profile["top"])
+      report.Line(Str("  ", k["ms_per_step"].get<double>(), " ms x", k["calls_per_step"].get<double>(), "  ",
+                      k["name"].get<std::string>()));
+  }
 
   const nlohmann::json theirs = RunPythonJson(
       o.python, o.script,
@@ -222,6 +236,10 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--python", o->python, "python with torch + transformers ('none' = skip the baseline)")
       ->capture_default_str();
   cmd->add_option("--script", o->script, "the baseline script")->capture_default_str();
+  cmd->add_option("--profile-steps", o->profile_steps,
+                  "after timing, profile this many steps (device busy time, top kernels)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--trace", o->trace, "with --profile-steps: write the Chrome trace here");
   cmd->add_option("--work-dir", o->work_dir, "keep tinyllama's random weights here (reused when present)");
   cmd->callback([o, &common] { RunTrainBench(*o, common.json); });
 });

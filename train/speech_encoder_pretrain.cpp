@@ -207,7 +207,7 @@ struct Scores {
 };
 
 Scores Evaluate(audio::WhisperEncoder& encoder, audio::CtcHead& head, const std::vector<Utterance>& data,
-                int64_t batch_size) {
+                int64_t batch_size, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   encoder->eval();
   head->eval();
@@ -219,7 +219,7 @@ Scores Evaluate(audio::WhisperEncoder& encoder, audio::CtcHead& head, const std:
                                        order.begin() + std::min(order.size(), start + batch_size));
     const Batch batch = MakeBatch(data, indices);
     audio::WhisperEncoderInput input;
-    input.features = batch.features;
+    input.features = batch.features.to(device);
     input.lengths = batch.lengths;
     const audio::WhisperEncoderOutput out = encoder->forward(input);
     const auto decoded = audio::CtcGreedyDecode(head(out.last_hidden_state), out.lengths);
@@ -286,6 +286,14 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
   node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
+  node.Read("device", device, config::Validator<std::string>([](const std::string& name) -> std::string {
+    try {
+      ParseDevice(name);
+      return "";
+    } catch (const Error& e) {
+      return e.what();
+    }
+  }));
   if (data.max_seconds * features.sample_rate / features.hop_length > model.MaxInputFrames())
     d.Fail("max_seconds", Str("gives more feature frames than the encoder accepts (",
                               model.MaxInputFrames(), " = 2 * model.max_source_positions)"));
@@ -337,8 +345,11 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
                 test.utterances.size(), " test"));
 
   // 2. Model.
+  const torch::Device device = ParseDevice(c.device);
   audio::WhisperEncoder encoder(c.model);
   audio::CtcHead head(c.model.d_model);
+  encoder->to(device);
+  head->to(device);
   encoder->train();
   head->train();
   std::vector<torch::Tensor> trainable;
@@ -381,7 +392,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
     SetLearningRate(*optimizer, lr);
 
     audio::WhisperEncoderInput input;
-    input.features = batch.features;
+    input.features = batch.features.to(device);
     input.lengths = batch.lengths;
     const audio::WhisperEncoderOutput out = encoder->forward(input);
     const torch::Tensor loss = audio::CtcLoss(head(out.last_hidden_state), out.lengths, batch.targets);
@@ -404,7 +415,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
                       {"audio_seconds_per_second", result.train_audio_seconds / SecondsSince(train_start)},
                       {"elapsed_seconds", SecondsSince(start)}});
     if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
-      const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
+      const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size, device);
       metrics.Append({{"step", step + 1}, {"valid_cer", v.chars.Rate()}, {"valid_wer", v.words.Rate()}});
       log::Info(Str("step ", step + 1, ": valid CER ", v.chars.Rate(), ", WER ", v.words.Rate()));
     }
@@ -413,8 +424,8 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   const double train_seconds = SecondsSince(train_start);
 
   // 4. Final evaluation on unseen sentences.
-  const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size);
-  const Scores t = Evaluate(encoder, head, test.utterances, c.eval.batch_size);
+  const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size, device);
+  const Scores t = Evaluate(encoder, head, test.utterances, c.eval.batch_size, device);
   result.valid_cer = v.chars.Rate();
   result.test_cer = t.chars.Rate();
   result.test_wer = t.words.Rate();
@@ -422,7 +433,9 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   result.seconds = SecondsSince(start);
   result.audio_seconds_per_second = result.train_audio_seconds / std::max(1e-9, train_seconds);
 
-  // 5. The model directory.
+  // 5. The model directory (saved from the CPU, the same bytes wherever it trained).
+  encoder->to(torch::kCPU);
+  head->to(torch::kCPU);
   encoder->SaveWeights(c.output_dir, {{"ctc_head.weight", head->proj->weight},
                                       {"ctc_head.bias", head->proj->bias}});
   audio::SaveEncoderFeatureOptions(c.output_dir, c.features);

@@ -20,7 +20,7 @@
 // "ctc_head.weight"/"ctc_head.bias"), preprocessor_config.json (the feature options), config.yaml
 // (effective), metrics.jsonl, result.json, samples.txt (reference vs hypothesis of test
 // utterances). LoadWhisperEncoder(output_dir) loads the encoder. Deterministic for a fixed seed and
-// thread count. Not thread-safe (one run per process).
+// thread count on the CPU. Not thread-safe (one run per process).
 #pragma once
 
 #include <cstdint>
@@ -77,6 +77,10 @@ struct SpeechEncoderPretrainConfig {
   } eval;
   uint64_t seed = 1;
   int threads = 0;
+  // Where the model trains: cpu | cuda | cuda:N | auto (core/device.h). Features are computed and
+  // batched on the CPU; each batch is copied over. Results on CUDA are not bitwise reproducible
+  // (its CTC and attention kernels are not deterministic); the saved model is the same format.
+  std::string device = "cpu";
   std::string output_dir = "runs/speech_encoder_tiny";
 
   SpeechEncoderPretrainConfig();  // the tiny defaults of samples/configs/speech_encoder_tiny.yaml

@@ -9,6 +9,10 @@
 #   5. streaming load sweep with the TinyLlama-shaped model (issue 6)
 #   6. interleaved vs speech-only training of interleaved_tiny.yaml, 3 seeds (issue 8; needs the data
 #      of scripts/gpu/pack_interleave_data.sh, carried as out/gpu_data)
+#   7. the closed-vocabulary speech encoder trained on the GPU (speech_encoder_closed_gpu.yaml, issue 5;
+#      needs data/wordnet/sentences and data/speech_encoder_closed/train/sentences.txt carried); its
+#      speech is synthesized on CPU cores 2-15 from the start, while the earlier steps run
+
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
 # this script on a CPU machine).
@@ -28,7 +32,7 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-STEPS=${STEPS:-parity decode encode train stream interleave}  # which steps to run
+STEPS=${STEPS:-parity decode encode train stream interleave encoder}  # which steps to run
 step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
@@ -53,23 +57,52 @@ log "device '$name': bf16 peak ${PEAK} TFLOPS, memory ${BW} GB/s"
 
 if [ "$QUICK" = 1 ]; then
   SHAPE="--hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 512 --prompt 16 --new 8"
-  ENC="--preset tiny"; TRAIN="--preset tiny --batch-size 2 --steps 2"; STREAM="--duration 2 --max-streams 2"
-  DTYPE=float32; IL_STEPS=4; IL_SEEDS="1"
+  ENC="--preset tiny"; TRAIN="--preset tiny --steps 2"; TB=2; STREAM="--duration 2 --max-streams 2"
+  DTYPE=float32; IL_STEPS=4; IL_SEEDS="1"; ENC_REPEATS=1; ENC_SENTENCES=20
+  ENC_SET=(--set train.steps=6 --set train.batch_size=4 --set eval.every=3 --set data.valid_utterances=8
+    --set data.test_utterances=8 --set device=cpu)
 else
   SHAPE="--hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 32000 --prompt 128 --new 128"
-  ENC="--preset base"; TRAIN="--preset tinyllama --batch-size 16 --steps 10 --work-dir $W/tinyllama"
+  ENC="--preset base"; TRAIN="--preset tinyllama --steps 10 --work-dir $W/tinyllama"; TB=16
   STREAM="--preset tinyllama --work-dir $W/tinyllama --duration 5 --max-streams 256"
-  DTYPE=bfloat16; IL_STEPS=${IL_STEPS:-2000}; IL_SEEDS=${IL_SEEDS:-1 2 3}
+  DTYPE=bfloat16; IL_STEPS=${IL_STEPS:-2000}; IL_SEEDS=${IL_SEEDS:-1 2 3}; ENC_REPEATS=3; ENC_SENTENCES=0
+  ENC_SET=()
 fi
+
+# The encoder's speech is synthesized on cores 2-15 while steps 1-6 run (they use a core or two).
+ENC_DATA=$W/encoder/train
+case " $STEPS " in *" encoder "*)
+  mkdir -p "$W/encoder"
+  src=data/speech_encoder_closed/train/sentences.txt
+  if [ "$ENC_SENTENCES" -gt 0 ]; then head -n "$ENC_SENTENCES" "$src" > "$W/encoder/sentences.txt"
+  else cp "$src" "$W/encoder/sentences.txt"; fi
+  pin=""; command -v taskset >/dev/null && [ "$(nproc)" -ge 8 ] && pin="taskset -c 2-$(($(nproc) - 1))"
+  log "encoder data: synthesizing in the background ($pin)"
+  SLM=$SLM SENTENCES=$W/encoder/sentences.txt $pin bash scripts/gpu/encoder_data.sh "$ENC_DATA" "$ENC_REPEATS" \
+    $(($(nproc) > 2 ? $(nproc) - 2 : 1)) > "$W/encoder/data.log" 2>&1 &
+  ENC_PID=$! ;;
+esac
 
 step parity 120 bash -c "$PY tests/parity/make_llama_references.py --bf16 $W/parity $DEVICE &&
   SLM_PARITY_DIR=$W/parity $B/bin/parity_tests --gtest_filter='LlamaParityBf16.*'"
 step decode_slm 150 $SLM bench decode --device $DEVICE --dtype $DTYPE $SHAPE --batch-sizes 1 --repeats 3 --bandwidth-gbs $BW --json
 step decode_transformers 150 $PY scripts/gpu/decode_transformers.py $SHAPE --device $DEVICE --dtype $DTYPE --bandwidth-gbs $BW
 step encode 200 $SLM bench encode $ENC --device $DEVICE --dtype $DTYPE --python $PY --json
-step train 240 $SLM bench train $TRAIN --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python $PY --json
+step train 240 $SLM bench train $TRAIN --batch-size $TB --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python $PY --json
+# Larger batches: the same per-step host work over more device work.
+step train_b32 240 $SLM bench train $TRAIN --batch-size $((2 * TB)) --device $DEVICE --dtype $DTYPE \
+  --peak-tflops $PEAK --python $PY --json
+# Where the device time goes (Kineto), in its own step so that a profiler failure costs no timing.
+step train_profile 240 bash -c "for b in $TB $((2 * TB)); do $SLM bench train $TRAIN --batch-size \$b \
+  --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python none --json --profile-steps 3; done"
 # Mixed precision as most training runs use it: float32 weights, bf16 autocast.
-step train_amp 240 $SLM bench train $TRAIN --device $DEVICE --dtype float32 --precision $DTYPE --peak-tflops $PEAK --python $PY --json
+step train_amp 240 $SLM bench train $TRAIN --batch-size $TB --device $DEVICE --dtype float32 --precision $DTYPE --peak-tflops $PEAK --python $PY --json
 step stream 240 $SLM bench stream $STREAM --task respond --sweep --device $DEVICE --dtype $DTYPE --json
 step interleave 420 bash scripts/gpu/interleave_runs.sh $SLM $W/interleave $DEVICE $IL_STEPS $IL_SEEDS
+case " $STEPS " in *" encoder "*)
+  log "waiting for the encoder data"; wait "$ENC_PID"; log "encoder data rc=$?: $(tail -3 "$W/encoder/data.log")"
+  step encoder 480 $SLM audio pretrain-encoder --config samples/configs/speech_encoder_closed_gpu.yaml \
+    --set data.speech_dir=$W/encoder --set output_dir=$W/encoder/run "${ENC_SET[@]}"
+  tar -C "$W/encoder" -cf "$OUT/encoder.tar" run ;;
+esac
 log "all steps done"
