@@ -369,14 +369,16 @@ class RotaryEmbeddingImpl : public torch::nn::Module {
     inv_freq_ = inv_freq_.to(device, non_blocking);
   }
 
-  // cos and sin [B or 1, 1, T, head_dim] in `dtype` for positions [B or 1, T]: angles in float32
-  // (float64 for a float64 model), cast to the model's dtype as transformers does.
+  // cos and signed sin [B or 1, 1, T, head_dim] in `dtype` for positions [B or 1, T]: angles in
+  // float32 (float64 for a float64 model), cast to the model's dtype as transformers does. The sine's
+  // first half is negated (see Rotate): transformers' sin with rotate_half's sign folded in.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& positions,
                                                   torch::ScalarType dtype) const {
     const torch::ScalarType angle_type = dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
     const torch::Tensor freqs = positions.unsqueeze(-1).to(angle_type) * inv_freq_.to(angle_type);
-    const torch::Tensor angles = torch::cat({freqs, freqs}, -1).unsqueeze(1);
-    return {angles.cos().to(dtype), angles.sin().to(dtype)};
+    const torch::Tensor sin = freqs.sin();
+    return {torch::cat({freqs, freqs}, -1).unsqueeze(1).cos().to(dtype),
+            torch::cat({-sin, sin}, -1).unsqueeze(1).to(dtype)};
   }
 
   const torch::Tensor& InverseFrequencies() const { return inv_freq_; }
@@ -386,9 +388,12 @@ class RotaryEmbeddingImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RotaryEmbedding);
 
-torch::Tensor RotateHalf(const torch::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return torch::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+// transformers' x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1), written as
+// x * cos + cat(x2, x1) * cat(-sin1, sin2): bitwise the same values (negation is exact in either
+// place), with one roll instead of two slices, a negation and a cat, forward and backward. That
+// matters for training on a GPU, where the host's per-kernel cost is what leaves the device idle.
+torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin) {
+  return x * cos + x.roll(x.size(-1) / 2, -1) * signed_sin;
 }
 
 // How queries may look at keys in one forward pass; shared by every layer.
@@ -415,7 +420,7 @@ class AttentionImpl : public torch::nn::Module {
   // x [B, T, hidden]; cache_keys/values (may be null) hold [B, kv_heads, T_past, head_dim] and
   // receive this step's rotated keys and values appended; with `static_slot` they are a
   // StaticKVCache's fixed buffers and this step's keys are written at that slot instead.
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
                         const AttentionPattern& pattern, torch::Tensor* cache_keys,
                         torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const int64_t batch = x.size(0);
@@ -423,19 +428,22 @@ class AttentionImpl : public torch::nn::Module {
     torch::Tensor q, k, v;
     if (const torch::Tensor qkv = fused_qkv_.Forward(x); qkv.defined()) {
       // One GEMM, and one rotation for the query and key heads together.
-      const torch::Tensor heads =
-          qkv.view({batch, steps, heads_ + 2 * kv_heads_, head_dim_}).transpose(1, 2);
-      const torch::Tensor qk = heads.narrow(1, 0, heads_ + kv_heads_);
-      const torch::Tensor rotated = qk * cos + RotateHalf(qk) * sin;
-      q = rotated.narrow(1, 0, heads_);
-      k = rotated.narrow(1, heads_, kv_heads_);
-      v = heads.narrow(1, heads_ + kv_heads_, kv_heads_);
+      // split_with_sizes rather than narrow: its backward is one cat, where each narrow's is a
+      // zero fill and a copy of the whole tensor plus an add.
+      const std::vector<torch::Tensor> qk_v =
+          qkv.view({batch, steps, heads_ + 2 * kv_heads_, head_dim_})
+              .transpose(1, 2)
+              .split_with_sizes({heads_ + kv_heads_, kv_heads_}, 1);
+      const std::vector<torch::Tensor> q_k = Rotate(qk_v[0], cos, signed_sin).split_with_sizes({heads_, kv_heads_}, 1);
+      q = q_k[0];
+      k = q_k[1];
+      v = qk_v[1];
     } else {
       q = q_proj(x).view({batch, steps, heads_, head_dim_}).transpose(1, 2);
       k = k_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
       v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
-      q = q * cos + RotateHalf(q) * sin;
-      k = k * cos + RotateHalf(k) * sin;
+      q = Rotate(q, cos, signed_sin);
+      k = Rotate(k, cos, signed_sin);
     }
     if (static_slot != nullptr) {
       cache_keys->index_copy_(2, *static_slot, k);
@@ -504,11 +512,11 @@ class DecoderLayerImpl : public torch::nn::Module {
     post_attention_layernorm = register_module(
         "post_attention_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps, options));
   }
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& signed_sin,
                         const AttentionPattern& pattern, torch::Tensor* cache_keys,
                         torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const torch::Tensor h =
-        x + self_attn(input_layernorm(x), cos, sin, pattern, cache_keys, cache_values, static_slot);
+        x + self_attn(input_layernorm(x), cos, signed_sin, pattern, cache_keys, cache_values, static_slot);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -952,7 +960,7 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
   }
   // One new token without padding sees every cached key: no mask at all.
 
-  const auto [cos, sin] = parts_->model->rotary_emb->forward(positions, dtype);
+  const auto [cos, signed_sin] = parts_->model->rotary_emb->forward(positions, dtype);
   LlamaOutput output;
   if (input.output_hidden_states) output.hidden_states.push_back(hidden);
   if (cache != nullptr) {
@@ -960,7 +968,7 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
     cache->values.resize(layers);
   }
   for (int64_t l = 0; l < layers; ++l) {
-    hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, sin, pattern,
+    hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, signed_sin, pattern,
                                                        cache ? &cache->keys[l] : nullptr,
                                                        cache ? &cache->values[l] : nullptr, nullptr);
     if (input.output_hidden_states) output.hidden_states.push_back(hidden);
@@ -1019,9 +1027,9 @@ LlamaOutput LlamaModelImpl::StaticStep(torch::Tensor hidden, const LlamaInput& i
   fixed.valid.index_fill_(1, fixed.slot, true);
   AttentionPattern pattern;
   pattern.mask = fixed.valid.view({batch, 1, 1, fixed.Capacity()});
-  const auto [cos, sin] = parts_->model->rotary_emb->forward(input.position_ids, dtype);
+  const auto [cos, signed_sin] = parts_->model->rotary_emb->forward(input.position_ids, dtype);
   for (int64_t l = 0; l < layers; ++l)
-    hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, sin, pattern, &fixed.keys[l], &fixed.values[l],
+    hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, signed_sin, pattern, &fixed.keys[l], &fixed.values[l],
                                                        &fixed.slot);
   fixed.slot.add_(1);
   LlamaOutput output;
