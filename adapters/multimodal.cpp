@@ -1,7 +1,9 @@
 #include "adapters/multimodal.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <set>
 
@@ -50,10 +52,13 @@ ComponentSummary Summarize(const std::string& name, const std::vector<torch::Ten
 }
 
 json SpecJson(const ProjectorSpec& s) {
-  return {{"type", s.type},     {"input_dim", s.input_dim},   {"output_dim", s.output_dim},
-          {"hidden_dim", s.hidden_dim}, {"stack", s.stack},   {"kernel_size", s.kernel_size},
-          {"stride", s.stride}, {"window", s.window},         {"num_queries", s.num_queries},
-          {"num_layers", s.num_layers}, {"num_heads", s.num_heads}};
+  json spec = {{"type", s.type},     {"input_dim", s.input_dim},   {"output_dim", s.output_dim},
+               {"hidden_dim", s.hidden_dim}, {"stack", s.stack},   {"kernel_size", s.kernel_size},
+               {"stride", s.stride}, {"window", s.window},         {"num_queries", s.num_queries},
+               {"num_layers", s.num_layers}, {"num_heads", s.num_heads}};
+  // Written only when not the default, so adapters saved before the key existed still match.
+  if (s.units != "characters") spec["units"] = s.units;
+  return spec;
 }
 
 // A frozen encoder: the shared one for `dir` (loaded on first use), or a private one when the
@@ -224,6 +229,16 @@ void MultimodalLMImpl::BindCtcHead() {
   torch::NoGradGuard no_grad;
   const torch::Tensor symbols = backbone_->EmbedTokens(torch::tensor(pieces, torch::kLong).to(device_));
   BindCtcEmbed(*speech_projector_, w, b, symbols);
+  if (config_.speech.projector.units == "words") {
+    // The projector keeps handles to the tokenizer and backbone this model owns for its lifetime.
+    WordPieces words;
+    words.encode = [tokenizer = tokenizer_](const std::string& word) {
+      return tokenizer->Encode(word, /*add_bos=*/false, /*add_eos=*/false);
+    };
+    words.embed = [backbone = backbone_](const torch::Tensor& ids) mutable { return backbone->EmbedTokens(ids); };
+    words.empty_piece = pieces[0];  // "▁"
+    BindCtcWords(*speech_projector_, std::move(words));
+  }
 }
 
 double MultimodalLMImpl::SpeechPositionsPerSecond() const {
@@ -267,6 +282,16 @@ torch::Tensor MultimodalLMImpl::ImagePixels(const cv::Mat& rgb8) const {
 }
 
 std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<MultimodalExample>& examples) {
+  const audio::WhisperEncoderOutput encoded = EncodeSpeechFrames(examples);
+  if (!encoded.last_hidden_state.defined()) return {};
+  const ProjectorOutput projected = speech_projector_->Project(encoded.last_hidden_state, encoded.lengths);
+  std::vector<torch::Tensor> out;
+  for (int64_t i = 0; i < projected.embeds.size(0); ++i)
+    out.push_back(projected.embeds[i].slice(0, 0, projected.lengths[i].item<int64_t>()));
+  return out;
+}
+
+audio::WhisperEncoderOutput MultimodalLMImpl::EncodeSpeechFrames(const std::vector<MultimodalExample>& examples) {
   std::vector<const torch::Tensor*> clips;
   for (size_t e = 0; e < examples.size(); ++e)
     for (size_t c = 0; c < examples[e].speech.size(); ++c) {
@@ -301,11 +326,7 @@ std::vector<torch::Tensor> MultimodalLMImpl::EncodeSpeech(const std::vector<Mult
     input.attention_chunk_frames = config_.speech.attention_chunk_frames;
     encoded = speech_encoder_->forward(input);
   }
-  const ProjectorOutput projected = speech_projector_->Project(encoded.last_hidden_state, encoded.lengths);
-  std::vector<torch::Tensor> out;
-  for (size_t i = 0; i < clips.size(); ++i)
-    out.push_back(projected.embeds[i].slice(0, 0, projected.lengths[i].item<int64_t>()));
-  return out;
+  return encoded;
 }
 
 std::vector<torch::Tensor> MultimodalLMImpl::EncodeImages(const std::vector<MultimodalExample>& examples) {
@@ -373,19 +394,31 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
   const std::vector<torch::Tensor> speech = EncodeSpeech(examples);
   const std::vector<torch::Tensor> images = EncodeImages(examples);
 
-  // Rows: embeddings and labels, placeholders replaced in order.
+  // Rows: embeddings and labels, placeholders replaced in order. The text runs of every row are
+  // embedded by one lookup after the layout is known (one host-to-device copy and one kernel for
+  // the batch instead of a few per row: on a GPU each small copy waits for the queued work).
+  struct Part {
+    torch::Tensor embeds;  // an encoder's output; undefined = ids [offset, offset + length)
+    int64_t offset = 0, length = 0;
+  };
+  std::vector<int64_t> all_ids;
+  auto text = [&all_ids](const std::vector<int64_t>& ids) {
+    Part part{torch::Tensor(), static_cast<int64_t>(all_ids.size()), static_cast<int64_t>(ids.size())};
+    all_ids.insert(all_ids.end(), ids.begin(), ids.end());
+    return part;
+  };
   const int64_t max_positions = backbone_->Config().max_position_embeddings;
   size_t next_speech = 0, next_image = 0;
-  std::vector<torch::Tensor> rows;
+  std::vector<std::vector<Part>> row_parts;
   std::vector<std::vector<int64_t>> row_labels;
   MultimodalBatch batch;
   for (size_t e = 0; e < examples.size(); ++e) {
-    std::vector<torch::Tensor> parts;
+    std::vector<Part> parts;
     std::vector<int64_t> labels;
     std::vector<int64_t> run;  // text ids waiting to be embedded
     auto flush = [&] {
       if (run.empty()) return;
-      parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+      parts.push_back(text(run));
       labels.insert(labels.end(), run.size(), kIgnore);
       run.clear();
     };
@@ -401,21 +434,21 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
         batch.target_tokens += scored ? 1 : 0;
         if (splice && ids[t] == speech_marker_) {
           // flush() labels its run as ignored; this run's labels are already in place.
-          parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+          parts.push_back(text(run));
           run.clear();
           const torch::Tensor& inserted = speech[next_speech++];
-          parts.push_back(inserted);
+          parts.push_back(Part{inserted});
           labels.insert(labels.end(), inserted.size(0), kIgnore);
         }
       }
-      if (!run.empty()) parts.push_back(backbone_->EmbedTokens(torch::tensor(run, torch::kLong).unsqueeze(0))[0]);
+      if (!run.empty()) parts.push_back(text(run));
       run.clear();
     }
     for (int64_t id : prompts[e]) {
       if (id == speech_marker_ || id == image_marker_) {
         flush();
         const torch::Tensor& inserted = id == speech_marker_ ? speech[next_speech++] : images[next_image++];
-        parts.push_back(inserted);
+        parts.push_back(Part{inserted});
         labels.insert(labels.end(), inserted.size(0), kIgnore);
       } else {
         run.push_back(id);
@@ -423,7 +456,7 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
     }
     flush();
     if (!targets[e].empty()) {
-      parts.push_back(backbone_->EmbedTokens(torch::tensor(targets[e], torch::kLong).unsqueeze(0))[0]);
+      parts.push_back(text(targets[e]));
       labels.insert(labels.end(), targets[e].begin(), targets[e].end());
       batch.target_tokens += static_cast<int64_t>(targets[e].size());
     }
@@ -431,9 +464,19 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
     Check(length <= max_positions, "example ", e, ": ", length, " positions (prompt, inputs",
           training ? " and target" : "", ") exceed the backbone's max_position_embeddings ",
           max_positions);
-    rows.push_back(torch::cat(parts, 0));
+    row_parts.push_back(std::move(parts));
     row_labels.push_back(std::move(labels));
     batch.lengths.push_back(length);
+  }
+  const torch::Tensor table =
+      all_ids.empty() ? torch::Tensor()
+                      : backbone_->EmbedTokens(torch::tensor(all_ids, torch::kLong).unsqueeze(0))[0];
+  std::vector<torch::Tensor> rows;
+  for (const std::vector<Part>& parts : row_parts) {
+    std::vector<torch::Tensor> pieces;
+    for (const Part& part : parts)
+      pieces.push_back(part.embeds.defined() ? part.embeds : table.narrow(0, part.offset, part.length));
+    rows.push_back(torch::cat(pieces, 0));
   }
 
   // Padding: zero embeddings, mask 0, label -100.
@@ -525,14 +568,151 @@ torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
 
 text::GenerationResult MultimodalLMImpl::Generate(const std::vector<MultimodalExample>& examples,
                                                   const text::GenerationOptions& options,
-                                                  const text::TokenCallback& callback) {
+                                                  const text::TokenCallback& callback, const CtcGuide& ctc) {
   torch::NoGradGuard no_grad;
   std::vector<MultimodalExample> prompts = examples;
   for (auto& e : prompts) e.target.clear();
   const MultimodalBatch batch = Prepare(prompts, text::PaddingSide::kLeft);
   text::GenerationOptions o = options;
   if (o.stop_token_ids.empty()) o.stop_token_ids = tokenizer_->EosIds();
+  if (ctc.weight > 0) o = WithCtcGuide(prompts, std::move(o), ctc);
   return text::GenerateFromEmbeds(backbone_, batch.inputs_embeds, batch.attention_mask, o, callback);
+}
+
+namespace {
+
+// The CTC symbols a partial hypothesis has said so far: CtcAlphabet::Normalize, except that every
+// apostrophe stays (a hypothesis ending in "didn'" is on its way to "didn't"; Normalize would drop
+// an apostrophe at a word's edge and the next piece would then be scored against the wrong text).
+std::vector<int64_t> SpokenSymbols(const std::string& text) {
+  std::vector<int64_t> out;
+  for (const unsigned char c : text) {
+    const int64_t symbol = std::isalpha(c) ? 3 + (std::tolower(c) - 'a') : c == '\'' ? 2 : audio::CtcAlphabet::kSpace;
+    if (symbol == audio::CtcAlphabet::kSpace && (out.empty() || out.back() == audio::CtcAlphabet::kSpace)) continue;
+    out.push_back(symbol);
+  }
+  if (!out.empty() && out.back() == audio::CtcAlphabet::kSpace) out.pop_back();
+  return out;
+}
+
+}  // namespace
+
+std::pair<torch::Tensor, torch::Tensor> MultimodalLMImpl::CtcLogProbs(const std::vector<MultimodalExample>& examples,
+                                                                     const std::string& what) {
+  torch::NoGradGuard no_grad;
+  Check(!speech_encoder_.is_empty(), what, " needs a speech encoder (model.speech.encoder)");
+  for (size_t e = 0; e < examples.size(); ++e)
+    Check(examples[e].speech.size() == 1, what, ": example ", e, " has ", examples[e].speech.size(),
+          " speech clips; it transcribes exactly one per example");
+  {
+    const std::lock_guard<std::mutex> lock(ctc_head_mutex_);
+    if (ctc_head_.is_empty())
+      ctc_head_ = audio::LoadCtcHead(config_.speech.encoder, speech_encoder_->Config().d_model, what, device_, dtype_);
+  }
+  const audio::WhisperEncoderOutput encoded = EncodeSpeechFrames(examples);
+  return {torch::log_softmax(ctc_head_(encoded.last_hidden_state).to(torch::kFloat), -1).to(torch::kCPU),
+          encoded.lengths.to(torch::kCPU)};
+}
+
+std::vector<std::string> MultimodalLMImpl::CtcTranscripts(const std::vector<MultimodalExample>& examples) {
+  const auto [log_probs, lengths] = CtcLogProbs(examples, "CTC transcripts");
+  std::vector<std::string> out;
+  for (const auto& ids : audio::CtcGreedyDecode(log_probs, lengths)) out.push_back(audio::CtcAlphabet::Decode(ids));
+  return out;
+}
+
+text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<MultimodalExample>& prompts,
+                                                       text::GenerationOptions options, const CtcGuide& ctc) {
+  Check(ctc.candidates >= 1, "CTC-guided decoding: candidates must be >= 1, got ", ctc.candidates);
+  const auto [log_probs, lengths] = CtcLogProbs(prompts, "CTC-guided decoding (eval.ctc_weight)");
+  // Each LM piece as CTC symbols ("▁" = space; pieces with other characters are left out), so that
+  // where the hypothesis has heard a prefix of the CTC's own greedy transcript, the pieces that
+  // spell the transcript's next characters join the LM's candidates: a weak LM rarely proposes an
+  // unexpected word itself, and the rescoring then decides between those and the LM's own.
+  auto spelled = std::make_shared<std::vector<std::pair<int64_t, std::vector<int64_t>>>>();
+  for (int64_t id = 0; id < tokenizer_->SentencePieceVocabSize(); ++id) {
+    const std::string piece = tokenizer_->IdToPiece(id);
+    std::string text;
+    bool speakable = !piece.empty();
+    for (size_t i = 0; i < piece.size() && speakable; ++i) {
+      if (piece.compare(i, 3, "\xE2\x96\x81") == 0) {
+        text += ' ';
+        i += 2;
+      } else if (std::isalpha(static_cast<unsigned char>(piece[i])) || piece[i] == '\'') {
+        text += static_cast<char>(std::tolower(static_cast<unsigned char>(piece[i])));
+      } else {
+        speakable = false;
+      }
+    }
+    if (!speakable) continue;
+    std::vector<int64_t> symbols;
+    for (const char c : text) symbols.push_back(c == ' ' ? audio::CtcAlphabet::kSpace : c == '\'' ? 2 : 3 + (c - 'a'));
+    spelled->emplace_back(id, std::move(symbols));
+  }
+  struct Row {
+    audio::CtcPrefixScorer scorer;
+    std::vector<int64_t> greedy;
+  };
+  auto rows = std::make_shared<std::vector<Row>>();
+  const std::vector<std::vector<int64_t>> greedy = audio::CtcGreedyDecode(log_probs, lengths);
+  for (int64_t b = 0; b < log_probs.size(0); ++b)
+    rows->push_back({audio::CtcPrefixScorer(log_probs[b].slice(0, 0, lengths[b].item<int64_t>())), greedy[b]});
+  const std::vector<int64_t> stops = options.stop_token_ids;
+  options.logits_processor = [rows, spelled, stops, ctc, tokenizer = tokenizer_](
+                                 torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens) {
+    const torch::Tensor log_p = torch::log_softmax(logits, -1);
+    const int64_t k = std::min<int64_t>(ctc.candidates, logits.size(1));
+    for (int64_t b = 0; b < logits.size(0); ++b) {
+      audio::CtcPrefixScorer& scorer = (*rows)[b].scorer;
+      const std::vector<int64_t>& transcript = (*rows)[b].greedy;
+      std::vector<int64_t> sequence = tokens[b];
+      const std::vector<int64_t> heard = SpokenSymbols(tokenizer->Decode(sequence, true));
+      const double before = scorer.Prefix(heard);
+      const auto [values, top] = log_p[b].topk(k);
+      std::vector<int64_t> candidates(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + k);
+      // Ending is always a candidate: once the CTC has heard everything, it is the only good one.
+      for (const int64_t stop : stops)
+        if (stop < logits.size(1) && std::find(candidates.begin(), candidates.end(), stop) == candidates.end())
+          candidates.push_back(stop);
+      if (heard.size() < transcript.size() && std::equal(heard.begin(), heard.end(), transcript.begin())) {
+        // The transcript's rest; at the very start no word boundary precedes the first word.
+        const auto rest = transcript.begin() + heard.size();
+        const int64_t skip = heard.empty() ? 1 : 0;  // a leading "▁" of the first piece
+        size_t proposed = 0;
+        for (const auto& [id, symbols] : *spelled) {
+          const bool leading_space = !symbols.empty() && symbols[0] == audio::CtcAlphabet::kSpace;
+          const int64_t from = leading_space ? skip : 0;
+          const int64_t length = static_cast<int64_t>(symbols.size()) - from;
+          if (length <= 0 || (heard.empty() && !leading_space) ||
+              length > static_cast<int64_t>(transcript.end() - rest) ||
+              !std::equal(symbols.begin() + from, symbols.end(), rest))
+            continue;
+          if (std::find(candidates.begin(), candidates.end(), id) == candidates.end()) {
+            candidates.push_back(id);
+            ++proposed;
+          }
+        }
+        (void)proposed;
+      }
+      torch::Tensor row = torch::full({logits.size(1)}, -std::numeric_limits<float>::infinity());
+      for (const int64_t id : candidates) {
+        // A token that adds no character (a stop token, punctuation, a bare word boundary) is
+        // scored as the end of the speech: otherwise it would cost nothing where every letter
+        // costs its CTC probability, and a weak LM would fill the transcript with it.
+        const double ending = scorer.Full(heard) - before;
+        double gain = ending;
+        if (std::find(stops.begin(), stops.end(), id) == stops.end()) {
+          sequence.push_back(id);
+          const std::vector<int64_t> extended = SpokenSymbols(tokenizer->Decode(sequence, true));
+          sequence.pop_back();
+          if (extended != heard) gain = scorer.Prefix(extended) - before;
+        }
+        row[id] = log_p[b][id].item<double>() + ctc.weight * gain;
+      }
+      logits[b].copy_(row);
+    }
+  };
+  return options;
 }
 
 void MultimodalLMImpl::train(bool on) {

@@ -38,10 +38,12 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "adapters/projector.h"
+#include "audio/ctc.h"
 #include "audio/log_mel.h"
 #include "audio/whisper_encoder.h"
 #include "core/config.h"
@@ -146,6 +148,12 @@ struct SharedComponents {
   std::map<std::string, vision::ClipVisionModel> image_encoders;
 };
 
+// CTC-guided decoding of a transcription (MultimodalLM::Generate).
+struct CtcGuide {
+  double weight = 0;       // 0 = off
+  int64_t candidates = 8;  // LM tokens rescored per step
+};
+
 class MultimodalLMImpl : public torch::nn::Module {
  public:
   // Loads backbone, tokenizer and the configured encoders (frozen), builds fresh projectors and
@@ -167,10 +175,21 @@ class MultimodalLMImpl : public torch::nn::Module {
   // Per row: the summed negative log-likelihood of its target tokens [B] (float32) and their count
   // (likelihood ranking of candidate answers).
   std::pair<torch::Tensor, std::vector<int64_t>> TargetNll(const MultimodalBatch& batch);
-  // Greedy/sampled continuation of each example's prompt (targets ignored), KV-cached.
+  // Greedy/sampled continuation of each example's prompt (targets ignored), KV-cached. With
+  // ctc.weight > 0 (transcription; each example has exactly one speech clip and the speech encoder
+  // a CTC head), decoding is CTC-guided as in hybrid CTC/attention ASR: at every step the LM's
+  // ctc.candidates most likely tokens are rescored by log p_LM + weight * (the CTC prefix score of
+  // the hypothesis with the token - without it; for a stop token, the CTC probability of the
+  // hypothesis being the whole output), over the normalised characters of the decoded text
+  // (audio::CtcAlphabet), and the best one is taken; other tokens are excluded. slm::Error when
+  // the encoder has no CTC head or an example has no or several clips.
   text::GenerationResult Generate(const std::vector<MultimodalExample>& examples,
                                   const text::GenerationOptions& options,
-                                  const text::TokenCallback& callback = nullptr);
+                                  const text::TokenCallback& callback = nullptr, const CtcGuide& ctc = {});
+
+  // The speech encoder's own greedy CTC transcript of each example's one clip (lower case, as
+  // audio::CtcAlphabet::Decode); no LM. slm::Error as for CtcGuide.
+  std::vector<std::string> CtcTranscripts(const std::vector<MultimodalExample>& examples);
 
   // Log-mel features of 16 kHz mono samples, with the speech encoder's feature options.
   torch::Tensor SpeechFeatures(const std::vector<float>& samples) const;
@@ -222,6 +241,16 @@ class MultimodalLMImpl : public torch::nn::Module {
  private:
   // Per placeholder occurrence across the batch: [N_i, hidden] embeddings, in example order.
   std::vector<torch::Tensor> EncodeSpeech(const std::vector<MultimodalExample>& examples);
+  // The speech encoder over every clip of the batch, padded (last_hidden_state undefined without
+  // clips); under no-grad unless the encoder is fine-tuned.
+  audio::WhisperEncoderOutput EncodeSpeechFrames(const std::vector<MultimodalExample>& examples);
+  // The CTC head's log-probabilities [B, T', kSize] (float32, CPU) of each example's one clip and
+  // the real frames per row [B]; loads the head on first use (slm::Error naming `what` without one).
+  std::pair<torch::Tensor, torch::Tensor> CtcLogProbs(const std::vector<MultimodalExample>& examples,
+                                                      const std::string& what);
+  // CtcGuide: the logits processor that rescores each step's candidates by CTC prefix scores.
+  text::GenerationOptions WithCtcGuide(const std::vector<MultimodalExample>& prompts,
+                                       text::GenerationOptions options, const CtcGuide& ctc);
   std::vector<torch::Tensor> EncodeImages(const std::vector<MultimodalExample>& examples);
   // ctc_embed: binds the encoder directory's CTC head and the backbone's character embeddings.
   void BindCtcHead();
@@ -238,6 +267,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   vision::ClipVisionModel image_encoder_{nullptr};
   std::shared_ptr<ProjectorImpl> speech_projector_, image_projector_;
   std::unique_ptr<audio::LogMel> mel_;
+  std::mutex ctc_head_mutex_;  // ctc_head_ is loaded on first use by CTC-guided decoding
+  audio::CtcHead ctc_head_{nullptr};
   vision::ClipPreprocessOptions image_preprocess_;
   int64_t speech_marker_ = -1, image_marker_ = -1;
   int64_t num_units_ = 0, first_unit_id_ = -1;

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <functional>
 
+#include "audio/ctc.h"
 #include "core/registry.h"
 
 namespace slm::adapters {
@@ -258,6 +259,11 @@ class CtcEmbedProjector : public MlpProjector {
     ctc_bias_ = ctc_bias.detach();
     symbols_ = symbol_embeddings.detach();
   }
+  void BindWords(WordPieces pieces) {
+    Check(spec_.units == "words", "projector 'ctc_embed': word pieces bound but units is '", spec_.units, "'");
+    Check(pieces.encode && pieces.embed, "projector 'ctc_embed': word pieces need encode and embed");
+    words_ = std::move(pieces);
+  }
   ProjectorOutput Project(const torch::Tensor& features, const torch::Tensor& lengths) override {
     Check(symbols_.defined(), "projector 'ctc_embed' has no CTC head bound (MultimodalLM binds it)");
     const int64_t batch = features.size(0), steps = features.size(1);
@@ -270,6 +276,7 @@ class CtcEmbedProjector : public MlpProjector {
                                       .to(torch::kFloat), -1);
     }
     const torch::Tensor best = posteriors.argmax(-1).to(torch::kCPU);
+    if (spec_.units == "words") return ProjectWords(features, frame_lengths, best);
     const auto ids = best.accessor<int64_t, 2>();
     std::vector<torch::Tensor> rows;
     std::vector<int64_t> out_lengths;
@@ -301,7 +308,71 @@ class CtcEmbedProjector : public MlpProjector {
   }
 
  private:
+  // units: words. best [B, T] greedy CTC symbols (CPU).
+  ProjectorOutput ProjectWords(const torch::Tensor& features, const torch::Tensor& frame_lengths,
+                               const torch::Tensor& best) {
+    Check(words_.encode != nullptr, "projector 'ctc_embed' (units: words) has no word pieces bound");
+    const int64_t batch = features.size(0);
+    const auto ids = best.accessor<int64_t, 2>();
+    std::vector<std::vector<int64_t>> row_pieces(batch), row_words(batch);  // piece ids; piece -> word
+    std::vector<std::vector<std::vector<int64_t>>> word_frames(batch);      // kept frames per word
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t n = frame_lengths[b].item<int64_t>();
+      std::string word;
+      std::vector<int64_t> frames;
+      auto close = [&] {
+        if (word.empty()) return;
+        for (int64_t piece : words_.encode(word)) {
+          row_pieces[b].push_back(piece);
+          row_words[b].push_back(static_cast<int64_t>(word_frames[b].size()));
+        }
+        word_frames[b].push_back(frames);
+        word.clear();
+        frames.clear();
+      };
+      for (int64_t t = 0; t < n; ++t) {
+        const int64_t symbol = ids[b][t];
+        if (symbol == 0 || (t > 0 && symbol == ids[b][t - 1])) continue;
+        if (symbol == audio::CtcAlphabet::kSpace) {
+          close();
+        } else {
+          word += audio::CtcAlphabet::Decode({symbol});
+          frames.push_back(t);
+        }
+      }
+      close();
+    }
+    int64_t longest = 1;
+    for (const auto& pieces : row_pieces) longest = std::max<int64_t>(longest, static_cast<int64_t>(pieces.size()));
+    std::vector<torch::Tensor> padded;
+    std::vector<int64_t> out_lengths;
+    for (int64_t b = 0; b < batch; ++b) {
+      torch::Tensor row;
+      if (row_pieces[b].empty()) {  // nothing heard: the word-boundary piece alone
+        torch::NoGradGuard no_grad;
+        row = words_.embed(torch::tensor(std::vector<int64_t>{words_.empty_piece}, torch::kLong).to(features.device()))
+                  .to(features.scalar_type());
+      } else {
+        torch::Tensor embeds;
+        {
+          torch::NoGradGuard no_grad;
+          embeds = words_.embed(torch::tensor(row_pieces[b], torch::kLong).to(features.device()));
+        }
+        std::vector<torch::Tensor> means;
+        for (const auto& frames : word_frames[b])
+          means.push_back(features[b].index_select(0, torch::tensor(frames, torch::kLong).to(features.device())).mean(0));
+        const torch::Tensor per_piece =
+            torch::stack(means).index_select(0, torch::tensor(row_words[b], torch::kLong).to(features.device()));
+        row = embeds.to(features.scalar_type()) + MlpProjector::Forward(per_piece, {});
+      }
+      out_lengths.push_back(row.size(0));
+      padded.push_back(torch::constant_pad_nd(row, {0, 0, 0, longest - row.size(0)}));
+    }
+    return {torch::stack(padded), torch::tensor(out_lengths, torch::kLong)};
+  }
+
   torch::Tensor ctc_weight_, ctc_bias_, symbols_;
+  WordPieces words_;
 };
 
 using Factory = std::function<std::shared_ptr<ProjectorImpl>(const ProjectorSpec&)>;
@@ -351,7 +422,11 @@ const Registry<ProjectorType>& Projectors() {
            }},
           "window-level Q-Former (SALMONN)");
     r.Add("ctc_embed",
-          {[](const ProjectorSpec& s) { return std::make_shared<CtcEmbedProjector>(s); }, LoadHidden},
+          {[](const ProjectorSpec& s) { return std::make_shared<CtcEmbedProjector>(s); },
+           [](config::Node& n, ProjectorSpec& s) {
+             LoadHidden(n, s);
+             n.Read("units", s.units, config::OneOf<std::string>({"characters", "words"}));
+           }},
           "CTC-segmented soft characters in the LM's embedding space + a correction MLP (speech; LegoSLM)");
     return r;
   }();
@@ -428,6 +503,12 @@ void BindCtcEmbed(ProjectorImpl& projector, const torch::Tensor& ctc_weight, con
   auto* ctc = dynamic_cast<CtcEmbedProjector*>(&projector);
   Check(ctc != nullptr, "BindCtcEmbed: projector '", projector.Spec().type, "' is not ctc_embed");
   ctc->Bind(ctc_weight, ctc_bias, symbol_embeddings);
+}
+
+void BindCtcWords(ProjectorImpl& projector, WordPieces pieces) {
+  auto* ctc = dynamic_cast<CtcEmbedProjector*>(&projector);
+  Check(ctc != nullptr, "BindCtcWords: projector '", projector.Spec().type, "' is not ctc_embed");
+  ctc->BindWords(std::move(pieces));
 }
 
 }  // namespace slm::adapters

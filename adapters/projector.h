@@ -32,6 +32,12 @@
 //             plus a zero-initialised Linear-GELU-Linear correction ("linear_1", "linear_2")
 //             (LegoSLM-style). Needs an encoder saved with its CTC head (`slm audio
 //             pretrain-encoder`); OutputLength(T) = T is only an upper bound.
+//             With `units: words` the greedy CTC transcript is cut into words at the space symbol
+//             and each word enters as the LM's own pieces for it (its tokenizer, its input
+//             embeddings), plus the correction of the mean of the word's kept frames, added to each
+//             of its pieces: the LM reads words it knows instead of spelling them out, and the
+//             correction still carries how the word sounded. A transcript with no word gives one
+//             position (the word-boundary piece "▁").
 // OutputRate(input_rate) = input_rate / Compression(): e.g. the Whisper encoder's 50 frames/s
 // through stack_mlp with stack 4 gives 12.5 LM positions per second of speech.
 //
@@ -40,6 +46,7 @@
 
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,6 +67,7 @@ struct ProjectorSpec {
   int64_t num_queries = 1;  // qformer: output positions per window
   int64_t num_layers = 2;   // qformer
   int64_t num_heads = 4;    // qformer: must divide the hidden size
+  std::string units = "characters";  // ctc_embed: characters | words
   // Reads type, input_dim, output_dim and the keys the chosen type uses (strict, ranges checked).
   // input_dim/output_dim may be left out (0): MultimodalLM fills them from its encoder and
   // backbone; MakeProjector rejects a spec where they are still 0.
@@ -109,5 +117,14 @@ std::vector<std::string> ProjectorTypes();
 // mismatched shapes.
 void BindCtcEmbed(ProjectorImpl& projector, const torch::Tensor& ctc_weight, const torch::Tensor& ctc_bias,
                   const torch::Tensor& symbol_embeddings);
+// For `units: words`, also: the LM's pieces for one lower-case word (no BOS/EOS), the LM's input
+// embeddings of piece ids [N] -> [N, output_dim] (frozen; called under no-grad) and the piece that
+// stands for an empty transcript. Called from Project() on the caller's thread.
+struct WordPieces {
+  std::function<std::vector<int64_t>(const std::string&)> encode;
+  std::function<torch::Tensor(const torch::Tensor&)> embed;
+  int64_t empty_piece = 0;
+};
+void BindCtcWords(ProjectorImpl& projector, WordPieces pieces);
 
 }  // namespace slm::adapters

@@ -1,11 +1,14 @@
 #include "audio/ctc.h"
 
 #include <algorithm>
-#include <filesystem>
 #include <cctype>
+#include <cmath>
+#include <filesystem>
+#include <limits>
 
 #include "core/error.h"
 #include "core/safetensors.h"
+#include "core/strings.h"
 
 namespace slm::audio {
 
@@ -89,6 +92,65 @@ CtcHead LoadCtcHead(const std::string& encoder_dir, int64_t d_model, const std::
   head->eval();
   for (torch::Tensor& p : head->parameters()) p.set_requires_grad(false);
   return head;
+}
+
+namespace {
+constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+double LogAdd(double a, double b) {
+  if (a == kNegInf) return b;
+  if (b == kNegInf) return a;
+  return std::max(a, b) + std::log1p(std::exp(-std::abs(a - b)));
+}
+}  // namespace
+
+CtcPrefixScorer::CtcPrefixScorer(const torch::Tensor& log_probs) {
+  Check(log_probs.defined() && log_probs.dim() == 2 && log_probs.size(0) >= 1 &&
+            log_probs.size(1) == CtcAlphabet::kSize,
+        "CtcPrefixScorer: log_probs must be [T >= 1, ", CtcAlphabet::kSize, "], got ",
+        log_probs.defined() ? Str(log_probs.sizes()) : std::string("undefined"));
+  const torch::Tensor cpu = log_probs.detach().to(torch::kCPU, torch::kDouble).contiguous();
+  frames_ = cpu.size(0);
+  log_probs_.assign(cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel());
+  State empty;
+  empty.non_blank.assign(frames_, kNegInf);
+  empty.blank.resize(frames_);
+  double sum = 0;
+  for (int64_t t = 0; t < frames_; ++t) empty.blank[t] = sum += log_probs_[t * CtcAlphabet::kSize + CtcAlphabet::kBlank];
+  empty.prefix = 0;
+  cache_.emplace(std::vector<int64_t>{}, std::move(empty));
+}
+
+const CtcPrefixScorer::State& CtcPrefixScorer::Get(const std::vector<int64_t>& symbols) {
+  if (auto it = cache_.find(symbols); it != cache_.end()) return it->second;
+  const int64_t c = symbols.back();
+  Check(c > CtcAlphabet::kBlank && c < CtcAlphabet::kSize, "CtcPrefixScorer: symbol ", c, " outside [1, ",
+        CtcAlphabet::kSize, ")");
+  const std::vector<int64_t> shorter(symbols.begin(), symbols.end() - 1);
+  const State& g = Get(shorter);
+  const bool repeat = !shorter.empty() && shorter.back() == c;
+  auto y = [&](int64_t t, int64_t k) { return log_probs_[t * CtcAlphabet::kSize + k]; };
+  State h;
+  h.non_blank.assign(frames_, kNegInf);
+  h.blank.assign(frames_, kNegInf);
+  // Frame 0 can emit c only as the first symbol.
+  h.non_blank[0] = shorter.empty() ? y(0, c) : kNegInf;
+  double prefix = h.non_blank[0];
+  for (int64_t t = 1; t < frames_; ++t) {
+    // Paths for g that end by frame t-1 and may start c at t (a repeated symbol needs a blank between).
+    const double before = repeat ? g.blank[t - 1] : LogAdd(g.blank[t - 1], g.non_blank[t - 1]);
+    h.non_blank[t] = LogAdd(h.non_blank[t - 1], before) + y(t, c);
+    h.blank[t] = LogAdd(h.blank[t - 1], h.non_blank[t - 1]) + y(t, CtcAlphabet::kBlank);
+    prefix = LogAdd(prefix, before + y(t, c));
+  }
+  h.prefix = prefix;
+  return cache_.emplace(symbols, std::move(h)).first->second;
+}
+
+double CtcPrefixScorer::Prefix(const std::vector<int64_t>& symbols) { return Get(symbols).prefix; }
+
+double CtcPrefixScorer::Full(const std::vector<int64_t>& symbols) {
+  const State& s = Get(symbols);
+  return LogAdd(s.non_blank[frames_ - 1], s.blank[frames_ - 1]);
 }
 
 torch::Tensor CtcLoss(const torch::Tensor& logits, const torch::Tensor& frame_lengths,

@@ -18,6 +18,7 @@
 #include "audio/whisper_encoder.h"
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,7 @@ namespace slm::audio {
 
 struct CtcAlphabet {
   static constexpr int64_t kBlank = 0;
+  static constexpr int64_t kSpace = 1;  // the word boundary; 2 = apostrophe, 3.. = a-z
   static constexpr int64_t kSize = 29;
   // The normalised form of `text` (see above); "" when nothing speakable is left.
   static std::string Normalize(const std::string& text);
@@ -51,6 +53,31 @@ TORCH_MODULE(CtcHead);
 // the tensors are missing ("... has no ctc_head.*") or the head is not [kSize, d_model].
 CtcHead LoadCtcHead(const std::string& encoder_dir, int64_t d_model, const std::string& what,
                     torch::Device device = torch::kCPU, torch::ScalarType dtype = torch::kFloat);
+
+// CTC prefix scores of one utterance (Graves 2008; Watanabe et al. 2017's hybrid CTC/attention
+// decoding): for a symbol sequence h, Prefix(h) = log P(the CTC output starts with h | frames) and
+// Full(h) = log P(the CTC output is exactly h | frames), both summed over every alignment, from
+// per-frame log-probabilities log_probs [T, kSize] (blank at 0; any float dtype/device, copied to
+// float64 on the CPU). Used to steer an LM's decoding by the encoder's CTC head. Each prefix's
+// forward variables are cached, so scoring h after its prefix costs O(T) per new symbol. The empty
+// sequence has Prefix 0 and Full = log P(all blank). Not thread-safe (the cache); one per utterance.
+// slm::Error for a symbol outside [1, kSize) or log_probs not [T >= 1, kSize].
+class CtcPrefixScorer {
+ public:
+  explicit CtcPrefixScorer(const torch::Tensor& log_probs);
+  double Prefix(const std::vector<int64_t>& symbols);
+  double Full(const std::vector<int64_t>& symbols);
+
+ private:
+  struct State {
+    std::vector<double> non_blank, blank;  // log P(prefix, path ends at frame t in a symbol / blank)
+    double prefix = 0;
+  };
+  const State& Get(const std::vector<int64_t>& symbols);
+  std::vector<double> log_probs_;  // [T * kSize]
+  int64_t frames_ = 0;
+  std::map<std::vector<int64_t>, State> cache_;
+};
 
 // CTC loss (mean over the batch of the per-utterance negative log-likelihood divided by the target
 // length, as torch's reduction="mean"); logits [B, T, V] any float dtype (computed in float32),

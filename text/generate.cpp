@@ -246,6 +246,10 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
   double decode_start = start;
 
   for (int64_t step = 0; step < o.max_new_tokens; ++step) {
+    if (o.logits_processor) {
+      logits = logits.to(torch::kCPU, torch::kFloat).contiguous().clone();
+      o.logits_processor(logits, result.tokens);
+    }
     torch::Tensor next = ChooseTokens(logits, prefill.seen, allowed, o, generator);
     if (step == 0) {
       decode_start = NowSeconds();

@@ -58,6 +58,10 @@ struct GenerationOptions {
   // token instead of hundreds of kernel launches; CUDA only), "auto" = graph on CUDA, dynamic
   // elsewhere. All give the same tokens up to floating-point reassociation.
   std::string decode_mode = "auto";
+  // Set in code, not config: called before each step's choice with that step's logits [B, V]
+  // (float32, CPU, writable) and the tokens each row has produced so far; it may rewrite the
+  // logits (e.g. MultimodalLM's CTC-guided decoding). Runs on the calling thread.
+  std::function<void(torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens)> logits_processor;
 
   // Reads the keys max_new_tokens, temperature, top_k, top_p, repetition_penalty,
   // stop_token_ids, ignore_stop_tokens, seed, decode_mode (strict: wrong types and ranges name

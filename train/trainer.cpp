@@ -165,6 +165,8 @@ void TrainConfig::Load(config::Node root) {
       .Read("max_examples", eval.max_examples, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16))
       .Read("max_new_tokens", eval.max_new_tokens, InRange<int64_t>(1, 1 << 16))
+      .Read("ctc_weight", eval.ctc_weight, InRange(0.0, 100.0))
+      .Read("ctc_candidates", eval.ctc_candidates, InRange<int64_t>(1, 1 << 16))
       .Read("asr_encoder", eval.asr_encoder)
       .Read("lora_discount", eval.lora_discount, InRange(0.0, 10.0));
   auto c = root.Child("checkpoint");
@@ -392,7 +394,8 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       if (valid.Item(i).source == static_cast<int>(s)) items.push_back(static_cast<int64_t>(i));
     if (eval.max_examples > 0 && static_cast<int64_t>(items.size()) > eval.max_examples)
       items.resize(eval.max_examples);
-    EditCounts words, chars;
+    EditCounts words, chars, lm_words, lm_chars, ctc_words, ctc_chars;
+    const bool guided = source.task == "asr" && eval.ctc_weight > 0;
     double ranking_speech = -1, ranking_text = -1;
     int64_t exact = 0, attributes_right = 0, attributes_total = 0;
     double nll = 0;
@@ -408,7 +411,19 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
       if (source.task == "tts" || source.task == "interleaved") continue;  // scored below instead
       text::GenerationOptions options;
       options.max_new_tokens = eval.max_new_tokens;
-      const text::GenerationResult generated = model.Generate(examples, options);
+      const text::GenerationResult generated =
+          model.Generate(examples, options, nullptr, {guided ? eval.ctc_weight : 0.0, eval.ctc_candidates});
+      if (guided) {
+        const text::GenerationResult alone = model.Generate(examples, options);
+        const std::vector<std::string> heard = model.CtcTranscripts(examples);
+        for (size_t row = 0; row < batch.size(); ++row) {
+          const std::string lm = model.Tokenizer().Decode(alone.tokens[row], true);
+          lm_words += WordErrors(examples[row].target, lm);
+          lm_chars += CharErrors(examples[row].target, lm);
+          ctc_words += WordErrors(examples[row].target, heard[row]);
+          ctc_chars += CharErrors(examples[row].target, heard[row]);
+        }
+      }
       for (size_t row = 0; row < batch.size(); ++row) {
         const std::string reference = examples[row].target;
         const std::string hypothesis = model.Tokenizer().Decode(generated.tokens[row], true);
@@ -433,6 +448,13 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     if (source.task == "asr") {
       r["wer"] = words.Rate();
       r["cer"] = chars.Rate();
+      if (guided) {
+        r["ctc_weight"] = eval.ctc_weight;
+        r["lm_only_wer"] = lm_words.Rate();
+        r["lm_only_cer"] = lm_chars.Rate();
+        r["ctc_greedy_wer"] = ctc_words.Rate();
+        r["ctc_greedy_cer"] = ctc_chars.Rate();
+      }
     }
     if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
     if (source.task == "tts") {

@@ -69,6 +69,10 @@ struct TrainConfig {
     int64_t max_examples = 200;  // per valid source; 0 = all
     int64_t batch_size = 16;
     int64_t max_new_tokens = 48;
+    // asr sources: CTC-guided decoding (adapters::CtcGuide) with this weight; 0 = the LM alone.
+    // When on, the LM-alone WER/CER and the encoder's own greedy CTC WER/CER are reported beside.
+    double ctc_weight = 0;
+    int64_t ctc_candidates = 8;
     // tts sources: a speech encoder directory with a CTC head (the project's own ASR) that
     // transcribes the synthesized audio and the entry's recording (round-trip WER).
     std::string asr_encoder;

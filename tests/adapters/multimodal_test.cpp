@@ -290,6 +290,106 @@ TEST(MultimodalLM, CtcEmbedTurnsCtcSegmentsIntoCharacterEmbeddings) {
   EXPECT_SLM_ERROR(MultimodalLM{no_head}, "has no ctc_head");
 }
 
+// ctc_embed with units: words: the greedy transcript's words enter as the LM's own pieces, each
+// piece plus the correction of its word's mean frame.
+TEST(MultimodalLM, CtcEmbedWordsGivesTheLmItsOwnPiecesPerWord) {
+  slm::testing::TempDir tmp;
+  torch::manual_seed(9);
+  audio::WhisperEncoder encoder(SmallWhisper());
+  // Feature 0 -> 'a' (symbol 3), feature 1 -> 'b' (4), feature 2 -> space (1), else blank.
+  torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
+  head_w[3][0] = head_w[4][1] = head_w[1][2] = 100.0;
+  head_b[0] = 1.0;
+  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
+  audio::LogMelOptions mel;
+  mel.normalization = audio::MelNormalization::kFixedFloor;
+  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
+  MultimodalConfig c;
+  c.backbone = kBackbone;
+  c.speech.encoder = tmp.File("enc");
+  c.speech.projector.type = "ctc_embed";
+  c.speech.projector.units = "words";
+  c.speech.projector.hidden_dim = 16;
+  MultimodalLM model(c);
+  model->eval();
+  // Row 0: "ba" | space | "a" (frame 6 repeats 'a' after a blank: a new character) -> "ba aa".
+  torch::Tensor features = -torch::ones({2, 8, 32});
+  for (auto [t, f] : std::vector<std::pair<int64_t, int64_t>>{{0, 1}, {1, 0}, {2, 2}, {3, 0}, {5, 0}}) features[0][t][f] = 1.0;
+  const ProjectorOutput out = model->SpeechProjector()->Project(features, torch::tensor({7, 8}));
+  std::vector<int64_t> pieces = model->Tokenizer().Encode("ba", false, false);
+  const std::vector<int64_t> second = model->Tokenizer().Encode("aa", false, false);
+  pieces.insert(pieces.end(), second.begin(), second.end());
+  ASSERT_EQ(out.lengths[0].item<int64_t>(), static_cast<int64_t>(pieces.size()));
+  EXPECT_EQ(out.lengths[1].item<int64_t>(), 1);  // nothing heard: the word-boundary piece
+  torch::NoGradGuard no_grad;
+  const torch::Tensor expected = model->Backbone()->EmbedTokens(torch::tensor(pieces));
+  EXPECT_TRUE(torch::allclose(out.embeds[0].slice(0, 0, pieces.size()), expected, 1e-4, 1e-5));
+  const torch::Tensor boundary = model->Backbone()->EmbedTokens(torch::tensor({model->Tokenizer().PieceToId("\xE2\x96\x81")}));
+  EXPECT_TRUE(torch::allclose(out.embeds[1][0], boundary[0], 1e-4, 1e-5));
+
+  // The correction depends on each word's frames: with a non-zero last layer the two words move
+  // differently, every piece of one word alike.
+  for (auto& named : model->SpeechProjector()->named_parameters())
+    if (named.key().find("linear_2") != std::string::npos) named.value().normal_(0, 0.1);
+  const torch::Tensor shift = model->SpeechProjector()->Project(features, torch::tensor({7, 8})).embeds[0].slice(0, 0, pieces.size()) - expected;
+  const int64_t first_word = static_cast<int64_t>(model->Tokenizer().Encode("ba", false, false).size());
+  for (int64_t i = 1; i < static_cast<int64_t>(pieces.size()); ++i)
+    EXPECT_EQ(torch::allclose(shift[i], shift[0], 1e-5, 1e-6), i < first_word) << i;
+
+  // The saved spec records the units; a characters model refuses words adapters.
+  model->SaveAdapters(tmp.File("words"));
+  MultimodalConfig characters = c;
+  characters.speech.projector.units = "characters";
+  MultimodalLM other(characters);
+  EXPECT_SLM_ERROR(other->LoadAdapters(tmp.File("words")), "\"speech_projector\" is");
+  auto doc = config::Document::LoadString("type: ctc_embed\nunits: letters\n", "p.yaml");
+  ProjectorSpec spec;
+  EXPECT_SLM_ERROR(spec.Load(doc.Root()), "letters");
+}
+
+// CTC-guided decoding: with a CTC head that hears "a" in every frame and a large weight, the
+// random LM's continuation is steered to exactly that transcript and then stops (the LM alone says
+// something else); the LM-free CTC transcript is "a" too.
+TEST(MultimodalLM, CtcGuidedDecodingFollowsTheCtcTranscript) {
+  slm::testing::TempDir tmp;
+  torch::manual_seed(5);
+  audio::WhisperEncoder encoder(SmallWhisper());
+  torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
+  head_b[3] = 8.0;  // 'a' everywhere (collapses to one "a")
+  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
+  audio::LogMelOptions mel;
+  mel.normalization = audio::MelNormalization::kFixedFloor;
+  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
+  MultimodalConfig c;
+  c.backbone = kBackbone;
+  c.speech.encoder = tmp.File("enc");
+  c.speech.projector.type = "mlp";
+  MultimodalLM model(c);
+  model->eval();
+  MultimodalExample ex;
+  ex.prompt = "<speech> Transcribe:";
+  ex.speech = {torch::randn({40, 80})};
+  text::GenerationOptions o;
+  o.max_new_tokens = 8;
+  const text::GenerationResult guided = model->Generate({ex, ex}, o, nullptr, {100.0, 4});
+  for (int64_t row = 0; row < 2; ++row) {
+    EXPECT_EQ(audio::CtcAlphabet::Normalize(model->Tokenizer().Decode(guided.tokens[row], true)), "a") << row;
+    EXPECT_EQ(guided.finish_reasons[row], "stop") << row;
+  }
+  const text::GenerationResult alone = model->Generate({ex}, o);
+  EXPECT_NE(audio::CtcAlphabet::Normalize(model->Tokenizer().Decode(alone.tokens[0], true)), "a");
+  EXPECT_EQ(model->CtcTranscripts({ex}), std::vector<std::string>{"a"});
+
+  MultimodalExample two = ex;
+  two.prompt = "<speech> <speech> Transcribe:";
+  two.speech.push_back(ex.speech[0]);
+  EXPECT_SLM_ERROR(model->Generate({two}, o, nullptr, {1.0, 4}), "example 0 has 2 speech clips");
+  MultimodalConfig headless = Config();
+  headless.image.encoder.clear();
+  MultimodalLM no_head(headless);
+  EXPECT_SLM_ERROR(no_head->Generate({ex}, o, nullptr, {1.0, 4}), "has no ctc_head");
+}
+
 TEST(MultimodalLM, InputErrorsNameTheExample) {
   MultimodalLM model(Config());
   MultimodalExample two = Example(20, "x", 9);

@@ -157,3 +157,55 @@ TEST(CtcTranscriber, TranscribesSpeechAndRefusesEmptyOrOverlongAudio) {
 
 }  // namespace
 }  // namespace slm::audio
+
+
+namespace slm::audio {
+namespace {
+// Prefix scores against brute force: every one of the 29^4 paths of a 4-frame utterance, collapsed,
+// checked for starting with (or being) the sequence; and Full against torch's ctc_loss on a longer
+// utterance (an independent implementation of the same sum).
+TEST(CtcPrefixScorer, MatchesEnumeratedPathsAndTorchCtcLoss) {
+  torch::manual_seed(3);
+  const int64_t v = CtcAlphabet::kSize;
+  const torch::Tensor short_lp = torch::log_softmax(torch::randn({4, v}, torch::kDouble) * 2, -1);
+  CtcPrefixScorer scorer(short_lp);
+  const std::vector<std::vector<int64_t>> sequences = {{}, {5}, {5, 5}, {5, 7}, {1, 5, 1}, {3, 4, 5, 6}};
+  std::vector<double> prefix(sequences.size(), 0), full(sequences.size(), 0);
+  const auto lp = short_lp.accessor<double, 2>();
+  for (int64_t path = 0; path < v * v * v * v; ++path) {
+    int64_t rest = path;
+    std::vector<int64_t> symbols(4);
+    double logp = 0;
+    for (int64_t t = 0; t < 4; ++t) {
+      symbols[t] = rest % v;
+      rest /= v;
+      logp += lp[t][symbols[t]];
+    }
+    std::vector<int64_t> out;
+    for (int64_t t = 0; t < 4; ++t)
+      if (symbols[t] != 0 && (t == 0 || symbols[t] != symbols[t - 1])) out.push_back(symbols[t]);
+    for (size_t i = 0; i < sequences.size(); ++i) {
+      const auto& s = sequences[i];
+      if (out.size() >= s.size() && std::equal(s.begin(), s.end(), out.begin())) prefix[i] += std::exp(logp);
+      if (out == s) full[i] += std::exp(logp);
+    }
+  }
+  for (size_t i = 0; i < sequences.size(); ++i) {
+    EXPECT_NEAR(scorer.Prefix(sequences[i]), std::log(prefix[i]), 1e-9) << i;
+    EXPECT_NEAR(scorer.Full(sequences[i]), std::log(full[i]), 1e-9) << i;
+  }
+
+  const torch::Tensor long_lp = torch::log_softmax(torch::randn({60, v}, torch::kDouble), -1);
+  CtcPrefixScorer long_scorer(long_lp);
+  const std::vector<int64_t> target = {3, 3, 4, 1, 7, 2, 9, 9, 9, 12};
+  const double nll = torch::ctc_loss(long_lp.unsqueeze(1), torch::tensor(target).unsqueeze(0), torch::tensor({60}),
+                                     torch::tensor({static_cast<int64_t>(target.size())}), 0, at::Reduction::None)
+                         .item<double>();
+  EXPECT_NEAR(long_scorer.Full(target), -nll, 1e-7);
+  EXPECT_GE(long_scorer.Prefix(target), long_scorer.Full(target));  // a prefix covers the exact output
+  EXPECT_SLM_ERROR(long_scorer.Prefix({0}), "outside [1, 29)");
+  EXPECT_SLM_ERROR(CtcPrefixScorer(torch::zeros({5, 28})), "must be [T >= 1, 29]");
+}
+
+}  // namespace
+}  // namespace slm::audio
