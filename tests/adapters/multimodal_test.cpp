@@ -251,24 +251,32 @@ TEST(MultimodalLM, FineTunedEncodersTrainAndTravelWithTheAdapters) {
   EXPECT_SLM_ERROR(loaded->LoadAdapters(tmp.File("frozen")), "has no fine-tuned \"speech_encoder\"");
 }
 
+// A small random speech encoder saved in `dir` with the given CTC head [29, 32] / [29], and a
+// config over it with the test backbone and a projector of `projector_type`.
+MultimodalConfig WithCtcHeadEncoder(const std::string& dir, const torch::Tensor& head_w, const torch::Tensor& head_b,
+                                    const std::string& projector_type) {
+  audio::WhisperEncoder encoder(SmallWhisper());
+  encoder->SaveWeights(dir, {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
+  audio::LogMelOptions mel;
+  mel.normalization = audio::MelNormalization::kFixedFloor;
+  audio::SaveEncoderFeatureOptions(dir, mel);
+  MultimodalConfig c;
+  c.backbone = kBackbone;
+  c.speech.encoder = dir;
+  c.speech.projector.type = projector_type;
+  return c;
+}
+
 // ctc_embed: the encoder's CTC head segments the frames and each kept frame starts as the LM's
 // embedding of its character's piece (the correction MLP is zero-initialised).
 TEST(MultimodalLM, CtcEmbedTurnsCtcSegmentsIntoCharacterEmbeddings) {
   slm::testing::TempDir tmp;
   torch::manual_seed(9);
-  audio::WhisperEncoder encoder(SmallWhisper());
   // A head that reads the sign of feature 0: positive -> 'a' (symbol 3), else blank.
   torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
   head_w[3][0] = 100.0;
   head_b[0] = 1.0;
-  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
-  audio::LogMelOptions mel;
-  mel.normalization = audio::MelNormalization::kFixedFloor;
-  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
-  MultimodalConfig c;
-  c.backbone = kBackbone;
-  c.speech.encoder = tmp.File("enc");
-  c.speech.projector.type = "ctc_embed";
+  MultimodalConfig c = WithCtcHeadEncoder(tmp.File("enc"), head_w, head_b, "ctc_embed");
   c.speech.projector.hidden_dim = 16;
   MultimodalLM model(c);
   model->eval();
@@ -295,19 +303,11 @@ TEST(MultimodalLM, CtcEmbedTurnsCtcSegmentsIntoCharacterEmbeddings) {
 TEST(MultimodalLM, CtcEmbedWordsGivesTheLmItsOwnPiecesPerWord) {
   slm::testing::TempDir tmp;
   torch::manual_seed(9);
-  audio::WhisperEncoder encoder(SmallWhisper());
   // Feature 0 -> 'a' (symbol 3), feature 1 -> 'b' (4), feature 2 -> space (1), else blank.
   torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
   head_w[3][0] = head_w[4][1] = head_w[1][2] = 100.0;
   head_b[0] = 1.0;
-  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
-  audio::LogMelOptions mel;
-  mel.normalization = audio::MelNormalization::kFixedFloor;
-  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
-  MultimodalConfig c;
-  c.backbone = kBackbone;
-  c.speech.encoder = tmp.File("enc");
-  c.speech.projector.type = "ctc_embed";
+  MultimodalConfig c = WithCtcHeadEncoder(tmp.File("enc"), head_w, head_b, "ctc_embed");
   c.speech.projector.units = "words";
   c.speech.projector.hidden_dim = 16;
   MultimodalLM model(c);
@@ -353,18 +353,9 @@ TEST(MultimodalLM, CtcEmbedWordsGivesTheLmItsOwnPiecesPerWord) {
 TEST(MultimodalLM, CtcGuidedDecodingFollowsTheCtcTranscript) {
   slm::testing::TempDir tmp;
   torch::manual_seed(5);
-  audio::WhisperEncoder encoder(SmallWhisper());
   torch::Tensor head_w = torch::zeros({29, 32}), head_b = torch::zeros({29});
   head_b[3] = 8.0;  // 'a' everywhere (collapses to one "a")
-  encoder->SaveWeights(tmp.File("enc"), {{"ctc_head.weight", head_w}, {"ctc_head.bias", head_b}});
-  audio::LogMelOptions mel;
-  mel.normalization = audio::MelNormalization::kFixedFloor;
-  audio::SaveEncoderFeatureOptions(tmp.File("enc"), mel);
-  MultimodalConfig c;
-  c.backbone = kBackbone;
-  c.speech.encoder = tmp.File("enc");
-  c.speech.projector.type = "mlp";
-  MultimodalLM model(c);
+  MultimodalLM model(WithCtcHeadEncoder(tmp.File("enc"), head_w, head_b, "mlp"));
   model->eval();
   MultimodalExample ex;
   ex.prompt = "<speech> Transcribe:";
