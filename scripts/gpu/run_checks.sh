@@ -12,6 +12,9 @@
 #   7. the closed-vocabulary speech encoder trained on the GPU (speech_encoder_closed_gpu.yaml, issue 5;
 #      needs data/wordnet/sentences and data/speech_encoder_closed/train/sentences.txt carried); its
 #      speech is synthesized on CPU cores 2-15 from the start, while the earlier steps run
+#   8. asr_tiny.yaml's adapters trained on the GPU for more steps than its CPU budget (a diagnostic:
+#      does the LM alone keep improving with steps?); needs data/wordnet/sentences and
+#      data/asr/train/sentences.txt carried; its training speech is synthesized here first
 
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
@@ -32,7 +35,7 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-STEPS=${STEPS:-parity decode encode train stream interleave encoder}  # which steps to run
+STEPS=${STEPS:-parity decode encode train stream interleave encoder asr}  # which steps to run
 step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
@@ -58,7 +61,7 @@ log "device '$name': bf16 peak ${PEAK} TFLOPS, memory ${BW} GB/s"
 if [ "$QUICK" = 1 ]; then
   SHAPE="--hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 512 --prompt 16 --new 8"
   ENC="--preset tiny"; TRAIN="--preset tiny --steps 2"; TB=2; STREAM="--duration 2 --max-streams 2"
-  DTYPE=float32; IL_STEPS=4; IL_SEEDS="1"; ENC_REPEATS=1; ENC_SENTENCES=20
+  DTYPE=float32; IL_STEPS=4; IL_SEEDS="1"; ENC_REPEATS=1; ENC_SENTENCES=20; ASR_STEPS=2; ASR_MINUTES=1
   ENC_SET=(--set train.steps=6 --set train.batch_size=4 --set eval.every=3 --set data.valid_utterances=8
     --set data.test_utterances=8 --set device=cpu)
 else
@@ -66,6 +69,7 @@ else
   ENC="--preset base"; TRAIN="--preset tinyllama --steps 10 --work-dir $W/tinyllama"; TB=16
   STREAM="--preset tinyllama --work-dir $W/tinyllama --duration 5 --max-streams 256"
   DTYPE=bfloat16; IL_STEPS=${IL_STEPS:-2000}; IL_SEEDS=${IL_SEEDS:-1 2 3}; ENC_REPEATS=3; ENC_SENTENCES=0
+  ASR_STEPS=${ASR_STEPS:-6000}; ASR_MINUTES=${ASR_MINUTES:-2.5}
   ENC_SET=()
 fi
 
@@ -104,5 +108,13 @@ case " $STEPS " in *" encoder "*)
   step encoder 480 $SLM audio pretrain-encoder --config samples/configs/speech_encoder_closed_gpu.yaml \
     --set data.speech_dir=$W/encoder --set output_dir=$W/encoder/run "${ENC_SET[@]}"
   tar -C "$W/encoder" -cf "$OUT/encoder.tar" run ;;
+esac
+case " $STEPS " in *" asr "*)
+  head -n 8000 data/asr/train/sentences.txt > "$W/asr_sentences.txt"
+  SLM=$SLM SENTENCES=$W/asr_sentences.txt bash scripts/gpu/encoder_data.sh data/asr/train 1 "$(nproc)" | tee -a "$OUT/steps.log"
+  step asr 420 $SLM train --config samples/configs/asr_tiny.yaml --set model.device=$DEVICE --set train.steps=$ASR_STEPS \
+    --set train.max_minutes=$ASR_MINUTES --set eval.every=0 --set eval.max_examples=100 --set checkpoint.every=0 \
+    --set output_dir=$W/asr --set threads=4
+  cp "$W/asr/metrics.jsonl" "$OUT/asr_metrics.jsonl" ;;
 esac
 log "all steps done"
