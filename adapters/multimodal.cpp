@@ -584,10 +584,15 @@ namespace {
 // The CTC symbols a partial hypothesis has said so far: CtcAlphabet::Normalize, except that every
 // apostrophe stays (a hypothesis ending in "didn'" is on its way to "didn't"; Normalize would drop
 // an apostrophe at a word's edge and the next piece would then be scored against the wrong text).
+// A letter, an apostrophe, or anything else as the word boundary (audio::CtcAlphabet's ids).
+int64_t SpokenSymbol(unsigned char c) {
+  return std::isalpha(c) ? 3 + (std::tolower(c) - 'a') : c == '\'' ? 2 : audio::CtcAlphabet::kSpace;
+}
+
 std::vector<int64_t> SpokenSymbols(const std::string& text) {
   std::vector<int64_t> out;
   for (const unsigned char c : text) {
-    const int64_t symbol = std::isalpha(c) ? 3 + (std::tolower(c) - 'a') : c == '\'' ? 2 : audio::CtcAlphabet::kSpace;
+    const int64_t symbol = SpokenSymbol(c);
     if (symbol == audio::CtcAlphabet::kSpace && (out.empty() || out.back() == audio::CtcAlphabet::kSpace)) continue;
     out.push_back(symbol);
   }
@@ -632,22 +637,19 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
   auto spelled = std::make_shared<std::vector<std::pair<int64_t, std::vector<int64_t>>>>();
   for (int64_t id = 0; id < tokenizer_->SentencePieceVocabSize(); ++id) {
     const std::string piece = tokenizer_->IdToPiece(id);
-    std::string text;
+    std::vector<int64_t> symbols;
     bool speakable = !piece.empty();
     for (size_t i = 0; i < piece.size() && speakable; ++i) {
+      const unsigned char c = piece[i];
       if (piece.compare(i, 3, "\xE2\x96\x81") == 0) {
-        text += ' ';
+        symbols.push_back(audio::CtcAlphabet::kSpace);
         i += 2;
-      } else if (std::isalpha(static_cast<unsigned char>(piece[i])) || piece[i] == '\'') {
-        text += static_cast<char>(std::tolower(static_cast<unsigned char>(piece[i])));
       } else {
-        speakable = false;
+        speakable = std::isalpha(c) || c == '\'';
+        symbols.push_back(SpokenSymbol(c));
       }
     }
-    if (!speakable) continue;
-    std::vector<int64_t> symbols;
-    for (const char c : text) symbols.push_back(c == ' ' ? audio::CtcAlphabet::kSpace : c == '\'' ? 2 : 3 + (c - 'a'));
-    spelled->emplace_back(id, std::move(symbols));
+    if (speakable) spelled->emplace_back(id, std::move(symbols));
   }
   struct Row {
     audio::CtcPrefixScorer scorer;
@@ -668,7 +670,7 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
       std::vector<int64_t> sequence = tokens[b];
       const std::vector<int64_t> heard = SpokenSymbols(tokenizer->Decode(sequence, true));
       const double before = scorer.Prefix(heard);
-      const auto [values, top] = log_p[b].topk(k);
+      const torch::Tensor top = std::get<1>(log_p[b].topk(k));
       std::vector<int64_t> candidates(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + k);
       // Ending is always a candidate: once the CTC has heard everything, it is the only good one.
       for (const int64_t stop : stops)
@@ -678,7 +680,6 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
         // The transcript's rest; at the very start no word boundary precedes the first word.
         const auto rest = transcript.begin() + heard.size();
         const int64_t skip = heard.empty() ? 1 : 0;  // a leading "▁" of the first piece
-        size_t proposed = 0;
         for (const auto& [id, symbols] : *spelled) {
           const bool leading_space = !symbols.empty() && symbols[0] == audio::CtcAlphabet::kSpace;
           const int64_t from = leading_space ? skip : 0;
@@ -687,19 +688,15 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
               length > static_cast<int64_t>(transcript.end() - rest) ||
               !std::equal(symbols.begin() + from, symbols.end(), rest))
             continue;
-          if (std::find(candidates.begin(), candidates.end(), id) == candidates.end()) {
-            candidates.push_back(id);
-            ++proposed;
-          }
+          if (std::find(candidates.begin(), candidates.end(), id) == candidates.end()) candidates.push_back(id);
         }
-        (void)proposed;
       }
+      // A token that adds no character (a stop token, punctuation, a bare word boundary) is scored
+      // as the end of the speech: otherwise it would cost nothing where every letter costs its CTC
+      // probability, and a weak LM would fill the transcript with it.
+      const double ending = scorer.Full(heard) - before;
       torch::Tensor row = torch::full({logits.size(1)}, -std::numeric_limits<float>::infinity());
       for (const int64_t id : candidates) {
-        // A token that adds no character (a stop token, punctuation, a bare word boundary) is
-        // scored as the end of the speech: otherwise it would cost nothing where every letter
-        // costs its CTC probability, and a weak LM would fill the transcript with it.
-        const double ending = scorer.Full(heard) - before;
         double gain = ending;
         if (std::find(stops.begin(), stops.end(), id) == stops.end()) {
           sequence.push_back(id);
