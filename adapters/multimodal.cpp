@@ -605,18 +605,20 @@ std::vector<int64_t> SpokenSymbols(const std::string& text) {
 std::pair<torch::Tensor, torch::Tensor> MultimodalLMImpl::CtcLogProbs(const std::vector<MultimodalExample>& examples,
                                                                      const std::string& what) {
   torch::NoGradGuard no_grad;
-  Check(!speech_encoder_.is_empty(), what, " needs a speech encoder (model.speech.encoder)");
+  RequireCtcHead(what);
   for (size_t e = 0; e < examples.size(); ++e)
     Check(examples[e].speech.size() == 1, what, ": example ", e, " has ", examples[e].speech.size(),
           " speech clips; it transcribes exactly one per example");
-  {
-    const std::lock_guard<std::mutex> lock(ctc_head_mutex_);
-    if (ctc_head_.is_empty())
-      ctc_head_ = audio::LoadCtcHead(config_.speech.encoder, speech_encoder_->Config().d_model, what, device_, dtype_);
-  }
   const audio::WhisperEncoderOutput encoded = EncodeSpeechFrames(examples);
   return {torch::log_softmax(ctc_head_(encoded.last_hidden_state).to(torch::kFloat), -1).to(torch::kCPU),
           encoded.lengths.to(torch::kCPU)};
+}
+
+void MultimodalLMImpl::RequireCtcHead(const std::string& what) {
+  Check(!speech_encoder_.is_empty(), what, " needs a speech encoder (model.speech.encoder)");
+  const std::lock_guard<std::mutex> lock(ctc_head_mutex_);
+  if (ctc_head_.is_empty())
+    ctc_head_ = audio::LoadCtcHead(config_.speech.encoder, speech_encoder_->Config().d_model, what, device_, dtype_);
 }
 
 std::vector<std::string> MultimodalLMImpl::CtcTranscripts(const std::vector<MultimodalExample>& examples) {

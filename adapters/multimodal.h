@@ -187,6 +187,10 @@ class MultimodalLMImpl : public torch::nn::Module {
                                   const text::GenerationOptions& options,
                                   const text::TokenCallback& callback = nullptr, const CtcGuide& ctc = {});
 
+  // Loads the speech encoder's CTC head now if it is not loaded yet (CtcGuide and CtcTranscripts
+  // load it on first use), so that a run can fail at its start rather than at its first
+  // evaluation; slm::Error naming `what` without a speech encoder or a head.
+  void RequireCtcHead(const std::string& what);
   // The speech encoder's own greedy CTC transcript of each example's one clip (lower case, as
   // audio::CtcAlphabet::Decode); no LM. slm::Error as for CtcGuide.
   std::vector<std::string> CtcTranscripts(const std::vector<MultimodalExample>& examples);

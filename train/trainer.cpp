@@ -531,6 +531,9 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
     model->LoadAdapters(c.init_adapters);
     log::Info(Str("starting from the adapters in ", c.init_adapters));
   }
+  if (c.eval.ctc_weight > 0 && std::any_of(c.data.valid.begin(), c.data.valid.end(),
+                                           [](const DataSourceConfig& s) { return s.task == "asr"; }))
+    model->RequireCtcHead("eval.ctc_weight");  // before training, not at the first evaluation
   const double max_seconds = model->MaxSpeechSeconds();
   const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet, model.get());
   std::unique_ptr<Dataset> valid;

@@ -395,6 +395,12 @@ TEST(Trainer, ConfigErrorsAndRunDirectoryGuards) {
   EXPECT_SLM_ERROR(Train(ok, "", true, true), "has no checkpoint to resume from");
   Train(ok, "", false, true);
   EXPECT_SLM_ERROR(Train(ok, "", false, true), "pass --resume to continue it");
+  // CTC-guided evaluation with an encoder that has no CTC head: refused before the first step.
+  TrainConfig guided = ok;
+  guided.eval.ctc_weight = 1.0;
+  guided.output_dir = tmp.File("guided");
+  EXPECT_SLM_ERROR(Train(guided, "", false, true), "eval.ctc_weight");
+  EXPECT_FALSE(std::filesystem::exists(tmp.File("guided/checkpoints")));
   TrainConfig missing = ok;
   missing.data.train[0].manifest = tmp.File("nope.jsonl");
   missing.output_dir = tmp.File("run2");
