@@ -22,12 +22,18 @@ namespace {
 constexpr int64_t kUnits = 12;
 const std::string kHash = "5ca1ab1e";
 
-TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
+// A tts entry with three units and no tokenizer hash.
+manifest::Entry DogBarks() {
   manifest::Entry e;
   e.id = "s1";
   e.task = "tts";
   e.text = "a dog barks";
   e.extra["units"] = "<u3><u3><u11>";
+  return e;
+}
+
+TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
+  manifest::Entry e = DogBarks();
   e.extra["unit_tokenizer"] = kHash;
   const TaskExample x = BuildTaskExample("tts", "Say: {text}", e, "/data", "m.jsonl: entry 's1'");
   EXPECT_EQ(x.prompt, "Say: a dog barks");
@@ -105,11 +111,7 @@ TEST(TtsTask, TargetsAreTheEntrysUnitsWithTheirTokenizerChecked) {
 }
 
 TEST(TtsTask, PhonemePromptsComeFromTheEntryOrFromEspeakNg) {
-  manifest::Entry e;
-  e.id = "s1";
-  e.task = "tts";
-  e.text = "a dog barks";
-  e.extra["units"] = "<u3><u3><u11>";
+  manifest::Entry e = DogBarks();
   e.extra["phonemes"] = "x y z";
   EXPECT_EQ(BuildTaskExample("tts", "Say: {phonemes}", e, "/d", "w").prompt, "Say: x y z");
   EXPECT_EQ(BuildTaskExample("tts", "{text} = {phonemes}", e, "/d", "w").prompt, "a dog barks = x y z");
@@ -183,11 +185,7 @@ TEST(TtsTask, ExamplesLongerThanTheBackboneAreLeftOut) {
 }
 
 TEST(TtsTask, WordCuedTemplatesNeedWordTimesAndSitAtTheEnd) {
-  manifest::Entry e;
-  e.id = "s1";
-  e.task = "tts";
-  e.text = "a dog barks";
-  e.extra["units"] = "<u3><u3><u11>";
+  manifest::Entry e = DogBarks();
   const TaskExample x = BuildTaskExample("tts", "Say: {text} {words}", e, "/d", "w");
   EXPECT_EQ(x.prompt, "Say: a dog barks");
   EXPECT_TRUE(x.word_cued);
