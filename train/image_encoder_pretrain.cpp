@@ -1,6 +1,10 @@
 #include "train/image_encoder_pretrain.h"
 
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
+
+#include <opencv2/core/utility.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -18,6 +22,7 @@
 #include "text/llama.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
+#include "vision/shapes.h"
 #include "train/data_prep.h"
 
 namespace slm::train {
@@ -52,6 +57,35 @@ std::string SceneKey(const manifest::Entry& e) {
   return describe(0) + " " + relation + " " + describe(1);
 }
 
+// Images [begin, end) of the shapes dataset GenerateShapes would write for (seed, size), drawn in
+// memory: the same scenes and pixels (PNG is lossless), no files.
+ImageSet RenderImages(uint64_t seed, int size, int64_t begin, int64_t end,
+                      const vision::ClipPreprocessOptions& pre) {
+  ImageSet set;
+  const int64_t n = end - begin;
+  std::vector<torch::Tensor> pixels(static_cast<size_t>(n));
+  std::vector<manifest::Entry> entries(static_cast<size_t>(n));
+  // The workers are LibTorch's; OpenCV's own pool inside each would multiply the threads.
+  const int opencv_threads = cv::getNumThreads();
+  cv::setNumThreads(1);
+  at::parallel_for(0, n, 64, [&](int64_t from, int64_t to) {
+    for (int64_t i = from; i < to; ++i) {
+      const vision::ShapeScene scene = vision::SampleScene(vision::SceneSeed(seed, begin + i), size);
+      cv::Mat rgb;
+      cv::cvtColor(vision::RenderScene(scene, size), rgb, cv::COLOR_BGR2RGB);
+      pixels[i] = vision::ClipPreprocess(rgb, pre);
+      entries[i] = vision::CaptionEntry(scene, begin + i);
+    }
+  });
+  cv::setNumThreads(opencv_threads);
+  for (const manifest::Entry& e : entries) {
+    set.captions.push_back(e.text);
+    set.scenes.push_back(SceneKey(e));
+  }
+  set.pixels = torch::stack(pixels);
+  return set;
+}
+
 ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreprocessOptions& pre) {
   const manifest::Manifest m = manifest::Read(manifest_path);
   Check(!m.entries.empty(), manifest_path, ": no images");
@@ -60,8 +94,8 @@ ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreproce
   for (const manifest::Entry& e : m.entries) {
     Check(!e.image.empty() && !e.text.empty(), manifest_path, ": entry '", e.id,
           "' needs \"image\" and \"text\"");
-    const cv::Mat rgb = vision::ToRgb8(vision::LoadImage(fs::Resolve(m.base_dir, e.image)), e.image);
-    pixels.push_back(vision::ClipPreprocess(rgb, pre));
+    // LoadImage returns RGB already (converting again swapped red and blue until 2026-11-27).
+    pixels.push_back(vision::ClipPreprocess(vision::LoadImage(fs::Resolve(m.base_dir, e.image)), pre));
     set.captions.push_back(e.text);
     set.scenes.push_back(SceneKey(e));
   }
@@ -73,7 +107,8 @@ ImageSet LoadImages(const std::string& manifest_path, const vision::ClipPreproce
 // (BOS included) pooled by `pooling`: "mean", "last" (the causal LM's summary of the whole caption,
 // which knows which colour goes with which shape) or "mean_last" (both, concatenated).
 torch::Tensor CaptionFeatures(text::LlamaModel& lm, const text::Tokenizer& tokenizer,
-                              const std::vector<std::string>& captions, const std::string& pooling) {
+                              const std::vector<std::string>& captions, const std::string& pooling,
+                              const torch::Device& device) {
   torch::NoGradGuard no_grad;
   std::map<std::string, torch::Tensor> cache;  // captions repeat; compute each once
   std::vector<torch::Tensor> rows;
@@ -81,7 +116,8 @@ torch::Tensor CaptionFeatures(text::LlamaModel& lm, const text::Tokenizer& token
     auto found = cache.find(caption);
     if (found == cache.end()) {
       text::LlamaInput input;
-      input.input_ids = torch::tensor(tokenizer.Encode(caption, true, false), torch::kLong).unsqueeze(0);
+      input.input_ids =
+          torch::tensor(tokenizer.Encode(caption, true, false), torch::kLong).unsqueeze(0).to(device);
       input.logits_to_keep = 1;
       const torch::Tensor hidden = lm->forward(input).last_hidden_state[0].to(torch::kFloat);  // [T, H]
       const torch::Tensor mean = hidden.mean(0), last = hidden[-1];
@@ -130,11 +166,11 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
       first.push_back(static_cast<int64_t>(i));
     }
   const torch::Tensor texts =
-      t.TextEmbeds(set.text_features.index_select(0, torch::tensor(first, torch::kLong)));
+      t.TextEmbeds(set.text_features.index_select(0, torch::tensor(first, torch::kLong).to(set.text_features.device())));
   const torch::Tensor similarity = images.matmul(texts.t());  // [N, C]
   const int64_t k = std::min<int64_t>(5, similarity.size(1));
-  const torch::Tensor top = std::get<1>(similarity.topk(k, 1));
-  const torch::Tensor best_image = similarity.argmax(0);  // [C]
+  const torch::Tensor top = std::get<1>(similarity.topk(k, 1)).cpu();
+  const torch::Tensor best_image = similarity.argmax(0).cpu();  // [C]
   RetrievalScores s;
   s.images = images.size(0);
   s.distinct_captions = static_cast<int64_t>(distinct.size());
@@ -163,7 +199,7 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
   for (int64_t start = 0; start + 1 < s.images; start += kPoolSize) {
     const int64_t end = std::min(s.images, start + kPoolSize);
     const torch::Tensor pool_texts = t.TextEmbeds(set.text_features.slice(0, start, end));
-    const torch::Tensor best = images.slice(0, start, end).matmul(pool_texts.t()).argmax(1);
+    const torch::Tensor best = images.slice(0, start, end).matmul(pool_texts.t()).argmax(1).cpu();
     for (int64_t i = 0; i < end - start; ++i)
       pool_hits += set.scenes[start + best[i].item<int64_t>()] == set.scenes[start + i] ? 1 : 0;
     pooled += end - start;
@@ -196,7 +232,8 @@ ImageEncoderPretrainConfig::ImageEncoderPretrainConfig() {
 
 void ImageEncoderPretrainConfig::Load(config::Node node) {
   auto d = node.Child("data");
-  d.Read("shapes_dir", data.shapes_dir)
+  d.Read("source", data.source, config::OneOf<std::string>({"files", "render"}))
+      .Read("shapes_dir", data.shapes_dir)
       .Read("count", data.count, InRange<int64_t>(20, int64_t{1} << 30))
       .Read("size", data.size, InRange(32, 512));
   node.Read("text_backbone", text_backbone)
@@ -222,6 +259,14 @@ void ImageEncoderPretrainConfig::Load(config::Node node) {
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
   node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
+  node.Read("device", device, config::Validator<std::string>([](const std::string& name) -> std::string {
+    try {
+      ParseDevice(name);
+      return "";
+    } catch (const Error& e) {
+      return e.what();
+    }
+  }));
 }
 
 nlohmann::json RetrievalScores::ToJson() const {
@@ -250,14 +295,20 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
 
   // 1. Data.
-  const std::string train_manifest = c.data.shapes_dir + "/caption_train.jsonl";
-  const std::string valid_manifest = c.data.shapes_dir + "/caption_valid.jsonl";
-  EnsureShapes(c.data.shapes_dir, c.data.count, c.seed, c.data.size, c.threads, !quiet);
   vision::ClipPreprocessOptions pre;
   pre.shortest_edge = c.model.image_size;
   pre.crop_height = pre.crop_width = c.model.image_size;
-  ImageSet train = LoadImages(train_manifest, pre);
-  ImageSet valid = LoadImages(valid_manifest, pre);
+  ImageSet train, valid;
+  if (c.data.source == "render") {
+    const int64_t valid_begin = c.data.count - vision::ValidCount(c.data.count, vision::ShapesOptions{}.valid_fraction);
+    log::Info(Str("drawing ", c.data.count, " shapes images in memory"));
+    train = RenderImages(c.seed, c.data.size, 0, valid_begin, pre);
+    valid = RenderImages(c.seed, c.data.size, valid_begin, c.data.count, pre);
+  } else {
+    EnsureShapes(c.data.shapes_dir, c.data.count, c.seed, c.data.size, c.threads, !quiet);
+    train = LoadImages(c.data.shapes_dir + "/caption_train.jsonl", pre);
+    valid = LoadImages(c.data.shapes_dir + "/caption_valid.jsonl", pre);
+  }
   Check(train.pixels.size(0) >= c.train.batch_size, "only ", train.pixels.size(0),
         " training images for train.batch_size ", c.train.batch_size);
 
@@ -265,9 +316,16 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   const text::Tokenizer tokenizer = text::Tokenizer::Load(c.text_backbone);
   text::LlamaModel lm = text::LoadLlama(c.text_backbone);
   lm->Freeze();
-  train.text_features = CaptionFeatures(lm, tokenizer, train.captions, c.text_pooling);
-  valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions, c.text_pooling);
+  const torch::Device device = ParseDevice(c.device);
+  lm->to(device);  // thousands of distinct captions: one small forward each
+  train.text_features = CaptionFeatures(lm, tokenizer, train.captions, c.text_pooling, device);
+  valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions, c.text_pooling, device);
   const int64_t lm_hidden = train.text_features.size(1);
+  log::Info(Str("images and caption features ready after ", SecondsSince(start), " s"));
+  for (ImageSet* set : {&train, &valid}) {
+    set->pixels = set->pixels.to(device);
+    set->text_features = set->text_features.to(device);
+  }
 
   // 3. Towers.
   Towers t;
@@ -276,7 +334,11 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
       torch::nn::LinearOptions(c.model.hidden_size, c.projection_dim).bias(false));
   t.text_projection =
       torch::nn::Linear(torch::nn::LinearOptions(lm_hidden, c.projection_dim).bias(false));
-  t.logit_scale = torch::full({}, std::log(1.0 / 0.07)).set_requires_grad(true);
+  t.tower->to(device);
+  t.visual_projection->to(device);
+  t.text_projection->to(device);
+  t.logit_scale = torch::full({}, std::log(1.0 / 0.07), torch::TensorOptions().device(device))
+                      .set_requires_grad(true);
   t.tower->train();
   std::vector<torch::Tensor> trainable = t.tower->parameters();
   for (const auto& p : t.visual_projection->parameters()) trainable.push_back(p);
@@ -288,6 +350,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   result.model_dir = c.output_dir;
   result.train_images = train.pixels.size(0);
   for (const auto& p : trainable) result.parameters += p.numel();
+  lm = nullptr;  // the text side is no longer needed: free it before training
   log::Info(Str("contrastive pretraining of a ", result.parameters, "-parameter image tower on ",
                 result.train_images, " images, text side: frozen ", c.text_backbone));
 
@@ -308,7 +371,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
       order = torch::randperm(train.pixels.size(0), generator);
       cursor = 0;
     }
-    const torch::Tensor rows = order.slice(0, cursor, cursor + c.train.batch_size);
+    const torch::Tensor rows = order.slice(0, cursor, cursor + c.train.batch_size).to(device);
     cursor += c.train.batch_size;
     const double lr = c.train.LearningRate(step);
     SetLearningRate(*optimizer, lr);
@@ -317,7 +380,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
     const torch::Tensor texts = t.TextEmbeds(train.text_features.index_select(0, rows));
     // CLIP clamps the temperature at 100 so the logits cannot blow up.
     const torch::Tensor logits = t.logit_scale.clamp_max(std::log(100.0)).exp() * images.matmul(texts.t());
-    const torch::Tensor labels = torch::arange(logits.size(0), torch::kLong);
+    const torch::Tensor labels = torch::arange(logits.size(0), torch::TensorOptions(torch::kLong).device(device));
     const torch::Tensor loss = 0.5 * (torch::nn::functional::cross_entropy(logits, labels) +
                                       torch::nn::functional::cross_entropy(logits.t(), labels));
     optimizer->zero_grad();
@@ -350,7 +413,11 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   result.valid = Evaluate(t, valid, c.eval.batch_size);
   result.seconds = SecondsSince(start);
 
-  // 5. The model directory.
+  // 5. The model directory (saved from the CPU, the same bytes wherever it trained).
+  t.tower->to(torch::kCPU);
+  t.visual_projection->to(torch::kCPU);
+  t.text_projection->to(torch::kCPU);
+  t.logit_scale = t.logit_scale.detach().cpu();
   t.tower->SaveWeights(c.output_dir, {{"visual_projection.weight", t.visual_projection->weight},
                                       {"text_projection.weight", t.text_projection->weight},
                                       {"logit_scale", t.logit_scale}});

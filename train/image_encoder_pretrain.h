@@ -8,7 +8,7 @@
 // with what the LM it will later be spliced into already "means" by a caption.
 //
 // Data: data.shapes_dir (GenerateShapes output; generated with data.count images of data.size
-// pixels when missing). Images are preprocessed once with ClipPreprocess (shortest edge and crop =
+// pixels when missing), or with data.source "render" the same scenes drawn in memory. Images are preprocessed once with ClipPreprocess (shortest edge and crop =
 // model.image_size, CLIP mean/std) and kept in memory.
 //
 // Evaluation: retrieval on the valid images: image->text top-1 and top-5 accuracy over the set of
@@ -20,7 +20,7 @@
 // Output (output_dir): config.json + model.safetensors ("vision_model.*" as CLIPModel, plus
 // "visual_projection.weight", "text_projection.weight", "logit_scale"), preprocessor_config.json
 // (CLIPImageProcessor keys), config.yaml, metrics.jsonl, result.json. LoadClipVision(output_dir)
-// loads the tower. Deterministic for a fixed seed and thread count. Not thread-safe.
+// loads the tower. Deterministic for a fixed seed and thread count on the CPU. Not thread-safe.
 #pragma once
 
 #include <cstdint>
@@ -35,8 +35,12 @@ namespace slm::train {
 
 struct ImageEncoderPretrainConfig {
   struct Data {
+    // files: GenerateShapes output in shapes_dir (generated there when missing), read as PNGs.
+    // render: the same scenes (same seed, count, size and valid split, so the same pixels) drawn
+    // straight into memory, no files: for machines without an image codec or a large count.
+    std::string source = "files";
     std::string shapes_dir = "data/shapes_encoder";
-    int64_t count = 20000;  // images generated when shapes_dir has none
+    int64_t count = 20000;  // images generated (files: when shapes_dir has none)
     int size = 64;
   } data;
   std::string text_backbone = "samples/models/backbone_tiny";  // HF dir with tokenizer.model
@@ -50,6 +54,10 @@ struct ImageEncoderPretrainConfig {
   } eval;
   uint64_t seed = 1;
   int threads = 0;
+  // Where the tower trains: cpu | cuda | cuda:N | auto (core/device.h). The preprocessed images and
+  // caption features are moved to the device once; batches are gathered there. CUDA runs are not
+  // bitwise reproducible (cuBLAS/attention reductions); the saved model is the same format.
+  std::string device = "cpu";
   std::string output_dir = "runs/image_encoder_tiny";
 
   ImageEncoderPretrainConfig();  // the tiny defaults of samples/configs/image_encoder_tiny.yaml

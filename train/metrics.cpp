@@ -89,4 +89,24 @@ EditCounts CharErrors(const std::string& reference, const std::string& hypothesi
   return AlignTokens(chars(NormalizeForScoring(reference)), chars(NormalizeForScoring(hypothesis)));
 }
 
+std::vector<std::string> CaptionAttributes(const std::string& caption) {
+  const std::vector<std::string> w = ScoringWords(caption);
+  auto article = [](const std::string& x) { return x == "a" || x == "an"; };
+  std::vector<std::string> scene;
+  size_t i = 0;
+  if (w.size() < 7 || !article(w[0])) return {};
+  scene = {w[1], w[2]};
+  i = 3;
+  std::string relation = w[i++];
+  if ((relation == "left" || relation == "right") && i < w.size() && w[i] == "of") relation += " " + w[i++];
+  if (i + 3 != w.size() || !article(w[i])) return {};
+  scene.push_back(relation);
+  scene.push_back(w[i + 1]);
+  scene.push_back(w[i + 2]);
+  if (relation == "below" || relation == "right of") {
+    return {scene[3], scene[4], relation == "below" ? "above" : "left of", scene[0], scene[1]};
+  }
+  return scene;
+}
+
 }  // namespace slm::train

@@ -1,4 +1,4 @@
-// Evaluation metrics for speech recognition: word and character error rate.
+// Evaluation metrics: word and character error rate (speech recognition), caption attributes.
 //
 // Text normalisation (applied to both reference and hypothesis before scoring, so that casing and
 // punctuation never count as errors): lower-case ASCII; every character that is not a letter, digit
@@ -10,6 +10,7 @@
 // NIST sclite and jiwer do. Thread-safety: pure functions; ErrorRate accumulators are plain values.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -38,5 +39,15 @@ EditCounts AlignTokens(const std::vector<std::string>& reference,
 // Word and character edit counts of one utterance, after NormalizeForScoring.
 EditCounts WordErrors(const std::string& reference, const std::string& hypothesis);
 EditCounts CharErrors(const std::string& reference, const std::string& hypothesis);
+
+// Caption attribute accuracy on the shapes data (vision/shapes.h): a caption "a red circle below a
+// blue square" as its scene {colour, shape, relation, colour, shape} with "below" / "right of"
+// turned around ({"blue", "square", "above", "red", "circle"}), so both phrasings of one scene
+// compare equal and the relation slot scores the axis (vertical or horizontal) alone. Read from
+// ScoringWords; empty when the text is not a caption of that form (every slot then counts wrong).
+std::vector<std::string> CaptionAttributes(const std::string& caption);
+// The slots of CaptionAttributes, as the evaluation names them (attribute_accuracy_by_slot).
+inline constexpr std::array<const char*, 5> kCaptionAttributeNames = {
+    "first_color", "first_shape", "relation", "second_color", "second_shape"};
 
 }  // namespace slm::train

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <array>
+
 #include <chrono>
 #include <cstring>
 #include <cmath>
@@ -39,29 +41,6 @@ std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& 
     sources.push_back(s);
   }
   return sources;
-}
-
-// A shapes caption as a scene: {colour, shape, relation, colour, shape} with "below"/"right of"
-// turned around, so both phrasings of one scene compare equal. Empty when the text is not a
-// caption of that form.
-std::vector<std::string> CaptionScene(const std::string& caption) {
-  const std::vector<std::string> w = ScoringWords(caption);
-  auto article = [](const std::string& x) { return x == "a" || x == "an"; };
-  std::vector<std::string> scene;
-  size_t i = 0;
-  if (w.size() < 7 || !article(w[0])) return {};
-  scene = {w[1], w[2]};
-  i = 3;
-  std::string relation = w[i++];
-  if ((relation == "left" || relation == "right") && i < w.size() && w[i] == "of") relation += " " + w[i++];
-  if (i + 3 != w.size() || !article(w[i])) return {};
-  scene.push_back(relation);
-  scene.push_back(w[i + 1]);
-  scene.push_back(w[i + 2]);
-  if (relation == "below" || relation == "right of") {
-    return {scene[3], scene[4], relation == "below" ? "above" : "left of", scene[0], scene[1]};
-  }
-  return scene;
 }
 
 // adapter_dir/tasks.json: {"tasks": {"<task>": "<prompt template>", ...}} of the training sources,
@@ -398,6 +377,7 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
     const bool guided = source.task == "asr" && eval.ctc_weight > 0;
     double ranking_speech = -1, ranking_text = -1;
     int64_t exact = 0, attributes_right = 0, attributes_total = 0;
+    std::array<int64_t, kCaptionAttributeNames.size()> slot_right{};  // which attribute goes wrong
     double nll = 0;
     int64_t tokens = 0;
     json samples = json::array();
@@ -431,9 +411,12 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
         chars += CharErrors(reference, hypothesis);
         if (NormalizeForScoring(reference) == NormalizeForScoring(hypothesis)) ++exact;
         if (source.task == "caption") {
-          const auto want = CaptionScene(reference), got = CaptionScene(hypothesis);
+          const auto want = CaptionAttributes(reference), got = CaptionAttributes(hypothesis);
           attributes_total += 5;
-          for (size_t k = 0; k < want.size() && k < got.size(); ++k) attributes_right += want[k] == got[k];
+          for (size_t k = 0; k < want.size() && k < got.size(); ++k) {
+            attributes_right += want[k] == got[k];
+            slot_right[k] += want[k] == got[k];
+          }
         }
         if (samples.size() < 5) samples.push_back({{"reference", reference}, {"hypothesis", hypothesis}});
       }
@@ -456,7 +439,13 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
         r["ctc_greedy_cer"] = ctc_chars.Rate();
       }
     }
-    if (source.task == "caption") r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
+    if (source.task == "caption") {
+      r["attribute_accuracy"] = attributes_total ? double(attributes_right) / attributes_total : 0.0;
+      json by_slot = json::object();
+      for (size_t k = 0; k < kCaptionAttributeNames.size(); ++k)
+        by_slot[kCaptionAttributeNames[k]] = items.empty() ? 0.0 : double(slot_right[k]) / double(items.size());
+      r["attribute_accuracy_by_slot"] = by_slot;
+    }
     if (source.task == "tts") {
       // The round trip needs a unit decoder and an ASR; without them the unit NLL alone scores.
       const std::string missing = model.Config().unit_decoder.empty() ? "no model.unit_decoder"

@@ -399,6 +399,19 @@ nlohmann::json ShapesStats::ToJson() const {
   return json;
 }
 
+manifest::Entry CaptionEntry(const ShapeScene& scene, int64_t index) {
+  manifest::Entry caption;
+  caption.id = ImageId(index);
+  caption.task = "caption";
+  caption.image = "img/" + caption.id + ".png";
+  caption.text = Caption(scene);
+  nlohmann::json shapes = nlohmann::json::array();
+  for (const PlacedShape& shape : scene.shapes)
+    shapes.push_back({{"shape", ShapeName(shape.shape)}, {"color", ColorName(shape.color)}});
+  caption.extra["attributes"] = {{"shapes", shapes}, {"relation", RelationName(scene.relation)}};
+  return caption;
+}
+
 ShapesStats GenerateShapes(const ShapesOptions& options) {
   const auto start = std::chrono::steady_clock::now();
   Check(!options.out_dir.empty(), "shapes: an output directory is required");
@@ -467,19 +480,11 @@ ShapesStats GenerateShapes(const ShapesOptions& options) {
     const std::string id = ImageId(i);
     const std::string image = "img/" + id + ".png";
 
-    manifest::Entry caption;
-    caption.id = id;
-    caption.task = "caption";
-    caption.image = image;
-    caption.text = Caption(scene);
-    nlohmann::json shapes = nlohmann::json::array();
     for (const PlacedShape& shape : scene.shapes) {
-      shapes.push_back({{"shape", ShapeName(shape.shape)}, {"color", ColorName(shape.color)}});
       ++stats.shapes[static_cast<int>(shape.shape)];
       ++stats.colors[static_cast<int>(shape.color)];
     }
-    caption.extra["attributes"] = {{"shapes", shapes}, {"relation", RelationName(scene.relation)}};
-    captions[split].push_back(std::move(caption));
+    captions[split].push_back(CaptionEntry(scene, i));
     ++stats.relations[static_cast<int>(scene.relation)];
 
     const auto questions = Questions(scene);

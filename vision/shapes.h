@@ -36,6 +36,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/manifest.h"
+
 namespace slm::vision {
 
 enum class Shape { kCircle, kSquare, kTriangle, kStar, kDiamond, kCross };
@@ -103,6 +105,11 @@ std::string Caption(const ShapeScene& scene);
 //   "is the red circle above the blue square" -> "yes", "is the blue square above the red circle"
 //   -> "no".
 std::vector<std::pair<std::string, std::string>> Questions(const ShapeScene& scene);
+
+// The caption manifest entry GenerateShapes writes for image `index` (0-based) showing `scene`:
+// {"id":"s<index+1>","task":"caption","image":"img/s<index+1>.png","text":Caption(scene),
+// "attributes":{...}} as described at the top of this file.
+manifest::Entry CaptionEntry(const ShapeScene& scene, int64_t index);
 
 struct ShapesOptions {
   std::string out_dir;

@@ -15,6 +15,7 @@
 #   8. asr_tiny.yaml's adapters trained on the GPU for more steps than its CPU budget (a diagnostic:
 #      does the LM alone keep improving with steps?); needs data/wordnet/sentences and
 #      data/asr/train/sentences.txt carried; its training speech is synthesized here first
+#   9. the tiny image tower trained on the GPU: the recipe and two variants at once (image_encoder_tiny_gpu.yaml)
 
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
@@ -35,7 +36,7 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-STEPS=${STEPS:-parity decode encode train stream interleave encoder asr}  # which steps to run
+STEPS=${STEPS:-parity decode encode train stream interleave encoder asr vision}  # which steps to run
 step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
@@ -116,5 +117,27 @@ case " $STEPS " in *" asr "*)
     --set train.max_minutes=$ASR_MINUTES --set eval.every=0 --set eval.max_examples=100 --set checkpoint.every=0 \
     --set output_dir=$W/asr --set threads=4
   cp "$W/asr/metrics.jsonl" "$OUT/asr_metrics.jsonl" ;;
+esac
+# The image tower on the GPU (image_encoder_tiny_gpu.yaml): the recipe and two variants side by side on the
+# one GPU (each alone leaves it mostly idle): finer patches (4 px: 256 tokens), a wider, deeper tower.
+# 4 CPU threads each: OpenMP threads beyond the cores (3 x 8 on 16) stalled the data preparation for minutes.
+case " $STEPS " in *" vision "*)
+  mkdir -p "$W/vision"; pids=()
+  for v in ${VIS_VARIANTS:-p8 p4 wide}; do
+    case $v in
+      p8) VSET=() ;;
+      p4) VSET=(--set model.patch_size=4 --set train.steps=${VIS_P4_STEPS:-4000} --set train.batch_size=256) ;;
+      wide) VSET=(--set model.hidden_size=256 --set model.intermediate_size=1024 --set model.num_hidden_layers=6
+        --set train.steps=${VIS_WIDE_STEPS:-6000}) ;;
+    esac
+    [ "$QUICK" = 1 ] && VSET+=(--set data.count=600 --set train.steps=4 --set train.batch_size=8 --set eval.every=2 --set device=cpu)
+    log "start vision_$v"
+    timeout 600 $SLM vision pretrain-encoder --config samples/configs/image_encoder_tiny_gpu.yaml \
+      --set output_dir=$W/vision/$v --set train.max_minutes=${VIS_MINUTES:-6} --set threads=4 "${VSET[@]}" \
+      > "$OUT/vision_$v.out" 2> "$OUT/vision_$v.err" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p"; log "vision run rc=$?"; done
+  tar -C "$W/vision" -cf "$OUT/vision.tar" . ;;
 esac
 log "all steps done"

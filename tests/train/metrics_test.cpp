@@ -36,5 +36,23 @@ TEST(Metrics, CharacterErrorRateAndEmptyReference) {
   EXPECT_DOUBLE_EQ(WordErrors("one two", "").Rate(), 1.0);
 }
 
+TEST(Metrics, CaptionAttributesNormaliseThePhrasing) {
+  const std::vector<std::string> scene = {"red", "circle", "above", "blue", "square"};
+  EXPECT_EQ(CaptionAttributes("a red circle above a blue square"), scene);
+  EXPECT_EQ(CaptionAttributes("A blue square below a red circle."), scene);
+  EXPECT_EQ(CaptionAttributes("an orange star right of a white cross"),
+            (std::vector<std::string>{"white", "cross", "left of", "orange", "star"}));
+  // The relation slot scores the axis: "above" for a horizontal pair is wrong, and turning the
+  // phrase around swaps which shape is first.
+  const auto wrong_axis = CaptionAttributes("a red circle left of a blue square");
+  EXPECT_EQ(wrong_axis[2], "left of");
+  EXPECT_EQ(CaptionAttributes("a blue square above a red circle")[0], "blue");
+  // Not a caption of the template: no attributes (all count wrong).
+  EXPECT_TRUE(CaptionAttributes("a red circle").empty());
+  EXPECT_TRUE(CaptionAttributes("red circle above a blue square").empty());
+  EXPECT_TRUE(CaptionAttributes("a red circle above a blue square and more").empty());
+  EXPECT_EQ(kCaptionAttributeNames.size(), scene.size());
+}
+
 }  // namespace
 }  // namespace slm::train
