@@ -23,6 +23,8 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
   cmd->add_option("--valid-fraction", options->valid_fraction,
                   "fraction of images in the valid split")
       ->capture_default_str();
+  cmd->add_flag("--canonical-captions", options->canonical_captions,
+               "captions name the upper / left shape first (\"above\" / \"left of\" only)");
   cmd->callback([options, &common] {
     // --threads sizes LibTorch's pool elsewhere; here it bounds the drawing workers.
     if (common.threads > 0) options->threads = common.threads;

@@ -224,8 +224,22 @@ void EnsureSpokenQaManifest(const std::string& manifest_path, const SpokenQaSynt
 }
 
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
-                  bool progress) {
-  if (stdfs::exists(shapes_dir + "/caption_train.jsonl")) return;
+                  bool progress, bool canonical_captions) {
+  if (stdfs::exists(shapes_dir + "/caption_train.jsonl")) {
+    const std::string stats_path = shapes_dir + "/stats.json";
+    if (!stdfs::exists(stats_path)) return;  // a user's own dataset in the shapes layout
+    nlohmann::json stats;
+    try {
+      stats = nlohmann::json::parse(fs::ReadFile(stats_path));
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(Str(stats_path, ": not valid JSON (", e.what(), ")"));
+    }
+    const bool canonical = stats.is_object() && stats.value("caption_order", std::string("drawn")) == "canonical";
+    Check(canonical == canonical_captions, shapes_dir, " holds shapes captions in ",
+          canonical ? "canonical" : "drawn", " order but the config asks for ",
+          canonical_captions ? "canonical" : "drawn", " order: point the manifest at another directory");
+    return;
+  }
   log::Info(Str("generating ", count, " shapes images in ", shapes_dir));
   vision::ShapesOptions shapes;
   shapes.out_dir = shapes_dir;
@@ -234,6 +248,7 @@ void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, i
   shapes.size = size;
   shapes.threads = std::max(1, threads);
   shapes.progress = progress;
+  shapes.canonical_captions = canonical_captions;
   vision::GenerateShapes(shapes);
 }
 

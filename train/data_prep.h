@@ -83,7 +83,9 @@ UnitsManifestStats EncodeUnitsManifest(const std::string& source_manifest, const
                                        bool progress);
 
 // GenerateShapes (vision/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
+// An existing dir whose stats.json says another caption order is refused (slm::Error naming it),
+// so that a config never trains on captions in an order it did not ask for.
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
-                  bool progress);
+                  bool progress, bool canonical_captions = false);
 
 }  // namespace slm::train

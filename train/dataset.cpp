@@ -101,6 +101,9 @@ void DataSourceConfig::Load(config::Node node) {
     s.Read("count", shapes_count, InRange<int64_t>(2, int64_t{1} << 30))
         .Read("seed", shapes_seed)
         .Read("size", shapes_size, InRange(32, 512));
+    std::string order = "drawn";
+    s.Read("caption_order", order, config::OneOf<std::string>({"drawn", "canonical"}));
+    shapes_canonical = order == "canonical";
   }
   if (node.Has("text_from")) {
     auto t = node.Child("text_from");
@@ -246,7 +249,7 @@ void PrepareSource(const DataSourceConfig& src, int threads, bool progress) {
   if (src.text_from) EnsureTextManifest(src.manifest, src.text);
   if (src.shapes)
     EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed, src.shapes_size,
-                 threads, progress);
+                 threads, progress, src.shapes_canonical);
   if (units) EncodeUnitsManifest(src.units_from_manifest, src.manifest, src.units_from_dir, src.task,
                                  src.units_from_dedup, progress);
 }

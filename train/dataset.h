@@ -55,7 +55,8 @@ struct DataSourceConfig {
   InterleaveOptions interleave;  // task interleaved: span selection, stream shares, packing
   // Optional generation when the manifest does not exist yet (train/data_prep.h):
   //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
-  //   shapes: {count: N, seed: S, size: PX}                           (shapes images; the manifest
+  //   shapes: {count: N, seed: S, size: PX, caption_order: drawn|canonical}
+  //                                                                     (shapes images; the manifest
   //                                                                     must sit in the shapes dir)
   bool synthesize = false;
   SpeechSynthesis synthesis;
@@ -73,6 +74,7 @@ struct DataSourceConfig {
   int64_t shapes_count = 2000;
   uint64_t shapes_seed = 0;
   int shapes_size = 64;
+  bool shapes_canonical = false;  // shapes.caption_order: canonical (vision::CanonicalOrder)
   void Load(config::Node node);
   // The template in use (prompt or the task's default).
   std::string PromptTemplate() const;

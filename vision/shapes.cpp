@@ -350,6 +350,15 @@ std::string Caption(const ShapeScene& scene) {
              Article(ColorName(b.color)), " ", Describe(b));
 }
 
+ShapeScene CanonicalOrder(const ShapeScene& scene) {
+  ShapeScene canonical = scene;
+  if (scene.relation == Relation::kBelow || scene.relation == Relation::kRightOf) {
+    std::swap(canonical.shapes[0], canonical.shapes[1]);
+    canonical.relation = Converse(scene.relation);
+  }
+  return canonical;
+}
+
 std::vector<std::pair<std::string, std::string>> Questions(const ShapeScene& scene) {
   const PlacedShape& a = scene.shapes[0];
   const PlacedShape& b = scene.shapes[1];
@@ -396,6 +405,7 @@ nlohmann::json ShapesStats::ToJson() const {
     json["colors"][ColorName(static_cast<Color>(i))] = colors[i];
   for (int i = 0; i < kRelationCount; ++i)
     json["relations"][RelationName(static_cast<Relation>(i))] = relations[i];
+  if (canonical_captions) json["caption_order"] = "canonical";
   return json;
 }
 
@@ -484,7 +494,7 @@ ShapesStats GenerateShapes(const ShapesOptions& options) {
       ++stats.shapes[static_cast<int>(shape.shape)];
       ++stats.colors[static_cast<int>(shape.color)];
     }
-    captions[split].push_back(CaptionEntry(scene, i));
+    captions[split].push_back(CaptionEntry(options.canonical_captions ? CanonicalOrder(scene) : scene, i));
     ++stats.relations[static_cast<int>(scene.relation)];
 
     const auto questions = Questions(scene);
@@ -507,6 +517,7 @@ ShapesStats GenerateShapes(const ShapesOptions& options) {
                     captions[split]);
     manifest::Write((out / Str("vqa_", split_names[split], ".jsonl")).string(), vqa[split]);
   }
+  stats.canonical_captions = options.canonical_captions;
   fs::AtomicWriteString((out / "stats.json").string(), stats.ToJson().dump(2) + "\n");
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return stats;

@@ -96,6 +96,13 @@ cv::Mat RenderScene(const ShapeScene& scene, int size);
 // "a red circle above a blue square", "an orange star left of a white cross".
 std::string Caption(const ShapeScene& scene);
 
+// The same scene named in canonical order: the upper shape first for a vertical pair, the left one
+// for a horizontal pair, so the relation is "above" or "left of" (shapes swapped and the relation
+// turned around when it was "below" or "right of"; the pixels do not change). Which shape a
+// drawn caption names first is a coin flip the image cannot tell; a small captioner trained on
+// canonical captions does not have to learn that ambiguity (docs/BENCHMARKS.md, captioning).
+ShapeScene CanonicalOrder(const ShapeScene& scene);
+
 // Question/answer pairs that the image alone answers unambiguously, in a fixed order:
 //   "how many shapes are there" -> "two";
 //   "what color is the circle" -> "red"           (only for a kind that occurs once);
@@ -117,6 +124,7 @@ struct ShapesOptions {
   uint64_t seed = 0;
   int size = 64;                // pixels per side, 32..512
   double valid_fraction = 0.1;  // in [0, 1)
+  bool canonical_captions = false;  // caption manifests name scenes in CanonicalOrder
   int threads = 2;              // drawing + PNG encoding workers, >= 1
   bool progress = true;         // a core/progress.h bar on stderr
 };
@@ -132,7 +140,8 @@ struct ShapesStats {
   int64_t valid_questions = 0;
   std::array<int64_t, kShapeCount> shapes{};        // occurrences, indexed by Shape
   std::array<int64_t, kColorCount> colors{};        // indexed by Color
-  std::array<int64_t, kRelationCount> relations{};  // indexed by Relation
+  std::array<int64_t, kRelationCount> relations{};  // indexed by Relation (as drawn)
+  bool canonical_captions = false;                   // written as "caption_order": "canonical"
   double seconds = 0;
   double ImagesPerSecond() const;
   // Counts and histograms by name; leaves out timings so that stats.json is deterministic.

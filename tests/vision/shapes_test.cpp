@@ -317,6 +317,53 @@ TEST(ShapesGenerateTest, OutputDoesNotDependOnThreads) {
         << file;
 }
 
+TEST(ShapesTextTest, CanonicalOrderNamesTheUpperOrLeftShapeFirst) {
+  for (uint64_t seed = 0; seed < 200; ++seed) {
+    const ShapeScene scene = SampleScene(SceneSeed(9, static_cast<int64_t>(seed)), 64);
+    const ShapeScene canonical = CanonicalOrder(scene);
+    ASSERT_TRUE(canonical.relation == Relation::kAbove || canonical.relation == Relation::kLeftOf);
+    const bool turned = scene.relation == Relation::kBelow || scene.relation == Relation::kRightOf;
+    EXPECT_EQ(canonical.shapes[0].center, scene.shapes[turned ? 1 : 0].center);
+    EXPECT_EQ(canonical.shapes[1].center, scene.shapes[turned ? 0 : 1].center);
+    // The first-named shape really is the upper (left) one.
+    if (canonical.relation == Relation::kAbove)
+      EXPECT_LT(canonical.shapes[0].center.y, canonical.shapes[1].center.y);
+    else
+      EXPECT_LT(canonical.shapes[0].center.x, canonical.shapes[1].center.x);
+    if (!turned) EXPECT_EQ(Caption(canonical), Caption(scene));
+  }
+}
+
+TEST(ShapesGenerateTest, CanonicalCaptionsChangeOnlyTheCaptionManifests) {
+  TempDir temp;
+  ShapesOptions options;
+  options.count = 30;
+  options.seed = 4;
+  options.progress = false;
+  options.out_dir = temp.File("drawn");
+  GenerateShapes(options);
+  options.canonical_captions = true;
+  options.out_dir = temp.File("canonical");
+  const ShapesStats stats = GenerateShapes(options);
+  EXPECT_EQ(stats.ToJson()["caption_order"], "canonical");
+  EXPECT_FALSE(nlohmann::json::parse(fs::ReadFile(temp.File("drawn/stats.json"))).contains("caption_order"));
+  for (const char* file : {"vqa_train.jsonl", "vqa_valid.jsonl", "img/s000001.png", "img/s000030.png"})
+    EXPECT_EQ(fs::ReadFile(temp.File(Str("drawn/", file))), fs::ReadFile(temp.File(Str("canonical/", file))))
+        << file;
+  const manifest::Manifest train = manifest::Read(temp.File("canonical/caption_train.jsonl"));
+  int turned = 0;
+  for (size_t i = 0; i < train.entries.size(); ++i) {
+    const ShapeScene scene = SampleScene(SceneSeed(4, static_cast<int64_t>(i)), 64);
+    const manifest::Entry& e = train.entries[i];
+    EXPECT_EQ(e.text, Caption(CanonicalOrder(scene)));
+    const std::string relation = e.extra["attributes"]["relation"];
+    EXPECT_TRUE(relation == "above" || relation == "left of") << relation;
+    EXPECT_EQ(e.extra["attributes"]["shapes"][0]["color"], ColorName(CanonicalOrder(scene).shapes[0].color));
+    turned += scene.relation == Relation::kBelow || scene.relation == Relation::kRightOf;
+  }
+  EXPECT_GT(turned, 0);
+}
+
 TEST(ShapesGenerateTest, BadOptionsAreExplained) {
   TempDir temp;
   ShapesOptions options;
