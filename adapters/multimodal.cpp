@@ -549,7 +549,7 @@ std::pair<torch::Tensor, std::vector<int64_t>> MultimodalLMImpl::TargetNll(const
   return {per_token.view({targets.size(0), -1}).sum(1).to(torch::kCPU), counts};
 }
 
-torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
+torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch, bool prune_last_layer) {
   Check(batch.target_tokens > 0, "MultimodalLM::Loss: the batch has no target tokens");
   // Logits at position t predict the token at t + 1: only positions whose successor is a target.
   const auto [positions, targets] = TargetPositions(batch);
@@ -560,6 +560,7 @@ torch::Tensor MultimodalLMImpl::Loss(const MultimodalBatch& batch) {
   input.inputs_embeds = batch.inputs_embeds;
   input.attention_mask = MaskUnlessFull(batch);
   input.logits_positions = positions;
+  input.prune_last_layer = prune_last_layer;
   const torch::Tensor logits = backbone_->forward(input).logits;  // [B, K, V] float32
   return torch::nn::functional::cross_entropy(
       logits.reshape({-1, logits.size(-1)}), device_targets,

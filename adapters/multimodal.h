@@ -171,7 +171,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   // the wrong shape, a row longer than max_position_embeddings, an empty target with kRight.
   MultimodalBatch Prepare(const std::vector<MultimodalExample>& examples, text::PaddingSide side);
   // Mean cross-entropy over the target tokens (the backbone's logits only at target positions).
-  torch::Tensor Loss(const MultimodalBatch& batch);
+  // prune_last_layer: text::LlamaInput::prune_last_layer (the same loss either way).
+  torch::Tensor Loss(const MultimodalBatch& batch, bool prune_last_layer = true);
   // Per row: the summed negative log-likelihood of its target tokens [B] (float32) and their count
   // (likelihood ranking of candidate answers).
   std::pair<torch::Tensor, std::vector<int64_t>> TargetNll(const MultimodalBatch& batch);

@@ -59,6 +59,7 @@ struct TrainBenchOptions {
   std::string work_dir;  // where tinyllama's random weights go; default a temporary directory
   int profile_steps = 0;  // > 0: also profile this many steps (bench/step_profile.h)
   std::string trace;      // with profile_steps: the Chrome trace goes here
+  bool full_last_layer = false;  // the LM's last layer at every position (the step before pruning)
 };
 
 // The sentence every example transcribes (its token count is reported).
@@ -130,7 +131,7 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
     {
       const AutocastGuard scope(device, autocast, autocast != torch::kFloat);
       batch = model->Prepare(examples, text::PaddingSide::kRight);
-      loss = model->Loss(batch);
+      loss = model->Loss(batch, !o.full_last_layer);
     }
     optimizer->zero_grad();
     loss.backward();
@@ -170,6 +171,7 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
                   torch::get_num_threads(), " threads on ", device.str(), ", ", o.dtype, " weights, precision ",
                   o.precision));
   report.Set("preset", o.preset);
+  report.Set("full_last_layer", o.full_last_layer);
   report.Set("device", device.str());
   report.Set("dtype", o.dtype);
   report.Set("precision", o.precision);
@@ -240,6 +242,8 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
                   "after timing, profile this many steps (device busy time, top kernels)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--trace", o->trace, "with --profile-steps: write the Chrome trace here");
+  cmd->add_flag("--full-last-layer", o->full_last_layer,
+                "run the LM's last layer at every position, not only the targets' (to measure that saving)");
   cmd->add_option("--work-dir", o->work_dir, "keep tinyllama's random weights here (reused when present)");
   cmd->callback([o, &common] { RunTrainBench(*o, common.json); });
 });

@@ -466,6 +466,22 @@ class AttentionImpl : public torch::nn::Module {
     return o_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
   }
 
+  // Keys and values from every position of x [B, T, hidden], queries only from xq [B, K, hidden]
+  // (rows of x at some positions, rotated by cos_q/signed_sin_q [B, 1, K, head_dim]); mask bool
+  // [B, 1, K, T]. Returns [B, K, hidden]: for those rows, what forward() returns. No cache.
+  torch::Tensor ForwardQueries(const torch::Tensor& x, const torch::Tensor& xq, const torch::Tensor& cos,
+                               const torch::Tensor& signed_sin, const torch::Tensor& cos_q,
+                               const torch::Tensor& signed_sin_q, const torch::Tensor& mask) {
+    const int64_t batch = x.size(0), steps = x.size(1), queries = xq.size(1);
+    const torch::Tensor q = Rotate(q_proj(xq).view({batch, queries, heads_, head_dim_}).transpose(1, 2), cos_q, signed_sin_q);
+    const torch::Tensor k = Rotate(k_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2), cos, signed_sin);
+    const torch::Tensor v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
+    const torch::Tensor attended = torch::scaled_dot_product_attention(
+        q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/false, 1.0 / std::sqrt(static_cast<double>(head_dim_)),
+        /*enable_gqa=*/kv_heads_ != heads_);
+    return o_proj(attended.transpose(1, 2).reshape({batch, queries, heads_ * head_dim_}));
+  }
+
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
@@ -517,6 +533,19 @@ class DecoderLayerImpl : public torch::nn::Module {
                         torch::Tensor* cache_values, const torch::Tensor* static_slot) {
     const torch::Tensor h =
         x + self_attn(input_layernorm(x), cos, signed_sin, pattern, cache_keys, cache_values, static_slot);
+    return h + mlp(post_attention_layernorm(h));
+  }
+  // The layer's output at the positions `at` only ([B, K] int64, no cache): keys and values still
+  // come from every position of x [B, T, hidden]; queries, the output projection and the MLP run
+  // on K rows instead of T. `mask` bool [B, 1, K, T]; cos_q/signed_sin_q the rotary at `at`.
+  torch::Tensor ForwardAt(const torch::Tensor& x, const torch::Tensor& at, const torch::Tensor& cos,
+                          const torch::Tensor& signed_sin, const torch::Tensor& cos_q,
+                          const torch::Tensor& signed_sin_q, const torch::Tensor& mask) {
+    const torch::Tensor rows = at.unsqueeze(-1).expand({at.size(0), at.size(1), x.size(2)});
+    const torch::Tensor normed = input_layernorm(x);
+    const torch::Tensor h =
+        x.gather(1, rows) +
+        self_attn->ForwardQueries(normed, normed.gather(1, rows), cos, signed_sin, cos_q, signed_sin_q, mask);
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
@@ -908,6 +937,8 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
         config_.max_position_embeddings);
   Check(input.logits_to_keep >= 0, "LlamaModel: logits_to_keep must not be negative, got ",
         input.logits_to_keep);
+  Check(input.logits_to_keep == 0 || !input.logits_positions.defined(),
+        "LlamaModel: give logits_to_keep or logits_positions, not both");
 
   torch::Tensor key_valid;  // bool [B, T_past + T]; undefined = every key is a real token
   if (input.attention_mask.defined()) {
@@ -967,7 +998,26 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
     cache->keys.resize(layers);
     cache->values.resize(layers);
   }
+  const bool pruned = input.logits_positions.defined() && input.prune_last_layer && cache == nullptr &&
+                      !input.output_hidden_states;
+  const torch::Tensor at = pruned ? LogitsPositions(input.logits_positions, batch, steps, device) : torch::Tensor();
   for (int64_t l = 0; l < layers; ++l) {
+    if (pruned && l == layers - 1) {
+      // Only the chosen positions' outputs are read, and the last layer's other outputs feed
+      // nothing: its queries, output projection and MLP run on those K rows instead of all T
+      // (a training loss over 16 target tokens of 74 positions skips ~3/4 of the layer's work,
+      // forward and backward). Query at index a sees keys j <= a that are real (or itself), as
+      // the full pattern above says.
+      const torch::Tensor index = torch::arange(steps, torch::TensorOptions(torch::kLong).device(device));
+      const torch::Tensor query = at.unsqueeze(-1);                         // [B, K, 1]
+      torch::Tensor allowed = index.view({1, 1, steps}) <= query;           // [B, K, T]
+      if (key_valid.defined()) allowed = allowed & (key_valid.unsqueeze(1) | index.view({1, 1, steps}) == query);
+      const torch::Tensor at_positions = positions.expand({batch, steps}).gather(1, at);
+      const auto [cos_q, signed_sin_q] = parts_->model->rotary_emb->forward(at_positions, dtype);
+      hidden = parts_->model->decoder_layers[l]->ForwardAt(hidden, at, cos, signed_sin, cos_q, signed_sin_q,
+                                                           allowed.unsqueeze(1));
+      break;
+    }
     hidden = parts_->model->decoder_layers[l]->forward(hidden, cos, signed_sin, pattern,
                                                        cache ? &cache->keys[l] : nullptr,
                                                        cache ? &cache->values[l] : nullptr, nullptr);
@@ -980,22 +1030,28 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
 
   const int64_t keep = input.logits_to_keep;
   torch::Tensor kept = keep > 0 && keep < steps ? hidden.slice(1, steps - keep) : hidden;
-  if (input.logits_positions.defined()) {
-    const torch::Tensor& at = input.logits_positions;
-    Check(keep == 0, "LlamaModel: give logits_to_keep or logits_positions, not both");
-    Check(at.dim() == 2 && at.size(0) == batch && at.scalar_type() == torch::kLong,
-          "LlamaModel: logits_positions must be int64 [B=", batch, ", K], got ", at.scalar_type(), " ",
-          ShapeString(at.sizes()));
-    if (at.device().is_cpu() && at.numel() > 0) {
-      const auto [low, high] = torch::aminmax(at);
-      Check(low.item<int64_t>() >= 0 && high.item<int64_t>() < steps,
-            "LlamaModel: logits_positions must be in [0, ", steps, ")");
-    }
+  if (pruned) {
+    kept = hidden;  // the last layer ran at the chosen positions only
+  } else if (input.logits_positions.defined()) {
+    const torch::Tensor chosen = LogitsPositions(input.logits_positions, batch, steps, device);
     // The LM head over only the positions a loss needs: [B, K, H] instead of [B, T, H].
-    kept = hidden.gather(1, at.to(device).unsqueeze(-1).expand({batch, at.size(1), hidden.size(2)}));
+    kept = hidden.gather(1, chosen.unsqueeze(-1).expand({batch, chosen.size(1), hidden.size(2)}));
   }
   output.logits = Logits(kept);
   return output;
+}
+
+torch::Tensor LlamaModelImpl::LogitsPositions(const torch::Tensor& at, int64_t batch, int64_t steps,
+                                              const torch::Device& device) const {
+  Check(at.dim() == 2 && at.size(0) == batch && at.scalar_type() == torch::kLong,
+        "LlamaModel: logits_positions must be int64 [B=", batch, ", K], got ", at.scalar_type(), " ",
+        ShapeString(at.sizes()));
+  if (at.device().is_cpu() && at.numel() > 0) {
+    const auto [low, high] = torch::aminmax(at);
+    Check(low.item<int64_t>() >= 0 && high.item<int64_t>() < steps,
+          "LlamaModel: logits_positions must be in [0, ", steps, ")");
+  }
+  return at.to(device);
 }
 
 torch::Tensor LlamaModelImpl::Logits(const torch::Tensor& hidden) const {

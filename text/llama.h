@@ -123,13 +123,19 @@ struct LlamaInput {
   int64_t logits_to_keep = 0;  // 0 = logits for every position; k = only the last k positions
   // [B, K] int64: logits only at these positions of each row (a training loss needs the target
   // positions only, which saves the LM head over long speech prompts). Exclusive with
-  // logits_to_keep.
+  // logits_to_keep. Without a cache and hidden states, the last decoder layer also runs its
+  // queries, output projection and MLP at these K positions only (its other outputs feed
+  // nothing), and last_hidden_state is then [B, K, hidden_size] at these positions.
   torch::Tensor logits_positions;
+  // false: the last layer runs at every position even with logits_positions (the same values;
+  // `slm bench train --full-last-layer` measures the saving in one build).
+  bool prune_last_layer = true;
 };
 
 struct LlamaOutput {
   torch::Tensor logits;  // [B, T | k | K, vocab_size] float32 (fp64 model: fp64)
-  torch::Tensor last_hidden_state;           // [B, T, hidden_size], after the final norm
+  torch::Tensor last_hidden_state;           // [B, T, hidden_size] after the final norm ([B, K, ...]
+                                             // with logits_positions and no cache: see above)
   std::vector<torch::Tensor> hidden_states;  // if requested: num_hidden_layers + 1, HF convention
 };
 
@@ -236,6 +242,9 @@ class LlamaModelImpl : public torch::nn::Module {
   LlamaOutput StaticStep(torch::Tensor hidden, const LlamaInput& input);
   // LM head (+ extra vocabulary) in float32 (float64 for a float64 model).
   torch::Tensor Logits(const torch::Tensor& hidden) const;
+  // input.logits_positions checked against [B, K] int64 in [0, steps) and moved to `device`.
+  torch::Tensor LogitsPositions(const torch::Tensor& at, int64_t batch, int64_t steps,
+                                const torch::Device& device) const;
   LlamaConfig config_;
   LoraOptions lora_;
   bool has_lora_ = false;

@@ -975,6 +975,44 @@ TEST(LlamaInputTest, RejectsBadInputsWithClearMessages) {
 namespace slm::text {
 namespace {
 
+// With logits_positions the last layer runs at those positions only: the logits and the gradient
+// reaching the inputs must be those of the full forward, with left padding too.
+TEST(Llama, LastLayerAtChosenPositionsMatchesTheFullForwardAndBackward) {
+  LlamaModel model = TinyModel();
+  model->Freeze();
+  torch::manual_seed(3);
+  const torch::Tensor embeds = torch::randn({2, 9, model->Config().hidden_size});
+  const torch::Tensor mask = torch::tensor({{1, 1, 1, 1, 1, 1, 1, 1, 1}, {0, 0, 0, 1, 1, 1, 1, 1, 1}}, torch::kLong);
+  const torch::Tensor at = torch::tensor({{8, 2, 5}, {8, 3, 6}}, torch::kLong);
+  const torch::Tensor weights = torch::randn({2, 3, model->Config().vocab_size});
+  auto run = [&](bool chosen, torch::Tensor* grad) {
+    const torch::Tensor x = embeds.clone().set_requires_grad(true);
+    LlamaInput input;
+    input.inputs_embeds = x;
+    input.attention_mask = mask;
+    torch::Tensor logits;
+    if (chosen) {
+      input.logits_positions = at;
+      logits = model->forward(input).logits;
+    } else {
+      const torch::Tensor all = model->forward(input).logits;
+      logits = all.gather(1, at.unsqueeze(-1).expand({2, 3, all.size(2)}));
+    }
+    (logits * weights).sum().backward();
+    *grad = x.grad();
+    return logits.detach();
+  };
+  torch::Tensor grad_chosen, grad_full;
+  const torch::Tensor chosen = run(true, &grad_chosen);
+  const torch::Tensor full = run(false, &grad_full);
+  EXPECT_LT((chosen - full).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((grad_chosen - grad_full).abs().max().item<double>(), 1e-5);
+  EXPECT_GT(grad_full.abs().max().item<double>(), 0.0);
+  // Padding keys stay out of the pruned layer: row 1's padding gets no gradient in either path.
+  EXPECT_EQ(grad_chosen[1].slice(0, 0, 3).abs().max().item<double>(), 0.0);
+  EXPECT_EQ(grad_full[1].slice(0, 0, 3).abs().max().item<double>(), 0.0);
+}
+
 TEST(Llama, LogitsAtChosenPositionsEqualFullLogits) {
   LlamaModel model = TinyModel();
   const auto ids = torch::randint(3, 97, {2, 10}, torch::kLong);
@@ -990,6 +1028,8 @@ TEST(Llama, LogitsAtChosenPositionsEqualFullLogits) {
   EXPECT_TRUE(torch::allclose(picked[1][2], all[1][2], 1e-5, 1e-6));
   some.logits_positions = torch::tensor({{0, 10}, {1, 2}}, torch::kLong);
   EXPECT_SLM_ERROR(model->forward(some), "logits_positions must be in [0, 10)");
+  some.logits_positions = torch::tensor({0, 1}, torch::kLong);
+  EXPECT_SLM_ERROR(model->forward(some), "logits_positions must be int64 [B=2, K]");
   some.logits_to_keep = 1;
   EXPECT_SLM_ERROR(model->forward(some), "not both");
 }
