@@ -30,6 +30,15 @@ torch::Device ParseDevice(const std::string& name) {
   throw Error(Str("unknown device '", name, "' (valid: auto, cpu, cuda, cuda:N)"));
 }
 
+std::string DeviceNameProblem(const std::string& name) {
+  try {
+    ParseDevice(name);
+    return "";
+  } catch (const Error& e) {
+    return e.what();
+  }
+}
+
 torch::ScalarType ParseDtype(const std::string& name) {
   const std::string n = ToLower(Trim(name));
   if (n == "float32" || n == "fp32" || n == "float") return torch::kFloat;

@@ -11,6 +11,9 @@ namespace slm {
 // "cpu", "cuda", "cuda:N", or "auto" (CUDA when available, else CPU). slm::Error for anything
 // else, or for CUDA on a machine without it.
 torch::Device ParseDevice(const std::string& name);
+// ParseDevice's error message for `name`, or "" when it parses: a config validator
+// (config::Validator<std::string>) for `device` keys.
+std::string DeviceNameProblem(const std::string& name);
 
 // "float32|fp32|float", "bfloat16|bf16", "float16|fp16|half", "float64|fp64".
 torch::ScalarType ParseDtype(const std::string& name);

@@ -286,14 +286,7 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
   node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
-  node.Read("device", device, config::Validator<std::string>([](const std::string& name) -> std::string {
-    try {
-      ParseDevice(name);
-      return "";
-    } catch (const Error& e) {
-      return e.what();
-    }
-  }));
+  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
   if (data.max_seconds * features.sample_rate / features.hop_length > model.MaxInputFrames())
     d.Fail("max_seconds", Str("gives more feature frames than the encoder accepts (",
                               model.MaxInputFrames(), " = 2 * model.max_source_positions)"));
