@@ -20,7 +20,8 @@
 //
 // Evaluation (per valid source, by task): asr -> WER and CER (train/metrics.h normalisation) of
 // greedy transcripts; caption -> attribute accuracy of generated captions on shapes data (colour,
-// shape, relation, colour, shape; order-independent scene) and exact match; sqa -> likelihood
+// shape, relation, colour, shape; order-independent scene, train/metrics.h CaptionAttributes),
+// also per slot (attribute_accuracy_by_slot), and exact match; sqa -> likelihood
 // ranking of the right answer among 4 (it and three other answers of the set) by mean NLL per
 // token, next to the same ranking with the written question as text through the backbone without
 // LoRA ("what is a dog" -> "dog:", the pretraining format: the frozen LM's upper bound) and chance;
