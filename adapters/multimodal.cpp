@@ -698,7 +698,9 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
       // as the end of the speech: otherwise it would cost nothing where every letter costs its CTC
       // probability, and a weak LM would fill the transcript with it.
       const double ending = scorer.Full(heard) - before;
-      torch::Tensor row = torch::full({logits.size(1)}, -std::numeric_limits<float>::infinity());
+      const torch::Tensor log_p_b = log_p[b];
+      const auto row_log_p = log_p_b.accessor<float, 1>();
+      std::vector<float> row(static_cast<size_t>(logits.size(1)), -std::numeric_limits<float>::infinity());
       for (const int64_t id : candidates) {
         double gain = ending;
         if (std::find(stops.begin(), stops.end(), id) == stops.end()) {
@@ -707,9 +709,9 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
           sequence.pop_back();
           if (extended != heard) gain = scorer.Prefix(extended) - before;
         }
-        row[id] = log_p[b][id].item<double>() + ctc.weight * gain;
+        row[id] = static_cast<float>(row_log_p[id] + ctc.weight * gain);
       }
-      logits[b].copy_(row);
+      logits[b].copy_(torch::from_blob(row.data(), {logits.size(1)}, torch::kFloat));
     }
   };
   return options;

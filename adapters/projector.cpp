@@ -277,15 +277,11 @@ class CtcEmbedProjector : public MlpProjector {
     }
     const torch::Tensor best = posteriors.argmax(-1).to(torch::kCPU);
     if (spec_.units == "words") return ProjectWords(features, frame_lengths, best);
-    const auto ids = best.accessor<int64_t, 2>();
     std::vector<torch::Tensor> rows;
     std::vector<int64_t> out_lengths;
     int64_t longest = 1;
     for (int64_t b = 0; b < batch; ++b) {
-      std::vector<int64_t> keep;
-      const int64_t n = frame_lengths[b].item<int64_t>();
-      for (int64_t t = 0; t < n; ++t)
-        if (ids[b][t] != 0 && (t == 0 || ids[b][t] != ids[b][t - 1])) keep.push_back(t);
+      std::vector<int64_t> keep = KeptFrames(best, b, frame_lengths[b].item<int64_t>());
       if (keep.empty()) keep.push_back(0);  // silence: one position, so the placeholder is never empty
       out_lengths.push_back(static_cast<int64_t>(keep.size()));
       longest = std::max(longest, static_cast<int64_t>(keep.size()));
@@ -317,7 +313,6 @@ class CtcEmbedProjector : public MlpProjector {
     std::vector<std::vector<int64_t>> row_pieces(batch), row_words(batch);  // piece ids; piece -> word
     std::vector<std::vector<std::vector<int64_t>>> word_frames(batch);      // kept frames per word
     for (int64_t b = 0; b < batch; ++b) {
-      const int64_t n = frame_lengths[b].item<int64_t>();
       std::string word;
       std::vector<int64_t> frames;
       auto close = [&] {
@@ -330,9 +325,8 @@ class CtcEmbedProjector : public MlpProjector {
         word.clear();
         frames.clear();
       };
-      for (int64_t t = 0; t < n; ++t) {
+      for (const int64_t t : KeptFrames(best, b, frame_lengths[b].item<int64_t>())) {
         const int64_t symbol = ids[b][t];
-        if (symbol == 0 || (t > 0 && symbol == ids[b][t - 1])) continue;
         if (symbol == audio::CtcAlphabet::kSpace) {
           close();
         } else {
@@ -369,6 +363,16 @@ class CtcEmbedProjector : public MlpProjector {
       padded.push_back(torch::constant_pad_nd(row, {0, 0, 0, longest - row.size(0)}));
     }
     return {torch::stack(padded), torch::tensor(out_lengths, torch::kLong)};
+  }
+
+  // Greedy CTC segmentation of row b of best [B, T] (CPU): the frames among the first n that
+  // start a new non-blank symbol (blanks and repeats dropped).
+  static std::vector<int64_t> KeptFrames(const torch::Tensor& best, int64_t b, int64_t n) {
+    const auto ids = best.accessor<int64_t, 2>();
+    std::vector<int64_t> keep;
+    for (int64_t t = 0; t < n; ++t)
+      if (ids[b][t] != audio::CtcAlphabet::kBlank && (t == 0 || ids[b][t] != ids[b][t - 1])) keep.push_back(t);
+    return keep;
   }
 
   torch::Tensor ctc_weight_, ctc_bias_, symbols_;

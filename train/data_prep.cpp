@@ -228,12 +228,7 @@ void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, i
   if (stdfs::exists(shapes_dir + "/caption_train.jsonl")) {
     const std::string stats_path = shapes_dir + "/stats.json";
     if (!stdfs::exists(stats_path)) return;  // a user's own dataset in the shapes layout
-    nlohmann::json stats;
-    try {
-      stats = nlohmann::json::parse(fs::ReadFile(stats_path));
-    } catch (const nlohmann::json::exception& e) {
-      throw Error(Str(stats_path, ": not valid JSON (", e.what(), ")"));
-    }
+    const nlohmann::json stats = fs::ReadJson(stats_path);
     const bool canonical = stats.is_object() && stats.value("caption_order", std::string("drawn")) == "canonical";
     Check(canonical == canonical_captions, shapes_dir, " holds shapes captions in ",
           canonical ? "canonical" : "drawn", " order but the config asks for ",

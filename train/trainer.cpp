@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <array>
-
 #include <chrono>
 #include <cstring>
 #include <cmath>
