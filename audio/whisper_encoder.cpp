@@ -86,9 +86,20 @@ class EncoderLayerImpl : public torch::nn::Module {
     auto heads = [&](const torch::Tensor& t) {
       return t.view({batch, steps, heads_, head_dim_}).transpose(1, 2);
     };
+    const std::optional<torch::Tensor> attend_mask =
+        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt;
+    if (!torch::GradMode::is_enabled()) {
+      // Frozen (no autograd): the same arithmetic, but scaling, activation and residual sums go
+      // into tensors this layer just made, instead of a fresh tensor each (on the CPU a fresh
+      // [B*T, 4*d_model] block is page faults and a pass over memory; x + o == o + x bitwise).
+      const torch::Tensor attended = torch::scaled_dot_product_attention(
+          heads(q_proj(h).mul_(scaling)), heads(k_proj(h)), heads(v_proj(h)), attend_mask, 0.0, false, 1.0);
+      torch::Tensor y = out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_})).add_(x);
+      torch::Tensor inner = fc1(final_layer_norm(y));
+      return fc2(torch::gelu_(inner)).add_(y);
+    }
     const torch::Tensor attended = torch::scaled_dot_product_attention(
-        heads(q_proj(h) * scaling), heads(k_proj(h)), heads(v_proj(h)),
-        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, 0.0, false, 1.0);
+        heads(q_proj(h) * scaling), heads(k_proj(h)), heads(v_proj(h)), attend_mask, 0.0, false, 1.0);
     const torch::Tensor y =
         x + out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
     return y + fc2(torch::gelu(fc1(final_layer_norm(y))));
@@ -385,9 +396,13 @@ WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& inpu
         (torch::arange(steps).unsqueeze(0) < lengths.unsqueeze(1)).to(device, dtype).unsqueeze(1);
     x = x * in_keep;
   }
-  x = torch::gelu(enc->conv1(x));
+  // Without autograd (a frozen encoder) the activations go in place.
+  auto gelu = [frozen = !torch::GradMode::is_enabled()](torch::Tensor t) {
+    return frozen ? torch::gelu_(t) : torch::gelu(t);
+  };
+  x = gelu(enc->conv1(x));
   if (padded) x = x * in_keep;
-  x = torch::gelu(enc->conv2(x)).transpose(1, 2);
+  x = gelu(enc->conv2(x)).transpose(1, 2);
   torch::Tensor hidden = x + enc->embed_positions.slice(0, 0, out_steps);
 
   // Attention mask [B, 1, T', T'] (true = attend): keys beyond a row's length are hidden, and in

@@ -11,6 +11,11 @@
 // whisper-base-shaped encoder with random weights (written to a temporary directory that both sides
 // load) and an MLP adapter, the shape the GPU utilisation goal names.
 //
+// On a CPU whose MKL runs AVX-512 only because slm answers MKL's vendor check (core/mkl_dispatch.h,
+// "forced"), the baseline runs twice: as installed (stock PyTorch on this machine) and with
+// libslm_mkl_preload.so preloaded, i.e. on the same MKL kernels as ours, so that the two effects
+// (kernel choice, everything else) are reported apart.
+//
 // Reported per side: examples/s, step time, peak memory (CPU: peak RSS of the process; CUDA: peak
 // allocated bytes), and the model FLOP utilisation against --peak-tflops when given: model FLOPs
 // per step = 2 x encoder params x encoder frames (forward only, frozen) + 4 x frozen backbone
@@ -36,6 +41,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/json_report.h"
+#include "core/mkl_dispatch.h"
 #include "core/optim.h"
 #include "core/strings.h"
 
@@ -60,6 +66,8 @@ struct TrainBenchOptions {
   int profile_steps = 0;  // > 0: also profile this many steps (bench/step_profile.h)
   std::string trace;      // with profile_steps: the Chrome trace goes here
   bool full_last_layer = false;  // the LM's last layer at every position (the step before pruning)
+  std::string baseline_mkl = "both";  // stock | same | both (core/mkl_dispatch.h)
+  std::string mkl_preload = SLM_MKL_PRELOAD_PATH;
 };
 
 // The sentence every example transcribes (its token count is reported).
@@ -106,6 +114,8 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   Report report(json);
   Check(o.batch_size > 0 && o.seconds > 0 && o.seconds <= 30 && o.steps > 0,
         "--batch-size, --seconds (<= 30) and --steps must be positive");
+  Check(o.baseline_mkl == "stock" || o.baseline_mkl == "same" || o.baseline_mkl == "both",
+        "--baseline-mkl must be stock, same or both, got '", o.baseline_mkl, "'");
   std::optional<ScratchDir> scratch;  // tinyllama's random weights, unless --work-dir keeps them
   if (o.preset == "tinyllama" && o.work_dir.empty()) scratch.emplace("slm-bench-train-");
   const std::string work_dir = scratch ? scratch->path() : o.work_dir;
@@ -198,26 +208,35 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
                       k["name"].get<std::string>()));
   }
 
-  const nlohmann::json theirs = RunPythonJson(
-      o.python, o.script,
+  const MklDispatch mkl = MklDispatchState();
+  report.Set("mkl_dispatch", mkl.mode);
+  // Only where our MKL path differs from the stock one does a same-kernel baseline say more.
+  const bool differs = mkl.mode == "forced" && !device.is_cuda();
+  std::vector<std::pair<std::string, std::string>> baselines;  // report prefix, preload
+  if (o.baseline_mkl != "same" || !differs) baselines.emplace_back("pytorch_eager", "");
+  if (o.baseline_mkl != "stock" && differs) baselines.emplace_back("pytorch_eager_same_mkl", o.mkl_preload);
+  const std::string args =
       Str("--backbone ", config.backbone, " --encoder ", config.speech.encoder, " --projector ",
           config.speech.projector.type, " --stack ", config.speech.projector.stack, " --hidden ",
           config.speech.projector.hidden_dim, " --lora ", o.lora ? 1 : 0, " --batch-size ", o.batch_size,
           " --frames ", frames, " --prompt-tokens ", prompt_tokens, " --target-tokens ", target_tokens,
           " --steps ", o.steps, " --device ", o.device, " --dtype ", o.dtype, " --precision ", o.precision,
-          " --threads ", torch::get_num_threads()));
-  report.Set("python_baseline", !theirs.empty());
-  if (!theirs.empty()) {
+          " --threads ", torch::get_num_threads());
+  bool any = false;
+  for (const auto& [name, preload] : baselines) {
+    const nlohmann::json theirs = RunPythonJson(o.python, o.script, args, preload);
+    if (theirs.empty()) continue;
+    any = true;
     const double their_step = theirs["seconds_per_step"].get<double>();
-    report.Set("pytorch_eager.examples_per_second", o.batch_size / their_step);
-    report.Set("pytorch_eager.seconds_per_step", their_step);
-    report.Set("pytorch_eager.peak_memory_mib", theirs["peak_bytes"].get<double>() / (1 << 20));
-    report.Set("pytorch_eager.lm_positions", theirs["lm_positions"]);
-    report.Set("pytorch_eager.torch_version", theirs["torch"]);
-    if (o.peak_tflops > 0)
-      report.Set("pytorch_eager.mfu", flops_per_step / their_step / (o.peak_tflops * 1e12));
-    report.Set("speedup_vs_pytorch_eager", their_step / seconds_per_step);
+    report.Set(name + ".examples_per_second", o.batch_size / their_step);
+    report.Set(name + ".seconds_per_step", their_step);
+    report.Set(name + ".peak_memory_mib", theirs["peak_bytes"].get<double>() / (1 << 20));
+    report.Set(name + ".lm_positions", theirs["lm_positions"]);
+    report.Set(name + ".torch_version", theirs["torch"]);
+    if (o.peak_tflops > 0) report.Set(name + ".mfu", flops_per_step / their_step / (o.peak_tflops * 1e12));
+    report.Set("speedup_vs_" + name, their_step / seconds_per_step);
   }
+  report.Set("python_baseline", any);
   report.Emit();
 }
 
@@ -244,6 +263,12 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--trace", o->trace, "with --profile-steps: write the Chrome trace here");
   cmd->add_flag("--full-last-layer", o->full_last_layer,
                 "run the LM's last layer at every position, not only the targets' (to measure that saving)");
+  cmd->add_option("--baseline-mkl", o->baseline_mkl,
+                  "where slm forces MKL's AVX-512 kernels (core/mkl_dispatch.h): run the baseline stock, with the "
+                  "same MKL kernels (LD_PRELOAD of --mkl-preload), or both")
+      ->capture_default_str();
+  cmd->add_option("--mkl-preload", o->mkl_preload, "libslm_mkl_preload.so for the same-kernel baseline")
+      ->capture_default_str();
   cmd->add_option("--work-dir", o->work_dir, "keep tinyllama's random weights here (reused when present)");
   cmd->callback([o, &common] { RunTrainBench(*o, common.json); });
 });

@@ -66,15 +66,21 @@ inline double MedianSeconds(int repeats, const std::function<void()>& body) {
 
 // Runs a Python baseline (`python script args`, stderr discarded) whose last stdout line is one JSON
 // object, and returns it. A missing interpreter/script, a failure or output without JSON gives an
-// empty object and a note on stderr: the benchmark then reports our side alone.
+// empty object and a note on stderr: the benchmark then reports our side alone. A non-empty
+// `preload` is put in the baseline's LD_PRELOAD (core/mkl_dispatch.h: the same MKL kernels as ours).
 inline nlohmann::json RunPythonJson(const std::string& python, const std::string& script,
-                                    const std::string& args) {
+                                    const std::string& args, const std::string& preload = "") {
   if (python == "none") return nlohmann::json::object();
   if (!std::filesystem::exists(python) || !std::filesystem::exists(script)) {
     std::fprintf(stderr, "baseline skipped: '%s' or '%s' not found\n", python.c_str(), script.c_str());
     return nlohmann::json::object();
   }
-  const std::string command = python + " " + script + " " + args + " 2>/dev/null";
+  if (!preload.empty() && !std::filesystem::exists(preload)) {
+    std::fprintf(stderr, "baseline skipped: preload library '%s' not found\n", preload.c_str());
+    return nlohmann::json::object();
+  }
+  const std::string command =
+      (preload.empty() ? "" : "LD_PRELOAD='" + preload + "' ") + python + " " + script + " " + args + " 2>/dev/null";
   std::FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) {
     std::fprintf(stderr, "cannot run the baseline: %s\n", command.c_str());

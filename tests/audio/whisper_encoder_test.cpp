@@ -172,6 +172,29 @@ TEST(WhisperEncoderTest, PaddedBatchMatchesRowsAlone) {
   EXPECT_SLM_ERROR(model->forward(input), "lengths must be in [1, T=41]");
 }
 
+TEST(WhisperEncoderTest, NoGradPathEqualsTheAutogradPathBitwise) {
+  // Without autograd the layers scale, activate and add residuals in place; the arithmetic must be
+  // the autograd path's exactly (padded rows, every layer's hidden state, inputs left untouched).
+  WhisperEncoder model = TinyModel();
+  WhisperEncoderInput input;
+  input.features = torch::randn({3, 41, 16});
+  input.lengths = torch::tensor(std::vector<int64_t>{41, 20, 33});
+  input.output_hidden_states = true;
+  const torch::Tensor features = input.features.clone();
+  const WhisperEncoderOutput with_grad = model->forward(input);
+  ASSERT_TRUE(with_grad.last_hidden_state.requires_grad());
+  WhisperEncoderOutput frozen;
+  {
+    torch::NoGradGuard no_grad;
+    frozen = model->forward(input);
+  }
+  EXPECT_TRUE(torch::equal(input.features, features));
+  EXPECT_TRUE(torch::equal(frozen.last_hidden_state, with_grad.last_hidden_state.detach()));
+  ASSERT_EQ(frozen.hidden_states.size(), with_grad.hidden_states.size());
+  for (size_t i = 0; i < frozen.hidden_states.size(); ++i)
+    EXPECT_TRUE(torch::equal(frozen.hidden_states[i], with_grad.hidden_states[i].detach())) << "layer " << i;
+}
+
 TEST(WhisperEncoderTest, BlockCausalPrefixIsInvariantToAppendedAudio) {
   WhisperEncoder model = TinyModel();
   torch::NoGradGuard no_grad;

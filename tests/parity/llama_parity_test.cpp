@@ -47,6 +47,14 @@ torch::Tensor GreedyDecode(LlamaModel& model, const torch::Tensor& prompt,
 
 class LlamaParityTest : public ::testing::TestWithParam<std::string> {};
 
+// Hidden states of these random-weight models reach magnitudes near 100, where 1e-4 is a few float32
+// ulps; the reference comes from another BLAS kernel (transformers on MKL's stock path, ours on
+// its AVX-512 path where core/mkl_dispatch.h forces it, or another CPU), so the allowed difference
+// grows with the state's size: 1e-4, or 4e-6 of the largest reference value (about 32 ulps).
+double HiddenTolerance(const torch::Tensor& reference) {
+  return std::max(1e-4, 4e-6 * reference.abs().max().item<double>());
+}
+
 TEST_P(LlamaParityTest, LogitsAndHiddenStatesMatchTransformers) {
   const std::string dir = ParityDir() + "/llama_" + GetParam();
   safetensors::Reader ref(dir + "/reference.safetensors");
@@ -61,13 +69,14 @@ TEST_P(LlamaParityTest, LogitsAndHiddenStatesMatchTransformers) {
   const LlamaOutput ours = model->forward(single);
   const double logits_diff = MaxAbsDiff(ours.logits, ref.Get("single.logits"));
   ASSERT_EQ(static_cast<int64_t>(ours.hidden_states.size()), layers + 1);
-  double hidden_diff = 0;
-  for (int64_t i = 0; i <= layers; ++i)
-    hidden_diff = std::max(
-        hidden_diff,
-        MaxAbsDiff(ours.hidden_states[i], ref.Get("single.hidden_states." + std::to_string(i))));
+  double hidden_diff = 0, hidden_tolerance = 0;
+  for (int64_t i = 0; i <= layers; ++i) {
+    const torch::Tensor want = ref.Get("single.hidden_states." + std::to_string(i));
+    hidden_diff = std::max(hidden_diff, MaxAbsDiff(ours.hidden_states[i], want));
+    hidden_tolerance = std::max(hidden_tolerance, HiddenTolerance(want));
+  }
   EXPECT_LE(logits_diff, 1e-4);
-  EXPECT_LE(hidden_diff, 1e-4);
+  EXPECT_LE(hidden_diff, hidden_tolerance);
 
   // Left-padded batch: only real tokens are compared (padding rows are meaningless in both).
   LlamaInput padded;
@@ -78,14 +87,14 @@ TEST_P(LlamaParityTest, LogitsAndHiddenStatesMatchTransformers) {
   const torch::Tensor real = padded.attention_mask.to(torch::kBool);
   const double padded_logits_diff =
       MaxAbsDiff(batch.logits.index({real}), ref.Get("padded.logits").index({real}));
-  double padded_hidden_diff = 0;
-  for (int64_t i = 0; i <= layers; ++i)
-    padded_hidden_diff =
-        std::max(padded_hidden_diff,
-                 MaxAbsDiff(batch.hidden_states[i].index({real}),
-                            ref.Get("padded.hidden_states." + std::to_string(i)).index({real})));
+  double padded_hidden_diff = 0, padded_hidden_tolerance = 0;
+  for (int64_t i = 0; i <= layers; ++i) {
+    const torch::Tensor want = ref.Get("padded.hidden_states." + std::to_string(i)).index({real});
+    padded_hidden_diff = std::max(padded_hidden_diff, MaxAbsDiff(batch.hidden_states[i].index({real}), want));
+    padded_hidden_tolerance = std::max(padded_hidden_tolerance, HiddenTolerance(want));
+  }
   EXPECT_LE(padded_logits_diff, 1e-4);
-  EXPECT_LE(padded_hidden_diff, 1e-4);
+  EXPECT_LE(padded_hidden_diff, padded_hidden_tolerance);
   EXPECT_FALSE(torch::isnan(batch.logits).any().item<bool>());
 
   std::printf(
