@@ -36,6 +36,8 @@ struct EncodeBenchOptions {
   std::string dtype = "float32";
   std::string python = ".venv/bin/python";  // "none" = no transformers baseline
   std::string script = "bench/encode_transformers.py";
+  std::string baseline_mkl = "both";  // stock | same | both (bench_util.h PythonBaselines)
+  std::string mkl_preload;
 };
 
 struct Shapes {
@@ -74,7 +76,7 @@ Shapes ShapesFor(const std::string& preset) {
 }
 
 // transformers' numbers for the same shapes, or an empty object when the baseline cannot run.
-nlohmann::json RunTransformers(const EncodeBenchOptions& o, const Shapes& s) {
+nlohmann::json RunTransformers(const EncodeBenchOptions& o, const Shapes& s, const std::string& preload) {
   std::string batches;
   for (int64_t b : o.batch_sizes) batches += (batches.empty() ? "" : ",") + std::to_string(b);
   return RunPythonJson(
@@ -84,7 +86,8 @@ nlohmann::json RunTransformers(const EncodeBenchOptions& o, const Shapes& s) {
           s.speech.encoder_layers, " --speech-heads ", s.speech.encoder_attention_heads, " --speech-ffn ",
           s.speech.encoder_ffn_dim, " --image-hidden ", s.image.hidden_size, " --image-layers ",
           s.image.num_hidden_layers, " --image-heads ", s.image.num_attention_heads, " --image-ffn ",
-          s.image.intermediate_size, " --image-size ", s.image.image_size, " --patch ", s.image.patch_size));
+          s.image.intermediate_size, " --image-size ", s.image.image_size, " --patch ", s.image.patch_size),
+      preload);
 }
 
 void RunEncodeBench(const EncodeBenchOptions& o, bool json) {
@@ -111,8 +114,13 @@ void RunEncodeBench(const EncodeBenchOptions& o, bool json) {
   report.Set("speech_parameters", speech->ParameterCount());
   report.Set("image_parameters", image->ParameterCount());
   report.Set("clip_seconds", o.seconds);
-  const nlohmann::json reference = RunTransformers(o, s);
-  report.Set("transformers_baseline", !reference.empty());
+  report.Set("mkl_dispatch", MklDispatchState().mode);
+  std::vector<std::pair<std::string, nlohmann::json>> references;  // report-key suffix, numbers
+  for (const PythonBaseline& baseline : PythonBaselines(o.baseline_mkl, !device.is_cuda(), o.mkl_preload)) {
+    nlohmann::json numbers = RunTransformers(o, s, baseline.preload);
+    if (!numbers.empty()) references.emplace_back(baseline.suffix, std::move(numbers));
+  }
+  report.Set("transformers_baseline", !references.empty());
 
   const int64_t frames = static_cast<int64_t>(o.seconds * 100.0);
   for (const int64_t batch : o.batch_sizes) {
@@ -131,11 +139,12 @@ void RunEncodeBench(const EncodeBenchOptions& o, bool json) {
     report.Set(key + ".audio_seconds_per_second", audio / variable);
     report.Set(key + ".padded_30s_audio_seconds_per_second", audio / fixed);
     report.Set(key + ".speedup_vs_padded_30s", fixed / variable);
-    if (reference.contains("speech") && reference["speech"].contains(std::to_string(batch))) {
+    for (const auto& [suffix, reference] : references) {
+      if (!reference.contains("speech") || !reference["speech"].contains(std::to_string(batch))) continue;
       const double theirs = reference["speech"][std::to_string(batch)].get<double>();
-      report.Set(key + ".transformers_audio_seconds_per_second", audio / theirs);
-      report.Set(key + ".speedup_vs_transformers", theirs / variable);
-      report.Set(key + ".padded_speedup_vs_transformers", theirs / fixed);
+      report.Set(key + ".transformers" + suffix + "_audio_seconds_per_second", audio / theirs);
+      report.Set(key + ".speedup_vs_transformers" + suffix, theirs / variable);
+      report.Set(key + ".padded_speedup_vs_transformers" + suffix, theirs / fixed);
     }
 
     const torch::Tensor pixels =
@@ -146,10 +155,11 @@ void RunEncodeBench(const EncodeBenchOptions& o, bool json) {
     });
     const std::string ikey = "image.batch_" + std::to_string(batch);
     report.Set(ikey + ".images_per_second", batch / ours);
-    if (reference.contains("image") && reference["image"].contains(std::to_string(batch))) {
+    for (const auto& [suffix, reference] : references) {
+      if (!reference.contains("image") || !reference["image"].contains(std::to_string(batch))) continue;
       const double theirs = reference["image"][std::to_string(batch)].get<double>();
-      report.Set(ikey + ".transformers_images_per_second", batch / theirs);
-      report.Set(ikey + ".speedup_vs_transformers", theirs / ours);
+      report.Set(ikey + ".transformers" + suffix + "_images_per_second", batch / theirs);
+      report.Set(ikey + ".speedup_vs_transformers" + suffix, theirs / ours);
     }
   }
   report.Emit();
@@ -170,6 +180,7 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--python", o->python, "python with transformers for the baseline ('none' = skip)")
       ->capture_default_str();
   cmd->add_option("--script", o->script, "the baseline script")->capture_default_str();
+  AddBaselineMklOptions(cmd, &o->baseline_mkl, &o->mkl_preload);
   cmd->callback([o, &common] { RunEncodeBench(*o, common.json); });
 });
 

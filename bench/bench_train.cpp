@@ -41,7 +41,6 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/json_report.h"
-#include "core/mkl_dispatch.h"
 #include "core/optim.h"
 #include "core/strings.h"
 
@@ -66,8 +65,8 @@ struct TrainBenchOptions {
   int profile_steps = 0;  // > 0: also profile this many steps (bench/step_profile.h)
   std::string trace;      // with profile_steps: the Chrome trace goes here
   bool full_last_layer = false;  // the LM's last layer at every position (the step before pruning)
-  std::string baseline_mkl = "both";  // stock | same | both (core/mkl_dispatch.h)
-  std::string mkl_preload = SLM_MKL_PRELOAD_PATH;
+  std::string baseline_mkl = "both";  // stock | same | both (bench_util.h PythonBaselines)
+  std::string mkl_preload;
 };
 
 // The sentence every example transcribes (its token count is reported).
@@ -114,8 +113,8 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   Report report(json);
   Check(o.batch_size > 0 && o.seconds > 0 && o.seconds <= 30 && o.steps > 0,
         "--batch-size, --seconds (<= 30) and --steps must be positive");
-  Check(o.baseline_mkl == "stock" || o.baseline_mkl == "same" || o.baseline_mkl == "both",
-        "--baseline-mkl must be stock, same or both, got '", o.baseline_mkl, "'");
+  const std::vector<PythonBaseline> baselines = PythonBaselines(o.baseline_mkl, !ParseDevice(o.device).is_cuda(),
+                                                                o.mkl_preload);
   std::optional<ScratchDir> scratch;  // tinyllama's random weights, unless --work-dir keeps them
   if (o.preset == "tinyllama" && o.work_dir.empty()) scratch.emplace("slm-bench-train-");
   const std::string work_dir = scratch ? scratch->path() : o.work_dir;
@@ -208,13 +207,7 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
                       k["name"].get<std::string>()));
   }
 
-  const MklDispatch mkl = MklDispatchState();
-  report.Set("mkl_dispatch", mkl.mode);
-  // Only where our MKL path differs from the stock one does a same-kernel baseline say more.
-  const bool differs = mkl.mode == "forced" && !device.is_cuda();
-  std::vector<std::pair<std::string, std::string>> baselines;  // report prefix, preload
-  if (o.baseline_mkl != "same" || !differs) baselines.emplace_back("pytorch_eager", "");
-  if (o.baseline_mkl != "stock" && differs) baselines.emplace_back("pytorch_eager_same_mkl", o.mkl_preload);
+  report.Set("mkl_dispatch", MklDispatchState().mode);
   const std::string args =
       Str("--backbone ", config.backbone, " --encoder ", config.speech.encoder, " --projector ",
           config.speech.projector.type, " --stack ", config.speech.projector.stack, " --hidden ",
@@ -223,8 +216,9 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
           " --steps ", o.steps, " --device ", o.device, " --dtype ", o.dtype, " --precision ", o.precision,
           " --threads ", torch::get_num_threads());
   bool any = false;
-  for (const auto& [name, preload] : baselines) {
-    const nlohmann::json theirs = RunPythonJson(o.python, o.script, args, preload);
+  for (const PythonBaseline& baseline : baselines) {
+    const std::string name = "pytorch_eager" + baseline.suffix;
+    const nlohmann::json theirs = RunPythonJson(o.python, o.script, args, baseline.preload);
     if (theirs.empty()) continue;
     any = true;
     const double their_step = theirs["seconds_per_step"].get<double>();
@@ -263,12 +257,7 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--trace", o->trace, "with --profile-steps: write the Chrome trace here");
   cmd->add_flag("--full-last-layer", o->full_last_layer,
                 "run the LM's last layer at every position, not only the targets' (to measure that saving)");
-  cmd->add_option("--baseline-mkl", o->baseline_mkl,
-                  "where slm forces MKL's AVX-512 kernels (core/mkl_dispatch.h): run the baseline stock, with the "
-                  "same MKL kernels (LD_PRELOAD of --mkl-preload), or both")
-      ->capture_default_str();
-  cmd->add_option("--mkl-preload", o->mkl_preload, "libslm_mkl_preload.so for the same-kernel baseline")
-      ->capture_default_str();
+  AddBaselineMklOptions(cmd, &o->baseline_mkl, &o->mkl_preload);
   cmd->add_option("--work-dir", o->work_dir, "keep tinyllama's random weights here (reused when present)");
   cmd->callback([o, &common] { RunTrainBench(*o, common.json); });
 });

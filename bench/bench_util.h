@@ -2,6 +2,7 @@
 // (these machines are noisy), report medians of several repeats, and never assert timings.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <stdlib.h>
 #include <torch/cuda.h>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/mkl_dispatch.h"
 
 namespace slm::bench {
 
@@ -102,5 +104,27 @@ inline nlohmann::json RunPythonJson(const std::string& python, const std::string
     return nlohmann::json::object();
   }
 }
+
+// Which Python baselines a benchmark runs under --baseline-mkl (stock | same | both). Where this process
+// runs MKL's AVX-512 kernels only because core/mkl_dispatch.h forces them ("forced", CPU only), the
+// stock baseline runs on MKL's generic path; "same" runs it with libslm_mkl_preload.so preloaded, on
+// our kernels, so that kernel choice and everything else are reported apart. Elsewhere both are one
+// run, reported as the stock baseline.
+struct PythonBaseline {
+  std::string suffix;   // "" (stock) or "_same_mkl", appended to the report keys
+  std::string preload;  // LD_PRELOAD for the baseline ("" = none)
+};
+inline std::vector<PythonBaseline> PythonBaselines(const std::string& mode, bool cpu, const std::string& preload) {
+  Check(mode == "stock" || mode == "same" || mode == "both", "--baseline-mkl must be stock, same or both, got '",
+        mode, "'");
+  const bool differs = cpu && MklDispatchState().mode == "forced";
+  std::vector<PythonBaseline> out;
+  if (mode != "same" || !differs) out.push_back({"", ""});
+  if (mode != "stock" && differs) out.push_back({"_same_mkl", preload});
+  return out;
+}
+
+// --baseline-mkl and --mkl-preload on a benchmark command (bench/baseline_mkl.cpp).
+void AddBaselineMklOptions(CLI::App* cmd, std::string* mode, std::string* preload);
 
 }  // namespace slm::bench

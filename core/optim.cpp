@@ -1,6 +1,57 @@
 #include "core/optim.h"
 
+#include <ATen/ops/_fused_adamw.h>
+
+#include <map>
+#include <tuple>
+
 namespace slm {
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  for (const auto& group : param_groups_)
+    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad())
+      return torch::optim::AdamW::step(std::move(closure));
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    // The kernel takes lists of one device and dtype.
+    struct Lists {
+      std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+    };
+    std::map<std::tuple<std::string, int>, Lists> lists;
+    for (torch::Tensor& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      Check(!p.grad().is_sparse(), "AdamW does not support sparse gradients");
+      std::unique_ptr<torch::optim::OptimizerParamState>& slot = state_[p.unsafeGetTensorImpl()];
+      if (slot == nullptr) {
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        slot = std::move(fresh);
+      }
+      auto& state = static_cast<torch::optim::AdamWParamState&>(*slot);
+      state.step(state.step() + 1);
+      Lists& l = lists[{p.device().str(), static_cast<int>(p.scalar_type())}];
+      l.params.push_back(p);
+      l.grads.push_back(p.grad());
+      l.exp_avgs.push_back(state.exp_avg());
+      l.exp_avg_sqs.push_back(state.exp_avg_sq());
+      // The kernel reads the (already incremented) step count from a float tensor on the device.
+      l.steps.push_back(torch::full({}, static_cast<double>(state.step()), p.options().dtype(torch::kFloat)));
+    }
+    for (auto& [key, l] : lists)
+      at::_fused_adamw_(l.params, l.grads, l.exp_avgs, l.exp_avg_sqs, /*max_exp_avg_sqs=*/{}, l.steps, o.lr(),
+                        std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(), o.eps(),
+                        /*amsgrad=*/false, /*maximize=*/false);
+  }
+  return loss;
+}
 
 void OptimOptions::Load(config::Node& node) {
   using config::InRange;
@@ -32,7 +83,7 @@ std::unique_ptr<torch::optim::AdamW> MakeAdamW(const std::vector<torch::Tensor>&
   std::vector<torch::optim::OptimizerParamGroup> groups;
   if (!decay.empty()) groups.emplace_back(decay, options(o.weight_decay));
   if (!no_decay.empty()) groups.emplace_back(no_decay, options(0.0));
-  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(o.lr));
+  return std::make_unique<FusedAdamW>(groups, torch::optim::AdamWOptions(o.lr));
 }
 
 void SetLearningRate(torch::optim::Optimizer& optimizer, double lr) {

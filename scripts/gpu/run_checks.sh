@@ -100,6 +100,10 @@ step train_b32 240 $SLM bench train $TRAIN --batch-size $((2 * TB)) --device $DE
 # Where the device time goes (Kineto), in its own step so that a profiler failure costs no timing.
 step train_profile 240 bash -c "for b in $TB $((2 * TB)); do $SLM bench train $TRAIN --batch-size \$b \
   --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python none --json --profile-steps 3; done"
+# What running the LM's last layer at the target positions only saves on the device: the step with
+# the whole last layer (--full-last-layer) and without, alternating, at both batch sizes.
+step train_lastlayer 240 bash -c "for b in $TB $((2 * TB)); do for f in '' --full-last-layer '' --full-last-layer; do \
+  $SLM bench train $TRAIN --batch-size \$b --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python none --json \$f | tail -n 1; done; done"
 # Mixed precision as most training runs use it: float32 weights, bf16 autocast.
 step train_amp 240 $SLM bench train $TRAIN --batch-size $TB --device $DEVICE --dtype float32 --precision $DTYPE --peak-tflops $PEAK --python $PY --json
 step stream 240 $SLM bench stream $STREAM --task respond --sweep --device $DEVICE --dtype $DTYPE --json
