@@ -5,6 +5,7 @@
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -286,16 +287,32 @@ TEST_F(ServerTest, RespondStreamsTheSameAnswerAsOfflineGreedyGeneration) {
 TEST_F(ServerTest, ContinuouslyBatchedGenerationMatchesEachPromptAlone) {
   ServeConfig config = TestConfig();
   config.max_streams = 8;
+  config.max_answer_tokens_limit = 240;
   Start(config);
+  // A long sampled generation runs throughout, so that every prompt below decodes in a batch of at
+  // least two however fast the steps are (the prompts themselves often stop within a few tokens).
+  grpc::ClientContext anchor_context;
+  std::atomic<int> anchor_tokens{0};
+  std::thread anchor([&] {
+    v1::GenerateRequest request;
+    request.set_prompt("a dog is");
+    request.set_max_new_tokens(240);
+    request.set_temperature(20.0);
+    request.set_seed(3);
+    auto reader = stub_->Generate(&anchor_context, request);
+    v1::GenerateResponse response;
+    while (reader->Read(&response)) anchor_tokens += response.has_token() ? 1 : 0;
+    reader->Finish();
+  });
+  while (anchor_tokens == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   const std::vector<std::string> prompts = {"a dog is", "the act of", "a member of the genus", "water:",
                                             "a small domesticated animal kept as a pet or for catching mice"};
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
   std::vector<std::vector<int64_t>> got(prompts.size());
   std::vector<std::thread> threads;
   for (size_t i = 0; i < prompts.size(); ++i) {
     threads.emplace_back([&, i] {
       // Staggered arrivals: later prompts join decode steps already running.
-      std::this_thread::sleep_for(std::chrono::milliseconds(15 * i));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2 * i));
       grpc::ClientContext context;
       v1::GenerateRequest request;
       request.set_prompt(prompts[i]);
@@ -309,6 +326,8 @@ TEST_F(ServerTest, ContinuouslyBatchedGenerationMatchesEachPromptAlone) {
     });
   }
   for (auto& t : threads) t.join();
+  anchor_context.TryCancel();
+  anchor.join();
   text::LlamaModel backbone = text::LoadLlama(kRoot + "/samples/models/backbone_tiny");
   backbone->Freeze();
   const text::Tokenizer tokenizer = text::Tokenizer::Load(kRoot + "/samples/models/backbone_tiny");
