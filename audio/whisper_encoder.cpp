@@ -61,6 +61,9 @@ torch::nn::LayerNorm MakeNorm(int64_t dim, const torch::TensorOptions& o) {
   return norm;
 }
 
+// GELU, in place when asked (only without autograd, which needs the input for the backward).
+torch::Tensor Gelu(torch::Tensor t, bool in_place) { return in_place ? torch::gelu_(t) : torch::gelu(t); }
+
 class EncoderLayerImpl : public torch::nn::Module {
  public:
   EncoderLayerImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o)
@@ -86,23 +89,19 @@ class EncoderLayerImpl : public torch::nn::Module {
     auto heads = [&](const torch::Tensor& t) {
       return t.view({batch, steps, heads_, head_dim_}).transpose(1, 2);
     };
-    const std::optional<torch::Tensor> attend_mask =
-        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt;
-    if (!torch::GradMode::is_enabled()) {
-      // Frozen (no autograd): the same arithmetic, but scaling, activation and residual sums go
-      // into tensors this layer just made, instead of a fresh tensor each (on the CPU a fresh
-      // [B*T, 4*d_model] block is page faults and a pass over memory; x + o == o + x bitwise).
-      const torch::Tensor attended = torch::scaled_dot_product_attention(
-          heads(q_proj(h).mul_(scaling)), heads(k_proj(h)), heads(v_proj(h)), attend_mask, 0.0, false, 1.0);
-      torch::Tensor y = out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_})).add_(x);
-      torch::Tensor inner = fc1(final_layer_norm(y));
-      return fc2(torch::gelu_(inner)).add_(y);
-    }
+    // Without autograd (a frozen encoder) scaling, activation and residual sums go into tensors this
+    // layer just made instead of fresh ones (on the CPU a fresh [B*T, 4*d_model] block is page
+    // faults and a pass over memory); x + o == o + x bitwise, so both ways give the same values.
+    const bool in_place = !torch::GradMode::is_enabled();
+    torch::Tensor q = q_proj(h);
+    q = in_place ? q.mul_(scaling) : q * scaling;
     const torch::Tensor attended = torch::scaled_dot_product_attention(
-        heads(q_proj(h) * scaling), heads(k_proj(h)), heads(v_proj(h)), attend_mask, 0.0, false, 1.0);
-    const torch::Tensor y =
-        x + out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
-    return y + fc2(torch::gelu(fc1(final_layer_norm(y))));
+        heads(q), heads(k_proj(h)), heads(v_proj(h)),
+        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, 0.0, false, 1.0);
+    torch::Tensor o = out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
+    const torch::Tensor y = in_place ? o.add_(x) : x + o;
+    torch::Tensor f = fc2(Gelu(fc1(final_layer_norm(y)), in_place));
+    return in_place ? f.add_(y) : y + f;
   }
 
   std::shared_ptr<torch::nn::Module> attn;
@@ -397,12 +396,10 @@ WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& inpu
     x = x * in_keep;
   }
   // Without autograd (a frozen encoder) the activations go in place.
-  auto gelu = [frozen = !torch::GradMode::is_enabled()](torch::Tensor t) {
-    return frozen ? torch::gelu_(t) : torch::gelu(t);
-  };
-  x = gelu(enc->conv1(x));
+  const bool in_place = !torch::GradMode::is_enabled();
+  x = Gelu(enc->conv1(x), in_place);
   if (padded) x = x * in_keep;
-  x = gelu(enc->conv2(x)).transpose(1, 2);
+  x = Gelu(enc->conv2(x), in_place).transpose(1, 2);
   torch::Tensor hidden = x + enc->embed_positions.slice(0, 0, out_steps);
 
   // Attention mask [B, 1, T', T'] (true = attend): keys beyond a row's length are hidden, and in

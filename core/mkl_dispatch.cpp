@@ -24,6 +24,9 @@ bool CpuHasAvx512() {
 
 using IntelCpuTrue = int (*)();
 
+// SLM_MKL_AVX512=0: leave MKL's answer alone.
+bool Disabled(const char* env) { return env != nullptr && std::strcmp(env, "0") == 0; }
+
 // MKL's own definition: the next one after this object in the lookup order (libtorch_cpu.so's),
 // or none when this process has no MKL.
 IntelCpuTrue NextDefinition() {
@@ -33,10 +36,9 @@ IntelCpuTrue NextDefinition() {
 struct Decision {
   MklDispatch state;
   Decision() {
-    state.linked = true;
     state.cpu_avx512 = CpuHasAvx512();
     const char* env = std::getenv("SLM_MKL_AVX512");
-    state.disabled = env != nullptr && std::strcmp(env, "0") == 0;
+    state.disabled = Disabled(env);
     const IntelCpuTrue next = NextDefinition();
     const int own = next != nullptr ? next() : 0;
     state.answer = DecideMklIntelAnswer(env, state.cpu_avx512, own);
@@ -52,8 +54,7 @@ const Decision& TheDecision() {
 }  // namespace
 
 int DecideMklIntelAnswer(const char* env, bool cpu_avx512, int own) {
-  if (env != nullptr && std::strcmp(env, "0") == 0) return own;
-  return cpu_avx512 ? 1 : own;
+  return !Disabled(env) && cpu_avx512 ? 1 : own;
 }
 
 MklDispatch MklDispatchState() {
