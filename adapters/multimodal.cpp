@@ -259,6 +259,26 @@ int64_t MultimodalLMImpl::SpeechPositions(int64_t feature_frames) const {
   return speech_projector_->OutputLength((feature_frames + 1) / 2);  // Whisper's stride-2 conv
 }
 
+int64_t MultimodalLMImpl::PromptPositions(const MultimodalExample& example) const {
+  const std::vector<int64_t> ids =
+      example.tokens.empty() ? tokenizer_->Encode(example.prompt, /*add_bos=*/true, /*add_eos=*/false) : example.tokens;
+  const int64_t speech_slots = speech_marker_ >= 0 ? Count(ids, speech_marker_) : 0;
+  const int64_t image_slots = image_marker_ >= 0 ? Count(ids, image_marker_) : 0;
+  Check(speech_slots == static_cast<int64_t>(example.speech.size()), "the prompt has ", speech_slots,
+        " <speech> placeholder(s) but ", example.speech.size(), " speech input(s) were given");
+  Check(example.tokens.empty() ? image_slots == static_cast<int64_t>(example.images.size()) : example.images.empty(),
+        "the prompt has ", image_slots, " <image> placeholder(s) but ", example.images.size(), " image(s) were given");
+  // A marker of a pre-tokenized row stays in place; in a prompt it is replaced.
+  int64_t positions = static_cast<int64_t>(ids.size());
+  if (example.tokens.empty()) positions -= speech_slots + image_slots;
+  for (const torch::Tensor& clip : example.speech) positions += SpeechPositions(clip.defined() ? clip.size(0) : 0);
+  if (!example.images.empty()) {
+    const int64_t tokens = image_encoder_->Config().NumPatches() + (config_.image.features.keep_class_token ? 1 : 0);
+    positions += static_cast<int64_t>(example.images.size()) * image_projector_->OutputLength(tokens);
+  }
+  return positions;
+}
+
 double MultimodalLMImpl::MaxSpeechSeconds() const {
   if (speech_encoder_.is_empty()) return 0.0;
   const double frames_per_second =
@@ -805,7 +825,7 @@ void MultimodalLMImpl::SaveAdapters(const std::string& adapter_dir) const {
   fs::AtomicWriteString(adapter_dir + "/adapter_config.json", specs.dump(2) + "\n");
 }
 
-void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
+void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir, bool load_lora) {
   const std::string config_path = adapter_dir + "/adapter_config.json";
   Check(stdfs::is_regular_file(config_path), "'", adapter_dir, "' has no adapter_config.json");
   const json specs = fs::ReadJson(config_path);
@@ -837,8 +857,8 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir) {
           config_path, ": its speech units (", u.dump(), ") are not the model's unit tokenizer '", config_.speech_units,
           "' (k ", num_units_, ", hash ", units_hash_, "): the adapter was trained with other units");
   }
-  const bool lora = specs.value("lora", false);
-  Check(lora == config_.lora_enabled, config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
+  const bool lora = specs.value("lora", false) && load_lora;
+  Check(!load_lora || lora == config_.lora_enabled, config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
                                                         : ": has no LoRA but the model has one");
   std::vector<std::pair<torch::Tensor, std::string>> plan;
   std::unique_ptr<safetensors::Reader> reader;

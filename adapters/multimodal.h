@@ -215,7 +215,10 @@ class MultimodalLMImpl : public torch::nn::Module {
   // adapter_dir/lora (PEFT format). LoadAdapters checks the specs match this model and every
   // tensor's shape before changing anything.
   void SaveAdapters(const std::string& adapter_dir) const;
-  void LoadAdapters(const std::string& adapter_dir);
+  // load_lora = false leaves the adapter's LoRA (adapter_dir/lora, if any) to the caller, whatever
+  // model.lora says: a server reads it into a text::LoraBank with text::ReadLoraAdapter instead of
+  // the shared backbone's one LoRA structure.
+  void LoadAdapters(const std::string& adapter_dir, bool load_lora = true);
 
   const MultimodalConfig& Config() const { return config_; }
   text::LlamaModel& Backbone() { return backbone_; }
@@ -233,6 +236,12 @@ class MultimodalLMImpl : public torch::nn::Module {
   // (an upper bound for projectors whose length depends on content). slm::Error without speech.
   double SpeechFeatureRate() const;
   int64_t SpeechPositions(int64_t feature_frames) const;
+  // Positions `example`'s prompt takes in the backbone (BOS, text, each clip's and image's
+  // projected frames), without running any encoder: exact for fixed-rate projectors, an upper
+  // bound for content-dependent ones (ctc_embed). For a pre-tokenized row, its tokens plus its
+  // clips. Lets a server refuse a request that cannot fit before it joins a batch. slm::Error for
+  // placeholder/input count mismatches (as Prepare).
+  int64_t PromptPositions(const MultimodalExample& example) const;
   // The longest clip the speech encoder accepts, in seconds (0 without speech input).
   double MaxSpeechSeconds() const;
   // With model.speech_units: K, the unit tokenizer's hash, and the token id of unit u (0 <= u < K).

@@ -167,6 +167,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
   generation.temperature = options.temperature;
   generation.top_k = options.top_k;
   generation.seed = options.seed;
+  generation.lora = options.lora;
   for (int64_t u = 0; u < model_->SpeechUnits(); ++u) generation.allowed_token_ids.push_back(model_->UnitTokenId(u));
   // Mel frames the conv decoder may still revise when more units follow: held back until the end.
   const audio::UnitDecoderConfig& dc = decoder_->Config();

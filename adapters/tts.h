@@ -64,6 +64,9 @@ struct TtsOptions {
   double temperature = 0;               // 0 = greedy
   int64_t top_k = 0;
   uint64_t seed = 0;
+  // Set in code: per-row LoRA of a text::LoraBank for the adapter's generation (a server whose
+  // backbone serves several adapters at once); null = the backbone's own LoRA as it is.
+  const text::RowLora* lora = nullptr;
   void Validate() const;  // slm::Error naming the option
 };
 

@@ -2,6 +2,7 @@
 // All functions are pure and thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +18,9 @@ std::string ClosestMatch(std::string_view name, const std::vector<std::string>& 
 
 // "a, b, c"
 std::string Join(const std::vector<std::string>& items, std::string_view separator = ", ");
+
+// "[2, 3, 4]": a tensor shape in error messages.
+std::string ShapeString(const std::vector<int64_t>& shape);
 
 // Splits on any character in `delimiters`, dropping empty pieces.
 std::vector<std::string> Split(std::string_view text, std::string_view delimiters);

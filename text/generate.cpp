@@ -128,8 +128,8 @@ torch::Tensor ChooseTokens(torch::Tensor logits, const torch::Tensor& seen, cons
 class StaticDecoder {
  public:
   StaticDecoder(LlamaModel& model, const KVCache& cache, const torch::Tensor& mask, int64_t capacity,
-                bool graph)
-      : model_(model), cache_(StaticKVCache::FromCache(cache, mask, capacity)), graph_(graph) {
+                bool graph, const RowLora* lora)
+      : model_(model), cache_(StaticKVCache::FromCache(cache, mask, capacity)), graph_(graph), lora_(lora) {
     ids_ = torch::zeros({mask.size(0), 1}, mask.options().dtype(torch::kLong));
     positions_ = mask.sum(1, /*keepdim=*/true).to(torch::kLong) - 1;  // last real position per row
   }
@@ -174,12 +174,14 @@ class StaticDecoder {
     input.input_ids = ids_;
     input.position_ids = positions_;
     input.static_cache = &cache_;
+    input.row_lora = lora_;
     return model_->forward(input).logits.select(1, 0);
   }
 
   LlamaModel& model_;
   StaticKVCache cache_;
   bool graph_;
+  const RowLora* lora_;
   torch::Tensor ids_, positions_, output_;
   std::unique_ptr<at::cuda::CUDAGraph> graph_cuda_;
   int64_t calls_ = 0;
@@ -238,9 +240,10 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
   input.position_ids = PositionIds(mask);
   input.cache = use_cache ? &cache : nullptr;
   input.logits_to_keep = 1;
+  input.row_lora = o.lora;
   torch::Tensor logits = model->forward(input).logits.select(1, -1);
   if (mode == "static" || mode == "graph") {
-    fixed.emplace(model, cache, mask, mask.size(1) + o.max_new_tokens, mode == "graph");
+    fixed.emplace(model, cache, mask, mask.size(1) + o.max_new_tokens, mode == "graph", o.lora);
     cache.Clear();
   }
   double decode_start = start;
@@ -285,6 +288,7 @@ GenerationResult Run(LlamaModel& model, Prefill prefill, const GenerationOptions
     const torch::Tensor step_ids = next.to(device).unsqueeze(1);  // [B, 1]
     mask = torch::cat({mask, torch::ones({batch, 1}, mask.options())}, 1);
     LlamaInput step_input;
+    step_input.row_lora = o.lora;
     if (padded) step_input.attention_mask = mask;
     step_input.logits_to_keep = 1;
     if (use_cache) {

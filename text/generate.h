@@ -62,6 +62,9 @@ struct GenerationOptions {
   // (float32, CPU, writable) and the tokens each row has produced so far; it may rewrite the
   // logits (e.g. MultimodalLM's CTC-guided decoding). Runs on the calling thread.
   std::function<void(torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens)> logits_processor;
+  // Set in code, not config: per-row LoRA from a bank for every forward pass (LlamaInput::row_lora;
+  // slots [B] for the batch's rows). Must outlive the call.
+  const RowLora* lora = nullptr;
 
   // Reads the keys max_new_tokens, temperature, top_k, top_p, repetition_penalty,
   // stop_token_ids, ignore_stop_tokens, seed, decode_mode (strict: wrong types and ranges name

@@ -31,11 +31,14 @@
 
 #include <torch/torch.h>
 
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "core/config.h"
+#include "text/kv_cache.h"
+#include "text/lora_bank.h"
 
 namespace slm::text {
 
@@ -80,36 +83,6 @@ struct LlamaConfig {
   nlohmann::json ToJson() const;
 };
 
-// Keys and values of every layer for incremental decoding: keys[l], values[l] are
-// [B, num_key_value_heads, T_cached, head_dim]. One cache per sequence batch; not thread-safe.
-struct KVCache {
-  std::vector<torch::Tensor> keys;
-  std::vector<torch::Tensor> values;
-  int64_t Length() const { return keys.empty() || !keys[0].defined() ? 0 : keys[0].size(2); }
-  void Clear() {
-    keys.clear();
-    values.clear();
-  }
-};
-
-// A preallocated cache for decoding one token per row with fixed shapes, so that a step can be
-// captured once as a CUDA graph and replayed (text/generate.cpp): keys[l], values[l] are
-// [B, num_key_value_heads, capacity, head_dim]; `valid` [B, capacity] bool marks the slots that
-// hold a real key (left padding of the prompt stays false); `slot` [1] int64 on the model's device
-// is where the next step writes. A step writes its keys and values at `slot`, marks it valid,
-// attends to every valid slot and advances `slot` by one, all on the device (no host sync).
-// Not thread-safe; one per sequence batch.
-struct StaticKVCache {
-  std::vector<torch::Tensor> keys;
-  std::vector<torch::Tensor> values;
-  torch::Tensor valid;
-  torch::Tensor slot;
-  int64_t Capacity() const { return valid.defined() ? valid.size(1) : 0; }
-  // The prompt's cache after a prefill (cache [B, kv, T, hd] per layer, mask [B, T] with 1 =
-  // real token) copied into buffers of `capacity` >= T slots; slot = T.
-  static StaticKVCache FromCache(const KVCache& cache, const torch::Tensor& mask, int64_t capacity);
-};
-
 struct LlamaInput {
   torch::Tensor input_ids;       // [B, T] int64, or undefined when inputs_embeds is given
   torch::Tensor inputs_embeds;   // [B, T, hidden_size]; exactly one of the two must be defined
@@ -119,6 +92,15 @@ struct LlamaInput {
   // Instead of `cache`: one token per row (T = 1), position_ids required, attention_mask unused
   // (the cache's `valid` slots are the mask). See StaticKVCache.
   StaticKVCache* static_cache = nullptr;
+  // Instead of `cache`: rows whose caches live in a KVBlockPool (text/kv_cache.h, PagedKVBatch:
+  // right-padded columns, positions and mask from the block tables; attention_mask and
+  // position_ids must be undefined). Inference only (NoGradGuard). Logits as usual
+  // (logits_to_keep / logits_positions, e.g. each row's last real column).
+  const PagedKVBatch* paged = nullptr;
+  // Per-row LoRA from a LoraBank (text/lora_bank.h): rows of different adapters in one pass.
+  // Inference only; the model's own LoRA must be off (SetLoraScale(0)) or absent. Works with
+  // every cache form; the last-layer pruning of logits_positions is skipped.
+  const RowLora* row_lora = nullptr;
   bool output_hidden_states = false;
   int64_t logits_to_keep = 0;  // 0 = logits for every position; k = only the last k positions
   // [B, K] int64: logits only at these positions of each row (a training loss needs the target
@@ -158,6 +140,17 @@ struct LoraOptions {
   // slm::Error naming the field for an invalid value.
   void Validate() const;
 };
+
+// A PEFT LoRA adapter directory read without a model: its options and its tensors under the
+// model's parameter names ("model.layers.0.self_attn.q_proj.lora_A.weight" [r, in], "...lora_B
+// .weight" [out, r]; PEFT's "base_model.model." prefix removed), as stored (dtype of the file).
+struct LoraAdapter {
+  LoraOptions options;
+  std::map<std::string, torch::Tensor> weights;
+};
+// slm::Error naming the file and tensor for a missing/invalid adapter_config.json, a missing,
+// misshaped (for `model`'s geometry) or unexpected tensor.
+LoraAdapter ReadLoraAdapter(const LlamaConfig& model, const std::string& adapter_dir);
 
 // Inverse rotary frequencies [HeadDim() / 2] float32 for config.rope_scaling, computed with the
 // same float32 operations as transformers' ROPE_INIT_FUNCTIONS ("default", "linear", "llama3").
@@ -240,6 +233,8 @@ class LlamaModelImpl : public torch::nn::Module {
 
  private:
   LlamaOutput StaticStep(torch::Tensor hidden, const LlamaInput& input);
+  LlamaOutput PagedForward(torch::Tensor hidden, const LlamaInput& input);
+  void CheckRowLora(const RowLora& lora, int64_t batch) const;
   // LM head (+ extra vocabulary) in float32 (float64 for a float64 model).
   torch::Tensor Logits(const torch::Tensor& hidden) const;
   // input.logits_positions checked against [B, K] int64 in [0, steps) and moved to `device`.
