@@ -40,6 +40,7 @@
 #include "core/json_report.h"
 #include "core/strings.h"
 #include "serve/client.h"
+#include "engine/engine.h"
 #include "serve/server.h"
 
 namespace slm::bench {
@@ -120,7 +121,8 @@ struct Level {
 
 nlohmann::json Delta(const nlohmann::json& after, const nlohmann::json& before) {
   nlohmann::json d;
-  for (const char* key : {"encode_batches", "encode_rows", "prefill_batches", "prefill_rows", "decode_steps", "decode_rows"})
+  for (const char* key : {"encode_batches", "encode_rows", "prefill_chunks", "prefill_tokens", "decode_steps", "decode_rows",
+                          "preemptions"})
     d[key] = after[key].get<int64_t>() - before[key].get<int64_t>();
   d["mean_encode_batch"] = d["encode_batches"].get<int64_t>() ? double(d["encode_rows"].get<int64_t>()) / d["encode_batches"].get<int64_t>() : 0.0;
   d["mean_decode_batch"] = d["decode_steps"].get<int64_t>() ? double(d["decode_rows"].get<int64_t>()) / d["decode_steps"].get<int64_t>() : 0.0;
@@ -128,7 +130,7 @@ nlohmann::json Delta(const nlohmann::json& after, const nlohmann::json& before) 
 }
 
 Level RunLevel(const std::shared_ptr<grpc::Channel>& channel, const serve::ChannelOptions& channel_options, const StreamBenchOptions& o,
-               const std::vector<std::vector<float>>& clips, int n, serve::Engine* engine) {
+               const std::vector<std::vector<float>>& clips, int n, engine::Engine* engine) {
   Level level;
   level.streams = n;
   std::mutex mutex;
@@ -240,7 +242,7 @@ void RunStreamBench(const StreamBenchOptions& o, bool json) {
     audio::VoiceSpec voice = audio::VoiceForSeed(1000 + i, voices);
     clips.push_back(audio::EspeakSynthesizer::Instance().Synthesize(kQuestions[i % 8], voice).samples);
   }
-  serve::Engine* engine = server ? server->GetEngine() : nullptr;
+  engine::Engine* engine = server ? server->GetEngine() : nullptr;
   {
     // Warm-up (not measured): first calls allocate and initialise; the 1-stream baseline must not
     // pay for that.

@@ -1,6 +1,7 @@
 #include "serve/grpc_status.h"
 
 #include "core/log.h"
+#include "engine/status.h"
 
 namespace slm::serve {
 namespace {
@@ -27,6 +28,9 @@ std::string TruncateStatusMessage(const std::string& message, size_t max_bytes) 
 grpc::Status ToGrpcStatus(const std::exception& error) {
   if (const auto* status_error = dynamic_cast<const StatusError*>(&error)) {
     return grpc::Status(status_error->code(), TruncateStatusMessage(status_error->what()));
+  }
+  if (const auto* engine_error = dynamic_cast<const engine::StatusError*>(&error)) {
+    return grpc::Status(static_cast<grpc::StatusCode>(engine_error->code()), TruncateStatusMessage(engine_error->what()));
   }
   if (dynamic_cast<const slm::Error*>(&error) != nullptr) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, TruncateStatusMessage(error.what()));

@@ -67,9 +67,9 @@ void Server::SetServing(bool serving) {
 
 void Server::Load() {
   torch::set_num_threads(config_.threads);
-  model_ = std::make_unique<ServedModel>(config_);
-  engine_ = std::make_unique<Engine>(*model_, config_);
-  service_->Attach(engine_.get(), model_.get());
+  model_ = std::make_unique<engine::ServedModel>(config_);
+  engine_ = std::make_unique<engine::Engine>(*model_, config_);
+  service_->Attach(engine_.get());
   SetServing(true);
 }
 

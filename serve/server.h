@@ -1,6 +1,6 @@
 // The slm gRPC server: the slm.v1.Speech service (serve/service.h) plus grpc.health.v1 health
 // (overall status "" and "slm.v1.Speech"), server reflection, optional TLS and the message-size
-// limit, over one resident model and its engine.
+// limit, over one resident model and its engine (engine/engine.h).
 //
 // Lifecycle: the constructor starts listening right away with health NOT_SERVING (so orchestrators
 // can watch a slow load), Load() loads the model and starts the engine, then health is SERVING.
@@ -16,8 +16,8 @@
 #include <memory>
 #include <string>
 
-#include "serve/engine.h"
-#include "serve/model.h"
+#include "engine/engine.h"
+#include "engine/served_model.h"
 #include "serve/serve_config.h"
 #include "serve/service.h"
 
@@ -38,7 +38,7 @@ class Server {
   std::string Address() const;
   void Drain(double grace_seconds);
   SpeechService& Service() { return *service_; }
-  Engine* GetEngine() { return engine_.get(); }
+  engine::Engine* GetEngine() { return engine_.get(); }
 
  private:
   void SetServing(bool serving);
@@ -46,8 +46,8 @@ class Server {
   ServeConfig config_;
   std::unique_ptr<SpeechService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<ServedModel> model_;
-  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<engine::ServedModel> model_;
+  std::unique_ptr<engine::Engine> engine_;
   int port_ = 0;
   bool drained_ = false;
 };

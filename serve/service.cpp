@@ -1,5 +1,7 @@
 #include "serve/service.h"
 
+#include <google/protobuf/unknown_field_set.h>
+#include <grpcpp/support/proto_buffer_reader.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -15,6 +17,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "serve/client.h"
 #include "serve/grpc_status.h"
 #include "vision/image.h"
 
@@ -27,6 +30,8 @@ namespace {
 
 constexpr int kMinStreamRate = 8000;
 constexpr int kMaxStreamRate = 192000;
+// Method indices in slm.v1.Speech (the order of the service's rpc declarations).
+constexpr int kConverse = 0, kTranscribe = 1, kGenerate = 2, kSynthesize = 3, kLoadAdapter = 5, kUnloadAdapter = 6;
 
 // Counts an RPC in `counter` for its lifetime.
 class Counted {
@@ -40,45 +45,74 @@ class Counted {
   std::atomic<int>& counter_;
 };
 
-// One of `limit` stream slots, or none (ok() false) when all are taken.
-class Slot {
- public:
-  Slot(std::atomic<int>& used, int limit) : used_(used) { ok_ = used_.fetch_add(1) < limit; if (!ok_) used_.fetch_sub(1); }
-  ~Slot() { if (ok_) used_.fetch_sub(1); }
-  Slot(const Slot&) = delete;
-  Slot& operator=(const Slot&) = delete;
-  bool ok() const { return ok_; }
-
- private:
-  std::atomic<int>& used_;
-  bool ok_ = false;
-};
-
 [[noreturn]] void Fail(StatusCode code, const std::string& message) { throw StatusError(code, message); }
 
-std::string AdapterNames(const ServedModel& model) {
-  std::string names;
-  for (const auto& a : model.Adapters()) names += (names.empty() ? "" : ", ") + a->name;
-  return names.empty() ? "none" : names;
+grpc::Status ToGrpc(const engine::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<StatusCode>(status.code), TruncateStatusMessage(status.message));
 }
 
-const ServedAdapter* LookUpAdapter(const ServedModel& model, const std::string& name, const std::string& field) {
-  if (name.empty()) return nullptr;
-  const ServedAdapter* adapter = model.Find(name);
-  if (adapter == nullptr)
-    Fail(StatusCode::NOT_FOUND, Str(field, ": unknown adapter '", name, "' (this server has: ", AdapterNames(model), ")"));
-  return adapter;
+void Require(const engine::Status& status) {
+  if (!status.ok()) Fail(static_cast<StatusCode>(status.code), status.message);
 }
 
-void CheckModel(const ServedModel& model, const std::string& name, const std::string& field) {
-  if (!name.empty() && name != model.Name())
-    Fail(StatusCode::NOT_FOUND, Str(field, ": unknown model '", name, "' (this server has: ", model.Name(), ")"));
+void CheckModel(const engine::Engine& engine, const std::string& name, const std::string& field) {
+  const std::string& served = const_cast<engine::Engine&>(engine).Model().Name();
+  if (!name.empty() && name != served)
+    Fail(StatusCode::NOT_FOUND, Str(field, ": unknown model '", name, "' (this server has: ", served, ")"));
 }
 
-int ResolveTokens(int requested, const ServeConfig& config, const std::string& field) {
-  if (requested < 0) Fail(StatusCode::INVALID_ARGUMENT, Str(field, " must be >= 0, got ", requested));
-  if (requested == 0) return config.max_answer_tokens;
-  return std::min(requested, config.max_answer_tokens_limit);
+// Well-formed UTF-8 as protobuf demands it: no overlong forms, no surrogates, nothing above
+// U+10FFFF, no truncated sequence.
+bool ValidUtf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t extra;
+    uint32_t code;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      extra = 1, code = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      extra = 2, code = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      extra = 3, code = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= s.size()) return false;  // truncated
+    for (size_t k = 1; k <= extra; ++k) {
+      const unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      code = (code << 6) | (d & 0x3F);
+    }
+    static const uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
+    if (code < kMinimum[extra] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
+// The path of the first string field of `descriptor` whose bytes in `wire` are not UTF-8, or "".
+std::string BadUtf8Field(const google::protobuf::Descriptor* descriptor, const std::string& wire, const std::string& prefix) {
+  google::protobuf::UnknownFieldSet fields;
+  if (!fields.ParseFromString(wire)) return "";
+  for (int i = 0; i < fields.field_count(); ++i) {
+    const google::protobuf::UnknownField& f = fields.field(i);
+    if (f.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) continue;
+    const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByNumber(f.number());
+    if (field == nullptr) continue;
+    const std::string path = prefix + field->name();
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING && !ValidUtf8(f.length_delimited()))
+      return path;
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
+      const std::string inner = BadUtf8Field(field->message_type(), f.length_delimited(), path + ".");
+      if (!inner.empty()) return inner;
+    }
+  }
+  return "";
 }
 
 // Bytes of an encoded audio file -> mono samples at `rate`, through a private temporary file
@@ -115,35 +149,103 @@ std::vector<float> DecodeAudioFile(const std::string& bytes, int rate, double ma
   return audio::Read(path, options).samples;
 }
 
-// The audio a response carries (Synthesize, respond_with_audio): a served voice, LINEAR16 or
-// FLOAT32, a rate of 0 (native) or 8-192 kHz. INVALID_ARGUMENT naming the field (`prefix` +
-// "encoding" / "sample_rate_hz").
-void CheckOutputAudio(const ServedModel& model, const std::string& voice, v1::AudioEncoding encoding, int rate,
-                      const std::string& prefix) {
-  const std::vector<std::string> voices = model.Voices();
-  if (!voice.empty() && std::find(voices.begin(), voices.end(), voice) == voices.end())
-    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix.empty() ? "" : "config.", "voice '", voice,
-                                           "' is not served (voices: ", Join(voices), ")"));
-  if (encoding != v1::AUDIO_ENCODING_UNSPECIFIED && encoding != v1::LINEAR16 && encoding != v1::FLOAT32)
-    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix, "encoding must be LINEAR16 or FLOAT32, got ", v1::AudioEncoding_Name(encoding)));
-  if (rate != 0 && (rate < 8000 || rate > 192000))
-    Fail(StatusCode::INVALID_ARGUMENT, Str(prefix, "sample_rate_hz must be 0 (native) or in [8000, 192000], got ", rate));
+v1::AudioChunk ToProto(const engine::AudioOut& audio, v1::AudioEncoding encoding) {
+  v1::AudioChunk chunk;
+  chunk.set_sample_rate_hz(audio.sample_rate);
+  chunk.set_encoding(encoding);
+  chunk.set_audio(EncodePcm(audio.samples.data(), audio.samples.size(), encoding));
+  chunk.set_start_seconds(audio.start_seconds);
+  return chunk;
 }
 
-// Writes a job's responses as they come, then its status (CANCELLED when the client went away).
-template <class Job, class Response>
-grpc::Status Relay(Engine& engine, Job& job, bool (Engine::*next)(Job&, Response*), grpc::ServerContext* context,
-                   grpc::ServerWriter<Response>* writer) {
-  Response response;
-  while ((engine.*next)(job, &response))
-    if (!writer->Write(response)) break;
-  grpc::Status status = engine.Status(job);
-  if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-  engine.Close(job);
-  return status;
+void ToProto(const engine::Transcript& t, v1::FinalTranscript* f) {
+  f->set_text(t.text);
+  f->set_is_final(true);
+  f->set_confidence(t.confidence);
+  for (const engine::Word& w : t.words) {
+    v1::WordInfo* info = f->add_words();
+    info->set_word(w.text);
+    info->set_start_seconds(w.start_seconds);
+    info->set_end_seconds(w.end_seconds);
+    info->set_confidence(w.confidence);
+  }
+  f->set_start_seconds(t.start_seconds);
+  f->set_end_seconds(t.end_seconds);
+  f->set_end_reason(static_cast<v1::UtteranceEnd>(t.end_reason));
+}
+
+v1::AnswerToken ToProto(const engine::Token& token) {
+  v1::AnswerToken out;
+  out.set_text(token.text);
+  out.set_token_id(static_cast<int32_t>(token.id));
+  out.set_index(token.index);
+  return out;
+}
+
+v1::ConverseResponse ToProto(const engine::StreamEvent& event, const std::string& request_id, v1::AudioEncoding audio) {
+  v1::ConverseResponse response;
+  response.set_request_id(request_id);
+  response.set_utterance_index(event.utterance);
+  switch (event.kind) {
+    case engine::StreamEvent::Kind::kInterim: {
+      v1::InterimTranscript* interim = response.mutable_interim_transcript();
+      interim->set_text(event.interim.text);
+      interim->set_stability(event.interim.stability);
+      interim->set_is_final(false);
+      interim->set_audio_end_seconds(event.interim.audio_end_seconds);
+      break;
+    }
+    case engine::StreamEvent::Kind::kFinal:
+      ToProto(event.final, response.mutable_final_transcript());
+      break;
+    case engine::StreamEvent::Kind::kToken:
+      *response.mutable_answer_token() = ToProto(event.token);
+      break;
+    case engine::StreamEvent::Kind::kAudio:
+      *response.mutable_answer_audio() = ToProto(event.audio, audio);
+      break;
+    case engine::StreamEvent::Kind::kSummary: {
+      const engine::UtteranceSummary& s = event.summary;
+      v1::UtteranceSummary* summary = response.mutable_summary();
+      summary->set_first_interim_ms(s.first_interim_ms);
+      summary->set_final_after_end_of_audio_ms(s.final_after_end_of_audio_ms);
+      summary->set_first_answer_token_ms(s.first_answer_token_ms);
+      summary->set_total_ms(s.total_ms);
+      summary->set_audio_seconds_processed(s.audio_seconds);
+      summary->set_tokens_generated(s.tokens);
+      summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
+      summary->set_model(s.model);
+      summary->set_adapter(s.adapter);
+      break;
+    }
+  }
+  return response;
+}
+
+v1::AudioEncoding OutputEncoding(v1::AudioEncoding requested, const std::string& field) {
+  if (requested == v1::AUDIO_ENCODING_UNSPECIFIED) return v1::LINEAR16;
+  if (requested != v1::LINEAR16 && requested != v1::FLOAT32)
+    Fail(StatusCode::INVALID_ARGUMENT, Str(field, " must be LINEAR16 or FLOAT32, got ", requested));
+  return requested;
 }
 
 }  // namespace
+
+void ParseRequest(const std::string& bytes, google::protobuf::Message* message, const std::string& where) {
+  if (message->ParseFromString(bytes)) return;
+  const std::string field = BadUtf8Field(message->GetDescriptor(), bytes, "");
+  if (!field.empty()) Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": field '", field, "' is not valid UTF-8"));
+  Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": not a valid ", message->GetDescriptor()->full_name(),
+                                         " (the bytes do not parse as protobuf)"));
+}
+
+void ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message, const std::string& where) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": unreadable message"));
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  ParseRequest(bytes, message, where);
+}
 
 std::vector<float> DecodePcm(const std::string& bytes, v1::AudioEncoding encoding, const std::string& where) {
   std::vector<float> samples;
@@ -166,17 +268,77 @@ std::vector<float> DecodePcm(const std::string& bytes, v1::AudioEncoding encodin
       if (!std::isfinite(samples[i]))
         Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": FLOAT32 sample ", i, " is ", std::isnan(samples[i]) ? "NaN" : "infinite"));
   } else {
-    Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": encoding must be LINEAR16 or FLOAT32, got ", v1::AudioEncoding_Name(encoding)));
+    const std::string name = v1::AudioEncoding_Name(encoding);
+    Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": encoding must be LINEAR16 or FLOAT32, got ",
+                                           name.empty() ? std::to_string(static_cast<int>(encoding)) : name));
   }
   return samples;
 }
 
-SpeechService::SpeechService(const ServeConfig& config) : config_(config) {}
-
-void SpeechService::Attach(Engine* engine, ServedModel* model) {
-  model_ = model;
-  engine_.store(engine);
+SpeechService::SpeechService(const ServeConfig& config) : config_(config) {
+  MarkMethodStreamed(kConverse, new grpc::internal::BidiStreamingHandler<SpeechService, grpc::ByteBuffer, v1::ConverseResponse>(
+                                    [](SpeechService* s, grpc::ServerContext* c, RawStream* stream) {
+                                      return s->Converse(c, stream);
+                                    },
+                                    this));
+  MarkMethodStreamed(kTranscribe, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::TranscribeResponse>(
+                                      [this](grpc::ServerContext* c, auto* call) { return Transcribe(c, call); }));
+  MarkMethodStreamed(kGenerate, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::GenerateResponse>(
+                                    [this](grpc::ServerContext* c, auto* call) { return Generate(c, call); }));
+  MarkMethodStreamed(kSynthesize, new grpc::internal::SplitServerStreamingHandler<grpc::ByteBuffer, v1::SynthesizeResponse>(
+                                      [this](grpc::ServerContext* c, auto* call) { return Synthesize(c, call); }));
+  MarkMethodStreamed(kLoadAdapter, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::LoadAdapterResponse>(
+                                       [this](grpc::ServerContext* c, auto* call) -> grpc::Status {
+                                         Counted counted(active_calls_);
+                                         if (grpc::Status admitted = Admit(c); !admitted.ok()) return admitted;
+                                         try {
+                                           grpc::ByteBuffer raw;
+                                           if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+                                           v1::LoadAdapterRequest request;
+                                           ParseRequest(raw, &request, "LoadAdapterRequest");
+                                           AdapterEntry entry;
+                                           entry.name = request.name();
+                                           entry.run = request.run();
+                                           entry.config = request.config();
+                                           entry.adapters = request.adapters();
+                                           if (entry.name.empty()) Fail(StatusCode::INVALID_ARGUMENT, "name is empty");
+                                           if (entry.run.empty() && (entry.config.empty() || entry.adapters.empty()))
+                                             Fail(StatusCode::INVALID_ARGUMENT, "give run, or both config and adapters");
+                                           if (!entry.run.empty()) {
+                                             if (entry.config.empty()) entry.config = entry.run + "/config.yaml";
+                                             if (entry.adapters.empty()) entry.adapters = entry.run + "/adapters";
+                                           }
+                                           Require(engine_.load()->LoadAdapter(entry));
+                                           v1::LoadAdapterResponse response;
+                                           const engine::AdapterRef loaded = engine_.load()->Model().Find(entry.name);
+                                           response.mutable_adapter()->set_name(entry.name);
+                                           if (loaded)
+                                             for (const auto& [task, prompt] : loaded->tasks) response.mutable_adapter()->add_tasks(task);
+                                           call->Write(response);
+                                           return grpc::Status::OK;
+                                         } catch (...) {
+                                           return ToGrpcStatus(std::current_exception());
+                                         }
+                                       }));
+  MarkMethodStreamed(kUnloadAdapter, new grpc::internal::StreamedUnaryHandler<grpc::ByteBuffer, v1::UnloadAdapterResponse>(
+                                         [this](grpc::ServerContext* c, auto* call) -> grpc::Status {
+                                           Counted counted(active_calls_);
+                                           if (grpc::Status admitted = Admit(c); !admitted.ok()) return admitted;
+                                           try {
+                                             grpc::ByteBuffer raw;
+                                             if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+                                             v1::UnloadAdapterRequest request;
+                                             ParseRequest(raw, &request, "UnloadAdapterRequest");
+                                             Require(engine_.load()->UnloadAdapter(request.name()));
+                                             call->Write(v1::UnloadAdapterResponse());
+                                             return grpc::Status::OK;
+                                           } catch (...) {
+                                             return ToGrpcStatus(std::current_exception());
+                                           }
+                                         }));
 }
+
+void SpeechService::Attach(engine::Engine* engine) { engine_.store(engine); }
 
 grpc::Status SpeechService::Admit(grpc::ServerContext* context) const {
   if (!config_.auth_token.empty()) {
@@ -193,14 +355,6 @@ grpc::Status SpeechService::Admit(grpc::ServerContext* context) const {
   return grpc::Status::OK;
 }
 
-grpc::Status SpeechService::AdmitStream(grpc::ServerContext* context, bool got_slot) const {
-  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
-  if (!got_slot)
-    return grpc::Status(StatusCode::RESOURCE_EXHAUSTED, Str("the server already serves its limit of ", config_.max_streams,
-                                                            " concurrent streams; retry later"));
-  return grpc::Status::OK;
-}
-
 std::string SpeechService::RequestId(const std::string& given) const {
   if (!given.empty()) return given;
   char id[40];
@@ -209,76 +363,65 @@ std::string SpeechService::RequestId(const std::string& given) const {
   return id;
 }
 
-grpc::Status SpeechService::Converse(grpc::ServerContext* context,
-                                     grpc::ServerReaderWriter<v1::ConverseResponse, v1::ConverseRequest>* stream) {
-  Counted call(active_calls_);
-  Slot slot(active_streams_, config_.max_streams);
-  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
-  Engine& engine = *engine_.load();
-  std::shared_ptr<Engine::Stream> session;
+grpc::Status SpeechService::Converse(grpc::ServerContext* context, RawStream* stream) {
+  Counted call(active_calls_), streaming(active_streams_);
+  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  engine::Engine& engine = *engine_.load();
+  std::shared_ptr<engine::Engine::Stream> session;
   try {
+    grpc::ByteBuffer raw;
     v1::ConverseRequest request;
-    if (!stream->Read(&request))
-      Fail(StatusCode::INVALID_ARGUMENT, "empty stream: the first message must carry a StreamConfig");
+    if (!stream->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "empty stream: the first message must carry a StreamConfig");
+    ParseRequest(raw, &request, "message 0");
     if (!request.has_config())
       Fail(StatusCode::INVALID_ARGUMENT, request.has_audio() ? "audio before config: the first message must carry a StreamConfig"
                                                              : "the first message must carry a StreamConfig");
     const v1::StreamConfig& c = request.config();
-    if (c.encoding() != v1::LINEAR16 && c.encoding() != v1::FLOAT32)
+    if (c.encoding() != v1::LINEAR16 && c.encoding() != v1::FLOAT32) {
+      const std::string name = v1::AudioEncoding_Name(c.encoding());
       Fail(StatusCode::INVALID_ARGUMENT, Str("config.encoding must be LINEAR16 or FLOAT32, got ",
-                                             v1::AudioEncoding_Name(c.encoding()).empty() ? std::to_string(c.encoding())
-                                                                                          : v1::AudioEncoding_Name(c.encoding())));
+                                             name.empty() ? std::to_string(static_cast<int>(c.encoding())) : name));
+    }
     if (c.sample_rate_hz() < kMinStreamRate || c.sample_rate_hz() > kMaxStreamRate)
       Fail(StatusCode::INVALID_ARGUMENT, Str("config.sample_rate_hz ", c.sample_rate_hz(), " is outside ", kMinStreamRate,
                                              "..", kMaxStreamRate, " Hz"));
     if (c.task() != v1::TASK_UNSPECIFIED && c.task() != v1::TRANSCRIBE && c.task() != v1::RESPOND)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("config.task ", c.task(), " is not TRANSCRIBE or RESPOND"));
-    if (c.endpointing_silence_ms() > 60000)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("config.endpointing_silence_ms ", c.endpointing_silence_ms(), " is above 60000"));
-    CheckModel(*model_, c.model(), "config.model");
-    if (!model_->HasSpeech()) Fail(StatusCode::FAILED_PRECONDITION, "this server's model has no speech encoder");
-    StreamSettings settings;
-    settings.request_id = RequestId(c.request_id());
+      Fail(StatusCode::INVALID_ARGUMENT, Str("config.task ", static_cast<int>(c.task()), " is not TRANSCRIBE or RESPOND"));
+    CheckModel(engine, c.model(), "config.model");
+    engine::StreamSettings settings;
+    const std::string request_id = RequestId(c.request_id());
+    settings.request_id = request_id;
     settings.respond = c.task() == v1::RESPOND;
     settings.interim = c.interim_results();
-    settings.endpointing_ms = c.endpointing_silence_ms() == 0 ? config_.endpointing_silence_ms : c.endpointing_silence_ms();
-    settings.max_answer_tokens = ResolveTokens(c.max_answer_tokens(), config_, "config.max_answer_tokens");
-    const ServedAdapter* adapter = LookUpAdapter(*model_, c.adapter(), "config.adapter");
-    if (settings.respond) {
-      if (adapter == nullptr) adapter = model_->DefaultFor("sqa");
-      if (adapter == nullptr)
-        Fail(StatusCode::FAILED_PRECONDITION, "task RESPOND needs an adapter trained for spoken QA (task sqa); this server has none");
-      if (!adapter->HasTask("sqa"))
-        Fail(StatusCode::FAILED_PRECONDITION, Str("config.adapter '", adapter->name, "' was not trained for spoken QA (sqa); ",
-                                                  "task RESPOND needs one"));
-      if (!adapter->model->HasSpeech())
-        Fail(StatusCode::FAILED_PRECONDITION, Str("config.adapter '", adapter->name, "' has no speech input"));
-    }
-    settings.answer_adapter = adapter;
+    settings.endpointing_ms = c.endpointing_silence_ms();
+    settings.max_answer_tokens = c.max_answer_tokens();
+    settings.adapter = c.adapter();
+    v1::AudioEncoding answer_encoding = v1::LINEAR16;
     if (c.respond_with_audio()) {
-      if (model_->Voices().empty())
-        Fail(StatusCode::FAILED_PRECONDITION, "respond_with_audio: this server has no speech synthesizer");
-      if (!settings.respond) Fail(StatusCode::INVALID_ARGUMENT, "respond_with_audio needs task RESPOND");
-      CheckOutputAudio(*model_, c.voice(), c.output_encoding(), c.output_sample_rate_hz(), "config.output_");
+      const std::vector<std::string> voices = engine.Model().Voices();
+      if (!c.voice().empty() && std::find(voices.begin(), voices.end(), c.voice()) == voices.end())
+        Fail(StatusCode::INVALID_ARGUMENT, Str("config.voice '", c.voice(), "' is not served (voices: ", Join(voices), ")"));
+      answer_encoding = OutputEncoding(c.output_encoding(), "config.output_encoding");
       settings.answer_audio = true;
-      settings.answer_audio_float32 = c.output_encoding() == v1::FLOAT32;
       settings.answer_audio_rate = c.output_sample_rate_hz();
     }
     settings.cancelled = [context] { return context->IsCancelled(); };
-    audio::StreamResampler resampler(c.sample_rate_hz(), model_->SampleRate());
+    audio::StreamResampler resampler(c.sample_rate_hz(), engine.Model().SampleRate());
     const v1::AudioEncoding encoding = c.encoding();
+    Require(engine.Open(settings, &session));
 
-    session = engine.Open(settings);
     std::thread writer([&] {
-      v1::ConverseResponse response;
-      while (engine.Next(*session, &response))
-        if (!stream->Write(response)) break;
+      engine::StreamEvent event;
+      while (engine.Next(*session, &event))
+        if (!stream->Write(ToProto(event, request_id, answer_encoding))) break;
     });
     grpc::Status result = grpc::Status::OK;
     try {
       int64_t index = 0;
-      while (stream->Read(&request)) {
+      while (stream->Read(&raw)) {
         ++index;
+        request.Clear();
+        ParseRequest(raw, &request, Str("message ", index));
         switch (request.request_case()) {
           case v1::ConverseRequest::kConfig:
             Fail(StatusCode::INVALID_ARGUMENT, Str("message ", index, ": a second StreamConfig (only the first message carries one)"));
@@ -314,9 +457,9 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context,
     } catch (...) {
       result = ToGrpcStatus(std::current_exception());
     }
-    if (!result.ok()) engine.Close(*session);  // ends the writer
+    if (!result.ok()) engine.Abort(*session, {static_cast<engine::Code>(result.error_code()), result.error_message()});
     writer.join();
-    if (result.ok()) result = engine.Status(*session);
+    if (result.ok()) result = ToGrpc(engine.Result(*session));
     if (result.ok() && context->IsCancelled()) result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
     engine.Close(*session);
     return result;
@@ -326,110 +469,118 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context,
   }
 }
 
-grpc::Status SpeechService::Transcribe(grpc::ServerContext* context, const v1::TranscribeRequest* request,
-                                       v1::TranscribeResponse* response) {
-  Counted call(active_calls_);
+grpc::Status SpeechService::Transcribe(grpc::ServerContext* context,
+                                       grpc::ServerUnaryStreamer<grpc::ByteBuffer, v1::TranscribeResponse>* call) {
+  Counted counted(active_calls_);
   if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  engine::Engine& engine = *engine_.load();
   const auto start = std::chrono::steady_clock::now();
   try {
-    CheckModel(*model_, request->model(), "model");
-    const ServedAdapter* adapter = LookUpAdapter(*model_, request->adapter(), "adapter");
-    if (!model_->HasSpeech()) Fail(StatusCode::FAILED_PRECONDITION, "this server's model has no speech encoder");
-    if (request->audio().empty()) Fail(StatusCode::INVALID_ARGUMENT, "audio is empty");
-    const double max_seconds = std::min(config_.max_file_seconds, model_->MaxSpeechSeconds());
+    grpc::ByteBuffer raw;
+    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+    v1::TranscribeRequest request;
+    ParseRequest(raw, &request, "TranscribeRequest");
+    CheckModel(engine, request.model(), "model");
+    if (!request.adapter().empty() && !engine.Model().Find(request.adapter()))
+      Fail(StatusCode::NOT_FOUND, Str("adapter: unknown adapter '", request.adapter(), "'"));
+    if (!engine.Model().HasSpeech()) Fail(StatusCode::FAILED_PRECONDITION, "this server's model has no speech encoder");
+    if (request.audio().empty()) Fail(StatusCode::INVALID_ARGUMENT, "audio is empty");
+    const double max_seconds = std::min(engine.Config().max_file_seconds, engine.Model().MaxSpeechSeconds());
     std::vector<float> samples;
-    if (request->encoding() == v1::AUDIO_ENCODING_UNSPECIFIED) {
-      samples = DecodeAudioFile(request->audio(), model_->SampleRate(), max_seconds);
+    if (request.encoding() == v1::AUDIO_ENCODING_UNSPECIFIED) {
+      samples = DecodeAudioFile(request.audio(), engine.Model().SampleRate(), max_seconds);
     } else {
-      const int rate = request->sample_rate_hz();
+      const int rate = request.sample_rate_hz();
       if (rate < kMinStreamRate || rate > kMaxStreamRate)
         Fail(StatusCode::INVALID_ARGUMENT, Str("sample_rate_hz ", rate, " is outside ", kMinStreamRate, "..",
                                                kMaxStreamRate, " Hz"));
-      samples = DecodePcm(request->audio(), request->encoding(), "audio");
+      samples = DecodePcm(request.audio(), request.encoding(), "audio");
       const double seconds = double(samples.size()) / rate;
       if (seconds > max_seconds)
         Fail(StatusCode::RESOURCE_EXHAUSTED, Str("audio: ", seconds, " s is longer than this server's limit of ",
                                                  max_seconds, " s per request"));
-      samples = audio::Resample(samples, rate, model_->SampleRate());
+      samples = audio::Resample(samples, rate, engine.Model().SampleRate());
     }
-    TranscribeResult result;
-    const Cancelled cancelled = [context] { return context->IsCancelled(); };
-    grpc::Status status = engine_.load()->Transcribe(std::move(samples), cancelled, &result);
-    if (!status.ok()) return status;
-    response->set_request_id(RequestId(request->request_id()));
-    *response->mutable_transcript() = result.transcript;
-    response->mutable_transcript()->set_end_reason(v1::CLIENT_HALF_CLOSE);
-    response->set_audio_seconds(result.audio_seconds);
-    response->set_processing_ms(
+    engine::TranscribeResult result;
+    Require(engine.Transcribe(std::move(samples), [context] { return context->IsCancelled(); }, &result));
+    v1::TranscribeResponse response;
+    response.set_request_id(RequestId(request.request_id()));
+    ToProto(result.transcript, response.mutable_transcript());
+    response.set_audio_seconds(result.audio_seconds);
+    response.set_processing_ms(
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    response->set_model(model_->Name());
-    if (adapter != nullptr) response->set_adapter(adapter->name);
+    response.set_model(engine.Model().Name());
+    response.set_adapter(request.adapter());
+    call->Write(response);
     return grpc::Status::OK;
   } catch (...) {
     return ToGrpcStatus(std::current_exception());
   }
 }
 
-grpc::Status SpeechService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
-                                     grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  Counted call(active_calls_);
-  Slot slot(active_streams_, config_.max_streams);
-  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
-  Engine& engine = *engine_.load();
-  std::shared_ptr<Engine::GenerateJob> job;
+grpc::Status SpeechService::Generate(grpc::ServerContext* context,
+                                     grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::GenerateResponse>* call) {
+  Counted counted(active_calls_), streaming(active_streams_);
+  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  engine::Engine& engine = *engine_.load();
+  std::shared_ptr<engine::Engine::GenerateJob> job;
   try {
-    CheckModel(*model_, request->model(), "model");
-    GenerateSettings settings;
-    settings.request_id = RequestId(request->request_id());
-    settings.adapter = LookUpAdapter(*model_, request->adapter(), "adapter");
-    if (request->prompt().empty() && request->images_size() == 0)
-      Fail(StatusCode::INVALID_ARGUMENT, "prompt is empty and there are no images");
-    settings.max_new_tokens = ResolveTokens(request->max_new_tokens(), config_, "max_new_tokens");
-    if (!(request->temperature() >= 0) || !std::isfinite(request->temperature()))
-      Fail(StatusCode::INVALID_ARGUMENT, Str("temperature must be >= 0, got ", request->temperature()));
-    if (request->top_k() < 0) Fail(StatusCode::INVALID_ARGUMENT, Str("top_k must be >= 0, got ", request->top_k()));
-    if (!(request->top_p() >= 0 && request->top_p() <= 1))
-      Fail(StatusCode::INVALID_ARGUMENT, Str("top_p must be in [0, 1], got ", request->top_p()));
-    settings.temperature = request->temperature();
-    settings.top_k = request->top_k();
-    settings.top_p = request->top_p() == 0 ? 1.0 : request->top_p();
-    settings.seed = request->seed();
-    for (const std::string& stop : request->stop())
+    grpc::ByteBuffer raw;
+    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+    v1::GenerateRequest request;
+    ParseRequest(raw, &request, "GenerateRequest");
+    CheckModel(engine, request.model(), "model");
+    engine::GenerateSettings settings;
+    const std::string request_id = RequestId(request.request_id());
+    settings.request_id = request_id;
+    settings.adapter = request.adapter();
+    settings.prompt = request.prompt();
+    settings.max_new_tokens = request.max_new_tokens();
+    settings.sampling.temperature = request.temperature();
+    settings.sampling.top_k = request.top_k();
+    if (request.top_p() < 0 || request.top_p() > 1)
+      Fail(StatusCode::INVALID_ARGUMENT, Str("top_p must be in [0, 1], got ", request.top_p()));
+    settings.sampling.top_p = request.top_p() == 0 ? 1.0 : request.top_p();
+    if (request.repetition_penalty() < 0)
+      Fail(StatusCode::INVALID_ARGUMENT, Str("repetition_penalty must be >= 0, got ", request.repetition_penalty()));
+    settings.sampling.repetition_penalty = request.repetition_penalty() == 0 ? 1.0 : request.repetition_penalty();
+    settings.sampling.seed = request.seed();
+    for (const std::string& stop : request.stop())
       if (!stop.empty()) settings.stop.push_back(stop);
-    std::string prompt = request->prompt();
-    if (request->images_size() > 0) {
-      if (settings.adapter == nullptr)
-        for (const auto& a : model_->Adapters())
-          if (a->model->HasImage()) {
-            settings.adapter = a.get();
-            break;
-          }
-      if (settings.adapter == nullptr || !settings.adapter->model->HasImage())
-        Fail(StatusCode::FAILED_PRECONDITION, settings.adapter == nullptr
-                                                  ? std::string("images: this server has no adapter with image input")
-                                                  : Str("images: adapter '", settings.adapter->name, "' has no image input"));
-      int markers = 0;
-      for (size_t at = prompt.find("<image>"); at != std::string::npos; at = prompt.find("<image>", at + 1)) ++markers;
-      if (markers > request->images_size())
-        Fail(StatusCode::INVALID_ARGUMENT, Str("prompt has ", markers, " <image> markers but the request carries ",
-                                               request->images_size(), " images"));
-      std::string lead;
-      for (int i = markers; i < request->images_size(); ++i) lead += "<image> ";
-      prompt = lead + prompt;
-      for (int i = 0; i < request->images_size(); ++i) {
-        cv::Mat image;
-        try {
-          image = vision::DecodeImage(request->images(i).data(), Str("images[", i, "]"));
-        } catch (const Error& e) {
-          Fail(StatusCode::INVALID_ARGUMENT, e.what());
-        }
-        settings.images.push_back(image);
+    for (int i = 0; i < request.images_size(); ++i) {
+      try {
+        settings.images.push_back(vision::DecodeImage(request.images(i).data(), Str("images[", i, "]")));
+      } catch (const StatusError&) {
+        throw;
+      } catch (const Error& e) {
+        Fail(StatusCode::INVALID_ARGUMENT, e.what());
       }
     }
-    settings.prompt = prompt;
     settings.cancelled = [context] { return context->IsCancelled(); };
-    job = engine.StartGenerate(std::move(settings));
-    return Relay(engine, *job, &Engine::NextGenerate, context, writer);
+    Require(engine.StartGenerate(std::move(settings), &job));
+    engine::GenerateEvent event;
+    while (engine.Next(*job, &event)) {
+      v1::GenerateResponse response;
+      response.set_request_id(request_id);
+      if (event.kind == engine::GenerateEvent::Kind::kToken) {
+        *response.mutable_token() = ToProto(event.token);
+      } else {
+        const engine::GenerateSummary& s = event.summary;
+        v1::GenerateSummary* summary = response.mutable_summary();
+        summary->set_first_token_ms(s.first_token_ms);
+        summary->set_total_ms(s.total_ms);
+        summary->set_prompt_tokens(s.prompt_tokens);
+        summary->set_tokens_generated(s.tokens);
+        summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
+        summary->set_model(s.model);
+        summary->set_adapter(s.adapter);
+      }
+      if (!call->Write(response)) break;
+    }
+    grpc::Status status = ToGrpc(engine.Result(*job));
+    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+    engine.Close(*job);
+    return status;
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());
@@ -438,52 +589,81 @@ grpc::Status SpeechService::Generate(grpc::ServerContext* context, const v1::Gen
 
 grpc::Status SpeechService::ListModels(grpc::ServerContext* context, const v1::ListModelsRequest*,
                                        v1::ListModelsResponse* response) {
-  Counted call(active_calls_);
+  Counted counted(active_calls_);
   if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  engine::Engine& engine = *engine_.load();
+  const engine::ModelInfo model = engine.Info();
   v1::ModelInfo* info = response->add_models();
-  info->set_name(model_->Name());
-  info->set_description(model_->Description());
+  info->set_name(model.name);
+  info->set_description(model.description);
   info->set_is_default(true);
-  info->set_accepts_audio(model_->HasSpeech());
-  info->set_accepts_images(model_->HasImages());
-  info->set_context_length(static_cast<int32_t>(model_->ContextLength()));
-  for (const std::string& voice : model_->Voices()) response->add_voices(voice);
-  const ServedAdapter* default_sqa = model_->DefaultFor("sqa");
-  for (const auto& a : model_->Adapters()) {
+  info->set_accepts_audio(model.accepts_audio);
+  info->set_accepts_images(model.accepts_images);
+  info->set_context_length(static_cast<int32_t>(model.context_length));
+  info->set_max_respond_seconds(model.max_respond_seconds);
+  for (const std::string& voice : model.voices) response->add_voices(voice);
+  for (const engine::AdapterInfo& a : model.adapters) {
     v1::AdapterInfo* adapter = info->add_adapters();
-    adapter->set_name(a->name);
-    for (const auto& [task, prompt] : a->tasks) adapter->add_tasks(task);
-    adapter->set_is_default(a.get() == default_sqa);
+    adapter->set_name(a.name);
+    for (const std::string& task : a.tasks) adapter->add_tasks(task);
+    adapter->set_is_default(a.is_default);
   }
+  const nlohmann::json stats = engine.Stats();
+  v1::ServerStats* s = response->mutable_stats();
+  s->set_kv_blocks(stats["kv_blocks"].get<int64_t>());
+  s->set_kv_used_blocks(stats["kv_used_blocks"].get<int64_t>());
+  s->set_kv_block_size(stats["kv_block_size"].get<int32_t>());
+  s->set_kv_bytes_per_token(stats["kv_bytes_per_token"].get<int64_t>());
+  s->set_kv_utilisation(stats["kv_utilisation"].get<double>());
+  s->set_streams(stats["streams"].get<int32_t>());
+  s->set_generate_requests(stats["generate_requests"].get<int32_t>());
+  s->set_transcribe_requests(stats["transcribe_requests"].get<int32_t>());
+  s->set_synthesize_requests(stats["synthesize_requests"].get<int32_t>());
+  s->set_preemptions(stats["preemptions"].get<int64_t>());
   return grpc::Status::OK;
 }
 
-grpc::Status SpeechService::Synthesize(grpc::ServerContext* context, const v1::SynthesizeRequest* request,
-                                       grpc::ServerWriter<v1::SynthesizeResponse>* writer) {
-  Counted call(active_calls_);
-  Slot slot(active_streams_, config_.max_streams);
-  if (grpc::Status admitted = AdmitStream(context, slot.ok()); !admitted.ok()) return admitted;
-  if (model_->Voices().empty())
-    return grpc::Status(StatusCode::UNIMPLEMENTED, "this server has no speech synthesizer (Synthesize): no adapter "
-                                                   "with task tts");
-  Engine& engine = *engine_.load();
-  std::shared_ptr<Engine::SynthesizeJob> job;
+grpc::Status SpeechService::Synthesize(grpc::ServerContext* context,
+                                       grpc::ServerSplitStreamer<grpc::ByteBuffer, v1::SynthesizeResponse>* call) {
+  Counted counted(active_calls_), streaming(active_streams_);
+  if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
+  engine::Engine& engine = *engine_.load();
+  std::shared_ptr<engine::Engine::SynthesizeJob> job;
   try {
-    SynthesizeSettings settings;
-    settings.request_id = RequestId(request->request_id());
-    const std::string& text = request->text();
-    if (text.find_first_not_of(" \t\r\n") == std::string::npos) Fail(StatusCode::INVALID_ARGUMENT, "text is empty");
-    if (static_cast<int64_t>(text.size()) > config_.max_synthesis_characters)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("text has ", text.size(), " characters; this server speaks at most ",
-                                             config_.max_synthesis_characters, " per request (limits.max_synthesis_characters)"));
-    CheckOutputAudio(*model_, request->voice(), request->encoding(), request->sample_rate_hz(), "");
-    settings.float32 = request->encoding() == v1::FLOAT32;
-    settings.sample_rate = request->sample_rate_hz();
-    settings.text = text;
-    settings.options = model_->SynthesisOptions();
+    grpc::ByteBuffer raw;
+    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+    v1::SynthesizeRequest request;
+    ParseRequest(raw, &request, "SynthesizeRequest");
+    if (engine.Model().Voices().empty())
+      return grpc::Status(StatusCode::UNIMPLEMENTED, "this server has no speech synthesizer (Synthesize): no adapter "
+                                                     "with task tts");
+    const v1::AudioEncoding encoding = OutputEncoding(request.encoding(), "encoding");
+    engine::SynthesizeSettings settings;
+    const std::string request_id = RequestId(request.request_id());
+    settings.request_id = request_id;
+    settings.text = request.text();
+    settings.voice = request.voice();
+    settings.sample_rate = request.sample_rate_hz();
     settings.cancelled = [context] { return context->IsCancelled(); };
-    job = engine.StartSynthesize(std::move(settings));
-    return Relay(engine, *job, &Engine::NextSynthesize, context, writer);
+    Require(engine.StartSynthesize(std::move(settings), &job));
+    engine::SynthesizeEvent event;
+    while (engine.Next(*job, &event)) {
+      v1::SynthesizeResponse response;
+      response.set_request_id(request_id);
+      if (event.kind == engine::SynthesizeEvent::Kind::kAudio) {
+        *response.mutable_audio() = ToProto(event.audio, encoding);
+      } else {
+        v1::SynthesizeSummary* summary = response.mutable_summary();
+        summary->set_audio_seconds(event.summary.audio_seconds);
+        summary->set_first_audio_ms(event.summary.first_audio_ms);
+        summary->set_total_ms(event.summary.total_ms);
+      }
+      if (!call->Write(response)) break;
+    }
+    grpc::Status status = ToGrpc(engine.Result(*job));
+    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+    engine.Close(*job);
+    return status;
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());

@@ -16,6 +16,9 @@
 #      does the LM alone keep improving with steps?); needs data/wordnet/sentences and
 #      data/asr/train/sentences.txt carried; its training speech is synthesized here first
 #   9. the tiny image tower trained on the GPU: the recipe and two variants at once (image_encoder_tiny_gpu.yaml)
+#  10. the serving engine's decoder (issue 22): 64 concurrent answers vs transformers generate of the
+#      same prompts as a padded batch, batch-1 roofline, 4 LoRA adapters mixed vs 1 (slm bench engine);
+#      the stream sweeps (step 5) go to 256 RESPOND and 512 TRANSCRIBE streams
 
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
@@ -36,7 +39,7 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-STEPS=${STEPS:-parity decode encode train stream interleave encoder asr vision}  # which steps to run
+STEPS=${STEPS:-engine stream parity decode encode train interleave encoder asr vision}  # which steps to run
 step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
@@ -62,6 +65,7 @@ log "device '$name': bf16 peak ${PEAK} TFLOPS, memory ${BW} GB/s"
 if [ "$QUICK" = 1 ]; then
   SHAPE="--hidden 64 --layers 2 --heads 4 --kv-heads 2 --intermediate 128 --vocab 512 --prompt 16 --new 8"
   ENC="--preset tiny"; TRAIN="--preset tiny --steps 2"; TB=2; STREAM="--duration 2 --max-streams 2"
+  ENGINE="--preset tiny --prompt 16 --new 8"; ROWS=4; ADAPTERS=2; STREAM_T="$STREAM"
   DTYPE=float32; IL_STEPS=4; IL_SEEDS="1"; ENC_REPEATS=1; ENC_SENTENCES=20; ASR_STEPS=2; ASR_MINUTES=1
   ENC_SET=(--set train.steps=6 --set train.batch_size=4 --set eval.every=3 --set data.valid_utterances=8
     --set data.test_utterances=8 --set device=cpu)
@@ -69,6 +73,8 @@ else
   SHAPE="--hidden 2048 --layers 22 --heads 32 --kv-heads 4 --intermediate 5632 --vocab 32000 --prompt 128 --new 128"
   ENC="--preset base"; TRAIN="--preset tinyllama --steps 10 --work-dir $W/tinyllama"; TB=16
   STREAM="--preset tinyllama --work-dir $W/tinyllama --duration 5 --max-streams 256"
+  STREAM_T="--preset tinyllama --work-dir $W/tinyllama --duration 5 --max-streams 512"
+  ENGINE="--preset tinyllama --work-dir $W/tinyllama --prompt 128 --new 128"; ROWS=64; ADAPTERS=4
   DTYPE=bfloat16; IL_STEPS=${IL_STEPS:-2000}; IL_SEEDS=${IL_SEEDS:-1 2 3}; ENC_REPEATS=3; ENC_SENTENCES=0
   ASR_STEPS=${ASR_STEPS:-6000}; ASR_MINUTES=${ASR_MINUTES:-2.5}
   ENC_SET=()
@@ -88,6 +94,12 @@ case " $STEPS " in *" encoder "*)
   ENC_PID=$! ;;
 esac
 
+step engine 300 $SLM bench engine $ENGINE --rows $ROWS --adapters $ADAPTERS --device $DEVICE --dtype $DTYPE --python $PY \
+  --bandwidth-gbs $BW --json
+step engine_b1 120 $SLM bench engine $ENGINE --rows 1 --adapters 0 --no-transformers --device $DEVICE --dtype $DTYPE \
+  --bandwidth-gbs $BW --json
+step stream 240 $SLM bench stream $STREAM --task respond --sweep --device $DEVICE --dtype $DTYPE --json
+step stream_transcribe 240 $SLM bench stream $STREAM_T --task transcribe --sweep --device $DEVICE --dtype $DTYPE --json
 step parity 120 bash -c "$PY tests/parity/make_llama_references.py --bf16 $W/parity $DEVICE &&
   SLM_PARITY_DIR=$W/parity $B/bin/parity_tests --gtest_filter='LlamaParityBf16.*'"
 step decode_slm 150 $SLM bench decode --device $DEVICE --dtype $DTYPE $SHAPE --batch-sizes 1 --repeats 3 --bandwidth-gbs $BW --json
@@ -106,7 +118,6 @@ step train_lastlayer 240 bash -c "for b in $TB $((2 * TB)); do for f in '' --ful
   $SLM bench train $TRAIN --batch-size \$b --device $DEVICE --dtype $DTYPE --peak-tflops $PEAK --python none --json \$f | tail -n 1; done; done"
 # Mixed precision as most training runs use it: float32 weights, bf16 autocast.
 step train_amp 240 $SLM bench train $TRAIN --batch-size $TB --device $DEVICE --dtype float32 --precision $DTYPE --peak-tflops $PEAK --python $PY --json
-step stream 240 $SLM bench stream $STREAM --task respond --sweep --device $DEVICE --dtype $DTYPE --json
 step interleave 420 bash scripts/gpu/interleave_runs.sh $SLM $W/interleave $DEVICE $IL_STEPS $IL_SEEDS
 case " $STEPS " in *" encoder "*)
   log "waiting for the encoder data"; wait "$ENC_PID"; log "encoder data rc=$?: $(tail -3 "$W/encoder/data.log")"

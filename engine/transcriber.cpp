@@ -1,0 +1,43 @@
+#include "engine/transcriber.h"
+
+#include <algorithm>
+
+namespace slm::engine {
+
+std::vector<ClipTranscript> Transcriber::Run(const std::vector<const std::vector<float>*>& clips) {
+  torch::NoGradGuard no_grad;
+  const audio::LogMel& mel = model_.Mel();
+  const size_t min_samples = static_cast<size_t>(mel.Options().MinSamples());
+  std::vector<ClipTranscript> out(clips.size());
+  int64_t longest = 0;
+  for (size_t i = 0; i < clips.size(); ++i) {
+    if (clips[i]->size() < min_samples) {
+      std::vector<float> padded = *clips[i];
+      padded.resize(min_samples, 0.f);
+      out[i].features = mel.Compute(padded);
+    } else {
+      out[i].features = mel.Compute(*clips[i]);  // [T, n_mels]
+    }
+    longest = std::max<int64_t>(longest, out[i].features.size(0));
+  }
+  const int64_t batch = static_cast<int64_t>(clips.size());
+  const int64_t mels = out[0].features.size(1);
+  torch::Tensor features = torch::zeros({batch, longest, mels});
+  torch::Tensor lengths = torch::empty({batch}, torch::kLong);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t t = out[b].features.size(0);
+    features[b].narrow(0, 0, t).copy_(out[b].features);
+    lengths[b] = t;
+  }
+  audio::WhisperEncoderInput input;
+  input.features = features;
+  input.lengths = lengths;
+  const audio::WhisperEncoderOutput encoded = model_.SpeechEncoder()->forward(input);
+  const torch::Tensor logits = model_.Ctc()->forward(encoded.last_hidden_state).to(torch::kCPU, torch::kFloat);
+  const torch::Tensor out_lengths = encoded.lengths.to(torch::kCPU);
+  for (int64_t b = 0; b < batch; ++b)
+    out[b].transcript = audio::CtcGreedyWords(logits[b].narrow(0, 0, out_lengths[b].item<int64_t>()));
+  return out;
+}
+
+}  // namespace slm::engine
