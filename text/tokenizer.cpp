@@ -175,6 +175,10 @@ Tokenizer Tokenizer::Build(std::unique_ptr<TokenizerModel> model, const std::str
     tokenizer.EnsureToken(SpeechUnitToken(unit));
   }
   tokenizer.IndexAddedTokens();
+  for (const int64_t id : {tokenizer.bos_id_, tokenizer.EosId(), tokenizer.pad_id_, tokenizer.unk_id_}) {
+    Check(id < tokenizer.vocab_size_, "tokenizer '", tokenizer.Source(), "' names the special token id ",
+          id, ", outside its ids [0, ", tokenizer.vocab_size_, ")");
+  }
   if (!side_dir.empty()) tokenizer.ReadSpecialIds(side_dir);
   return tokenizer;
 }
