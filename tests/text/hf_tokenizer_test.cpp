@@ -210,7 +210,12 @@ TEST(HfTokenizerTest, SentencePieceStyleFilesEncodeAndDecodeWithBytesAndTemplate
 TEST(HfTokenizerTest, SaveKeepsTheFileAndTheMarkers) {
   slm::testing::TempDir source;
   TokenizerOptions options{{"<speech>", "<image>"}, 3};
-  const Tokenizer original = LoadJson(source, SentencePieceStyle(), options);
+  // An added token of the file beyond the vocabulary (Llama 3's <|eot_id|> kind) comes first.
+  json file = SentencePieceStyle();
+  file["added_tokens"].push_back({{"id", 264}, {"content", "<|eot|>"}, {"special", true},
+                                  {"normalized", false}, {"rstrip", true}});
+  const Tokenizer original = LoadJson(source, file, options);
+  EXPECT_EQ(original.AddedTokenId("<|eot|>"), 264);
   slm::testing::TempDir saved;
   WriteText(saved.File("tokenizer.model"), "a stale sentencepiece model");
   original.Save(saved.path());
@@ -218,14 +223,17 @@ TEST(HfTokenizerTest, SaveKeepsTheFileAndTheMarkers) {
   EXPECT_FALSE(std::filesystem::exists(saved.File("tokenizer.model")));
   const json config = json::parse(fs::ReadFile(saved.File("tokenizer_config.json")));
   EXPECT_EQ(config.at("tokenizer_class"), "PreTrainedTokenizerFast");
-  EXPECT_EQ(config.at("added_tokens_decoder").at("264").at("content"), "<speech>");
+  EXPECT_EQ(config.at("added_tokens_decoder").at("264").at("rstrip"), true);
+  EXPECT_EQ(config.at("added_tokens_decoder").at("265").at("content"), "<speech>");
+  EXPECT_EQ(json::parse(fs::ReadFile(saved.File("added_tokens.json"))).at("<|eot|>"), 264);
   EXPECT_EQ(config.at("bos_token"), "<s>");
 
   const Tokenizer reloaded = Tokenizer::Load(saved.path(), TokenizerOptions{{}, 0});
   EXPECT_EQ(reloaded.VocabSize(), original.VocabSize());
   EXPECT_EQ(reloaded.NumSpeechUnits(), 3);
   EXPECT_EQ(reloaded.AddedTokenId("<image>"), original.AddedTokenId("<image>"));
-  const std::string text = "<image>hi <u2>hi";
+  EXPECT_EQ(reloaded.AddedTokenId("<|eot|>"), 264);
+  const std::string text = "<image>hi <u2>hi<|eot|>  hi";
   EXPECT_EQ(reloaded.Encode(text, true, true), original.Encode(text, true, true));
   EXPECT_EQ(reloaded.BosId(), 1);
 }
