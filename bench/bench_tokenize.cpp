@@ -35,7 +35,8 @@ void RunTokenizeBench(const TokenizeBenchOptions& o, bool json) {
   Report report(json);
   Check(o.tokenizer.empty() == o.corpus.empty(), "slm bench tokenize: --tokenizer and --corpus go ",
         "together");
-  Check(o.python != "none", "slm bench tokenize: the baseline (--python) builds the tokenizers and ",
+  Check(o.python != "none",
+        "slm bench tokenize: the baseline (--python) builds the tokenizers and ",
         "times tokenizers; it cannot be skipped");
   ScratchDir scratch("slm-bench-tokenize-");
   std::string args = "--out '" + scratch.path() + "' --repeats " + std::to_string(o.repeats);
@@ -43,12 +44,13 @@ void RunTokenizeBench(const TokenizeBenchOptions& o, bool json) {
     args += " --families " + o.families + " --lines " + std::to_string(o.lines);
   } else {
     std::string path = o.tokenizer;
-    if (std::filesystem::is_directory(path)) path = (std::filesystem::path(path) / "tokenizer.json").string();
+    if (std::filesystem::is_directory(path))
+      path = (std::filesystem::path(path) / "tokenizer.json").string();
     args += " --tokenizer '" + path + "' --corpus '" + o.corpus + "'";
   }
   const nlohmann::json baseline = RunPythonJson(o.python, o.script, args);
-  Check(baseline.contains("families"), "slm bench tokenize: the baseline '", o.python, " ", o.script,
-        "' gave no result (is the tokenizers package installed in that environment?)");
+  Check(baseline.contains("families"), "slm bench tokenize: the baseline '", o.python, " ",
+        o.script, "' gave no result (is the tokenizers package installed in that environment?)");
 
   report.Line("tokenizer.json encoding, one thread, median of " + std::to_string(o.repeats) +
               " runs: slm vs tokenizers " + baseline.value("tokenizers_version", std::string("?")));
@@ -96,11 +98,13 @@ void RunTokenizeBench(const TokenizeBenchOptions& o, bool json) {
 }
 
 cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
-  auto* cmd = cli::Group(app, "bench", "benchmarks, each against a baseline measured in the same run")
-                  ->add_subcommand("tokenize",
-                                   "tokenizer.json encoding, one thread: slm vs Hugging Face tokenizers");
+  auto* cmd =
+      cli::Group(app, "bench", "benchmarks, each against a baseline measured in the same run")
+          ->add_subcommand("tokenize",
+                           "tokenizer.json encoding, one thread: slm vs Hugging Face tokenizers");
   auto o = std::make_shared<TokenizeBenchOptions>();
-  cmd->add_option("--families", o->families, "comma-separated: gpt2, llama3, qwen2, llama2, metaspace")
+  cmd->add_option("--families", o->families,
+                  "comma-separated: gpt2, llama3, qwen2, llama2, metaspace")
       ->capture_default_str();
   cmd->add_option("--lines", o->lines, "generated corpus lines per family")
       ->check(CLI::Range(int64_t{1}, int64_t{10000000}))
@@ -108,7 +112,8 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
   cmd->add_option("--repeats", o->repeats, "timed repeats (median)")->check(CLI::Range(1, 100));
   cmd->add_option("--tokenizer", o->tokenizer, "a tokenizer.json or its directory (with --corpus)");
   cmd->add_option("--corpus", o->corpus, "a UTF-8 text file, one text per line (with --tokenizer)");
-  cmd->add_option("--python", o->python, "python with the tokenizers package")->capture_default_str();
+  cmd->add_option("--python", o->python, "python with the tokenizers package")
+      ->capture_default_str();
   cmd->add_option("--script", o->script, "the baseline script")->capture_default_str();
   cmd->callback([o, &common] { RunTokenizeBench(*o, common.json); });
 });

@@ -45,8 +45,8 @@ class WordCache {
   void Insert(std::string_view word, const std::vector<int32_t>& ids) {
     if (map_.size() >= kCacheCapacity) Clear();
     const std::string_view key = StoreKey(word);
-    map_.emplace(key, std::make_pair(static_cast<uint32_t>(ids_.size()),
-                                     static_cast<uint32_t>(ids.size())));
+    map_.emplace(
+        key, std::make_pair(static_cast<uint32_t>(ids_.size()), static_cast<uint32_t>(ids.size())));
     ids_.insert(ids_.end(), ids.begin(), ids.end());
   }
 
@@ -258,7 +258,8 @@ void Bpe::MergeWord(std::string_view text, std::vector<int32_t>& out) const {
     left.id = top.merged;
     left.length += right.length;
     left.next = right.next;
-    if (right.next >= 0) symbols[static_cast<size_t>(right.next)].prev = static_cast<int32_t>(top.pos);
+    if (right.next >= 0)
+      symbols[static_cast<size_t>(right.next)].prev = static_cast<int32_t>(top.pos);
     if (left.prev >= 0) {
       if (const PairSlot* pair = FindPair(symbols[static_cast<size_t>(left.prev)].id, left.id)) {
         queue.push_back({pair->rank, static_cast<uint32_t>(left.prev), pair->merged});

@@ -23,8 +23,8 @@ std::string Item(const std::string& path, size_t index) {
 }
 
 void JsonContext::Fail(const std::string& path, const std::string& message) const {
-  throw Error(Str("'", file_, "': ", path.empty() ? std::string("top level") : path, ": ",
-                  message));
+  throw Error(
+      Str("'", file_, "': ", path.empty() ? std::string("top level") : path, ": ", message));
 }
 
 void JsonContext::Unsupported(const std::string& path, const std::string& value,
@@ -64,7 +64,8 @@ bool JsonContext::Bool(const json& object, const std::string& path, const char* 
                        bool fallback) const {
   const json* value = Optional(object, key);
   if (value == nullptr) return fallback;
-  if (!value->is_boolean()) Fail(Child(path, key), Str("must be true or false, got ", Short(*value)));
+  if (!value->is_boolean())
+    Fail(Child(path, key), Str("must be true or false, got ", Short(*value)));
   return value->get<bool>();
 }
 
@@ -73,8 +74,7 @@ int64_t JsonContext::Int(const json& node, const std::string& path) const {
   return node.get<int64_t>();
 }
 
-const json& JsonContext::Array(const json& object, const std::string& path,
-                               const char* key) const {
+const json& JsonContext::Array(const json& object, const std::string& path, const char* key) const {
   const json& value = Required(object, path, key);
   if (!value.is_array()) Fail(Child(path, key), Str("must be a list, got ", Short(value)));
   return value;

@@ -4,9 +4,8 @@
 // Thread-safety: JsonContext is immutable; its methods only read.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstddef>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace slm::text::hf {

@@ -123,7 +123,8 @@ std::unique_ptr<Normalizer> ParseNormalizer(const json& node, const std::string&
     return std::make_unique<Sequence>(std::move(steps));
   }
   if (type == "Replace") {
-    Pattern pattern = Pattern::Parse(ctx.Required(node, path, "pattern"), Child(path, "pattern"), ctx);
+    Pattern pattern =
+        Pattern::Parse(ctx.Required(node, path, "pattern"), Child(path, "pattern"), ctx);
     std::string content = ctx.String(ctx.Required(node, path, "content"), Child(path, "content"));
     return std::make_unique<Replace>(std::move(pattern), std::move(content));
   }

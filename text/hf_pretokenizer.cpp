@@ -96,7 +96,8 @@ class ByteLevel : public PreTokenizer {
                       matches.push_back({start, end, true});
                       previous = end;
                     }
-                    if (previous != piece.size()) matches.push_back({previous, piece.size(), false});
+                    if (previous != piece.size())
+                      matches.push_back({previous, piece.size(), false});
                   });
     }
     tokens.byte_level = true;
@@ -246,8 +247,8 @@ std::unique_ptr<PreTokenizer> ParsePreTokenizer(const json& node, const std::str
     const json& items = ctx.Array(node, path, "pretokenizers");
     std::vector<std::unique_ptr<PreTokenizer>> steps;
     for (size_t i = 0; i < items.size(); ++i) {
-      steps.push_back(ParsePreTokenizer(items[i], Item(items_path, i), ctx,
-                                        last && i + 1 == items.size()));
+      steps.push_back(
+          ParsePreTokenizer(items[i], Item(items_path, i), ctx, last && i + 1 == items.size()));
     }
     return std::make_unique<Sequence>(std::move(steps));
   }
@@ -258,8 +259,8 @@ std::unique_ptr<PreTokenizer> ParsePreTokenizer(const json& node, const std::str
   if (type == "Split") {
     Pattern pattern =
         Pattern::Parse(ctx.Required(node, path, "pattern"), Child(path, "pattern"), ctx);
-    const SplitBehavior behavior = ParseSplitBehavior(ctx.Required(node, path, "behavior"),
-                                                      Child(path, "behavior"), ctx);
+    const SplitBehavior behavior =
+        ParseSplitBehavior(ctx.Required(node, path, "behavior"), Child(path, "behavior"), ctx);
     return std::make_unique<Split>(std::move(pattern), behavior,
                                    ctx.Bool(node, path, "invert", false));
   }

@@ -115,8 +115,9 @@ std::unique_ptr<PostProcessor> ParsePostProcessor(const json& node, const std::s
     return std::make_unique<PostSequence>(std::move(steps));
   }
   if (type == "BertProcessing" || type == "RobertaProcessing") {
-    return std::make_unique<AroundSequence>(std::vector<int64_t>{TokenPairId(node, path, "cls", ctx)},
-                                            std::vector<int64_t>{TokenPairId(node, path, "sep", ctx)});
+    return std::make_unique<AroundSequence>(
+        std::vector<int64_t>{TokenPairId(node, path, "cls", ctx)},
+        std::vector<int64_t>{TokenPairId(node, path, "sep", ctx)});
   }
   if (type == "TemplateProcessing") {
     const json& single = ctx.Array(node, path, "single");
@@ -129,9 +130,11 @@ std::unique_ptr<PostProcessor> ParsePostProcessor(const json& node, const std::s
       const std::string piece_path = Item(Child(path, "single"), i);
       const json& piece = single[i];
       if (const json* sequence = ctx.Optional(piece, "Sequence")) {
-        const std::string id = ctx.String(ctx.Required(*sequence, Child(piece_path, "Sequence"), "id"),
-                                          Child(Child(piece_path, "Sequence"), "id"));
-        if (id != "A") ctx.Fail(piece_path, "the single-sequence template can only hold sequence A");
+        const std::string id =
+            ctx.String(ctx.Required(*sequence, Child(piece_path, "Sequence"), "id"),
+                       Child(Child(piece_path, "Sequence"), "id"));
+        if (id != "A")
+          ctx.Fail(piece_path, "the single-sequence template can only hold sequence A");
         if (seen_sequence) ctx.Fail(piece_path, "the sequence appears twice in the template");
         seen_sequence = true;
       } else if (const json* special = ctx.Optional(piece, "SpecialToken")) {
@@ -139,8 +142,8 @@ std::unique_ptr<PostProcessor> ParsePostProcessor(const json& node, const std::s
         const std::string name =
             ctx.String(ctx.Required(*special, special_path, "id"), Child(special_path, "id"));
         const std::vector<int64_t> ids = TemplateTokenIds(special_tokens, name, path, ctx);
-        (seen_sequence ? after : before).insert((seen_sequence ? after : before).end(), ids.begin(),
-                                                ids.end());
+        (seen_sequence ? after : before)
+            .insert((seen_sequence ? after : before).end(), ids.begin(), ids.end());
       } else {
         ctx.Fail(piece_path, "must be {\"Sequence\": ...} or {\"SpecialToken\": ...}");
       }
@@ -192,7 +195,8 @@ std::unique_ptr<Bpe> ParseBpe(const json& model, const JsonContext& ctx) {
     options.unk_token = ctx.String(*unk, Child(path, "unk_token"));
   }
   if (const json* prefix = ctx.Optional(model, "continuing_subword_prefix")) {
-    options.continuing_subword_prefix = ctx.String(*prefix, Child(path, "continuing_subword_prefix"));
+    options.continuing_subword_prefix =
+        ctx.String(*prefix, Child(path, "continuing_subword_prefix"));
   }
   if (const json* suffix = ctx.Optional(model, "end_of_word_suffix")) {
     options.end_of_word_suffix = ctx.String(*suffix, Child(path, "end_of_word_suffix"));
@@ -209,7 +213,8 @@ std::unique_ptr<Bpe> ParseBpe(const json& model, const JsonContext& ctx) {
   ids.reserve(vocab.size());
   for (const auto& [piece, value] : vocab.items()) {
     const int64_t id = ctx.Int(value, Child(vocab_path, piece));
-    if (id < 0 || id > INT32_MAX - 1) ctx.Fail(Child(vocab_path, piece), Str("id ", id, " is out of range"));
+    if (id < 0 || id > INT32_MAX - 1)
+      ctx.Fail(Child(vocab_path, piece), Str("id ", id, " is out of range"));
     if (piece.empty()) ctx.Fail(vocab_path, "has an empty token");
     if (static_cast<size_t>(id) >= pieces.size()) pieces.resize(static_cast<size_t>(id) + 1);
     if (!pieces[static_cast<size_t>(id)].empty()) {
@@ -283,7 +288,8 @@ class HfTokenizerModel : public TokenizerModel {
     fs::AtomicWriteString((std::filesystem::path(dir) / "tokenizer.json").string(), bytes_);
   }
   nlohmann::ordered_json DefaultTokenizerConfig() const override {
-    return {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false}};
+    return {{"tokenizer_class", "PreTrainedTokenizerFast"},
+            {"clean_up_tokenization_spaces", false}};
   }
 
  private:
@@ -336,7 +342,8 @@ HfTokenizerModel::HfTokenizerModel(const std::string& path, std::string bytes)
     return bpe_->Find(content).value_or(-1);
   };
   if (const json* model = ctx.Optional(root, "model")) {
-    if (const json* unk = ctx.Optional(*model, "unk_token")) special_ids_.unk = id_of(unk->get<std::string>());
+    if (const json* unk = ctx.Optional(*model, "unk_token"))
+      special_ids_.unk = id_of(unk->get<std::string>());
   }
   if (post_processor_ != nullptr) {
     special_ids_.bos = post_processor_->Bos();

@@ -72,7 +72,8 @@ Regex::Regex(std::string_view pattern, std::string where)
   code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(translated.data()), translated.size(),
                         PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &error, &offset, nullptr);
   Check(code_ != nullptr, where_, ": cannot compile the regular expression '", pattern_,
-        "': ", ErrorMessage(error), " (at offset ", offset, " of its PCRE2 form '", translated, "')");
+        "': ", ErrorMessage(error), " (at offset ", offset, " of its PCRE2 form '", translated,
+        "')");
   // Without JIT support PCRE2 interprets the pattern: slower, same matches.
   pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);
 }
@@ -105,8 +106,8 @@ void Regex::FindAll(std::string_view text, std::vector<std::pair<size_t, size_t>
     const int rc = pcre2_match(code_, subject, text.size(), start, PCRE2_NO_UTF_CHECK, state.data,
                                state.context);
     if (rc == PCRE2_ERROR_NOMATCH) return;
-    Check(rc >= 0, where_, ": matching the regular expression '", pattern_, "' failed: ",
-          ErrorMessage(rc));
+    Check(rc >= 0, where_, ": matching the regular expression '", pattern_,
+          "' failed: ", ErrorMessage(rc));
     const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(state.data);
     const size_t match_start = ovector[0];
     const size_t match_end = ovector[1];

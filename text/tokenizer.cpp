@@ -1,8 +1,10 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -25,6 +27,7 @@ constexpr const char* kModelFile = "tokenizer.model";
 constexpr const char* kJsonFile = "tokenizer.json";
 constexpr const char* kAddedTokensFile = "added_tokens.json";
 constexpr const char* kTokenizerConfigFile = "tokenizer_config.json";
+
 std::string JoinPath(const std::string& dir, const std::string& name) {
   return (stdfs::path(dir) / name).string();
 }
@@ -74,18 +77,18 @@ bool IsTiktokenFile(const std::string& bytes) {
     }
   }
   for (size_t i = space + 1; i < line.size(); ++i) {
-    if (!std::isdigit(static_cast<unsigned char>(line[i])) && !(line[i] == '\r' && i + 1 == line.size())) {
-      return false;
-    }
+    const bool carriage_return = line[i] == '\r' && i + 1 == line.size();
+    if (!std::isdigit(static_cast<unsigned char>(line[i])) && !carriage_return) return false;
   }
   return true;
 }
 
 [[noreturn]] void RefuseTiktoken(const std::string& path) {
-  throw Error(Str("'", path, "' is a tiktoken BPE file (lines of 'base64-token rank', like Llama 3's ",
-                  "original/tokenizer.model), not a sentencepiece model: slm does not read the tiktoken ",
-                  "format, which carries neither the split regex nor the special tokens. Load the ",
-                  "Hugging Face tokenizer.json of the same checkpoint instead"));
+  throw Error(
+      Str("'", path, "' is a tiktoken BPE file (lines of 'base64-token rank', like ",
+          "Llama 3's original/tokenizer.model), not a sentencepiece model: slm does not ",
+          "read the tiktoken format, which carries neither the split regex nor the special ",
+          "tokens. Load the Hugging Face tokenizer.json of the same checkpoint instead"));
 }
 
 std::unique_ptr<TokenizerModel> LoadSentencePieceFile(const std::string& path) {
@@ -175,9 +178,11 @@ Tokenizer Tokenizer::Build(std::unique_ptr<TokenizerModel> model, const std::str
     tokenizer.EnsureToken(SpeechUnitToken(unit));
   }
   tokenizer.IndexAddedTokens();
-  for (const int64_t id : {tokenizer.bos_id_, tokenizer.EosId(), tokenizer.pad_id_, tokenizer.unk_id_}) {
-    Check(id < tokenizer.vocab_size_, "tokenizer '", tokenizer.Source(), "' names the special token id ",
-          id, ", outside its ids [0, ", tokenizer.vocab_size_, ")");
+  for (const int64_t id :
+       {tokenizer.bos_id_, tokenizer.EosId(), tokenizer.pad_id_, tokenizer.unk_id_}) {
+    Check(id < tokenizer.vocab_size_, "tokenizer '", tokenizer.Source(),
+          "' names the special token id ", id, ", outside its ids [0, ", tokenizer.vocab_size_,
+          ")");
   }
   if (!side_dir.empty()) tokenizer.ReadSpecialIds(side_dir);
   return tokenizer;
@@ -195,9 +200,8 @@ void Tokenizer::AddToken(const AddedToken& token, const std::string& origin) {
           " (was the file written for a different model file?)");
   } else {
     Check(token.id == vocab_size_, origin, ": added token '", token.content, "' has id ", token.id,
-          ", but ids after the model's vocabulary must be consecutive: the next ",
-          "free id is ", vocab_size_, " (", model_->Describe(), " has ", model_vocab_size_,
-          " pieces)");
+          ", but ids after the model's vocabulary must be consecutive: the next ", "free id is ",
+          vocab_size_, " (", model_->Describe(), " has ", model_vocab_size_, " pieces)");
     ++vocab_size_;
   }
   added_ids_[token.content] = token.id;
@@ -265,8 +269,8 @@ void Tokenizer::ReadAddedTokenFiles(const std::string& dir) {
           }
           Check(!key.empty() && used == key.size(), "'", config_path,
                 "': added_tokens_decoder key '", key, "' is not an integer id");
-          Check(entry.is_object() && entry.contains("content") && entry["content"].is_string(),
-                "'", config_path, "': added_tokens_decoder[\"", key,
+          Check(entry.is_object() && entry.contains("content") && entry["content"].is_string(), "'",
+                config_path, "': added_tokens_decoder[\"", key,
                 "\"] must be an object with a string \"content\"");
           AddedToken token{entry["content"].get<std::string>(), id, true};
           auto flag = [&](const char* name, bool* value) {
@@ -321,8 +325,8 @@ int64_t Tokenizer::ResolveTokenString(const std::string& content, const std::str
   auto it = added_ids_.find(content);
   if (it != added_ids_.end()) return it->second;
   const std::optional<int64_t> id = model_->FindPiece(content);
-  Check(id.has_value(), where, ": token '", content, "' is neither a piece of ",
-        model_->Describe(), " nor an added token");
+  Check(id.has_value(), where, ": token '", content, "' is neither a piece of ", model_->Describe(),
+        " nor an added token");
   return *id;
 }
 

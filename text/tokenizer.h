@@ -211,7 +211,7 @@ class Tokenizer {
   std::vector<AddedToken> added_;                       // sorted by id
   std::unordered_map<std::string, int64_t> added_ids_;  // content -> id
   std::unordered_map<int64_t, size_t> added_index_;     // id -> index in added_
-  AddedTokenMatcher raw_matcher_;         // added tokens matched on the raw text
+  AddedTokenMatcher raw_matcher_;                       // added tokens matched on the raw text
   AddedTokenMatcher normalized_matcher_;  // `normalized` ones, in normalized text (tokenizer.json)
   int64_t num_speech_units_ = 0;
   int64_t bos_id_ = -1;

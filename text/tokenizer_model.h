@@ -21,9 +21,8 @@
 // are per thread).
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -71,7 +70,9 @@ class TokenizerModel {
   // The file the model was loaded from (for messages).
   virtual const std::string& Source() const = 0;
   // "the sentencepiece model '<path>'": how messages name this model.
-  std::string Describe() const { return std::string("the ") + Format() + " model '" + Source() + "'"; }
+  std::string Describe() const {
+    return std::string("the ") + Format() + " model '" + Source() + "'";
+  }
 
   virtual int64_t VocabSize() const = 0;
   // The piece of an id in [0, VocabSize()) ("" for an id the vocabulary skips).

@@ -70,10 +70,18 @@ const icu::Normalizer2& Normalizer(NormalForm form) {
   UErrorCode status = U_ZERO_ERROR;
   const icu::Normalizer2* normalizer = nullptr;
   switch (form) {
-    case NormalForm::kNFC: normalizer = icu::Normalizer2::getNFCInstance(status); break;
-    case NormalForm::kNFD: normalizer = icu::Normalizer2::getNFDInstance(status); break;
-    case NormalForm::kNFKC: normalizer = icu::Normalizer2::getNFKCInstance(status); break;
-    case NormalForm::kNFKD: normalizer = icu::Normalizer2::getNFKDInstance(status); break;
+    case NormalForm::kNFC:
+      normalizer = icu::Normalizer2::getNFCInstance(status);
+      break;
+    case NormalForm::kNFD:
+      normalizer = icu::Normalizer2::getNFDInstance(status);
+      break;
+    case NormalForm::kNFKC:
+      normalizer = icu::Normalizer2::getNFKCInstance(status);
+      break;
+    case NormalForm::kNFKD:
+      normalizer = icu::Normalizer2::getNFKDInstance(status);
+      break;
   }
   Check(U_SUCCESS(status) && normalizer != nullptr,
         "ICU cannot load its Unicode normalization data: ", u_errorName(status));
@@ -89,11 +97,16 @@ char32_t DecodeAt(std::string_view text, size_t pos, size_t* length) {
     return kReplacementChar;
   }
   *length = static_cast<size_t>(n);
-  const auto byte = [&](size_t i) { return static_cast<char32_t>(static_cast<unsigned char>(text[i])); };
+  const auto byte = [&](size_t i) {
+    return static_cast<char32_t>(static_cast<unsigned char>(text[i]));
+  };
   switch (n) {
-    case 1: return byte(pos);
-    case 2: return ((byte(pos) & 0x1F) << 6) | (byte(pos + 1) & 0x3F);
-    case 3: return ((byte(pos) & 0x0F) << 12) | ((byte(pos + 1) & 0x3F) << 6) | (byte(pos + 2) & 0x3F);
+    case 1:
+      return byte(pos);
+    case 2:
+      return ((byte(pos) & 0x1F) << 6) | (byte(pos + 1) & 0x3F);
+    case 3:
+      return ((byte(pos) & 0x0F) << 12) | ((byte(pos + 1) & 0x3F) << 6) | (byte(pos + 2) & 0x3F);
     default:
       return ((byte(pos) & 0x07) << 18) | ((byte(pos + 1) & 0x3F) << 12) |
              ((byte(pos + 2) & 0x3F) << 6) | (byte(pos + 3) & 0x3F);

@@ -74,9 +74,9 @@ TEST(ParityHfTokenizer, IdsAndTextMatchTokenizersOnEveryFamily) {
       const std::string skipped = tokenizer.Decode(expected_special, true);
       if (skipped != reference.at("decoded_skip")[i].get<std::string>()) {
         ++decode_skip_mismatches;
-        report("decode skipping special tokens",
-               Show(expected_special) + " -> " + Quote(skipped) + ", tokenizers " +
-                   reference.at("decoded_skip")[i].dump());
+        report("decode skipping special tokens", Show(expected_special) + " -> " + Quote(skipped) +
+                                                     ", tokenizers " +
+                                                     reference.at("decoded_skip")[i].dump());
       }
     }
     const json& random_ids = reference.at("random_ids");

@@ -27,9 +27,11 @@ void WriteText(const std::string& path, const std::string& text) {
 
 // A tokenizer.json with everything null but the model.
 json Skeleton(json model) {
-  return {{"version", "1.0"},         {"truncation", nullptr},    {"padding", nullptr},
-          {"added_tokens", json::array()}, {"normalizer", nullptr}, {"pre_tokenizer", nullptr},
-          {"post_processor", nullptr}, {"decoder", nullptr},       {"model", std::move(model)}};
+  return {{"version", "1.0"},          {"truncation", nullptr},
+          {"padding", nullptr},        {"added_tokens", json::array()},
+          {"normalizer", nullptr},     {"pre_tokenizer", nullptr},
+          {"post_processor", nullptr}, {"decoder", nullptr},
+          {"model", std::move(model)}};
 }
 
 json CharBpe() {
@@ -39,8 +41,16 @@ json CharBpe() {
           {"fuse_unk", false},
           {"byte_fallback", false},
           {"vocab",
-           {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"ab", 4}, {"bc", 5}, {"abc", 6},
-            {"<0x78>", 7}, {" ", 8}, {"d", 9}}},
+           {{"<unk>", 0},
+            {"a", 1},
+            {"b", 2},
+            {"c", 3},
+            {"ab", 4},
+            {"bc", 5},
+            {"abc", 6},
+            {"<0x78>", 7},
+            {" ", 8},
+            {"d", 9}}},
           {"merges", {"a b", "b c", "ab c"}}};
 }
 
@@ -91,11 +101,12 @@ TEST(HfTokenizerTest, BpeAppliesSubwordPrefixAndWordSuffix) {
   EXPECT_EQ(prefix.Encode("cab", false, false), (Ids{5, 1}));
 
   slm::testing::TempDir suffix_dir;
-  const Tokenizer suffix = LoadJson(
-      suffix_dir, Skeleton({{"type", "BPE"},
-                            {"vocab", {{"a", 0}, {"b</w>", 1}, {"ab</w>", 2}, {"b", 3}, {"a</w>", 4}}},
-                            {"merges", json::array({json::array({"a", "b</w>"})})},
-                            {"end_of_word_suffix", "</w>"}}));
+  const Tokenizer suffix =
+      LoadJson(suffix_dir,
+               Skeleton({{"type", "BPE"},
+                         {"vocab", {{"a", 0}, {"b</w>", 1}, {"ab</w>", 2}, {"b", 3}, {"a</w>", 4}}},
+                         {"merges", json::array({json::array({"a", "b</w>"})})},
+                         {"end_of_word_suffix", "</w>"}}));
   EXPECT_EQ(suffix.Encode("ab", false, false), (Ids{2}));
   EXPECT_EQ(suffix.Encode("ba", false, false), (Ids{3, 4}));
   EXPECT_EQ(suffix.Encode("bab", false, false), (Ids{3, 2}));
@@ -103,24 +114,24 @@ TEST(HfTokenizerTest, BpeAppliesSubwordPrefixAndWordSuffix) {
 
 TEST(HfTokenizerTest, AddedTokensKeepTheirMatchingFlags) {
   slm::testing::TempDir dir;
-  json tokenizer = Skeleton({{"type", "BPE"},
-                             {"vocab", {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"d", 4},
-                                        {"e", 5}, {"r", 6}}},
-                             {"merges", json::array()},
-                             {"unk_token", "<unk>"}});
+  json tokenizer = Skeleton(
+      {{"type", "BPE"},
+       {"vocab", {{"<unk>", 0}, {"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}, {"e", 5}, {"r", 6}}},
+       {"merges", json::array()},
+       {"unk_token", "<unk>"}});
   tokenizer["pre_tokenizer"] = {{"type", "WhitespaceSplit"}};
   auto added = [](int id, const char* content, bool single_word, bool lstrip, bool rstrip,
                   bool normalized, bool special) {
-    return json{{"id", id},         {"content", content},       {"single_word", single_word},
-                {"lstrip", lstrip}, {"rstrip", rstrip},         {"normalized", normalized},
+    return json{{"id", id},          {"content", content}, {"single_word", single_word},
+                {"lstrip", lstrip},  {"rstrip", rstrip},   {"normalized", normalized},
                 {"special", special}};
   };
   tokenizer["added_tokens"] = {added(7, "<m>", false, true, false, false, true),
                                added(8, "[T]", false, false, true, false, false),
                                added(9, "dear", true, false, false, true, false)};
   const Tokenizer t = LoadJson(dir, tokenizer);
-  EXPECT_EQ(t.Encode("a <m> b", false, false), (Ids{1, 7, 2}));   // lstrip takes " "
-  EXPECT_EQ(t.Encode("[T]   c", false, false), (Ids{8, 3}));      // rstrip takes "   "
+  EXPECT_EQ(t.Encode("a <m> b", false, false), (Ids{1, 7, 2}));  // lstrip takes " "
+  EXPECT_EQ(t.Encode("[T]   c", false, false), (Ids{8, 3}));     // rstrip takes "   "
   EXPECT_EQ(t.Encode("dear d", false, false), (Ids{9, 4}));
   EXPECT_EQ(t.Encode("adear d", false, false), (Ids{1, 4, 5, 1, 6, 4}));  // not a single word
   EXPECT_EQ(t.Encode("d dear!", false, false), (Ids{4, 9, 0}));
@@ -174,7 +185,7 @@ json SentencePieceStyle() {
        {{"<s>", {{"id", "<s>"}, {"ids", {1}}, {"tokens", {"<s>"}}}},
         {"</s>", {{"id", "</s>"}, {"ids", {2}}, {"tokens", {"</s>"}}}}}}};
   auto special = [](int id, const char* content) {
-    return json{{"id", id},         {"content", content}, {"single_word", false}, {"lstrip", false},
+    return json{{"id", id},        {"content", content},  {"single_word", false}, {"lstrip", false},
                 {"rstrip", false}, {"normalized", false}, {"special", true}};
   };
   tokenizer["added_tokens"] = {special(0, "<unk>"), special(1, "<s>"), special(2, "</s>")};
@@ -212,14 +223,18 @@ TEST(HfTokenizerTest, SaveKeepsTheFileAndTheMarkers) {
   TokenizerOptions options{{"<speech>", "<image>"}, 3};
   // An added token of the file beyond the vocabulary (Llama 3's <|eot_id|> kind) comes first.
   json file = SentencePieceStyle();
-  file["added_tokens"].push_back({{"id", 264}, {"content", "<|eot|>"}, {"special", true},
-                                  {"normalized", false}, {"rstrip", true}});
+  file["added_tokens"].push_back({{"id", 264},
+                                  {"content", "<|eot|>"},
+                                  {"special", true},
+                                  {"normalized", false},
+                                  {"rstrip", true}});
   const Tokenizer original = LoadJson(source, file, options);
   EXPECT_EQ(original.AddedTokenId("<|eot|>"), 264);
   slm::testing::TempDir saved;
   WriteText(saved.File("tokenizer.model"), "a stale sentencepiece model");
   original.Save(saved.path());
-  EXPECT_EQ(fs::ReadFile(saved.File("tokenizer.json")), fs::ReadFile(source.File("tokenizer.json")));
+  EXPECT_EQ(fs::ReadFile(saved.File("tokenizer.json")),
+            fs::ReadFile(source.File("tokenizer.json")));
   EXPECT_FALSE(std::filesystem::exists(saved.File("tokenizer.model")));
   const json config = json::parse(fs::ReadFile(saved.File("tokenizer_config.json")));
   EXPECT_EQ(config.at("tokenizer_class"), "PreTrainedTokenizerFast");
@@ -255,22 +270,33 @@ TEST(HfTokenizerTest, ConfigFilesOverrideTheTemplateSpecialIds) {
 TEST(HfTokenizerTest, PreTokenizersAndDecodersFollowTokenizers) {
   // Digits (contiguous), then Metaspace with prepend_scheme "first", and its decoder.
   slm::testing::TempDir dir;
-  json vocab = {{"<unk>", 0}, {"\xE2\x96\x81", 1}, {"a", 2}, {"1", 3}, {"2", 4}, {"12", 5},
-                {"\xE2\x96\x81" "a", 6}, {"<x>", 7}};
+  json vocab = {{"<unk>", 0},
+                {"\xE2\x96\x81", 1},
+                {"a", 2},
+                {"1", 3},
+                {"2", 4},
+                {"12", 5},
+                {"\xE2\x96\x81"
+                 "a",
+                 6},
+                {"<x>", 7}};
   json tokenizer = Skeleton({{"type", "BPE"},
                              {"unk_token", "<unk>"},
                              {"vocab", vocab},
                              {"merges", {"1 2", "\xE2\x96\x81 a"}}});
-  tokenizer["pre_tokenizer"] = {
-      {"type", "Sequence"},
-      {"pretokenizers",
-       {{{"type", "Digits"}, {"individual_digits", false}},
-        {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"},
-         {"split", true}}}}};
-  tokenizer["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"},
-                          {"prepend_scheme", "first"}, {"split", true}};
-  tokenizer["added_tokens"] = {{{"id", 7}, {"content", "<x>"}, {"special", true},
-                                {"normalized", false}}};
+  tokenizer["pre_tokenizer"] = {{"type", "Sequence"},
+                                {"pretokenizers",
+                                 {{{"type", "Digits"}, {"individual_digits", false}},
+                                  {{"type", "Metaspace"},
+                                   {"replacement", "\xE2\x96\x81"},
+                                   {"prepend_scheme", "first"},
+                                   {"split", true}}}}};
+  tokenizer["decoder"] = {{"type", "Metaspace"},
+                          {"replacement", "\xE2\x96\x81"},
+                          {"prepend_scheme", "first"},
+                          {"split", true}};
+  tokenizer["added_tokens"] = {
+      {{"id", 7}, {"content", "<x>"}, {"special", true}, {"normalized", false}}};
   const Tokenizer t = LoadJson(dir, tokenizer);
   // "12a a": digits "12" first (prefixed: it starts the text), then "a", " a".
   EXPECT_EQ(t.Encode("12a a", false, false), (Ids{1, 5, 2, 6}));
@@ -293,8 +319,8 @@ TEST(HfTokenizerTest, SplitRegexUsesUnicodeWhiteSpaceAsOniguruma) {
     vocab[piece] = next++;
   }
   json tokenizer = Skeleton({{"type", "BPE"}, {"vocab", vocab}, {"merges", {"\xC4\xA0 \xC3\xA1"}}});
-  tokenizer["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                {"use_regex", true}};
+  tokenizer["pre_tokenizer"] = {
+      {"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}};
   tokenizer["decoder"] = {{"type", "ByteLevel"}};
   const Tokenizer t = LoadJson(dir, tokenizer);
   const std::string text = "x \xE1\xA0\x8Ey";
@@ -399,29 +425,33 @@ TEST(HfTokenizerTest, ExplainsBadFilesByJsonPath) {
            "ByteLevel, Split, Metaspace, Digits, WhitespaceSplit, Sequence)");
   tokenizer = Skeleton(CharBpe());
   tokenizer["normalizer"] = {{"type", "Lowercase"}};
-  error_of(tokenizer, "normalizer.type: 'Lowercase' is not supported (supported: NFC, NFD, NFKC, "
-                      "NFKD, Replace, Prepend, Strip, ByteLevel, Sequence)");
+  error_of(tokenizer,
+           "normalizer.type: 'Lowercase' is not supported (supported: NFC, NFD, NFKC, "
+           "NFKD, Replace, Prepend, Strip, ByteLevel, Sequence)");
   tokenizer = Skeleton(CharBpe());
   tokenizer["decoder"] = {{"type", "WordPiece"}};
-  error_of(tokenizer, "decoder.type: 'WordPiece' is not supported (supported: ByteLevel, "
-                      "Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence)");
+  error_of(tokenizer,
+           "decoder.type: 'WordPiece' is not supported (supported: ByteLevel, "
+           "Metaspace, Replace, ByteFallback, Fuse, Strip, Sequence)");
   tokenizer = Skeleton(CharBpe());
-  tokenizer["post_processor"] = {{"type", "TemplateProcessing"},
-                                 {"single", {{{"SpecialToken", {{"id", "<s>"}}}},
-                                             {{"Sequence", {{"id", "A"}}}}}},
-                                 {"special_tokens", json::object()}};
-  error_of(tokenizer, "post_processor.special_tokens: has no entry for the template's special "
-                      "token '<s>'");
+  tokenizer["post_processor"] = {
+      {"type", "TemplateProcessing"},
+      {"single", {{{"SpecialToken", {{"id", "<s>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
+      {"special_tokens", json::object()}};
+  error_of(tokenizer,
+           "post_processor.special_tokens: has no entry for the template's special "
+           "token '<s>'");
   tokenizer = Skeleton(CharBpe());
-  tokenizer["pre_tokenizer"] = {{"type", "Split"},
-                                {"pattern", {{"Regex", "(unclosed"}}},
-                                {"behavior", "Isolated"}};
-  error_of(tokenizer, "pre_tokenizer.pattern.Regex: cannot compile the regular expression "
-                      "'(unclosed'");
+  tokenizer["pre_tokenizer"] = {
+      {"type", "Split"}, {"pattern", {{"Regex", "(unclosed"}}}, {"behavior", "Isolated"}};
+  error_of(tokenizer,
+           "pre_tokenizer.pattern.Regex: cannot compile the regular expression "
+           "'(unclosed'");
   tokenizer["pre_tokenizer"]["pattern"] = {{"Regex", "a"}};
   tokenizer["pre_tokenizer"]["behavior"] = "Sideways";
-  error_of(tokenizer, "pre_tokenizer.behavior: 'Sideways' is not supported (supported: Removed, "
-                      "Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
+  error_of(tokenizer,
+           "pre_tokenizer.behavior: 'Sideways' is not supported (supported: Removed, "
+           "Isolated, MergedWithPrevious, MergedWithNext, Contiguous)");
   tokenizer = Skeleton(CharBpe());
   tokenizer["added_tokens"] = {{{"id", 12}, {"content", "<late>"}}};
   WriteText(path, tokenizer.dump());
