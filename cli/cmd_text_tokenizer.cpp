@@ -20,6 +20,7 @@ struct TokenizeOptions {
   std::string text;
   bool bos = false;
   bool eos = false;
+  bool special = false;
   int64_t speech_units = 0;
 };
 
@@ -73,11 +74,16 @@ void RegisterTokenize(CLI::App& text, slm::cli::Common& common) {
   CLI::App* cmd = text.add_subcommand(
       "tokenize", "show the ids and pieces a tokenizer gives a text, and the text they decode to");
   auto options = std::make_shared<TokenizeOptions>();
-  cmd->add_option("--model", options->model, "model directory or tokenizer.model")->required();
+  cmd->add_option("--model", options->model,
+                  "model directory (tokenizer.model or tokenizer.json), or either file")
+      ->required();
   cmd->add_option("--text", options->text, "UTF-8 text (markers such as <speech> allowed)")
       ->required();
   cmd->add_flag("--bos", options->bos, "prepend BOS");
   cmd->add_flag("--eos", options->eos, "append EOS");
+  cmd->add_flag("--special", options->special,
+                "add the special tokens of the tokenizer's own template (Hugging Face's "
+                "add_special_tokens=True) instead of --bos/--eos");
   cmd->add_option("--speech-units", options->speech_units, "reserve <u0>..<uK-1>")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20))
       ->capture_default_str();
@@ -85,11 +91,14 @@ void RegisterTokenize(CLI::App& text, slm::cli::Common& common) {
     slm::text::TokenizerOptions load;
     load.num_speech_units = options->speech_units;
     const slm::text::Tokenizer tokenizer = slm::text::Tokenizer::Load(options->model, load);
-    const std::vector<int64_t> ids = tokenizer.Encode(options->text, options->bos, options->eos);
+    const std::vector<int64_t> ids =
+        options->special ? tokenizer.EncodeWithSpecialTokens(options->text)
+                         : tokenizer.Encode(options->text, options->bos, options->eos);
     std::vector<std::string> pieces;
     for (const int64_t id : ids) pieces.push_back(tokenizer.IdToPiece(id));
     slm::Report report(common.json);
     report.Set("model", tokenizer.Source());
+    report.Set("format", tokenizer.Format());
     report.Set("vocab_size", tokenizer.VocabSize());
     report.Set("tokens", static_cast<int64_t>(ids.size()));
     report.Set("ids", ids);

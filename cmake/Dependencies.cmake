@@ -66,3 +66,8 @@ endif()
 find_package(Threads REQUIRED)
 # SHA-256 for checkpoint manifests (core/checksum.h); libgrpc++-dev already depends on it.
 find_package(OpenSSL REQUIRED)
+
+# Hugging Face tokenizer.json support (text/regex.h, text/unicode.h): PCRE2 for the split regexes
+# (Unicode properties, lookahead, JIT), ICU for normalization forms and character properties.
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(ICU_UC REQUIRED IMPORTED_TARGET icu-uc)

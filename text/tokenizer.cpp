@@ -1,8 +1,10 @@
 #include "text/tokenizer.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
@@ -11,6 +13,9 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/strings.h"
+#include "text/hf_tokenizer.h"
+#include "text/sentencepiece_model.h"
+#include "text/unicode.h"
 
 namespace slm::text {
 namespace {
@@ -19,10 +24,9 @@ namespace stdfs = std::filesystem;
 using nlohmann::json;
 
 constexpr const char* kModelFile = "tokenizer.model";
+constexpr const char* kJsonFile = "tokenizer.json";
 constexpr const char* kAddedTokensFile = "added_tokens.json";
 constexpr const char* kTokenizerConfigFile = "tokenizer_config.json";
-// sentencepiece's word-boundary marker U+2581 in UTF-8.
-constexpr std::string_view kWordBoundary = "\xE2\x96\x81";
 
 std::string JoinPath(const std::string& dir, const std::string& name) {
   return (stdfs::path(dir) / name).string();
@@ -58,56 +62,109 @@ std::optional<std::string> TokenString(const json& value, const std::string& whe
       Str(where, " must be a token string, {\"content\": ...} or null, got ", value.dump()));
 }
 
+// A tiktoken BPE file: lines of "<base64 token> <rank>" (Llama 3's original/tokenizer.model).
+// sentencepiece models are binary protobufs, whose first byte is a field tag (0x0A).
+bool IsTiktokenFile(const std::string& bytes) {
+  const size_t end = std::min(bytes.find('\n'), bytes.size());
+  if (end == 0 || end == bytes.size()) return false;
+  const std::string_view line = std::string_view(bytes).substr(0, end);
+  const size_t space = line.find(' ');
+  if (space == 0 || space == std::string_view::npos || space + 1 == line.size()) return false;
+  for (size_t i = 0; i < space; ++i) {
+    const char c = line[i];
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '+' && c != '/' && c != '=') {
+      return false;
+    }
+  }
+  for (size_t i = space + 1; i < line.size(); ++i) {
+    const bool carriage_return = line[i] == '\r' && i + 1 == line.size();
+    if (!std::isdigit(static_cast<unsigned char>(line[i])) && !carriage_return) return false;
+  }
+  return true;
+}
+
+[[noreturn]] void RefuseTiktoken(const std::string& path) {
+  throw Error(
+      Str("'", path, "' is a tiktoken BPE file (lines of 'base64-token rank', like ",
+          "Llama 3's original/tokenizer.model), not a sentencepiece model: slm does not ",
+          "read the tiktoken format, which carries neither the split regex nor the special ",
+          "tokens. Load the Hugging Face tokenizer.json of the same checkpoint instead"));
+}
+
+std::unique_ptr<TokenizerModel> LoadSentencePieceFile(const std::string& path) {
+  std::error_code ec;
+  Check(stdfs::is_regular_file(path, ec), "tokenizer model '", path, "' is not a regular file");
+  std::string bytes = fs::ReadFile(path);
+  if (IsTiktokenFile(bytes)) RefuseTiktoken(path);
+  return std::make_unique<SentencePieceModel>(std::move(bytes), path);
+}
+
 }  // namespace
 
 std::vector<std::string> DefaultMarkers() { return {kSpeechMarker, kImageMarker, kTextMarker}; }
 
 std::string SpeechUnitToken(int64_t unit) { return Str("<u", unit, ">"); }
 
-Tokenizer::Tokenizer(SentencePiece model, std::string model_bytes)
-    : model_(std::move(model)), model_bytes_(std::move(model_bytes)) {
-  spm_vocab_size_ = model_.VocabSize();
-  vocab_size_ = spm_vocab_size_;
-  bos_id_ = model_.BosId();
-  if (model_.EosId() >= 0) eos_ids_ = {model_.EosId()};
-  pad_id_ = model_.PadId();
-  unk_id_ = model_.UnkId();
+Tokenizer::Tokenizer(std::unique_ptr<TokenizerModel> model) : model_(std::move(model)) {
+  model_vocab_size_ = model_->VocabSize();
+  vocab_size_ = model_vocab_size_;
+  const SpecialTokenIds ids = model_->DefaultSpecialIds();
+  bos_id_ = ids.bos;
+  if (ids.eos >= 0) eos_ids_ = {ids.eos};
+  pad_id_ = ids.pad;
+  unk_id_ = ids.unk;
 }
 
 Tokenizer Tokenizer::Load(const std::string& path, const TokenizerOptions& options) {
   std::error_code ec;
-  std::string model_path;
-  std::string dir;
-  if (stdfs::is_directory(path, ec)) {
-    dir = path;
-    model_path = JoinPath(dir, kModelFile);
-    if (!stdfs::exists(model_path, ec)) {
-      Check(!stdfs::exists(JoinPath(dir, "tokenizer.json"), ec), "'", dir,
-            "' has a tokenizer.json but no tokenizer.model: Hugging Face fast-tokenizer files "
-            "(tokenizer.json) are not supported. slm needs the sentencepiece tokenizer.model that "
-            "Llama-family checkpoints (Llama 2, TinyLlama, ...) ship");
-      throw Error(Str("missing '", model_path, "': a Llama-family checkpoint directory needs its ",
-                      "sentencepiece tokenizer.model (or train one with `slm text ",
-                      "train-tokenizer`)"));
-    }
-  } else {
+  if (!stdfs::is_directory(path, ec)) {
     Check(stdfs::exists(path, ec), "tokenizer '", path, "' not found: give a model directory ",
-          "containing tokenizer.model or the path of a sentencepiece .model file");
-    model_path = path;
-    dir = stdfs::path(path).parent_path().string();
+          "containing tokenizer.model or tokenizer.json, or the path of a sentencepiece .model ",
+          "file or a tokenizer.json");
+    std::string dir = stdfs::path(path).parent_path().string();
     if (dir.empty()) dir = ".";
+    const bool json_file = EndsWith(path, ".json");
+    Check(options.format != TokenizerFormat::kSentencePiece || !json_file, "tokenizer '", path,
+          "' is a JSON file, but a sentencepiece model was asked for (TokenizerOptions.format)");
+    Check(options.format != TokenizerFormat::kTokenizerJson || json_file, "tokenizer '", path,
+          "' is not a .json file, but a tokenizer.json was asked for (TokenizerOptions.format)");
+    if (json_file) return Build(LoadHfTokenizerModel(path), dir, options);
+    return Build(LoadSentencePieceFile(path), dir, options);
   }
-  Check(stdfs::is_regular_file(model_path, ec), "tokenizer model '", model_path,
-        "' is not a regular file");
-  std::string bytes = fs::ReadFile(model_path);
-  SentencePiece model = SentencePiece::LoadFromSerialized(bytes, model_path);
-  return Build(std::move(model), std::move(bytes), dir, options);
+  const std::string model_path = JoinPath(path, kModelFile);
+  const std::string json_path = JoinPath(path, kJsonFile);
+  const bool has_model = stdfs::exists(model_path, ec);
+  const bool has_json = stdfs::exists(json_path, ec);
+  switch (options.format) {
+    case TokenizerFormat::kSentencePiece:
+      Check(has_model, "missing '", model_path, "' (TokenizerOptions.format asks for the ",
+            "sentencepiece tokenizer.model)");
+      return Build(LoadSentencePieceFile(model_path), path, options);
+    case TokenizerFormat::kTokenizerJson:
+      Check(has_json, "missing '", json_path, "' (TokenizerOptions.format asks for the Hugging ",
+            "Face tokenizer.json)");
+      return Build(LoadHfTokenizerModel(json_path), path, options);
+    case TokenizerFormat::kAuto:
+      break;
+  }
+  if (has_model) {
+    // A tiktoken tokenizer.model next to a tokenizer.json: the JSON has everything it lacks.
+    if (has_json && stdfs::is_regular_file(model_path, ec) &&
+        IsTiktokenFile(fs::ReadFile(model_path))) {
+      return Build(LoadHfTokenizerModel(json_path), path, options);
+    }
+    return Build(LoadSentencePieceFile(model_path), path, options);
+  }
+  if (has_json) return Build(LoadHfTokenizerModel(json_path), path, options);
+  throw Error(Str("missing '", model_path, "': a Llama-family checkpoint directory needs its ",
+                  "sentencepiece tokenizer.model, or a Hugging Face tokenizer.json (or train one ",
+                  "with `slm text train-tokenizer`)"));
 }
 
-Tokenizer Tokenizer::Build(SentencePiece model, std::string model_bytes,
-                           const std::string& side_dir, const TokenizerOptions& options) {
-  Tokenizer tokenizer(std::move(model), std::move(model_bytes));
-  if (!side_dir.empty()) tokenizer.ReadAddedTokenFiles(side_dir);
+Tokenizer Tokenizer::Build(std::unique_ptr<TokenizerModel> model, const std::string& side_dir,
+                           const TokenizerOptions& options) {
+  Tokenizer tokenizer(std::move(model));
+  tokenizer.ReadAddedTokenFiles(side_dir);
   std::set<std::string> seen;
   for (const std::string& marker : options.markers) {
     Check(!marker.empty(), "tokenizer '", tokenizer.Source(), "': empty marker in the options");
@@ -121,6 +178,12 @@ Tokenizer Tokenizer::Build(SentencePiece model, std::string model_bytes,
     tokenizer.EnsureToken(SpeechUnitToken(unit));
   }
   tokenizer.IndexAddedTokens();
+  for (const int64_t id :
+       {tokenizer.bos_id_, tokenizer.EosId(), tokenizer.pad_id_, tokenizer.unk_id_}) {
+    Check(id < tokenizer.vocab_size_, "tokenizer '", tokenizer.Source(),
+          "' names the special token id ", id, ", outside its ids [0, ", tokenizer.vocab_size_,
+          ")");
+  }
   if (!side_dir.empty()) tokenizer.ReadSpecialIds(side_dir);
   return tokenizer;
 }
@@ -130,16 +193,15 @@ void Tokenizer::AddToken(const AddedToken& token, const std::string& origin) {
   Check(token.id >= 0, origin, ": added token '", token.content, "' has a negative id ", token.id);
   Check(added_ids_.count(token.content) == 0, origin, ": added token '", token.content,
         "' is defined twice");
-  if (token.id < spm_vocab_size_) {
-    const std::string piece = model_.IdToPiece(static_cast<int>(token.id));
+  if (token.id < model_vocab_size_) {
+    const std::string piece = model_->IdToPiece(token.id);
     Check(piece == token.content, origin, ": added token '", token.content, "' has id ", token.id,
-          ", but that id is the piece '", piece, "' of the sentencepiece model '", Source(),
-          "' (was the file written for a different tokenizer.model?)");
+          ", but that id is the piece '", piece, "' of ", model_->Describe(),
+          " (was the file written for a different model file?)");
   } else {
     Check(token.id == vocab_size_, origin, ": added token '", token.content, "' has id ", token.id,
-          ", but ids after the sentencepiece vocabulary must be consecutive: the next ",
-          "free id is ", vocab_size_, " (the model '", Source(), "' has ", spm_vocab_size_,
-          " pieces)");
+          ", but ids after the model's vocabulary must be consecutive: the next ", "free id is ",
+          vocab_size_, " (", model_->Describe(), " has ", model_vocab_size_, " pieces)");
     ++vocab_size_;
   }
   added_ids_[token.content] = token.id;
@@ -148,17 +210,19 @@ void Tokenizer::AddToken(const AddedToken& token, const std::string& origin) {
 
 void Tokenizer::EnsureToken(const std::string& content) {
   if (added_ids_.count(content) != 0) return;
-  const int spm_id = model_.PieceToId(content);
-  // PieceToId answers unk for unknown pieces, so unk itself needs the piece comparison.
-  const bool in_model = spm_id != model_.UnkId() || model_.IdToPiece(spm_id) == content;
-  AddToken({content, in_model ? spm_id : vocab_size_, true}, Str("tokenizer '", Source(), "'"));
+  const std::optional<int64_t> model_id = model_->FindPiece(content);
+  AddToken({content, model_id ? *model_id : vocab_size_, true}, Str("tokenizer '", Source(), "'"));
 }
 
 void Tokenizer::ReadAddedTokenFiles(const std::string& dir) {
-  // id -> token and the file each came from; both files may list the same tokens.
+  // id -> token and the file each came from; the model file and both side files may list the
+  // same tokens.
   std::map<int64_t, std::pair<AddedToken, std::string>> by_id;
   std::map<std::string, std::pair<int64_t, std::string>> by_content;
-  auto merge = [&](const AddedToken& token, const std::string& file) {
+  // carries_flags: the file states `special` and the matching flags (tokenizer.json,
+  // tokenizer_config.json), so a later one overrides an earlier one; added_tokens.json has ids
+  // only.
+  auto merge = [&](const AddedToken& token, const std::string& file, bool carries_flags) {
     auto id_it = by_id.find(token.id);
     if (id_it != by_id.end()) {
       Check(id_it->second.first.content == token.content, "added token id ", token.id, " is '",
@@ -172,46 +236,56 @@ void Tokenizer::ReadAddedTokenFiles(const std::string& dir) {
             " in '", file, "'");
     }
     by_content[token.content] = {token.id, file};
-    by_id[token.id] = {token, file};  // a later file (tokenizer_config.json) sets `special`
+    if (id_it == by_id.end() || carries_flags) by_id[token.id] = {token, file};
   };
 
-  const std::string added_path = JoinPath(dir, kAddedTokensFile);
-  if (std::optional<json> added = ReadJsonFile(added_path)) {
-    Check(added->is_object(), "'", added_path,
-          "' must be a JSON object mapping token strings to ids, like {\"<u0>\": 32000}");
-    for (const auto& [content, id] : added->items()) {
-      Check(id.is_number_integer(), "'", added_path, "': the id of '", content,
-            "' must be an integer, got ", id.dump());
-      merge({content, id.get<int64_t>(), true}, added_path);
+  for (const AddedToken& token : model_->FileAddedTokens()) merge(token, Source(), true);
+  if (!dir.empty()) {
+    const std::string added_path = JoinPath(dir, kAddedTokensFile);
+    if (std::optional<json> added = ReadJsonFile(added_path)) {
+      Check(added->is_object(), "'", added_path,
+            "' must be a JSON object mapping token strings to ids, like {\"<u0>\": 32000}");
+      for (const auto& [content, id] : added->items()) {
+        Check(id.is_number_integer(), "'", added_path, "': the id of '", content,
+              "' must be an integer, got ", id.dump());
+        merge({content, id.get<int64_t>(), true}, added_path, false);
+      }
     }
-  }
-  const std::string config_path = JoinPath(dir, kTokenizerConfigFile);
-  if (std::optional<json> config = ReadJsonFile(config_path)) {
-    Check(config->is_object(), "'", config_path, "' must be a JSON object");
-    if (config->contains("added_tokens_decoder") && !(*config)["added_tokens_decoder"].is_null()) {
-      const json& decoder = (*config)["added_tokens_decoder"];
-      Check(decoder.is_object(), "'", config_path,
-            "': added_tokens_decoder must be an object {\"<id>\": {\"content\": ...}}");
-      for (const auto& [key, entry] : decoder.items()) {
-        int64_t id = -1;
-        size_t used = 0;
-        try {
-          id = std::stoll(key, &used);
-        } catch (const std::exception&) {
-          used = 0;  // not a number, or out of int64 range
+    const std::string config_path = JoinPath(dir, kTokenizerConfigFile);
+    if (std::optional<json> config = ReadJsonFile(config_path)) {
+      Check(config->is_object(), "'", config_path, "' must be a JSON object");
+      if (config->contains("added_tokens_decoder") &&
+          !(*config)["added_tokens_decoder"].is_null()) {
+        const json& decoder = (*config)["added_tokens_decoder"];
+        Check(decoder.is_object(), "'", config_path,
+              "': added_tokens_decoder must be an object {\"<id>\": {\"content\": ...}}");
+        for (const auto& [key, entry] : decoder.items()) {
+          int64_t id = -1;
+          size_t used = 0;
+          try {
+            id = std::stoll(key, &used);
+          } catch (const std::exception&) {
+            used = 0;  // not a number, or out of int64 range
+          }
+          Check(!key.empty() && used == key.size(), "'", config_path,
+                "': added_tokens_decoder key '", key, "' is not an integer id");
+          Check(entry.is_object() && entry.contains("content") && entry["content"].is_string(), "'",
+                config_path, "': added_tokens_decoder[\"", key,
+                "\"] must be an object with a string \"content\"");
+          AddedToken token{entry["content"].get<std::string>(), id, true};
+          auto flag = [&](const char* name, bool* value) {
+            if (!entry.contains(name)) return;
+            Check(entry[name].is_boolean(), "'", config_path, "': added_tokens_decoder[\"", key,
+                  "\"].", name, " must be true or false");
+            *value = entry[name].get<bool>();
+          };
+          flag("special", &token.special);
+          flag("single_word", &token.single_word);
+          flag("lstrip", &token.lstrip);
+          flag("rstrip", &token.rstrip);
+          flag("normalized", &token.normalized);
+          merge(token, config_path, true);
         }
-        Check(!key.empty() && used == key.size(), "'", config_path, "': added_tokens_decoder key '",
-              key, "' is not an integer id");
-        Check(entry.is_object() && entry.contains("content") && entry["content"].is_string(), "'",
-              config_path, "': added_tokens_decoder[\"", key,
-              "\"] must be an object with a string \"content\"");
-        bool special = true;
-        if (entry.contains("special")) {
-          Check(entry["special"].is_boolean(), "'", config_path, "': added_tokens_decoder[\"", key,
-                "\"].special must be true or false");
-          special = entry["special"].get<bool>();
-        }
-        merge({entry["content"].get<std::string>(), id, special}, config_path);
       }
     }
   }
@@ -225,14 +299,24 @@ void Tokenizer::IndexAddedTokens() {
   std::sort(added_.begin(), added_.end(),
             [](const AddedToken& a, const AddedToken& b) { return a.id < b.id; });
   added_index_.clear();
-  std::set<size_t, std::greater<size_t>> lengths;
-  std::fill(std::begin(added_first_byte_), std::end(added_first_byte_), false);
+  std::vector<AddedTokenMatcher::Entry> raw;
+  std::vector<AddedTokenMatcher::Entry> normalized;
+  const bool hf_rules = model_->HfAddedTokenRules();
   for (size_t i = 0; i < added_.size(); ++i) {
-    added_index_[added_[i].id] = i;
-    lengths.insert(added_[i].content.size());
-    added_first_byte_[static_cast<unsigned char>(added_[i].content[0])] = true;
+    const AddedToken& token = added_[i];
+    added_index_[token.id] = i;
+    AddedTokenMatcher::Entry entry{token.content, token.id, token.single_word, token.lstrip,
+                                   token.rstrip};
+    if (hf_rules && token.normalized) {
+      // tokenizers matches a normalized token by its normalized form.
+      if (model_->HasNormalizer()) entry.pattern = model_->Normalize(token.content);
+      if (!entry.pattern.empty()) normalized.push_back(std::move(entry));
+    } else {
+      raw.push_back(std::move(entry));
+    }
   }
-  added_lengths_.assign(lengths.begin(), lengths.end());
+  raw_matcher_.Build(std::move(raw));
+  normalized_matcher_.Build(std::move(normalized));
   num_speech_units_ = 0;
   while (added_ids_.count(SpeechUnitToken(num_speech_units_)) != 0) ++num_speech_units_;
 }
@@ -240,17 +324,17 @@ void Tokenizer::IndexAddedTokens() {
 int64_t Tokenizer::ResolveTokenString(const std::string& content, const std::string& where) const {
   auto it = added_ids_.find(content);
   if (it != added_ids_.end()) return it->second;
-  const int id = model_.PieceToId(content);
-  Check(id != model_.UnkId() || model_.IdToPiece(id) == content, where, ": token '", content,
-        "' is neither a piece of the sentencepiece model '", Source(), "' nor an added token");
-  return id;
+  const std::optional<int64_t> id = model_->FindPiece(content);
+  Check(id.has_value(), where, ": token '", content, "' is neither a piece of ", model_->Describe(),
+        " nor an added token");
+  return *id;
 }
 
 void Tokenizer::ReadSpecialIds(const std::string& dir) {
   auto check_range = [&](int64_t id, const std::string& where) {
     Check(id >= 0 && id < vocab_size_, where, " = ", id, " is out of range: the tokenizer '",
-          Source(), "' has ids [0, ", vocab_size_, ") (", spm_vocab_size_,
-          " sentencepiece pieces + ", vocab_size_ - spm_vocab_size_,
+          Source(), "' has ids [0, ", vocab_size_, ") (", model_vocab_size_, " ", Format(),
+          " pieces + ", vocab_size_ - model_vocab_size_,
           " added tokens); is the config for a different tokenizer?");
     return id;
   };
@@ -309,21 +393,33 @@ void Tokenizer::ReadSpecialIds(const std::string& dir) {
   }
 }
 
-size_t Tokenizer::MatchAddedToken(std::string_view text, size_t pos, int64_t* id) const {
-  for (const size_t length : added_lengths_) {
-    if (pos + length > text.size()) continue;
-    auto it = added_ids_.find(std::string(text.substr(pos, length)));
-    if (it != added_ids_.end()) {
-      *id = it->second;
-      return length;
-    }
+void Tokenizer::EncodeText(std::string_view text, std::vector<int64_t>& ids) const {
+  std::string repaired;
+  if (model_->NeedsValidUtf8() && !unicode::IsValidUtf8(text)) {
+    repaired = unicode::ToValidUtf8(text);
+    text = repaired;
   }
-  return 0;
-}
-
-void Tokenizer::EncodeSegment(std::string_view text, std::vector<int64_t>& ids) const {
-  if (text.empty()) return;
-  for (const int id : model_.Encode(text)) ids.push_back(id);
+  const bool normalize = model_->HasNormalizer();
+  raw_matcher_.Split(text, [&](size_t offset, size_t length, int64_t id) {
+    if (id >= 0) {
+      ids.push_back(id);
+      return;
+    }
+    const std::string_view segment = text.substr(offset, length);
+    if (!normalize && normalized_matcher_.Empty()) {
+      model_->Encode(segment, offset == 0, ids);
+      return;
+    }
+    const std::string normalized = normalize ? model_->Normalize(segment) : std::string(segment);
+    const std::string_view view = normalized;
+    normalized_matcher_.Split(view, [&](size_t sub_offset, size_t sub_length, int64_t sub_id) {
+      if (sub_id >= 0) {
+        ids.push_back(sub_id);
+      } else {
+        model_->Encode(view.substr(sub_offset, sub_length), offset == 0 && sub_offset == 0, ids);
+      }
+    });
+  });
 }
 
 std::vector<int64_t> Tokenizer::Encode(std::string_view text, bool add_bos, bool add_eos) const {
@@ -332,23 +428,7 @@ std::vector<int64_t> Tokenizer::Encode(std::string_view text, bool add_bos, bool
     Check(bos_id_ >= 0, "tokenizer '", Source(), "' has no BOS token; encode with add_bos=false");
     ids.push_back(bos_id_);
   }
-  size_t segment_start = 0;
-  size_t pos = 0;
-  while (pos < text.size()) {
-    int64_t id = -1;
-    const size_t length = added_first_byte_[static_cast<unsigned char>(text[pos])]
-                              ? MatchAddedToken(text, pos, &id)
-                              : 0;
-    if (length == 0) {
-      ++pos;
-      continue;
-    }
-    EncodeSegment(text.substr(segment_start, pos - segment_start), ids);
-    ids.push_back(id);
-    pos += length;
-    segment_start = pos;
-  }
-  EncodeSegment(text.substr(segment_start), ids);
+  EncodeText(text, ids);
   if (add_eos) {
     Check(EosId() >= 0, "tokenizer '", Source(), "' has no EOS token; encode with add_eos=false");
     ids.push_back(EosId());
@@ -356,18 +436,28 @@ std::vector<int64_t> Tokenizer::Encode(std::string_view text, bool add_bos, bool
   return ids;
 }
 
+std::vector<int64_t> Tokenizer::EncodeWithSpecialTokens(std::string_view text) const {
+  std::vector<int64_t> ids;
+  EncodeText(text, ids);
+  return model_->PostProcess(ids, {bos_id_, EosId(), pad_id_, unk_id_});
+}
+
 void Tokenizer::CheckId(int64_t id, const char* what) const {
   Check(id >= 0 && id < vocab_size_, what, ": id ", id, " is out of range for the tokenizer '",
         Source(), "', whose ids are in [0, ", vocab_size_, ")");
 }
 
+const AddedToken* Tokenizer::FindAdded(int64_t id) const {
+  auto it = added_index_.find(id);
+  return it == added_index_.end() ? nullptr : &added_[it->second];
+}
+
 bool Tokenizer::IsSpecial(int64_t id) const {
   CheckId(id, "IsSpecial");
-  auto it = added_index_.find(id);
-  if (it != added_index_.end()) return added_[it->second].special;
+  if (const AddedToken* token = FindAdded(id)) return token->special;
   if (id == bos_id_ || id == pad_id_) return true;
   if (std::find(eos_ids_.begin(), eos_ids_.end(), id) != eos_ids_.end()) return true;
-  return id < spm_vocab_size_ && model_.IsControl(static_cast<int>(id));
+  return id < model_vocab_size_ && model_->IsControl(id);
 }
 
 std::string Tokenizer::Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const {
@@ -376,34 +466,17 @@ std::string Tokenizer::Decode(const std::vector<int64_t>& ids, bool skip_special
           " with the tokenizer '", Source(), "': ids must be in [0, ", vocab_size_,
           ") (was the text encoded with a different tokenizer?)");
   }
-  std::string text;
-  std::vector<int> run;  // consecutive ordinary sentencepiece ids
-  auto flush = [&] {
-    if (run.empty()) return;
-    const std::string decoded = model_.Decode(run);
-    // sentencepiece drops the word boundary of a text's first piece (its dummy prefix); inside a
-    // text that started before an added token the space is real.
-    if (!text.empty() && StartsWith(model_.IdToPiece(run.front()), kWordBoundary) &&
-        !StartsWith(decoded, " ")) {
-      text += ' ';
-    }
-    text += decoded;
-    run.clear();
-  };
+  std::vector<DecodeToken> tokens;
+  tokens.reserve(ids.size());
   for (const int64_t id : ids) {
-    auto it = added_index_.find(id);
-    if (it != added_index_.end()) {
-      flush();
-      if (!(skip_special_tokens && added_[it->second].special)) text += added_[it->second].content;
-    } else if (IsSpecial(id)) {
-      flush();
-      if (!skip_special_tokens) text += model_.IdToPiece(static_cast<int>(id));
-    } else {
-      run.push_back(static_cast<int>(id));
-    }
+    DecodeToken token;
+    token.id = id;
+    token.added = FindAdded(id);
+    token.special = IsSpecial(id);
+    token.skip = skip_special_tokens && token.special;
+    tokens.push_back(token);
   }
-  flush();
-  return text;
+  return model_->Decode(tokens);
 }
 
 BatchEncoding Tokenizer::BatchEncode(const std::vector<std::string>& texts,
@@ -440,15 +513,21 @@ BatchEncoding Tokenizer::BatchEncode(const std::vector<std::string>& texts,
 
 std::string Tokenizer::IdToPiece(int64_t id) const {
   CheckId(id, "IdToPiece");
-  auto it = added_index_.find(id);
-  if (it != added_index_.end()) return added_[it->second].content;
-  return model_.IdToPiece(static_cast<int>(id));
+  if (const AddedToken* token = FindAdded(id)) return token->content;
+  return model_->IdToPiece(id);
 }
 
 int64_t Tokenizer::PieceToId(std::string_view piece) const {
   auto it = added_ids_.find(std::string(piece));
   if (it != added_ids_.end()) return it->second;
-  return model_.PieceToId(piece);
+  return model_->FindPiece(piece).value_or(unk_id_);
+}
+
+const SentencePiece& Tokenizer::Model() const {
+  const auto* spm = dynamic_cast<const SentencePieceModel*>(model_.get());
+  Check(spm != nullptr, "tokenizer '", Source(), "' is a ", Format(),
+        " tokenizer, not a sentencepiece model");
+  return spm->Processor();
 }
 
 int64_t Tokenizer::AddedTokenId(std::string_view content) const {
@@ -481,21 +560,26 @@ int64_t Tokenizer::PaddingId() const {
 
 void Tokenizer::Save(const std::string& dir) const {
   fs::MakeDirs(dir);
-  fs::AtomicWriteString(JoinPath(dir, kModelFile), model_bytes_);
+  model_->Save(dir);
+  std::error_code ec;
+  if (dynamic_cast<const SentencePieceModel*>(model_.get()) == nullptr) {
+    // Load(dir) would read a sentencepiece tokenizer.model left there before the tokenizer.json.
+    stdfs::remove(JoinPath(dir, kModelFile), ec);
+  }
 
   nlohmann::ordered_json beyond = nlohmann::ordered_json::object();
   nlohmann::ordered_json decoder = nlohmann::ordered_json::object();
   for (const AddedToken& token : added_) {
-    if (token.id >= spm_vocab_size_) beyond[token.content] = token.id;
-    decoder[std::to_string(token.id)] = {{"content", token.content}, {"lstrip", false},
-                                         {"normalized", false},      {"rstrip", false},
-                                         {"single_word", false},     {"special", token.special}};
+    if (token.id >= model_vocab_size_) beyond[token.content] = token.id;
+    decoder[std::to_string(token.id)] = {
+        {"content", token.content},         {"lstrip", token.lstrip},
+        {"normalized", token.normalized},   {"rstrip", token.rstrip},
+        {"single_word", token.single_word}, {"special", token.special}};
   }
   fs::AtomicWriteString(JoinPath(dir, kAddedTokensFile), beyond.dump(2) + "\n");
 
   const std::string config_path = JoinPath(dir, kTokenizerConfigFile);
   nlohmann::ordered_json config;
-  std::error_code ec;
   if (stdfs::exists(config_path, ec)) {
     try {
       config = nlohmann::ordered_json::parse(fs::ReadFile(config_path));
@@ -504,12 +588,7 @@ void Tokenizer::Save(const std::string& dir) const {
     }
     Check(config.is_object(), "cannot update '", config_path, "': it is not a JSON object");
   } else {
-    // Hugging Face's sentencepiece Llama tokenizer; "legacy" is the added-token behaviour above.
-    config = {{"tokenizer_class", "LlamaTokenizer"},
-              {"add_bos_token", true},
-              {"add_eos_token", false},
-              {"legacy", true},
-              {"clean_up_tokenization_spaces", false}};
+    config = model_->DefaultTokenizerConfig();
   }
   auto token_or_null = [&](int64_t id) -> nlohmann::ordered_json {
     return id >= 0 ? nlohmann::ordered_json(IdToPiece(id)) : nlohmann::ordered_json(nullptr);
@@ -550,12 +629,11 @@ Tokenizer TrainTokenizer(const TokenizerTrainOptions& options) {
   SentencePiece::Train(spm);
 
   const std::string model_path = JoinPath(options.out_dir, kModelFile);
-  std::string bytes = fs::ReadFile(model_path);
-  SentencePiece model = SentencePiece::LoadFromSerialized(bytes, model_path);
+  auto model = std::make_unique<SentencePieceModel>(fs::ReadFile(model_path), model_path);
   TokenizerOptions load_options;
   load_options.markers = options.markers;
   // Side files of an older tokenizer in out_dir describe a different model: ignore and replace.
-  Tokenizer tokenizer = Tokenizer::Build(std::move(model), std::move(bytes), "", load_options);
+  Tokenizer tokenizer = Tokenizer::Build(std::move(model), "", load_options);
   tokenizer.Save(options.out_dir);
   return tokenizer;
 }

@@ -1,36 +1,47 @@
-// slm::text::Tokenizer: the text front-end of the LM. A sentencepiece model (a Llama-family
-// tokenizer.model) plus "added tokens": the multimodal markers "<speech>", "<image>", "<text>" and
-// reserved speech-unit tokens "<u0>".."<uK-1>", which the adapters splice embeddings at or predict.
+// slm::text::Tokenizer: the text front-end of the LM. A tokenizer model (a sentencepiece
+// tokenizer.model, or a Hugging Face tokenizer.json: text/tokenizer_model.h lists the backends)
+// plus "added tokens": the multimodal markers "<speech>", "<image>", "<text>" and reserved
+// speech-unit tokens "<u0>".."<uK-1>", which the adapters splice embeddings at or predict, and the
+// added tokens a tokenizer.json declares.
 //
-// Added tokens follow Hugging Face's conventions (the "legacy" Llama behaviour of
-// transformers' sentencepiece tokenizers):
+// Formats. Load(dir) reads <dir>/tokenizer.model when it is a sentencepiece model, else
+// <dir>/tokenizer.json (TokenizerOptions::format can force either). A tokenizer.json gives ids,
+// text and special-token handling identical to Hugging Face `tokenizers` (text/hf_tokenizer.h
+// lists the components supported). A tiktoken BPE file named tokenizer.model (Llama 3's
+// original/tokenizer.model) is refused with a message naming the format: it carries neither the
+// split regex nor the special tokens; the tokenizer.json next to it has both.
+//
+// Added tokens follow Hugging Face's conventions (for sentencepiece, the "legacy" Llama behaviour
+// of transformers' sentencepiece tokenizers; for tokenizer.json, `tokenizers`' AddedVocabulary):
 //  - Encode first splits the text on added-token strings (longest match, left to right), so
-//    "<speech> Transcribe:" is the marker id followed by the ids sentencepiece gives for
-//    " Transcribe:". Every text segment is encoded on its own, so sentencepiece's normalisation
-//    applies per segment: its dummy prefix makes a space after a marker part of the next piece
+//    "<speech> Transcribe:" is the marker id followed by the ids the model gives for
+//    " Transcribe:". Every text segment is encoded on its own, so normalisation applies per
+//    segment: sentencepiece's dummy prefix makes a space after a marker part of the next piece
 //    ("▁Transcribe"), and whitespace right before a marker is dropped ("a <image>" encodes like
-//    "a<image>"). Text without added tokens encodes exactly as sentencepiece encodes it.
-//  - A marker that the sentencepiece model already holds as a piece (trained with
-//    user_defined_symbols, as TrainTokenizer does) keeps that id. Any other added token gets an id
-//    after the sentencepiece vocabulary, so VocabSize() grows beyond the model's: those ids have
-//    no embedding row in a pretrained LM, whose embedding and LM head must be resized by the
-//    adapter stage before the ids are fed to it.
-//  - Added tokens persist next to tokenizer.model in "added_tokens.json" ({"<u0>": 32000, ...},
-//    the tokens beyond the sentencepiece vocabulary, Hugging Face's legacy file) and in
-//    tokenizer_config.json's "added_tokens_decoder" (every added token, with its "special" flag).
-//    Load reads either or both; ids once assigned are kept, so a saved tokenizer reloads with the
-//    same ids.
+//    "a<image>"). Text without added tokens encodes exactly as the model encodes it. Added tokens
+//    of a tokenizer.json keep their single_word / lstrip / rstrip / normalized flags.
+//  - A marker that the model already holds as a piece (trained with user_defined_symbols, as
+//    TrainTokenizer does) keeps that id. Any other added token gets an id after the vocabulary
+//    (and after the tokenizer.json's own added tokens), so VocabSize() grows beyond the model's:
+//    those ids have no embedding row in a pretrained LM, whose embedding and LM head must be
+//    resized by the adapter stage before the ids are fed to it.
+//  - Added tokens persist next to the model file in "added_tokens.json" ({"<u0>": 32000, ...},
+//    the tokens beyond the model's vocabulary, Hugging Face's legacy file) and in
+//    tokenizer_config.json's "added_tokens_decoder" (every added token, with its flags).
+//    Load reads the tokenizer.json's "added_tokens" and either or both files; ids once assigned
+//    are kept, so a saved tokenizer reloads with the same ids.
 //
-// Special token ids (BOS/EOS/PAD/UNK) come from the sentencepiece model and are overridden, in this
-// order, by the model directory's config.json ("bos_token_id", "eos_token_id" (an int or a list),
-// "pad_token_id"), generation_config.json (same keys) and tokenizer_config.json ("bos_token",
-// "eos_token", "pad_token", "unk_token": a string or {"content": ...}). A null value overrides
-// nothing. -1 means "no such token".
+// Special token ids (BOS/EOS/PAD/UNK) come from the model (sentencepiece's ids; for tokenizer.json
+// the BPE unk_token and the special tokens around the sequence in the post-processor's template)
+// and are overridden, in this order, by the model directory's config.json ("bos_token_id",
+// "eos_token_id" (an int or a list), "pad_token_id"), generation_config.json (same keys) and
+// tokenizer_config.json ("bos_token", "eos_token", "pad_token", "unk_token": a string or
+// {"content": ...}). A null value overrides nothing. -1 means "no such token".
 //
-// Errors (slm::Error, naming the file): a missing tokenizer.model (Hugging Face directories that
-// carry only tokenizer.json are not supported), a corrupt model, an id out of range in Decode /
-// IdToPiece or in a config file, inconsistent added-token files, a batch row longer than
-// max_length.
+// Errors (slm::Error, naming the file): a directory with neither model file, a corrupt or
+// unsupported model (a tokenizer.json error names the JSON path and the supported values), a
+// tiktoken file, an id out of range in Decode / IdToPiece or in a config file, inconsistent
+// added-token files, a batch row longer than max_length.
 //
 // Thread-safety: a loaded Tokenizer is immutable; every const method may be called concurrently.
 #pragma once
@@ -38,12 +49,15 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "text/added_tokens.h"
 #include "text/sentencepiece.h"
+#include "text/tokenizer_model.h"
 
 namespace slm::text {
 
@@ -56,6 +70,12 @@ std::vector<std::string> DefaultMarkers();
 // "<u17>" for unit 17: the added token of one discrete speech unit.
 std::string SpeechUnitToken(int64_t unit);
 
+enum class TokenizerFormat {
+  kAuto,           // tokenizer.model if it is a sentencepiece model, else tokenizer.json
+  kSentencePiece,  // tokenizer.model
+  kTokenizerJson,  // tokenizer.json
+};
+
 struct TokenizerOptions {
   // Added tokens that must exist after loading; each keeps the id the model or the directory's
   // added-token files give it, else gets the next id after the vocabulary (markers first, in
@@ -64,14 +84,8 @@ struct TokenizerOptions {
   // K: reserve "<u0>".."<uK-1>". Units already present (from a saved tokenizer) keep their ids;
   // a saved tokenizer with more units keeps them all.
   int64_t num_speech_units = 0;
-};
-
-struct AddedToken {
-  std::string content;
-  int64_t id = -1;
-  // Special tokens are dropped by Decode(..., skip_special_tokens=true). Markers and speech units
-  // are special; tokenizer_config.json may declare non-special added tokens.
-  bool special = true;
+  // Which file of a model directory to read (a file path names its format itself).
+  TokenizerFormat format = TokenizerFormat::kAuto;
 };
 
 enum class PaddingSide { kLeft, kRight };
@@ -95,8 +109,9 @@ struct TokenizerTrainOptions;
 
 class Tokenizer {
  public:
-  // `path` is a model directory (reads <dir>/tokenizer.model and the JSON side files there) or a
-  // sentencepiece model file (side files are read from the file's directory).
+  // `path` is a model directory (reads its tokenizer.model or tokenizer.json, see the header
+  // comment, and the JSON side files there) or a model file: a sentencepiece model, or a file
+  // named *.json read as a tokenizer.json (side files are read from the file's directory).
   static Tokenizer Load(const std::string& path, const TokenizerOptions& options = {});
 
   Tokenizer(Tokenizer&&) noexcept = default;
@@ -105,12 +120,19 @@ class Tokenizer {
   Tokenizer& operator=(const Tokenizer&) = delete;
 
   // UTF-8 text to ids (see the header comment for how added tokens split the text). slm::Error if
-  // add_bos / add_eos is requested and the tokenizer has no such token.
+  // add_bos / add_eos is requested and the tokenizer has no such token. Invalid UTF-8 is not an
+  // error: sentencepiece maps bad bytes itself, tokenizer.json models see them as U+FFFD.
   std::vector<int64_t> Encode(std::string_view text, bool add_bos, bool add_eos) const;
+  // The ids Hugging Face gives for encode(text, add_special_tokens=True): a tokenizer.json's
+  // post-processor (TemplateProcessing, Bert, Roberta, ByteLevel, Sequence) around Encode's ids;
+  // for sentencepiece, BOS (when there is one) first, as transformers' LlamaTokenizer does.
+  std::vector<int64_t> EncodeWithSpecialTokens(std::string_view text) const;
   // Ids to text. skip_special_tokens drops the IsSpecial ids; otherwise they appear as their
-  // strings ("<s>", "<speech>"). A text run after an added token that begins with a word boundary
-  // ("▁") keeps its leading space, so Decode(Encode("<speech> hi", false, false), false) ==
-  // "<speech> hi". slm::Error naming the position for an id outside [0, VocabSize()).
+  // strings ("<s>", "<speech>"). sentencepiece: a text run after an added token that begins with
+  // a word boundary ("▁") keeps its leading space, so Decode(Encode("<speech> hi", false, false),
+  // false) == "<speech> hi". tokenizer.json: Hugging Face's decode, every token (added tokens
+  // included) through the decoder. slm::Error naming the position for an id outside
+  // [0, VocabSize()).
   std::string Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
   // Encodes and pads a batch (see BatchEncodeOptions). An empty list gives [0, 0] tensors.
   BatchEncoding BatchEncode(const std::vector<std::string>& texts,
@@ -118,8 +140,7 @@ class Tokenizer {
 
   // The piece or added-token string of an id; slm::Error outside [0, VocabSize()).
   std::string IdToPiece(int64_t id) const;
-  // The id of an added token or sentencepiece piece; UnkId() when there is none (sentencepiece's
-  // rule).
+  // The id of an added token or model piece; UnkId() when there is none (sentencepiece's rule).
   int64_t PieceToId(std::string_view piece) const;
   // The id of an added token; slm::Error naming the valid added tokens when it is not one.
   int64_t AddedTokenId(std::string_view content) const;
@@ -129,12 +150,15 @@ class Tokenizer {
   int64_t NumSpeechUnits() const { return num_speech_units_; }
   // True for BOS/EOS/PAD, sentencepiece control pieces and special added tokens: what
   // Decode(..., skip_special_tokens=true) drops. UNK is not special: it stands for lost text and
-  // decodes as sentencepiece renders it (" \u2047 ").
+  // decodes as the model renders it (sentencepiece: " \u2047 ").
   bool IsSpecial(int64_t id) const;
 
-  // Ids in [0, VocabSize()): the sentencepiece vocabulary followed by added tokens beyond it.
+  // Ids in [0, VocabSize()): the model's vocabulary followed by added tokens beyond it.
   int64_t VocabSize() const { return vocab_size_; }
-  int64_t SentencePieceVocabSize() const { return spm_vocab_size_; }
+  // The size of the model's own vocabulary (sentencepiece pieces, tokenizer.json model.vocab).
+  int64_t ModelVocabSize() const { return model_vocab_size_; }
+  // ModelVocabSize(), under its older name.
+  int64_t SentencePieceVocabSize() const { return model_vocab_size_; }
   // Added tokens sorted by id.
   const std::vector<AddedToken>& AddedTokens() const { return added_; }
 
@@ -149,41 +173,46 @@ class Tokenizer {
   // attention mask hides padding, so any valid id works).
   int64_t PaddingId() const;
 
-  // Writes tokenizer.model, added_tokens.json and tokenizer_config.json into `dir` (created if
-  // needed; an existing tokenizer_config.json keeps its other keys). Load(dir) restores this
-  // tokenizer: the same ids, added tokens and special ids.
+  // Writes the model file (tokenizer.model or tokenizer.json, unchanged), added_tokens.json and
+  // tokenizer_config.json into `dir` (created if needed; an existing tokenizer_config.json keeps
+  // its other keys; saving a tokenizer.json removes a tokenizer.model there, which Load would
+  // read first). Load(dir) restores this tokenizer: the same ids, added tokens and special ids.
   void Save(const std::string& dir) const;
 
-  const SentencePiece& Model() const { return model_; }
-  // The tokenizer.model path this was loaded from (for messages).
-  const std::string& Source() const { return model_.Source(); }
+  // The backend (text/tokenizer_model.h).
+  const TokenizerModel& Backend() const { return *model_; }
+  // "sentencepiece" or "tokenizer.json".
+  const char* Format() const { return model_->Format(); }
+  // The sentencepiece model; slm::Error for a tokenizer.json tokenizer.
+  const SentencePiece& Model() const;
+  // The model file this was loaded from (for messages).
+  const std::string& Source() const { return model_->Source(); }
 
  private:
   // The model plus added tokens and special ids from the JSON files in side_dir ("" = none) and
   // from options.
-  static Tokenizer Build(SentencePiece model, std::string model_bytes, const std::string& side_dir,
+  static Tokenizer Build(std::unique_ptr<TokenizerModel> model, const std::string& side_dir,
                          const TokenizerOptions& options);
-  Tokenizer(SentencePiece model, std::string model_bytes);
+  explicit Tokenizer(std::unique_ptr<TokenizerModel> model);
   void ReadAddedTokenFiles(const std::string& dir);
   void AddToken(const AddedToken& token, const std::string& origin);
   void EnsureToken(const std::string& content);
   void IndexAddedTokens();
   void ReadSpecialIds(const std::string& dir);
   int64_t ResolveTokenString(const std::string& content, const std::string& where) const;
-  void EncodeSegment(std::string_view text, std::vector<int64_t>& ids) const;
-  // Length of the longest added token starting at text[pos], 0 if none; its id in *id.
-  size_t MatchAddedToken(std::string_view text, size_t pos, int64_t* id) const;
+  // Appends the ids of `text` without BOS/EOS: added tokens, normalization, the model.
+  void EncodeText(std::string_view text, std::vector<int64_t>& ids) const;
   void CheckId(int64_t id, const char* what) const;
+  const AddedToken* FindAdded(int64_t id) const;
 
-  SentencePiece model_;
-  std::string model_bytes_;  // the serialized model, for Save
-  int64_t spm_vocab_size_ = 0;
+  std::unique_ptr<const TokenizerModel> model_;
+  int64_t model_vocab_size_ = 0;
   int64_t vocab_size_ = 0;
   std::vector<AddedToken> added_;                       // sorted by id
   std::unordered_map<std::string, int64_t> added_ids_;  // content -> id
   std::unordered_map<int64_t, size_t> added_index_;     // id -> index in added_
-  std::vector<size_t> added_lengths_;                   // distinct content lengths, descending
-  bool added_first_byte_[256] = {};                     // some added token starts with this byte
+  AddedTokenMatcher raw_matcher_;                       // added tokens matched on the raw text
+  AddedTokenMatcher normalized_matcher_;  // `normalized` ones, in normalized text (tokenizer.json)
   int64_t num_speech_units_ = 0;
   int64_t bos_id_ = -1;
   std::vector<int64_t> eos_ids_;
