@@ -120,7 +120,8 @@ torch::Tensor EncoderLayerImpl::Forward(const torch::Tensor& x, const torch::Ten
 EncoderImpl::EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o) {
   const auto dtype = c10::typeMetaToScalarType(o.dtype());
   conv1 = register_module(
-      "conv1", torch::nn::Conv1d(torch::nn::Conv1dOptions(c.num_mel_bins, c.d_model, 3).padding(1)));
+      "conv1",
+      torch::nn::Conv1d(torch::nn::Conv1dOptions(c.num_mel_bins, c.d_model, 3).padding(1)));
   conv2 = register_module(
       "conv2",
       torch::nn::Conv1d(torch::nn::Conv1dOptions(c.d_model, c.d_model, 3).stride(2).padding(1)));

@@ -63,8 +63,9 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
   const int64_t left = config_.attention_left_chunks;
   const int64_t d_model = config_.d_model;
   const int64_t mels = config_.num_mel_bins;
-  Check(chunk > 0, "WhisperEncoder::EncodeStreams: incremental encoding needs a block-causal "
-                   "encoder (\"attention_chunk_frames\" > 0)");
+  Check(chunk > 0,
+        "WhisperEncoder::EncodeStreams: incremental encoding needs a block-causal "
+        "encoder (\"attention_chunk_frames\" > 0)");
 
   // 1. Every step is checked before any state changes.
   struct Work {
@@ -128,8 +129,10 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
   std::vector<torch::Tensor> results(work.size());
   std::vector<size_t> active;  // steps that release frames
   for (size_t i = 0; i < work.size(); ++i) {
-    if (work[i].count > 0) active.push_back(i);
-    else results[i] = torch::empty({0, d_model}, weight.options());
+    if (work[i].count > 0)
+      active.push_back(i);
+    else
+      results[i] = torch::empty({0, d_model}, weight.options());
   }
   const int64_t batch = static_cast<int64_t>(active.size());
   if (batch > 0) {
@@ -142,8 +145,8 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
     // 3. Convolutions over each stream's window (feature frames 2*start-2 .. 2*start+2*count).
     const int64_t window = 2 * released + 3;
     torch::Tensor x = torch::zeros({batch, window, mels}, weight.options());
-    std::vector<float> keep(batch * (window - 2), 0.0f);   // conv1 frames inside the utterance
-    std::vector<int64_t> positions(batch * released, 0);   // embed_positions rows
+    std::vector<float> keep(batch * (window - 2), 0.0f);  // conv1 frames inside the utterance
+    std::vector<int64_t> positions(batch * released, 0);  // embed_positions rows
     for (int64_t b = 0; b < batch; ++b) {
       const Work& w = work[active[b]];
       const WhisperStreamState& s = *w.state;
@@ -162,13 +165,12 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
             std::min(w.start + std::min(k, w.count - 1), config_.max_source_positions - 1);
     }
     torch::Tensor y = torch::conv1d(x.transpose(1, 2), enc->conv1->weight, enc->conv1->bias);
-    y = detail::Gelu(y, true)
-            .mul_(torch::from_blob(keep.data(), {batch, 1, window - 2}, torch::kFloat)
-                      .to(device, dtype));
+    y = detail::Gelu(y, true).mul_(
+        torch::from_blob(keep.data(), {batch, 1, window - 2}, torch::kFloat).to(device, dtype));
     y = detail::Gelu(torch::conv1d(y, enc->conv2->weight, enc->conv2->bias, 2), true);
     const torch::Tensor rows = torch::tensor(positions, torch::kLong).to(device);
-    torch::Tensor hidden = y.transpose(1, 2) +
-                           enc->embed_positions.index_select(0, rows).view({batch, released, -1});
+    torch::Tensor hidden =
+        y.transpose(1, 2) + enc->embed_positions.index_select(0, rows).view({batch, released, -1});
 
     // 4. Attention mask over [cached keys (left-aligned, padded) | new keys] for the new queries.
     std::vector<int64_t> query_pos(batch * released), key_pos(batch * (cached + released));
@@ -221,8 +223,8 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
         }
       }
       torch::Tensor keys, values;
-      hidden = enc->typed_layers[layer]->Forward(hidden, past_keys, past_values, mask, &keys,
-                                                 &values);
+      hidden =
+          enc->typed_layers[layer]->Forward(hidden, past_keys, past_values, mask, &keys, &values);
       for (int64_t b = 0; b < batch; ++b) {
         const Work& w = work[active[b]];
         WhisperStreamState& s = *w.state;
@@ -257,8 +259,7 @@ std::vector<torch::Tensor> WhisperEncoderImpl::EncodeStreams(
     }
     const int64_t keep_from = std::max<int64_t>(0, 2 * s.output_frames_ - 2);
     if (keep_from > s.pending_start_) {
-      s.pending_ = s.pending_.narrow(0, keep_from - s.pending_start_,
-                                     s.input_frames_ - keep_from);
+      s.pending_ = s.pending_.narrow(0, keep_from - s.pending_start_, s.input_frames_ - keep_from);
       s.pending_start_ = keep_from;
     }
   }

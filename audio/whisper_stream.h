@@ -1,5 +1,5 @@
-// Incremental (streaming) encoding with a block-causal audio::WhisperEncoder: each call encodes only
-// the audio that arrived since the last one, and its result equals the offline forward of the
+// Incremental (streaming) encoding with a block-causal audio::WhisperEncoder: each call encodes
+// only the audio that arrived since the last one, and its result equals the offline forward of the
 // whole utterance (same model, same mask) up to float rounding.
 //
 // Needs attention_chunk_frames = C > 0 (audio/whisper_encoder.h). Output frames are released a

@@ -71,9 +71,10 @@ void RunStreamEncoderBench(const StreamEncoderBenchOptions& o, bool json) {
   Check(!o.at.empty(), "--at needs at least one position");
   int64_t left = o.left_chunks;
   if (left < 0)
-    left = o.model.empty() ? 12
-                           : audio::WhisperEncoderConfig::FromFile(o.model + "/config.json")
-                                 .attention_left_chunks;
+    left =
+        o.model.empty()
+            ? 12
+            : audio::WhisperEncoderConfig::FromFile(o.model + "/config.json").attention_left_chunks;
   Check(left > 0, "--left-chunks must be > 0 (the bounded left context to compare), got ", left);
   audio::WhisperEncoder bounded = MakeEncoder(o, left);
   audio::WhisperEncoder unbounded = MakeEncoder(o, 0);  // same seed or file: same weights
@@ -136,19 +137,23 @@ void RunStreamEncoderBench(const StreamEncoderBenchOptions& o, bool json) {
       encoder->EncodeChunks(prepared->front(), features[0].narrow(0, 0, before));
       keep_alive.push_back(prepared);
       const torch::Tensor next = features[0].narrow(0, before, chunk_features);
-      cases.push_back({way_keys[way] + where, [=]() mutable {
+      cases.push_back({way_keys[way] + where,
+                       [=]() mutable {
                          audio::WhisperStreamState state = prepared->front();  // a fork
                          const torch::Tensor out = encoder->EncodeChunks(state, next);
-                         Check(out.size(0) == chunk, "bench stream-encoder: expected one chunk, got ",
-                               out.size(0));
+                         Check(out.size(0) == chunk,
+                               "bench stream-encoder: expected one chunk, got ", out.size(0));
                          Sync(device);
-                       }, {}});
+                       },
+                       {}});
     }
     const torch::Tensor so_far = features.narrow(0, 0, 1).narrow(1, 0, before + chunk_features);
-    cases.push_back({way_keys[2] + where, [=]() mutable {
+    cases.push_back({way_keys[2] + where,
+                     [=]() mutable {
                        bounded->forward(so_far);
                        Sync(device);
-                     }, {}});
+                     },
+                     {}});
     for (int64_t streams : batched) {  // S streams at this position, one chunk each per call
       auto prepared = std::make_shared<std::vector<audio::WhisperStreamState>>();
       for (int64_t s = 0; s < streams; ++s) {
@@ -156,7 +161,8 @@ void RunStreamEncoderBench(const StreamEncoderBenchOptions& o, bool json) {
         bounded->EncodeChunks(prepared->back(), features[s].narrow(0, 0, before));
       }
       keep_alive.push_back(prepared);
-      cases.push_back({Str("incremental_batched.streams_", streams, where), [=]() mutable {
+      cases.push_back({Str("incremental_batched.streams_", streams, where),
+                       [=]() mutable {
                          std::vector<audio::WhisperStreamState> states = *prepared;
                          std::vector<audio::WhisperStreamStep> steps(streams);
                          for (int64_t s = 0; s < streams; ++s) {
@@ -165,7 +171,8 @@ void RunStreamEncoderBench(const StreamEncoderBenchOptions& o, bool json) {
                          }
                          bounded->EncodeStreams(steps);
                          Sync(device);
-                       }, {}});
+                       },
+                       {}});
     }
   }
   for (int round = 0; round < o.repeats; ++round)
@@ -218,8 +225,9 @@ cli::Registrar registrar([](CLI::App& app, cli::Common& common) {
                            "one more speech chunk: incremental encoding vs re-encoding, early vs "
                            "late in an utterance");
   auto o = std::make_shared<StreamEncoderBenchOptions>();
-  cmd->add_option("--model", o->model, "encoder directory for the shapes and weights (default: "
-                                       "random weights, the embedded encoder's shapes)");
+  cmd->add_option("--model", o->model,
+                  "encoder directory for the shapes and weights (default: "
+                  "random weights, the embedded encoder's shapes)");
   cmd->add_option("--chunk-frames", o->chunk_frames,
                   "encoder frames (20 ms) per chunk (default: the model's, else 8)");
   cmd->add_option("--left-chunks", o->left_chunks,

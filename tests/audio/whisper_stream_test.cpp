@@ -117,20 +117,22 @@ TEST(WhisperLeftContext, OutputsIgnoreAudioBeyondTheReceptiveField) {
     WhisperEncoder model = StreamModel(left, 5, layers);
     const torch::Tensor audio = torch::randn({1, 120, kMels});  // 60 frames, 15 chunks
     const torch::Tensor base = model->forward(audio);
-    const int64_t chunk = 12;  // output frames 48..51
+    const int64_t chunk = 12;                     // output frames 48..51
     const int64_t reach = chunk - layers * left;  // the earliest chunk that still matters
     // Audio that only touches chunks before `reach`: feature frames < 2 * reach * C - 2.
     torch::Tensor changed = audio.clone();
     changed.narrow(1, 0, 2 * reach * kChunk - 2).normal_();
     const torch::Tensor far = model->forward(changed);
-    EXPECT_LE(MaxAbsDiff(far.narrow(1, chunk * kChunk, kChunk),
-                         base.narrow(1, chunk * kChunk, kChunk)), 1e-5)
+    EXPECT_LE(
+        MaxAbsDiff(far.narrow(1, chunk * kChunk, kChunk), base.narrow(1, chunk * kChunk, kChunk)),
+        1e-5)
         << layers << " layers";
     // Audio inside the reach does matter (the check above is not vacuous).
     changed = audio.clone();
     changed.narrow(1, 2 * reach * kChunk, 2 * kChunk).normal_();
     EXPECT_GT(MaxAbsDiff(model->forward(changed).narrow(1, chunk * kChunk, kChunk),
-                         base.narrow(1, chunk * kChunk, kChunk)), 1e-3)
+                         base.narrow(1, chunk * kChunk, kChunk)),
+              1e-3)
         << layers << " layers";
   }
 }
@@ -174,8 +176,8 @@ TEST(WhisperStream, AnyChunkingEqualsTheOfflineForward) {
     for (int64_t length : {1, 2, 3, 7, 8, 9, 16, 17, 18, 33, 64, 101, 200}) {
       const torch::Tensor features = torch::randn({length, kMels});
       const torch::Tensor offline = Offline(model, features);
-      const std::string label = "left " + std::to_string(left) + ", " + std::to_string(length) +
-                                " frames";
+      const std::string label =
+          "left " + std::to_string(left) + ", " + std::to_string(length) + " frames";
       const std::vector<std::pair<std::string, std::function<int64_t()>>> chunkings = {
           {"one frame at a time", [] { return int64_t{1}; }},
           {"one chunk at a time", [] { return 2 * kChunk; }},
@@ -227,7 +229,8 @@ TEST(WhisperStream, CtcTranscriptOfStreamedSpeechEqualsTheOfflineOne) {
   voice.name = "en-us";
   const SynthResult speech = EspeakSynthesizer::Instance().Synthesize(
       "the cat sat on the mat and a dog ran home to eat its dinner while the birds sang in "
-      "the tall green trees", voice);
+      "the tall green trees",
+      voice);
   const std::vector<float> samples = Resample(speech.samples, kEspeakSampleRate, 16000);
   const LogMelOptions options = LoadEncoderFeatureOptions(dir);
 
@@ -370,7 +373,8 @@ TEST(WhisperStream, BadInputIsNamedAndChangesNothing) {
   EXPECT_SLM_ERROR(full->StartStream(), "needs a block-causal encoder");
   WhisperStreamState before = model->StartStream();
   model->to(torch::kDouble);
-  EXPECT_SLM_ERROR(model->EncodeChunks(before, rest), "the encoder moved from cpu Float to cpu Double");
+  EXPECT_SLM_ERROR(model->EncodeChunks(before, rest),
+                   "the encoder moved from cpu Float to cpu Double");
   // An empty stream finishes with no frames.
   WhisperStreamState empty = model->StartStream();
   EXPECT_EQ(model->Finish(empty).sizes(), (std::vector<int64_t>{0, 32}));
