@@ -145,7 +145,8 @@ class WhisperEncoderImpl : public torch::nn::Module {
   // when attention_chunk_frames is 0.
   WhisperStreamState StartStream() const;
   // Appends `features` [T_new, n_mels] to the stream and returns the output frames it made final,
-  // [N, d_model] (N a multiple of attention_chunk_frames, often 0).
+  // [N, d_model] (N a multiple of attention_chunk_frames, often 0): rows of last_hidden_state, in
+  // the model's dtype on its device.
   torch::Tensor EncodeChunks(WhisperStreamState& state, const torch::Tensor& features);
   // Ends the stream's input and returns its remaining output frames [N, d_model] (N >= 0).
   torch::Tensor Finish(WhisperStreamState& state);
@@ -156,7 +157,7 @@ class WhisperEncoderImpl : public torch::nn::Module {
  private:
   WhisperEncoderConfig config_;
   uint64_t id_;  // unique per module object: ties stream states to the encoder that started them
-  struct Parts;  // submodules registered as "model" -> "encoder"; defined in whisper_encoder.cpp
+  struct Parts;  // submodules registered as "model" -> "encoder"; audio/whisper_encoder_parts.h
   std::shared_ptr<Parts> parts_;
 };
 TORCH_MODULE(WhisperEncoder);
