@@ -1,5 +1,8 @@
 #include "audio/whisper_encoder.h"
 
+#include "audio/whisper_encoder_parts.h"
+
+#include <atomic>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -61,93 +64,82 @@ torch::nn::LayerNorm MakeNorm(int64_t dim, const torch::TensorOptions& o) {
   return norm;
 }
 
-// GELU, in place when asked (only without autograd, which needs the input for the backward).
-torch::Tensor Gelu(torch::Tensor t, bool in_place) { return in_place ? torch::gelu_(t) : torch::gelu(t); }
-
-class EncoderLayerImpl : public torch::nn::Module {
- public:
-  EncoderLayerImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o)
-      : heads_(c.encoder_attention_heads), head_dim_(c.HeadDim()) {
-    attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
-    q_proj = attn->register_module("q_proj", MakeLinear(c.d_model, c.d_model, true, o));
-    k_proj = attn->register_module("k_proj", MakeLinear(c.d_model, c.d_model, false, o));
-    v_proj = attn->register_module("v_proj", MakeLinear(c.d_model, c.d_model, true, o));
-    out_proj = attn->register_module("out_proj", MakeLinear(c.d_model, c.d_model, true, o));
-    self_attn_layer_norm = register_module("self_attn_layer_norm", MakeNorm(c.d_model, o));
-    fc1 = register_module("fc1", MakeLinear(c.d_model, c.encoder_ffn_dim, true, o));
-    fc2 = register_module("fc2", MakeLinear(c.encoder_ffn_dim, c.d_model, true, o));
-    final_layer_norm = register_module("final_layer_norm", MakeNorm(c.d_model, o));
-  }
-
-  // mask: [B, 1, T, T] bool (true = attend) or undefined (everything attends to everything).
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask) {
-    const int64_t batch = x.size(0);
-    const int64_t steps = x.size(1);
-    const torch::Tensor h = self_attn_layer_norm(x);
-    // As transformers: the query is scaled before the product, the attention itself unscaled.
-    const double scaling = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-    auto heads = [&](const torch::Tensor& t) {
-      return t.view({batch, steps, heads_, head_dim_}).transpose(1, 2);
-    };
-    // Without autograd (a frozen encoder) scaling, activation and residual sums go into tensors this
-    // layer just made instead of fresh ones (on the CPU a fresh [B*T, 4*d_model] block is page
-    // faults and a pass over memory); x + o == o + x bitwise, so both ways give the same values.
-    const bool in_place = !torch::GradMode::is_enabled();
-    torch::Tensor q = q_proj(h);
-    q = in_place ? q.mul_(scaling) : q * scaling;
-    const torch::Tensor attended = torch::scaled_dot_product_attention(
-        heads(q), heads(k_proj(h)), heads(v_proj(h)),
-        mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, 0.0, false, 1.0);
-    torch::Tensor o = out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
-    const torch::Tensor y = in_place ? o.add_(x) : x + o;
-    torch::Tensor f = fc2(Gelu(fc1(final_layer_norm(y)), in_place));
-    return in_place ? f.add_(y) : y + f;
-  }
-
-  std::shared_ptr<torch::nn::Module> attn;
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, out_proj{nullptr};
-  torch::nn::LayerNorm self_attn_layer_norm{nullptr}, final_layer_norm{nullptr};
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
-
- private:
-  int64_t heads_;
-  int64_t head_dim_;
-};
-TORCH_MODULE(EncoderLayer);
-
-// transformers' WhisperEncoder: registered as "model" -> "encoder".
-class EncoderImpl : public torch::nn::Module {
- public:
-  EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o) {
-    const auto dtype = c10::typeMetaToScalarType(o.dtype());
-    conv1 = register_module(
-        "conv1",
-        torch::nn::Conv1d(torch::nn::Conv1dOptions(c.num_mel_bins, c.d_model, 3).padding(1)));
-    conv2 = register_module(
-        "conv2",
-        torch::nn::Conv1d(torch::nn::Conv1dOptions(c.d_model, c.d_model, 3).stride(2).padding(1)));
-    conv1->to(o.device(), dtype);
-    conv2->to(o.device(), dtype);
-    // Not trained (transformers sets requires_grad False on it), but a parameter so it loads.
-    auto positions = register_module("embed_positions", std::make_shared<torch::nn::Module>());
-    embed_positions = positions->register_parameter(
-        "weight", torch::empty({c.max_source_positions, c.d_model}, o), /*requires_grad=*/false);
-    layers = register_module("layers", torch::nn::ModuleList());
-    for (int64_t i = 0; i < c.encoder_layers; ++i) {
-      typed_layers.push_back(EncoderLayer(c, o));
-      layers->push_back(typed_layers.back());
-    }
-    layer_norm = register_module("layer_norm", MakeNorm(c.d_model, o));
-  }
-  torch::nn::Conv1d conv1{nullptr}, conv2{nullptr};
-  torch::Tensor embed_positions;
-  torch::nn::ModuleList layers{nullptr};
-  std::vector<EncoderLayer> typed_layers;
-  torch::nn::LayerNorm layer_norm{nullptr};
-};
-TORCH_MODULE(Encoder);
-
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Submodules (audio/whisper_encoder_parts.h)
+
+namespace detail {
+
+EncoderLayerImpl::EncoderLayerImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o)
+    : heads_(c.encoder_attention_heads), head_dim_(c.HeadDim()) {
+  attn = register_module("self_attn", std::make_shared<torch::nn::Module>());
+  q_proj = attn->register_module("q_proj", MakeLinear(c.d_model, c.d_model, true, o));
+  k_proj = attn->register_module("k_proj", MakeLinear(c.d_model, c.d_model, false, o));
+  v_proj = attn->register_module("v_proj", MakeLinear(c.d_model, c.d_model, true, o));
+  out_proj = attn->register_module("out_proj", MakeLinear(c.d_model, c.d_model, true, o));
+  self_attn_layer_norm = register_module("self_attn_layer_norm", MakeNorm(c.d_model, o));
+  fc1 = register_module("fc1", MakeLinear(c.d_model, c.encoder_ffn_dim, true, o));
+  fc2 = register_module("fc2", MakeLinear(c.encoder_ffn_dim, c.d_model, true, o));
+  final_layer_norm = register_module("final_layer_norm", MakeNorm(c.d_model, o));
+}
+
+torch::Tensor EncoderLayerImpl::Forward(const torch::Tensor& x, const torch::Tensor& past_keys,
+                                        const torch::Tensor& past_values, const torch::Tensor& mask,
+                                        torch::Tensor* keys_out, torch::Tensor* values_out) {
+  const int64_t batch = x.size(0);
+  const int64_t steps = x.size(1);
+  const torch::Tensor h = self_attn_layer_norm(x);
+  // As transformers: the query is scaled before the product, the attention itself unscaled.
+  const double scaling = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  auto heads = [&](const torch::Tensor& t) {
+    return t.view({batch, t.size(1), heads_, head_dim_}).transpose(1, 2);
+  };
+  // Without autograd (a frozen encoder) scaling, activation and residual sums go into tensors this
+  // layer just made instead of fresh ones (on the CPU a fresh [B*T, 4*d_model] block is page
+  // faults and a pass over memory); x + o == o + x bitwise, so both ways give the same values.
+  const bool in_place = !torch::GradMode::is_enabled();
+  torch::Tensor q = q_proj(h);
+  q = in_place ? q.mul_(scaling) : q * scaling;
+  torch::Tensor k = k_proj(h), v = v_proj(h);
+  if (keys_out != nullptr) *keys_out = k;
+  if (values_out != nullptr) *values_out = v;
+  if (past_keys.defined() && past_keys.size(1) > 0) {
+    k = torch::cat({past_keys, k}, 1);
+    v = torch::cat({past_values, v}, 1);
+  }
+  const torch::Tensor attended = torch::scaled_dot_product_attention(
+      heads(q), heads(k), heads(v),
+      mask.defined() ? std::optional<torch::Tensor>(mask) : std::nullopt, 0.0, false, 1.0);
+  torch::Tensor o = out_proj(attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_}));
+  const torch::Tensor y = in_place ? o.add_(x) : x + o;
+  torch::Tensor f = fc2(Gelu(fc1(final_layer_norm(y)), in_place));
+  return in_place ? f.add_(y) : y + f;
+}
+
+EncoderImpl::EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptions& o) {
+  const auto dtype = c10::typeMetaToScalarType(o.dtype());
+  conv1 = register_module(
+      "conv1",
+      torch::nn::Conv1d(torch::nn::Conv1dOptions(c.num_mel_bins, c.d_model, 3).padding(1)));
+  conv2 = register_module(
+      "conv2",
+      torch::nn::Conv1d(torch::nn::Conv1dOptions(c.d_model, c.d_model, 3).stride(2).padding(1)));
+  conv1->to(o.device(), dtype);
+  conv2->to(o.device(), dtype);
+  // Not trained (transformers sets requires_grad False on it), but a parameter so it loads.
+  auto positions = register_module("embed_positions", std::make_shared<torch::nn::Module>());
+  embed_positions = positions->register_parameter(
+      "weight", torch::empty({c.max_source_positions, c.d_model}, o), /*requires_grad=*/false);
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < c.encoder_layers; ++i) {
+    typed_layers.push_back(EncoderLayer(c, o));
+    layers->push_back(typed_layers.back());
+  }
+  layer_norm = register_module("layer_norm", MakeNorm(c.d_model, o));
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -168,6 +160,11 @@ void WhisperEncoderConfig::Validate(const std::string& where) const {
         ": \"d_model\" must be even and >= 4 for sinusoidal positions, got ", d_model);
   Check(attention_chunk_frames >= 0, where,
         ": \"attention_chunk_frames\" must not be negative, got ", attention_chunk_frames);
+  Check(attention_left_chunks >= 0, where,
+        ": \"attention_left_chunks\" must not be negative, got ", attention_left_chunks);
+  Check(attention_left_chunks == 0 || attention_chunk_frames > 0, where,
+        ": \"attention_left_chunks\" (", attention_left_chunks,
+        ") needs block-causal attention (\"attention_chunk_frames\" > 0)");
   Check(init_std >= 0, where, ": \"init_std\" must not be negative, got ", init_std);
 }
 
@@ -192,6 +189,7 @@ WhisperEncoderConfig WhisperEncoderConfig::FromJson(const json& object, const st
   const int64_t default_positions = 1500, no_chunks = 0;
   c.max_source_positions = IntField(object, "max_source_positions", where, &default_positions);
   c.attention_chunk_frames = IntField(object, "attention_chunk_frames", where, &no_chunks);
+  c.attention_left_chunks = IntField(object, "attention_left_chunks", where, &no_chunks);
   if (const json* init_std = Field(object, "init_std")) {
     Check(init_std->is_number(), where, ": \"init_std\" must be a number, got ", init_std->dump());
     c.init_std = init_std->get<double>();
@@ -217,6 +215,7 @@ json WhisperEncoderConfig::ToJson() const {
             {"max_source_positions", max_source_positions},
             {"init_std", init_std}};
   if (attention_chunk_frames > 0) j["attention_chunk_frames"] = attention_chunk_frames;
+  if (attention_left_chunks > 0) j["attention_left_chunks"] = attention_left_chunks;
   return j;
 }
 
@@ -299,21 +298,24 @@ torch::Tensor WhisperSinusoids(int64_t length, int64_t channels) {
 // ---------------------------------------------------------------------------------------------
 // WhisperEncoderImpl
 
-struct WhisperEncoderImpl::Parts {
-  Encoder encoder{nullptr};
-};
+namespace {
+uint64_t NextEncoderId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1);
+}
+}  // namespace
 
 WhisperEncoderImpl::WhisperEncoderImpl(const WhisperEncoderConfig& config)
     : WhisperEncoderImpl(config, torch::TensorOptions().dtype(torch::kFloat), true) {}
 
 WhisperEncoderImpl::WhisperEncoderImpl(const WhisperEncoderConfig& config,
                                        const torch::TensorOptions& options, bool init_weights)
-    : config_(config), parts_(std::make_shared<Parts>()) {
+    : config_(config), id_(NextEncoderId()), parts_(std::make_shared<Parts>()) {
   config_.Validate("WhisperEncoderConfig");
   Check(torch::isFloatingType(c10::typeMetaToScalarType(options.dtype())),
         "WhisperEncoder: parameters need a floating-point dtype, got ", options.dtype().name());
   auto model = register_module("model", std::make_shared<torch::nn::Module>());
-  parts_->encoder = model->register_module("encoder", Encoder(config_, options));
+  parts_->encoder = model->register_module("encoder", detail::Encoder(config_, options));
   if (!init_weights) return;
   torch::NoGradGuard no_grad;
   for (auto& named : named_parameters()) {
@@ -338,7 +340,7 @@ torch::Tensor WhisperEncoderImpl::forward(const torch::Tensor& features) {
 }
 
 WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& input) {
-  Encoder& enc = parts_->encoder;
+  detail::Encoder& enc = parts_->encoder;
   const torch::Tensor& weight = enc->conv1->weight;
   const auto dtype = weight.scalar_type();
   const auto device = weight.device();
@@ -397,31 +399,42 @@ WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& inpu
   }
   // Without autograd (a frozen encoder) the activations go in place.
   const bool in_place = !torch::GradMode::is_enabled();
-  x = Gelu(enc->conv1(x), in_place);
+  x = detail::Gelu(enc->conv1(x), in_place);
   if (padded) x = x * in_keep;
-  x = Gelu(enc->conv2(x), in_place).transpose(1, 2);
+  x = detail::Gelu(enc->conv2(x), in_place).transpose(1, 2);
   torch::Tensor hidden = x + enc->embed_positions.slice(0, 0, out_steps);
 
   // Attention mask [B, 1, T', T'] (true = attend): keys beyond a row's length are hidden, and in
-  // chunked mode keys in later chunks. Every real query sees itself; padded queries see at least
-  // frame 0, so no row is fully masked (no NaN).
+  // chunked mode keys in later chunks (and, with a left context, in chunks too far back). Every
+  // real query sees itself. Padded queries see at least frame 0, or with a left context
+  // themselves, so no row is fully masked (no NaN).
   const int64_t chunk = input.attention_chunk_frames >= 0 ? input.attention_chunk_frames
                                                           : config_.attention_chunk_frames;
+  const int64_t left = input.attention_left_chunks >= 0 ? input.attention_left_chunks
+                                                        : config_.attention_left_chunks;
+  Check(input.attention_left_chunks < 0 || input.attention_left_chunks == 0 || chunk > 0,
+        "WhisperEncoder: attention_left_chunks ", input.attention_left_chunks,
+        " needs block-causal attention (attention_chunk_frames > 0)");
   torch::Tensor mask;
   const torch::Tensor positions = torch::arange(out_steps, torch::kLong);
   if (padded)
     mask = (positions.unsqueeze(0) < out_lengths.unsqueeze(1)).view({batch, 1, 1, out_steps});
+  const bool bounded = chunk > 0 && left > 0 && out_steps > chunk * (left + 1);
   if (chunk > 0 && out_steps > chunk) {
-    const torch::Tensor block = positions.div(chunk, "floor");
     const torch::Tensor causal =
-        (block.unsqueeze(0) <= block.unsqueeze(1)).view({1, 1, out_steps, out_steps});
+        detail::BlockCausalMask(positions.unsqueeze(1), positions.unsqueeze(0), chunk,
+                                bounded ? left : 0)
+            .view({1, 1, out_steps, out_steps});
     mask = mask.defined() ? mask.logical_and(causal) : causal;
+    if (padded && bounded)
+      mask = mask.logical_or(
+          torch::eye(out_steps, torch::kBool).view({1, 1, out_steps, out_steps}));
   }
   if (mask.defined()) mask = mask.to(device);
 
   WhisperEncoderOutput output;
   if (input.output_hidden_states) output.hidden_states.push_back(hidden);
-  for (EncoderLayer& layer : enc->typed_layers) {
+  for (detail::EncoderLayer& layer : enc->typed_layers) {
     hidden = layer(hidden, mask);
     if (input.output_hidden_states) output.hidden_states.push_back(hidden);
   }

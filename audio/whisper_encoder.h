@@ -24,13 +24,15 @@
 // output frames hold finite, meaningless values). Output lengths are ceil(length / 2).
 //
 // Block-causal mode (attention_chunk_frames = C > 0, in output frames): output frame i attends to
-// frame j only when j / C <= i / C (its own chunk and all earlier ones). Then the outputs of the
-// first K chunks (K*C output frames) are final as soon as 2*K*C + 1 input frames have arrived
-// (the convolutions look one input frame ahead): appending audio does not change them.
+// frame j only when j / C <= i / C (its own chunk and all earlier ones), and with
+// attention_left_chunks = L > 0 also i / C - L <= j / C (its own chunk and the L before it).
+// Then the outputs of the first K chunks (K*C output frames) are final as soon as 2*K*C + 1 input
+// frames have arrived (the convolutions look one input frame ahead): appending audio does not
+// change them. audio/whisper_stream.h encodes a stream chunk by chunk with the same result.
 //
 // Any floating dtype (float32, bfloat16, float16, float64) on CPU or CUDA; features are converted
 // to the model's dtype and device. forward() on a frozen model is safe from several threads;
-// LoadWeights/Freeze need exclusive access.
+// LoadWeights/Freeze need exclusive access. Incremental encoding: audio/whisper_stream.h.
 #pragma once
 
 #include <torch/torch.h>
@@ -41,6 +43,7 @@
 #include <vector>
 
 #include "audio/log_mel.h"
+#include "audio/whisper_stream.h"
 
 namespace slm::audio {
 
@@ -52,9 +55,14 @@ struct WhisperEncoderConfig {
   int64_t num_mel_bins = 80;
   int64_t max_source_positions = 1500;
   double init_std = 0.02;  // std of the normal init of a fresh model (transformers' init_std)
-  // slm extension (not a transformers key; read from config.json when present): block-causal
-  // attention in chunks of this many output frames; 0 = full attention (Whisper).
+  // slm extensions (not transformers keys; read from config.json when present, written when
+  // non-zero). Block-causal attention in chunks of this many output frames; 0 = full attention
+  // (Whisper).
   int64_t attention_chunk_frames = 0;
+  // With attention_chunk_frames > 0: how many earlier chunks a frame sees besides its own; 0 =
+  // all of them. A bounded left context keeps the cost of encoding one more chunk independent of
+  // how long the utterance already is (audio/whisper_stream.h). Must be 0 without chunks.
+  int64_t attention_left_chunks = 0;
 
   int64_t HeadDim() const { return d_model / encoder_attention_heads; }
   // Longest accepted input: 2 * max_source_positions feature frames.
@@ -83,8 +91,10 @@ struct WhisperEncoderInput {
   torch::Tensor features;  // [B, T, n_mels]
   torch::Tensor lengths;   // [B] integer, real input frames per row; undefined = all T
   torch::Tensor mask;      // [B, T], 1 = real frame (prefix); alternative to `lengths`
-  // Overrides the config's attention_chunk_frames when >= 0 (0 = full attention).
+  // Override the config's attention_chunk_frames / attention_left_chunks when >= 0 (chunk 0 =
+  // full attention, where the left context does not apply).
   int64_t attention_chunk_frames = -1;
+  int64_t attention_left_chunks = -1;
   bool output_hidden_states = false;
 };
 
@@ -131,9 +141,23 @@ class WhisperEncoderImpl : public torch::nn::Module {
                    const std::vector<std::pair<std::string, torch::Tensor>>& extra = {}) const;
   int64_t ParameterCount() const;
 
+  // Incremental encoding of a block-causal encoder (contract in audio/whisper_stream.h). slm::Error
+  // when attention_chunk_frames is 0.
+  WhisperStreamState StartStream() const;
+  // Appends `features` [T_new, n_mels] to the stream and returns the output frames it made final,
+  // [N, d_model] (N a multiple of attention_chunk_frames, often 0): rows of last_hidden_state, in
+  // the model's dtype on its device.
+  torch::Tensor EncodeChunks(WhisperStreamState& state, const torch::Tensor& features);
+  // Ends the stream's input and returns its remaining output frames [N, d_model] (N >= 0).
+  torch::Tensor Finish(WhisperStreamState& state);
+  // Several streams in one batched call; result i is step i's [N_i, d_model]. A stream may appear
+  // once per call. slm::Error (naming the step) on bad input, and then no state has changed.
+  std::vector<torch::Tensor> EncodeStreams(const std::vector<WhisperStreamStep>& steps);
+
  private:
   WhisperEncoderConfig config_;
-  struct Parts;  // submodules registered as "model" -> "encoder"; defined in whisper_encoder.cpp
+  uint64_t id_;  // unique per module object: ties stream states to the encoder that started them
+  struct Parts;  // submodules registered as "model" -> "encoder"; audio/whisper_encoder_parts.h
   std::shared_ptr<Parts> parts_;
 };
 TORCH_MODULE(WhisperEncoder);

@@ -269,11 +269,14 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
       .Read("encoder_attention_heads", model.encoder_attention_heads, InRange<int64_t>(1, 512))
       .Read("encoder_ffn_dim", model.encoder_ffn_dim, InRange<int64_t>(1, 262144))
       .Read("max_source_positions", model.max_source_positions, InRange<int64_t>(1, 1 << 20))
-      .Read("attention_chunk_frames", model.attention_chunk_frames, InRange<int64_t>(0, 1 << 20));
+      .Read("attention_chunk_frames", model.attention_chunk_frames, InRange<int64_t>(0, 1 << 20))
+      .Read("attention_left_chunks", model.attention_left_chunks, InRange<int64_t>(0, 1 << 20));
   model.num_mel_bins = features.n_mels;
   if (model.d_model % model.encoder_attention_heads != 0)
     m.Fail("encoder_attention_heads", Str("must divide d_model (", model.d_model, ")"));
   if (model.d_model % 2 != 0) m.Fail("d_model", "must be even (sinusoidal positions)");
+  if (model.attention_left_chunks > 0 && model.attention_chunk_frames == 0)
+    m.Fail("attention_left_chunks", "needs block-causal attention (attention_chunk_frames > 0)");
   auto t = node.Child("train");
   train.Load(t);
   t.Read("freq_masks", train.freq_masks, InRange<int64_t>(0, 100))

@@ -13,6 +13,8 @@
 // SpecAugment-style masks (train.freq_masks x freq_mask_width bins, train.time_masks x
 // time_mask_width frames), optional corruptions (train.blur_prob, train.noise_std: a smoothed or
 // noisy log-mel, so the encoder still hears synthesized speech; CorruptFeatures), AdamW, warm-up + cosine, gradient clipping (core/optim.h), float32.
+// With model.attention_chunk_frames (and attention_left_chunks) the encoder trains and is evaluated
+// with that block-causal mask, which config.json records, so audio/whisper_stream.h can stream it.
 // Evaluation: greedy CTC character error rate (train/metrics.h CharErrors, over the CTC alphabet's
 // normalised text) on valid every eval.every steps and on valid and test at the end.
 //

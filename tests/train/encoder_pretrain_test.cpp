@@ -44,6 +44,17 @@ TEST(SpeechEncoderPretrainConfig, ValidatesKeysAndLimits) {
   robust.CheckAllConsumed();
   EXPECT_DOUBLE_EQ(r.train.blur_prob, 0.5);
   EXPECT_DOUBLE_EQ(r.train.noise_std, 0.15);
+  // The streaming encoder's config: block-causal with a bounded left context.
+  auto stream = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) +
+                                           "/samples/configs/speech_encoder_stream.yaml");
+  SpeechEncoderPretrainConfig st;
+  st.Load(stream.Root());
+  stream.CheckAllConsumed();
+  EXPECT_EQ(st.model.attention_chunk_frames, 8);
+  EXPECT_EQ(st.model.attention_left_chunks, 12);
+  auto unchunked = config::Document::LoadString("model: {attention_left_chunks: 4}\n", "u.yaml");
+  SpeechEncoderPretrainConfig u;
+  EXPECT_SLM_ERROR(u.Load(unchunked.Root()), "model.attention_left_chunks");
   auto bad = config::Document::LoadString("train: {blur_prob: 1.5}\n", "b.yaml");
   SpeechEncoderPretrainConfig b;
   EXPECT_SLM_ERROR(b.Load(bad.Root()), "blur_prob");
@@ -81,7 +92,8 @@ TEST(EncoderPretrainSlow, SpeechEncoderMiniatureRun) {
   auto doc = config::Document::LoadString(
       "data: {corpus_dir: " + tmp.File("corpus") + ", speech_dir: " + tmp.File("speech") +
           ", train_utterances: 8, valid_utterances: 2, test_utterances: 2}\n"
-          "model: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2, encoder_ffn_dim: 64}\n"
+          "model: {d_model: 32, encoder_layers: 1, encoder_attention_heads: 2, encoder_ffn_dim: 64, "
+          "attention_chunk_frames: 4, attention_left_chunks: 2}\n"
           "train: {steps: 6, batch_size: 4, warmup_steps: 2, log_every: 2}\n"
           "eval: {every: 3}\nthreads: 1\noutput_dir: " + tmp.File("run") + "\n",
       "mini.yaml");
@@ -97,6 +109,8 @@ TEST(EncoderPretrainSlow, SpeechEncoderMiniatureRun) {
   // The directory is a loadable encoder with its features and CTC head.
   audio::WhisperEncoder encoder = audio::LoadWhisperEncoder(tmp.File("run"));
   EXPECT_EQ(encoder->Config().d_model, 32);
+  EXPECT_EQ(encoder->Config().attention_chunk_frames, 4);  // trained block-causal, saved as such
+  EXPECT_EQ(encoder->Config().attention_left_chunks, 2);
   EXPECT_EQ(audio::LoadEncoderFeatureOptions(tmp.File("run")).normalization,
             audio::MelNormalization::kFixedFloor);
   safetensors::Reader weights(tmp.File("run") + "/model.safetensors");
