@@ -92,6 +92,10 @@ std::string Manifest::ImagePath(const Entry& e) const { return fs::Resolve(base_
 Manifest Read(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(Str("cannot open manifest '", path, "': ", std::strerror(errno)));
+  return Read(in, path);
+}
+
+Manifest Read(std::istream& in, const std::string& path) {
   Manifest m;
   m.path = path;
   m.base_dir = std::filesystem::path(path).parent_path().string();

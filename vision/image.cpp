@@ -70,8 +70,10 @@ bool HeaderSize(const std::vector<unsigned char>& b, int64_t* width, int64_t* he
 void CheckPixels(int64_t width, int64_t height, const LoadImageOptions& options,
                  const std::string& path) {
   Check(width > 0 && height > 0, path, ": image has no pixels (", width, "x", height, ")");
-  Check(width * height <= options.max_pixels, path, ": image is ", width, "x", height, " = ",
-        width * height, " pixels, more than the limit of ", options.max_pixels);
+  // Header dimensions reach 2^32 - 1 each, so their product overflows int64_t (not uint64_t).
+  Check(width <= options.max_pixels && height <= options.max_pixels / width, path, ": image is ",
+        width, "x", height, " = ", static_cast<uint64_t>(width) * static_cast<uint64_t>(height),
+        " pixels, more than the limit of ", options.max_pixels);
 }
 
 const json* Field(const json& object, const char* key) {

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "audio/synthetic_signal.h"
+#include "core/fs.h"
 #include "tests/test_util.h"
 
 namespace slm::audio {
@@ -156,6 +157,35 @@ TEST(AudioIo, BadFilesGiveClearErrors) {
   EXPECT_SLM_ERROR(Read(dir.File("inf.wav"), limit), "longer than the limit");
   std::filesystem::create_directory(dir.File("adir.wav"));
   EXPECT_SLM_ERROR(Read(dir.File("adir.wav")), "not a regular file");
+}
+
+// The in-memory entry points decode exactly what the file ones decode, in every container, and
+// name the caller's `where` instead of a path.
+TEST(AudioIo, MemoryDecodingMatchesFiles) {
+  testing::TempDir dir;
+  const auto x = SpeechLikeSignal(0.7, 22050);
+  for (const char* name : {"m.wav", "m.flac", "m.ogg"}) {
+    Write(dir.File(name), x, 22050);
+    const std::string bytes = fs::ReadFile(dir.File(name));
+    const FileInfo file_info = Probe(dir.File(name));
+    const FileInfo memory_info = ProbeMemory(bytes, "request audio");
+    EXPECT_EQ(memory_info.format, file_info.format) << name;
+    EXPECT_EQ(memory_info.frames, file_info.frames) << name;
+    EXPECT_EQ(memory_info.sample_rate, 22050) << name;
+    ReadOptions small;
+    small.block_frames = 1000;  // several blocks, so reads continue from the virtual position
+    EXPECT_EQ(ReadMemory(bytes, "request audio", small).samples, Read(dir.File(name)).samples) << name;
+  }
+  EXPECT_SLM_ERROR(ReadMemory("", "request audio"), "request audio: empty");
+  EXPECT_SLM_ERROR(ProbeMemory("not audio at all, only some text", "request audio"),
+                   "request audio: cannot decode");
+  WriteWavHeader(dir.File("slow.wav"), 10, 1, 100);
+  EXPECT_SLM_ERROR(ReadMemory(fs::ReadFile(dir.File("slow.wav")), "clip 3"),
+                   "clip 3: sample rate 10 Hz is outside the supported range");
+  std::string truncated = fs::ReadFile(dir.File("m.flac"));
+  truncated.resize(truncated.size() / 2);
+  const std::string message = testing::ErrorOf([&] { ReadMemory(truncated, "half.flac"); });
+  if (!message.empty()) EXPECT_NE(message.find("half.flac"), std::string::npos) << message;
 }
 
 TEST(AudioIo, WriteRejectsBadInputAndKeepsOldFile) {

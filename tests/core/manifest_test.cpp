@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "core/fs.h"
 #include "core/registry.h"
@@ -50,6 +51,15 @@ TEST(Manifest, ErrorsNameFileAndLine) {
   std::ofstream(path) << R"({"id":"a","task":3})";
   EXPECT_SLM_ERROR(manifest::Read(path), "field 'task' must be a string");
   EXPECT_SLM_ERROR(manifest::Read(dir.File("none.jsonl")), "cannot open manifest");
+}
+
+TEST(Manifest, StreamReadNamesTheGivenPath) {
+  std::istringstream in(R"({"id":"a","task":"asr","audio":"a.wav"})" "\n\n" R"({"id":"b"})" "\n");
+  EXPECT_SLM_ERROR(manifest::Read(in, "data/x.jsonl"), "data/x.jsonl:3: missing field 'task'");
+  std::istringstream good(R"({"id":"a","task":"asr","audio":"a.wav"})");
+  const auto m = manifest::Read(good, "data/x.jsonl");
+  ASSERT_EQ(m.entries.size(), 1u);
+  EXPECT_EQ(m.AudioPath(m.entries[0]), "data/a.wav");
 }
 
 TEST(Strings, EditDistanceAndClosestMatch) {
