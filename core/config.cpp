@@ -37,10 +37,20 @@ std::string MarkOf(const detail::State& state, const std::string& path, const YA
   return state.source;
 }
 
+// The most values (map entries and list items) a document may hold, counting each use of an alias
+// separately. Aliases share nodes, so a few hundred bytes of nested anchors ("billion laughs")
+// stand for billions of values, and every walk over the tree (this check, unknown keys, reading a
+// list) would take that long. Real configs hold hundreds.
+constexpr size_t kMaxValues = 100000;
+
 // yaml-cpp accepts duplicate map keys silently; a strict config must not. Keys are also the parts
 // of dotted paths ("a.b", "sources[2]": --set, the effective config, messages), so a key must be
 // a non-empty string without '.', '[' or ']', or its value could not be addressed or saved back.
-void CheckKeys(const YAML::Node& node, const std::string& source, const std::string& path) {
+void CheckTree(const YAML::Node& node, const std::string& source, const std::string& path,
+               size_t& values) {
+  if (++values > kMaxValues)
+    throw Error(Str("config error: ", source, ": more than ", kMaxValues, " values (at '", path,
+                    "'); aliases of aliases expand to copies"));
   if (node.IsMap()) {
     std::set<std::string> seen;
     for (const auto& kv : node) {
@@ -54,11 +64,11 @@ void CheckKeys(const YAML::Node& node, const std::string& source, const std::str
         throw Error(Str(where, "key '", full, "' contains '.', '[' or ']', which separate the ",
                         "parts of config paths"));
       if (!seen.insert(key).second) throw Error(Str(where, "key '", full, "' appears twice"));
-      CheckKeys(kv.second, source, full);
+      CheckTree(kv.second, source, full, values);
     }
   } else if (node.IsSequence()) {
     size_t i = 0;
-    for (const auto& item : node) CheckKeys(item, source, Str(path, "[", i++, "]"));
+    for (const auto& item : node) CheckTree(item, source, Str(path, "[", i++, "]"), values);
   }
 }
 
@@ -83,7 +93,7 @@ std::optional<std::pair<std::string, int64_t>> ParsePart(const std::string& part
 
 std::pair<std::string, int64_t> SplitIndex(const std::string& part) {
   const auto parsed = ParsePart(part);
-  // Paths come from validated keys (CheckKeys, ApplyOverride) and Node::List's "key[i]".
+  // Paths come from validated keys (CheckTree, ApplyOverride) and Node::List's "key[i]".
   if (!parsed) throw Error(Str("config error: internal: malformed key path part '", part, "'"));
   return *parsed;
 }
@@ -125,7 +135,8 @@ std::shared_ptr<detail::State> MakeState(YAML::Node root, std::string source) {
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
     throw Error(Str("config error: ", state->source, ": the top level must be a map of keys"));
-  CheckKeys(root, state->source, "");
+  size_t values = 0;
+  CheckTree(root, state->source, "", values);
   state->root = root;
   return state;
 }
@@ -240,6 +251,8 @@ void Document::ApplyOverride(const std::string& assignment) {
   } catch (const YAML::ParserException& e) {
     throw Error(Str("config error: --set '", assignment, "': invalid value: ", e.msg));
   }
+  size_t values = 0;
+  CheckTree(value, Str("--set '", assignment, "'"), path, values);
   // Walk the existing tree before changing it: every part must be `key` or `key[index]`; an
   // intermediate key that holds a scalar cannot take a child; an index may name an item of the
   // list or append one, never leave a gap of empty items.

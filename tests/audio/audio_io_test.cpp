@@ -152,6 +152,16 @@ TEST(AudioIo, BadFilesGiveClearErrors) {
   bad[123] = INFINITY;
   WriteRawSndfile(dir.File("inf.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
   EXPECT_SLM_ERROR(Read(dir.File("inf.wav")), "is infinite");
+  // Fuzz finding (fuzz/regressions/audio/): finite but huge float samples overflowed to Inf in
+  // the resampler (and in the channel average).
+  bad[123] = 3e38f;
+  WriteRawSndfile(dir.File("loud.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 22050, 1, bad);
+  EXPECT_SLM_ERROR(Read(dir.File("loud.wav")), "sample 123 (channel 0) is 3e+38, beyond the supported magnitude");
+  EXPECT_SLM_ERROR(ReadMemory(fs::ReadFile(dir.File("loud.wav")), "request audio"),
+                   "request audio: sample 123");
+  bad[123] = 0.5f * kMaxAbsSample;  // loud, but still passed through
+  WriteRawSndfile(dir.File("loud.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
+  EXPECT_EQ(Read(dir.File("loud.wav")).samples[123], 0.5f * kMaxAbsSample);
   ReadOptions limit;
   limit.max_seconds = 0.05;
   EXPECT_SLM_ERROR(Read(dir.File("inf.wav"), limit), "longer than the limit");

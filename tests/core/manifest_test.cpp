@@ -73,6 +73,20 @@ TEST(Strings, EditDistanceAndClosestMatch) {
   EXPECT_EQ(FormatDuration(65), "1m05s");
 }
 
+TEST(Strings, FindInvalidUtf8) {
+  EXPECT_EQ(FindInvalidUtf8(""), std::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("plain \xC3\xA9t\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF"),
+            std::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("ab\x80"), 2u);              // stray continuation byte
+  EXPECT_EQ(FindInvalidUtf8("a\xC3"), 1u);               // truncated
+  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);            // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("x\xE0\x80\xAF"), 1u);       // overlong, 3 bytes
+  EXPECT_EQ(FindInvalidUtf8("\xED\xA0\x80"), 0u);        // surrogate U+D800
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);    // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("\xE2\x82" "A"), 0u);        // bad second continuation
+  EXPECT_EQ(FindInvalidUtf8("\xFF"), 0u);
+}
+
 TEST(Registry, UnknownNameListsValidNamesAndSuggests) {
   Registry<int> r("projector");
   r.Add("linear", 1);

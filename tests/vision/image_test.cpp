@@ -106,6 +106,16 @@ TEST(LoadImage, BadFilesNameTheFile) {
       << e;
 }
 
+// Fuzz finding (fuzz/regressions/image/): PNG header sizes reach 2^32 - 1, and width * height
+// overflowed int64_t (undefined; it could wrap below the limit).
+TEST(LoadImage, HugeHeaderSizesDoNotOverflowTheCheck) {
+  const std::string png = PngHeader(0xBEBEBEBE, 0xBEBEBEBE);
+  EXPECT_SLM_ERROR(DecodeImage(png, "images[0]"),
+                   "images[0]: image is 3200171710x3200171710 = 10241098973484324100 pixels, more "
+                   "than the limit");
+  EXPECT_SLM_ERROR(DecodeImage(PngHeader(0xFFFFFFFF, 1), "x"), "more than the limit");
+}
+
 TEST(LoadImage, PixelCapAppliesAfterDecodingToo) {
   TempDir dir;
   ASSERT_TRUE(cv::imwrite(dir.File("a.ppm"), cv::Mat(20, 20, CV_8UC3, cv::Scalar(1, 2, 3))));
