@@ -153,11 +153,15 @@ Waveform ReadSource(Source& source, const ReadOptions& options) {
         label, ": target rate ", options.target_rate, " Hz is unsupported");
   SF_INFO info;
   SndfilePtr file = Open(source, info);
-  if (options.max_seconds > 0) {
-    const double seconds = double(info.frames) / info.samplerate;
+  // libsndfile reports SF_COUNT_MAX frames when the container does not say (a FLAC stream written
+  // without seeking back, total_samples = 0): the length is then known only by decoding.
+  const bool length_known = info.frames < SF_COUNT_MAX;
+  const auto check_duration = [&](int64_t frames) {
+    const double seconds = double(frames) / info.samplerate;
     Check(seconds <= options.max_seconds, label, ": ", seconds, " s is longer than the limit of ",
           options.max_seconds, " s");
-  }
+  };
+  if (options.max_seconds > 0 && length_known) check_duration(info.frames);
   const int channels = info.channels;
   const int out_rate = options.target_rate ? options.target_rate : info.samplerate;
   std::unique_ptr<StreamResampler> resampler;
@@ -165,7 +169,12 @@ Waveform ReadSource(Source& source, const ReadOptions& options) {
 
   Waveform out;
   out.sample_rate = out_rate;
-  out.samples.reserve(static_cast<size_t>(double(info.frames) * out_rate / info.samplerate) + 16);
+  // The header's count is a claim, not a fact (a 43-byte FLAC can claim ten hours): at most
+  // kReserveLimit samples are reserved up front, and the vector grows past that only as real
+  // audio decodes.
+  constexpr double kReserveLimit = 1 << 24;
+  const double expected = length_known ? double(info.frames) * out_rate / info.samplerate : 0.0;
+  out.samples.reserve(static_cast<size_t>(std::min(expected, kReserveLimit)) + 16);
   std::vector<float> block(static_cast<size_t>(options.block_frames) * channels);
   std::vector<float> mono(static_cast<size_t>(options.block_frames));
   int64_t position = 0;
@@ -188,6 +197,7 @@ Waveform ReadSource(Source& source, const ReadOptions& options) {
       mono[i] = sum / channels;
     }
     position += got;
+    if (options.max_seconds > 0 && !length_known) check_duration(position);
     if (resampler) {
       auto chunk = resampler->Process(mono.data(), static_cast<size_t>(got));
       out.samples.insert(out.samples.end(), chunk.begin(), chunk.end());

@@ -42,6 +42,8 @@ struct ReadOptions {
 struct FileInfo {
   int sample_rate = 0;
   int channels = 0;
+  // As the header says; INT64_MAX when it does not (libsndfile's SF_COUNT_MAX, e.g. a FLAC stream
+  // with total_samples 0). Read checks max_seconds against it, or while decoding when unknown.
   int64_t frames = 0;
   std::string format;  // e.g. "WAV", "FLAC", "OGG"
 };

@@ -1,8 +1,9 @@
 // Audio decoding (audio/audio_io.h: libsndfile through our wrapper, then channel averaging,
 // NaN/Inf checks and soxr resampling to 16 kHz) of bytes in memory, with the limits the server
-// uses for a Transcribe request (serve/serve_config.h: max_file_seconds). Invariants beyond
-// "only slm::Error naming the input": Probe and Read agree, and what Read returns is finite, at
-// the target rate and within the duration limit.
+// uses for a Transcribe request (serve/serve_config.h: max_file_seconds), then once more with no
+// duration limit (the library's default) at the file's own rate. Invariants beyond "only slm::Error
+// naming the input": what Read returns is non-empty, finite, at the target rate and within the
+// duration limit.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -24,6 +25,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     SLM_FUZZ_ASSERT(w.sample_rate == slm::audio::kSampleRate, info.format);
     SLM_FUZZ_ASSERT(w.Seconds() <= options.max_seconds + 1.0, info.format);
     for (const float v : w.samples) SLM_FUZZ_ASSERT(std::isfinite(v), info.format);
+  });
+  // The library's defaults as the data tools use them: no duration limit, the file's own rate.
+  slm::fuzz::ExpectCleanRejection(where, [&] {
+    slm::audio::ReadOptions options;
+    options.target_rate = 0;
+    const slm::audio::Waveform w = slm::audio::ReadMemory(bytes, where, options);
+    SLM_FUZZ_ASSERT(!w.samples.empty(), "Read returned no samples");
   });
   return 0;
 }

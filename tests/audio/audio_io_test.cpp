@@ -198,6 +198,40 @@ TEST(AudioIo, MemoryDecodingMatchesFiles) {
   if (!message.empty()) EXPECT_NE(message.find("half.flac"), std::string::npos) << message;
 }
 
+// Found by review, confirmed with the audio fuzz target (fuzz/regressions/audio/): a FLAC whose
+// STREAMINFO gives total_samples 0 (unknown, as a streaming encoder writes it) made libsndfile
+// report INT64_MAX frames, and reserving that escaped as std::length_error. Such a file decodes;
+// its duration limit is checked as it decodes.
+TEST(AudioIo, FlacOfUnknownLengthDecodesAndRespectsTheLimit) {
+  testing::TempDir dir;
+  Write(dir.File("long.flac"), std::vector<float>(16000 * 3, 0.25f), 16000);
+  std::string bytes = fs::ReadFile(dir.File("long.flac"));
+  // "fLaC", the 4-byte block header, then STREAMINFO: total_samples is the low 36 bits of bytes 13-17.
+  ASSERT_EQ(bytes.substr(0, 4), "fLaC");
+  bytes[8 + 13] = static_cast<char>(bytes[8 + 13] & 0xF0);
+  for (int i = 14; i < 18; ++i) bytes[8 + i] = 0;
+  EXPECT_EQ(ProbeMemory(bytes, "stream.flac").frames, INT64_MAX);
+  const Waveform w = ReadMemory(bytes, "stream.flac");
+  EXPECT_EQ(w.samples.size(), 16000u * 3);
+  ReadOptions limit;
+  limit.max_seconds = 2.0;
+  limit.block_frames = 4000;
+  EXPECT_SLM_ERROR(ReadMemory(bytes, "stream.flac", limit), "stream.flac: 2.25 s is longer than the limit of 2 s");
+}
+
+// Fuzz finding (fuzz/regressions/audio/flac_claims_ten_hours): 43 bytes of FLAC header claiming
+// 570 million frames made Read reserve 2.3 GB before decoding anything (an out-of-memory report
+// under libFuzzer's limit). The reservation no longer trusts the header; the file has no audio.
+TEST(AudioIo, HeaderClaimsDoNotAllocate) {
+  const std::string flac(
+      "\x66\x4c\x61\x43\x00\x00\x00\x22\x10\x00\x10\x5b\x00\x00\xe5\x00\x00\xe5\x03\xe8\x00\xf0"
+      "\x21\xff\x65\x59\xc6\x10\x28\x60\x00\x00\x00\x00\x00\x00\x00\x00\x4c\x41\x43\x23\x20", 43);
+  EXPECT_EQ(ProbeMemory(flac, "claim.flac").frames, 570385753);
+  ReadOptions no_limit;
+  no_limit.target_rate = 0;
+  EXPECT_SLM_ERROR(ReadMemory(flac, "claim.flac", no_limit), "claim.flac: contains no samples");
+}
+
 TEST(AudioIo, WriteRejectsBadInputAndKeepsOldFile) {
   testing::TempDir dir;
   const auto x = SineSignal(440, 0.1);

@@ -53,6 +53,20 @@ TEST(Manifest, ErrorsNameFileAndLine) {
   EXPECT_SLM_ERROR(manifest::Read(dir.File("none.jsonl")), "cannot open manifest");
 }
 
+// Found by review, confirmed with the manifest fuzz target (fuzz/regressions/manifest/): a word
+// time near 1e306 s read fine, but rounding it to milliseconds overflowed to infinity, which
+// nlohmann::json writes as null, so a manifest written by Write did not read again.
+TEST(Manifest, HugeWordTimesSurviveWriteAndRead) {
+  testing::TempDir dir;
+  std::istringstream in(R"({"id":"a","task":"asr","words":[{"word":"x","start":0.1234,"end":1e306}]})");
+  const auto m = manifest::Read(in, "big.jsonl");
+  manifest::Write(dir.File("again.jsonl"), m.entries);
+  const auto again = manifest::Read(dir.File("again.jsonl"));
+  ASSERT_EQ(again.entries.size(), 1u);
+  EXPECT_DOUBLE_EQ(again.entries[0].words[0].start, 0.123);
+  EXPECT_EQ(again.entries[0].words[0].end, 1e306);
+}
+
 TEST(Manifest, StreamReadNamesTheGivenPath) {
   std::istringstream in(R"({"id":"a","task":"asr","audio":"a.wav"})" "\n\n" R"({"id":"b"})" "\n");
   EXPECT_SLM_ERROR(manifest::Read(in, "data/x.jsonl"), "data/x.jsonl:3: missing field 'task'");
