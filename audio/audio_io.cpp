@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>

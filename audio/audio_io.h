@@ -1,15 +1,16 @@
 // Audio file input/output (libsndfile) and resampling (soxr).
 //
 // Contract: samples are float32 in [-1, 1] (files with larger float values are passed through,
-// never clipped, up to a magnitude of kMaxAbsSample), mono after Read (channels are averaged), at the file's rate or, with
-// ReadOptions::target_rate, resampled to it. Supported: everything libsndfile reads (wav, flac,
-// ogg/vorbis, aiff, ...), 1..kMaxChannels channels, kMinSampleRate..kMaxSampleRate Hz.
-// Long files are decoded in blocks of ReadOptions::block_frames, so memory beyond the output is
-// bounded by one block (times the channel count).
+// never clipped, up to a magnitude of kMaxAbsSample), mono after Read (channels are averaged), at
+// the file's rate or, with ReadOptions::target_rate, resampled to it. Supported: everything
+// libsndfile reads (wav, flac, ogg/vorbis, aiff, ...), 1..kMaxChannels channels,
+// kMinSampleRate..kMaxSampleRate Hz. Long files are decoded in blocks of ReadOptions::block_frames,
+// so memory beyond the output is bounded by one block (times the channel count); nothing is
+// allocated on the strength of a header's frame count beyond a bounded reservation.
 //
 // Errors (slm::Error, message names the file): missing/unreadable file, not an audio format, zero
-// samples, NaN/Inf samples or samples beyond kMaxAbsSample (with the sample index), sample rate or channel count outside the
-// supported range, duration over max_seconds.
+// samples, NaN/Inf samples or samples beyond kMaxAbsSample (with the sample index), sample rate or
+// channel count outside the supported range, duration over max_seconds.
 // Thread-safety: all functions are reentrant; each call owns its libsndfile/soxr handles.
 #pragma once
 
