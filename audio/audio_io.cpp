@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -34,24 +36,89 @@ std::string FormatName(int format) {
   return "unknown";
 }
 
-SndfilePtr Open(const std::string& path, SF_INFO& info) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0)
-    throw Error(Str("audio file '", path, "': ", std::strerror(errno)));
-  if (!S_ISREG(st.st_mode)) throw Error(Str("audio file '", path, "': not a regular file"));
-  if (st.st_size == 0) throw Error(Str("audio file '", path, "': empty file (0 bytes)"));
+// libsndfile's virtual I/O over bytes in memory (read-only; seeking past the end is allowed, as
+// with lseek, and reads there return nothing).
+struct MemoryFile {
+  const std::string* bytes = nullptr;
+  sf_count_t position = 0;
+};
+
+sf_count_t MemoryLength(void* user) {
+  return static_cast<sf_count_t>(static_cast<MemoryFile*>(user)->bytes->size());
+}
+
+sf_count_t MemorySeek(sf_count_t offset, int whence, void* user) {
+  auto* m = static_cast<MemoryFile*>(user);
+  sf_count_t base = 0;
+  if (whence == SEEK_CUR) {
+    base = m->position;
+  } else if (whence == SEEK_END) {
+    base = MemoryLength(user);
+  } else if (whence != SEEK_SET) {
+    return -1;
+  }
+  // Offsets come from the file's own headers: overflow and negative targets are refused.
+  if (offset > 0 && base > INT64_MAX - offset) return -1;
+  if (base + offset < 0) return -1;
+  m->position = base + offset;
+  return m->position;
+}
+
+sf_count_t MemoryRead(void* destination, sf_count_t count, void* user) {
+  auto* m = static_cast<MemoryFile*>(user);
+  const sf_count_t size = MemoryLength(user);
+  if (count <= 0 || m->position >= size) return 0;
+  const sf_count_t n = std::min(count, size - m->position);
+  std::memcpy(destination, m->bytes->data() + m->position, static_cast<size_t>(n));
+  m->position += n;
+  return n;
+}
+
+sf_count_t MemoryWrite(const void*, sf_count_t, void*) { return 0; }
+
+sf_count_t MemoryTell(void* user) { return static_cast<MemoryFile*>(user)->position; }
+
+// What is being decoded: a file, or bytes in memory (which must outlive the SNDFILE).
+struct Source {
+  std::string label;  // "audio file '<path>'" or the caller's name for the bytes
+  std::string path;   // empty for memory
+  MemoryFile memory;
+};
+
+Source FileSource(const std::string& path) { return Source{Str("audio file '", path, "'"), path, {}}; }
+
+Source MemorySource(const std::string& bytes, const std::string& where) {
+  Source source{where, "", {}};
+  source.memory.bytes = &bytes;
+  return source;
+}
+
+SndfilePtr Open(Source& source, SF_INFO& info) {
+  const std::string& label = source.label;
   info = SF_INFO{};
-  SNDFILE* f = sf_open(path.c_str(), SFM_READ, &info);
+  SNDFILE* f = nullptr;
+  if (source.memory.bytes == nullptr) {
+    struct stat st {};
+    if (stat(source.path.c_str(), &st) != 0) throw Error(Str(label, ": ", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) throw Error(Str(label, ": not a regular file"));
+    if (st.st_size == 0) throw Error(Str(label, ": empty file (0 bytes)"));
+    f = sf_open(source.path.c_str(), SFM_READ, &info);
+  } else {
+    if (source.memory.bytes->empty()) throw Error(Str(label, ": empty (0 bytes)"));
+    static SF_VIRTUAL_IO io{MemoryLength, MemorySeek, MemoryRead, MemoryWrite, MemoryTell};
+    source.memory.position = 0;
+    f = sf_open_virtual(&io, SFM_READ, &info, &source.memory);
+  }
   if (!f)
-    throw Error(Str("audio file '", path, "': cannot decode (", sf_strerror(nullptr),
+    throw Error(Str(label, ": cannot decode (", sf_strerror(nullptr),
                     "); supported: wav, flac, ogg/vorbis, aiff and other libsndfile formats"));
   SndfilePtr file(f);
-  Check(info.samplerate >= kMinSampleRate && info.samplerate <= kMaxSampleRate, "audio file '",
-        path, "': sample rate ", info.samplerate, " Hz is outside the supported range ",
-        kMinSampleRate, "..", kMaxSampleRate, " Hz");
-  Check(info.channels >= 1 && info.channels <= kMaxChannels, "audio file '", path, "': ",
-        info.channels, " channels is outside the supported range 1..", kMaxChannels);
-  Check(info.frames > 0, "audio file '", path, "': contains no samples");
+  Check(info.samplerate >= kMinSampleRate && info.samplerate <= kMaxSampleRate, label,
+        ": sample rate ", info.samplerate, " Hz is outside the supported range ", kMinSampleRate,
+        "..", kMaxSampleRate, " Hz");
+  Check(info.channels >= 1 && info.channels <= kMaxChannels, label, ": ", info.channels,
+        " channels is outside the supported range 1..", kMaxChannels);
+  Check(info.frames > 0, label, ": contains no samples");
   return file;
 }
 
@@ -69,25 +136,32 @@ void CheckFinite(const float* samples, size_t count, const std::string& what) {
       throw Error(Str(what, ": sample ", i, " is ", std::isnan(samples[i]) ? "NaN" : "infinite"));
 }
 
-FileInfo Probe(const std::string& path) {
+namespace {
+
+FileInfo ProbeSource(Source& source) {
   SF_INFO info;
-  SndfilePtr file = Open(path, info);
+  SndfilePtr file = Open(source, info);
   return FileInfo{info.samplerate, info.channels, static_cast<int64_t>(info.frames),
                   FormatName(info.format)};
 }
 
-Waveform Read(const std::string& path, const ReadOptions& options) {
-  Check(options.block_frames > 0, "audio read of '", path, "': block_frames must be positive");
+Waveform ReadSource(Source& source, const ReadOptions& options) {
+  const std::string& label = source.label;
+  Check(options.block_frames > 0, label, ": block_frames must be positive");
   Check(options.target_rate == 0 ||
             (options.target_rate >= kMinSampleRate && options.target_rate <= kMaxSampleRate),
-        "audio read of '", path, "': target rate ", options.target_rate, " Hz is unsupported");
+        label, ": target rate ", options.target_rate, " Hz is unsupported");
   SF_INFO info;
-  SndfilePtr file = Open(path, info);
-  if (options.max_seconds > 0) {
-    const double seconds = double(info.frames) / info.samplerate;
-    Check(seconds <= options.max_seconds, "audio file '", path, "': ", seconds,
-          " s is longer than the limit of ", options.max_seconds, " s");
-  }
+  SndfilePtr file = Open(source, info);
+  // libsndfile reports SF_COUNT_MAX frames when the container does not say (a FLAC stream written
+  // without seeking back, total_samples = 0): the length is then known only by decoding.
+  const bool length_known = info.frames < SF_COUNT_MAX;
+  const auto check_duration = [&](int64_t frames) {
+    const double seconds = double(frames) / info.samplerate;
+    Check(seconds <= options.max_seconds, label, ": ", seconds, " s is longer than the limit of ",
+          options.max_seconds, " s");
+  };
+  if (options.max_seconds > 0 && length_known) check_duration(info.frames);
   const int channels = info.channels;
   const int out_rate = options.target_rate ? options.target_rate : info.samplerate;
   std::unique_ptr<StreamResampler> resampler;
@@ -95,7 +169,12 @@ Waveform Read(const std::string& path, const ReadOptions& options) {
 
   Waveform out;
   out.sample_rate = out_rate;
-  out.samples.reserve(static_cast<size_t>(double(info.frames) * out_rate / info.samplerate) + 16);
+  // The header's count is a claim, not a fact (a 43-byte FLAC can claim ten hours): at most
+  // kReserveLimit samples are reserved up front, and the vector grows past that only as real
+  // audio decodes.
+  constexpr double kReserveLimit = 1 << 24;
+  const double expected = length_known ? double(info.frames) * out_rate / info.samplerate : 0.0;
+  out.samples.reserve(static_cast<size_t>(std::min(expected, kReserveLimit)) + 16);
   std::vector<float> block(static_cast<size_t>(options.block_frames) * channels);
   std::vector<float> mono(static_cast<size_t>(options.block_frames));
   int64_t position = 0;
@@ -107,13 +186,18 @@ Waveform Read(const std::string& path, const ReadOptions& options) {
       for (int c = 0; c < channels; ++c) {
         const float v = block[i * channels + c];
         if (!std::isfinite(v))
-          throw Error(Str("audio file '", path, "': sample ", position + i, " (channel ", c,
-                          ") is ", std::isnan(v) ? "NaN" : "infinite"));
+          throw Error(Str(label, ": sample ", position + i, " (channel ", c, ") is ",
+                          std::isnan(v) ? "NaN" : "infinite"));
+        if (std::abs(v) > kMaxAbsSample)
+          throw Error(Str(label, ": sample ", position + i, " (channel ", c, ") is ", v,
+                          ", beyond the supported magnitude ", kMaxAbsSample,
+                          " (audio is expected in [-1, 1])"));
         sum += v;
       }
       mono[i] = sum / channels;
     }
     position += got;
+    if (options.max_seconds > 0 && !length_known) check_duration(position);
     if (resampler) {
       auto chunk = resampler->Process(mono.data(), static_cast<size_t>(got));
       out.samples.insert(out.samples.end(), chunk.begin(), chunk.end());
@@ -122,14 +206,35 @@ Waveform Read(const std::string& path, const ReadOptions& options) {
     }
   }
   if (sf_error(file.get()) != SF_ERR_NO_ERROR)
-    throw Error(Str("audio file '", path, "': decode error after ", position, " frames: ",
-                    sf_strerror(file.get())));
-  Check(position > 0, "audio file '", path, "': contains no samples");
+    throw Error(Str(label, ": decode error after ", position, " frames: ", sf_strerror(file.get())));
+  Check(position > 0, label, ": contains no samples");
   if (resampler) {
     auto tail = resampler->Flush();
     out.samples.insert(out.samples.end(), tail.begin(), tail.end());
   }
   return out;
+}
+
+}  // namespace
+
+FileInfo Probe(const std::string& path) {
+  Source source = FileSource(path);
+  return ProbeSource(source);
+}
+
+Waveform Read(const std::string& path, const ReadOptions& options) {
+  Source source = FileSource(path);
+  return ReadSource(source, options);
+}
+
+FileInfo ProbeMemory(const std::string& bytes, const std::string& where) {
+  Source source = MemorySource(bytes, where);
+  return ProbeSource(source);
+}
+
+Waveform ReadMemory(const std::string& bytes, const std::string& where, const ReadOptions& options) {
+  Source source = MemorySource(bytes, where);
+  return ReadSource(source, options);
 }
 
 void Write(const std::string& path, const std::vector<float>& samples, int sample_rate,

@@ -1,6 +1,8 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "core/strings.h"
@@ -35,29 +37,65 @@ std::string MarkOf(const detail::State& state, const std::string& path, const YA
   return state.source;
 }
 
-// yaml-cpp accepts duplicate map keys silently; a strict config must not.
-void RejectDuplicateKeys(const YAML::Node& node, const std::string& source, const std::string& path) {
+// The most values (map entries and list items) a document may hold, counting each use of an alias
+// separately. Aliases share nodes, so a few hundred bytes of nested anchors ("billion laughs")
+// stand for billions of values, and every walk over the tree (this check, unknown keys, reading a
+// list) would take that long. Real configs hold hundreds.
+constexpr size_t kMaxValues = 100000;
+
+// yaml-cpp accepts duplicate map keys silently; a strict config must not. Keys are also the parts
+// of dotted paths ("a.b", "sources[2]": --set, the effective config, messages), so a key must be
+// a non-empty string without '.', '[' or ']', or its value could not be addressed or saved back.
+void CheckTree(const YAML::Node& node, const std::string& source, const std::string& path,
+               size_t& values) {
+  if (++values > kMaxValues)
+    throw Error(Str("config error: ", source, ": more than ", kMaxValues, " values (at '", path,
+                    "'); aliases of aliases expand to copies"));
   if (node.IsMap()) {
     std::set<std::string> seen;
     for (const auto& kv : node) {
-      const std::string key = kv.first.Scalar();
+      const std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "";
       const std::string full = path.empty() ? key : path + "." + key;
-      if (!seen.insert(key).second)
-        throw Error(Str("config error: ", source, ":", kv.first.Mark().line + 1, ": key '", full,
-                        "' appears twice"));
-      RejectDuplicateKeys(kv.second, source, full);
+      const std::string where = Str("config error: ", source, ":", kv.first.Mark().line + 1, ": ");
+      if (!kv.first.IsScalar() || key.empty())
+        throw Error(Str(where, "a key under '", path, "' is ", detail::Describe(kv.first),
+                        "; keys must be non-empty strings"));
+      if (key.find_first_of(".[]") != std::string::npos)
+        throw Error(Str(where, "key '", full, "' contains '.', '[' or ']', which separate the ",
+                        "parts of config paths"));
+      if (!seen.insert(key).second) throw Error(Str(where, "key '", full, "' appears twice"));
+      CheckTree(kv.second, source, full, values);
     }
   } else if (node.IsSequence()) {
     size_t i = 0;
-    for (const auto& item : node) RejectDuplicateKeys(item, source, Str(path, "[", i++, "]"));
+    for (const auto& item : node) CheckTree(item, source, Str(path, "[", i++, "]"), values);
   }
 }
 
+// The largest list index a path may name (a list of that many config items is absurd already).
+constexpr int64_t kMaxListIndex = 99999;
+
 // "sources[2]" -> {"sources", 2}; "lr" -> {"lr", -1}: Node::List names its items that way.
+// nullopt for anything else ("a[", "a[x]", "a[-1]", "[1]", "a]", an index above kMaxListIndex).
+std::optional<std::pair<std::string, int64_t>> ParsePart(const std::string& part) {
+  const size_t open = part.find('[');
+  if (open == std::string::npos)
+    return part.empty() || part.find(']') != std::string::npos
+               ? std::nullopt
+               : std::make_optional(std::make_pair(part, int64_t{-1}));
+  const std::string digits = part.substr(open + 1, part.size() - open - 2);
+  if (open == 0 || part.back() != ']' || digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != std::string::npos ||
+      part.find_first_of("[]", open + 1) != part.size() - 1)
+    return std::nullopt;
+  return std::make_pair(part.substr(0, open), std::stoll(digits));
+}
+
 std::pair<std::string, int64_t> SplitIndex(const std::string& part) {
-  const size_t open = part.rfind('[');
-  if (open == std::string::npos || part.empty() || part.back() != ']') return {part, -1};
-  return {part.substr(0, open), std::stoll(part.substr(open + 1, part.size() - open - 2))};
+  const auto parsed = ParsePart(part);
+  // Paths come from validated keys (CheckTree, ApplyOverride) and Node::List's "key[i]".
+  if (!parsed) throw Error(Str("config error: internal: malformed key path part '", part, "'"));
+  return *parsed;
 }
 
 // yaml-cpp nodes are handles with reference semantics: assigning one Node variable to another
@@ -97,7 +135,8 @@ std::shared_ptr<detail::State> MakeState(YAML::Node root, std::string source) {
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap())
     throw Error(Str("config error: ", state->source, ": the top level must be a map of keys"));
-  RejectDuplicateKeys(root, state->source, "");
+  size_t values = 0;
+  CheckTree(root, state->source, "", values);
   state->root = root;
   return state;
 }
@@ -172,6 +211,13 @@ Document Document::LoadFile(const std::string& path) {
 }
 
 Document Document::LoadString(const std::string& text, const std::string& source_name) {
+  // yaml-cpp keeps invalid UTF-8 in scalars but its emitter writes U+FFFD in their place, so the
+  // effective config saved with a run would silently differ from the one used.
+  if (const size_t bad = FindInvalidUtf8(text); bad != std::string::npos) {
+    const size_t line = 1 + std::count(text.begin(), text.begin() + bad, '\n');
+    throw Error(Str("config error: ", source_name, ":", line, ": not valid UTF-8 (byte ", bad,
+                    "); YAML configs must be UTF-8 text"));
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -190,6 +236,8 @@ Document Document::Empty(const std::string& source_name) {
 }
 
 void Document::ApplyOverride(const std::string& assignment) {
+  if (const size_t bad = FindInvalidUtf8(assignment); bad != std::string::npos)
+    throw Error(Str("config error: --set '", assignment, "': not valid UTF-8 (byte ", bad, ")"));
   const size_t eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)
     throw Error(Str("config error: --set '", assignment, "' must look like key.path=value"));
@@ -203,16 +251,46 @@ void Document::ApplyOverride(const std::string& assignment) {
   } catch (const YAML::ParserException& e) {
     throw Error(Str("config error: --set '", assignment, "': invalid value: ", e.msg));
   }
-  // Walk the existing tree: an intermediate key that holds a scalar cannot take a child.
+  size_t values = 0;
+  CheckTree(value, Str("--set '", assignment, "'"), path, values);
+  // Walk the existing tree before changing it: every part must be `key` or `key[index]`; an
+  // intermediate key that holds a scalar cannot take a child; an index may name an item of the
+  // list or append one, never leave a gap of empty items.
   YAML::Node cursor = state_->root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    const YAML::Node& ccursor = cursor;
-    YAML::Node next = ccursor[parts[i]];
-    if (next && !next.IsNull() && !next.IsMap())
-      throw Error(Str("config error: --set '", assignment, "': '",
-                      Join(std::vector<std::string>(parts.begin(), parts.begin() + i + 1), "."),
-                      "' is not a map"));
-    if (!next || next.IsNull()) break;
+  bool exists = true;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const auto part = ParsePart(parts[i]);
+    const std::string so_far = Join(std::vector<std::string>(parts.begin(), parts.begin() + i + 1), ".");
+    if (!part)
+      throw Error(Str("config error: --set '", assignment, "': malformed key '", parts[i],
+                      "' (keys look like name or name[index], index 0..", kMaxListIndex, ")"));
+    const auto& [name, index] = *part;
+    if (i > 0 && exists && !cursor.IsMap())
+      throw Error(Str("config error: --set '", assignment, "': '", Join(std::vector<std::string>(
+                      parts.begin(), parts.begin() + i), "."), "' is not a map"));
+    YAML::Node next;
+    if (exists && cursor.IsMap()) {
+      const YAML::Node& ccursor = cursor;
+      const YAML::Node found = ccursor[name];  // an absent key gives an invalid node: no reset()
+      if (found) next.reset(found);
+    }
+    if (index >= 0) {
+      if (next.IsDefined() && !next.IsNull() && !next.IsSequence())
+        throw Error(Str("config error: --set '", assignment, "': '",
+                        Join(std::vector<std::string>(parts.begin(), parts.begin() + i), "."),
+                        i ? "." : "", name, "' is not a list"));
+      const int64_t size = next.IsDefined() && next.IsSequence() ? static_cast<int64_t>(next.size()) : 0;
+      if (index > size)
+        throw Error(Str("config error: --set '", assignment, "': '", so_far, "' is past the end of ",
+                        "the list (", size, " items): an override can change an item or append one"));
+      YAML::Node item;
+      if (index < size) {
+        const YAML::Node& cnext = next;
+        item.reset(cnext[static_cast<size_t>(index)]);
+      }
+      next.reset(item);
+    }
+    exists = next.IsDefined() && !next.IsNull();
     cursor.reset(next);  // rebind the handle; `cursor = next` would overwrite the tree
   }
   SetPath(state_->root, parts, value);

@@ -22,6 +22,13 @@ std::string GetString(const nlohmann::json& j, const char* key, const std::strin
   Check(it->is_string(), where, ": field '", key, "' must be a string");
   return it->get<std::string>();
 }
+// Millisecond precision keeps manifests short and is finer than any aligner. Beyond 1e12 s a
+// double has no millisecond digits left to round, and x * 1000 could overflow to infinity, which
+// JSON writes as null: such a time is written as it is, so the manifest reads back.
+double Milliseconds(double seconds) {
+  return std::abs(seconds) < 1e12 ? std::round(seconds * 1000.0) / 1000.0 : seconds;
+}
+
 }  // namespace
 
 nlohmann::json ToJson(const Entry& e) {
@@ -35,12 +42,8 @@ nlohmann::json ToJson(const Entry& e) {
   if (!e.response.empty()) j["response"] = e.response;
   if (!e.words.empty()) {
     nlohmann::json words = nlohmann::json::array();
-    for (const auto& w : e.words) {
-      // Millisecond precision keeps manifests short and is finer than any aligner.
-      words.push_back({{"word", w.word},
-                       {"start", std::round(w.start * 1000.0) / 1000.0},
-                       {"end", std::round(w.end * 1000.0) / 1000.0}});
-    }
+    for (const auto& w : e.words)
+      words.push_back({{"word", w.word}, {"start", Milliseconds(w.start)}, {"end", Milliseconds(w.end)}});
     j["words"] = std::move(words);
   }
   for (auto it = e.extra.begin(); it != e.extra.end(); ++it) j[it.key()] = it.value();
@@ -92,6 +95,10 @@ std::string Manifest::ImagePath(const Entry& e) const { return fs::Resolve(base_
 Manifest Read(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw Error(Str("cannot open manifest '", path, "': ", std::strerror(errno)));
+  return Read(in, path);
+}
+
+Manifest Read(std::istream& in, const std::string& path) {
   Manifest m;
   m.path = path;
   m.base_dir = std::filesystem::path(path).parent_path().string();

@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <istream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +52,8 @@ struct Manifest {
 
 // Reads a manifest; blank lines are skipped; any malformed line is an slm::Error "<file>:<line>: ...".
 Manifest Read(const std::string& path);
+// The same over a stream: `path` only names the source in messages and gives base_dir.
+Manifest Read(std::istream& in, const std::string& path);
 // Writes atomically (core/fs.h) one JSON object per line.
 void Write(const std::string& path, const std::vector<Entry>& entries);
 

@@ -201,7 +201,8 @@ torch::Tensor Reader::Get(const std::string& name) const {
   if (reinterpret_cast<uintptr_t>(base) % item != 0) {
     // Vectorised kernels assume element alignment; misaligned data is copied.
     torch::Tensor out = torch::empty(info.shape, options);
-    std::memcpy(out.data_ptr(), base, info.end - info.begin);
+    // An empty tensor has no storage (data_ptr() is null), and memcpy's pointers must not be.
+    if (info.end > info.begin) std::memcpy(out.data_ptr(), base, info.end - info.begin);
     return out;
   }
   auto keep_alive = mapping_;

@@ -30,6 +30,11 @@ std::string ToLower(std::string_view text);
 bool StartsWith(std::string_view text, std::string_view prefix);
 bool EndsWith(std::string_view text, std::string_view suffix);
 
+// Byte offset of the first byte that does not begin a valid UTF-8 sequence (a stray continuation
+// byte, a truncated sequence, an overlong form, a surrogate, a code point above U+10FFFF), or
+// std::string_view::npos when all of `text` is valid UTF-8.
+size_t FindInvalidUtf8(std::string_view text);
+
 // Formats seconds as "1h02m03s" / "4m05s" / "6.7s" for progress output.
 std::string FormatDuration(double seconds);
 // `value` with exactly `digits` decimals ("12.35"), for human-readable report lines.

@@ -1,7 +1,9 @@
 #include "vision/image.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <opencv2/imgcodecs.hpp>
@@ -26,52 +28,137 @@ int32_t Le32(const unsigned char* p) {
                  (uint32_t(p[3]) << 24));
 }
 
-// Width and height from the header of PNG, JPEG, BMP or GIF bytes; false if not recognised.
-bool HeaderSize(const std::vector<unsigned char>& b, int64_t* width, int64_t* height) {
-  const size_t n = b.size();
-  if (n >= 24 && b[0] == 0x89 && b[1] == 'P' && b[2] == 'N' && b[3] == 'G') {
-    *width = Be32(&b[16]);
-    *height = Be32(&b[20]);
-    return true;
-  }
-  if (n >= 26 && b[0] == 'B' && b[1] == 'M') {
-    *width = std::abs(int64_t(Le32(&b[18])));
-    *height = std::abs(int64_t(Le32(&b[22])));
-    return true;
-  }
-  if (n >= 10 && b[0] == 'G' && b[1] == 'I' && b[2] == 'F') {
-    *width = Le16(&b[6]);
-    *height = Le16(&b[8]);
-    return true;
-  }
-  if (n >= 4 && b[0] == 0xFF && b[1] == 0xD8) {
-    size_t i = 2;
-    while (i + 9 < n) {
-      if (b[i] != 0xFF) return false;
-      const unsigned char marker = b[i + 1];
-      if (marker == 0xFF) {
-        ++i;
-        continue;
-      }
-      const uint32_t length = Be16(&b[i + 2]);
-      const bool sof =
-          marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-      if (sof) {
-        *height = Be16(&b[i + 5]);
-        *width = Be16(&b[i + 7]);
-        return true;
-      }
-      i += 2 + length;
+uint32_t Le24(const unsigned char* p) { return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16); }
+
+// What DecodeImage lets OpenCV decode: a format recognised by its signature, with the image size
+// from its header (width/height -1 when the header does not give one).
+struct Header {
+  const char* format = nullptr;  // nullptr: not a supported format
+  int64_t width = -1, height = -1;
+};
+
+// The first marker segment that starts a frame (SOFn) gives the size. Markers are scanned the way
+// libjpeg's next_marker does it: bytes other than 0xFF are skipped, 0xFF fill bytes too, and
+// standalone markers (RSTn, SOI, TEM) have no length. A scan (SOS) or EOI before any frame
+// header leaves the size unknown.
+void JpegSize(const std::vector<unsigned char>& b, Header& h) {
+  size_t i = 2;
+  while (i < b.size()) {
+    if (b[i] != 0xFF) {
+      ++i;
+      continue;
     }
+    while (i < b.size() && b[i] == 0xFF) ++i;
+    if (i >= b.size()) return;
+    const unsigned char marker = b[i++];
+    if (marker == 0x00 || marker == 0x01 || marker == 0xD8 || (marker >= 0xD0 && marker <= 0xD7)) continue;
+    if (marker == 0xD9 || marker == 0xDA || i + 2 > b.size()) return;
+    const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+    if (sof) {
+      if (i + 7 > b.size()) return;
+      h.height = Be16(&b[i + 3]);
+      h.width = Be16(&b[i + 5]);
+      return;
+    }
+    i += Be16(&b[i]);  // the length counts its own two bytes
   }
-  return false;
+}
+
+// PNM (P1-P6): the magic, then width and height as decimal numbers, separated by whitespace and
+// '#' comments.
+void PnmSize(const std::vector<unsigned char>& b, Header& h) {
+  size_t i = 2;
+  int64_t values[2] = {-1, -1};
+  for (int64_t& v : values) {
+    while (i < b.size() && (std::isspace(b[i]) || b[i] == '#')) {
+      if (b[i] == '#')
+        while (i < b.size() && b[i] != '\n' && b[i] != '\r') ++i;
+      else
+        ++i;
+    }
+    size_t digits = 0;
+    for (v = 0; i < b.size() && std::isdigit(b[i]) && digits < 10; ++i, ++digits) v = v * 10 + (b[i] - '0');
+    if (digits == 0 || (i < b.size() && std::isdigit(b[i]))) return;  // none, or more than 10
+  }
+  h.width = values[0];
+  h.height = values[1];
+}
+
+// TIFF: ImageWidth (256) and ImageLength (257) of the first image file directory, the image
+// OpenCV decodes. BigTIFF is not supported.
+void TiffSize(const std::vector<unsigned char>& b, Header& h) {
+  const bool little = b[0] == 'I';
+  const auto u16 = [&](uint64_t at) { return little ? Le16(&b[at]) : Be16(&b[at]); };
+  const auto u32 = [&](uint64_t at) { return little ? uint32_t(Le32(&b[at])) : Be32(&b[at]); };
+  const uint64_t ifd = u32(4);
+  if (ifd + 2 > b.size()) return;
+  const uint32_t entries = u16(ifd);
+  for (uint64_t k = 0; k < entries && ifd + 2 + 12 * (k + 1) <= b.size(); ++k) {
+    const uint64_t e = ifd + 2 + 12 * k;
+    const uint32_t tag = u16(e), type = u16(e + 2);
+    if ((tag != 256 && tag != 257) || (type != 3 && type != 4)) continue;  // 3 SHORT, 4 LONG
+    const int64_t value = type == 3 ? u16(e + 8) : u32(e + 8);
+    (tag == 256 ? h.width : h.height) = value;
+  }
+}
+
+Header ReadHeader(const std::vector<unsigned char>& b) {
+  Header h;
+  const size_t n = b.size();
+  const auto starts = [&](const char* magic, size_t at = 0) {
+    const size_t len = std::strlen(magic);
+    return n >= at + len && std::memcmp(b.data() + at, magic, len) == 0;
+  };
+  if (starts("\x89PNG\r\n\x1a\n")) {
+    h.format = "PNG";
+    if (n >= 24 && starts("IHDR", 12)) {
+      h.width = Be32(&b[16]);
+      h.height = Be32(&b[20]);
+    }
+  } else if (n >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+    h.format = "JPEG";
+    JpegSize(b, h);
+  } else if (starts("BM")) {
+    h.format = "BMP";
+    if (n >= 26) {
+      if (Le32(&b[14]) == 12) {  // BITMAPCOREHEADER (OS/2 1.x): 16-bit sizes
+        h.width = Le16(&b[18]);
+        h.height = Le16(&b[20]);
+      } else {  // a negative height means top-down rows
+        h.width = std::abs(int64_t(Le32(&b[18])));
+        h.height = std::abs(int64_t(Le32(&b[22])));
+      }
+    }
+  } else if (starts("RIFF") && starts("WEBP", 8)) {
+    h.format = "WebP";
+    if (n >= 30 && starts("VP8 ", 12) && b[23] == 0x9D && b[24] == 0x01 && b[25] == 0x2A) {
+      h.width = Le16(&b[26]) & 0x3FFF;
+      h.height = Le16(&b[28]) & 0x3FFF;
+    } else if (n >= 25 && starts("VP8L", 12) && b[20] == 0x2F) {
+      const uint32_t bits = uint32_t(Le32(&b[21]));
+      h.width = (bits & 0x3FFF) + 1;
+      h.height = ((bits >> 14) & 0x3FFF) + 1;
+    } else if (n >= 30 && starts("VP8X", 12)) {
+      h.width = int64_t(Le24(&b[24])) + 1;
+      h.height = int64_t(Le24(&b[27])) + 1;
+    }
+  } else if (starts("II*\0") || starts("MM\0*")) {
+    h.format = "TIFF";
+    if (n >= 8) TiffSize(b, h);
+  } else if (n >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6' && std::isspace(b[2])) {
+    h.format = "PNM";
+    PnmSize(b, h);
+  }
+  return h;
 }
 
 void CheckPixels(int64_t width, int64_t height, const LoadImageOptions& options,
                  const std::string& path) {
   Check(width > 0 && height > 0, path, ": image has no pixels (", width, "x", height, ")");
-  Check(width * height <= options.max_pixels, path, ": image is ", width, "x", height, " = ",
-        width * height, " pixels, more than the limit of ", options.max_pixels);
+  // Header dimensions reach 2^32 - 1 each, so their product overflows int64_t (not uint64_t).
+  Check(width <= options.max_pixels && height <= options.max_pixels / width, path, ": image is ",
+        width, "x", height, " = ", static_cast<uint64_t>(width) * static_cast<uint64_t>(height),
+        " pixels, more than the limit of ", options.max_pixels);
 }
 
 const json* Field(const json& object, const char* key) {
@@ -249,8 +336,16 @@ cv::Mat LoadImage(const std::string& path, const LoadImageOptions& options) {
 cv::Mat DecodeImage(const std::string& data, const std::string& where, const LoadImageOptions& options) {
   Check(!data.empty(), where, ": image is empty");
   const std::vector<unsigned char> bytes(data.begin(), data.end());
-  int64_t width = 0, height = 0;
-  if (HeaderSize(bytes, &width, &height)) CheckPixels(width, height, options, where);
+  const Header header = ReadHeader(bytes);
+  if (header.format == nullptr) {
+    std::string start;
+    for (size_t i = 0; i < std::min<size_t>(bytes.size(), 8); ++i) start += Str(i ? " " : "", std::hex, int(bytes[i]));
+    throw Error(Str(where, ": not a supported image format (PNG, JPEG, BMP, WebP, TIFF or PNM; the file ",
+                    "starts with bytes ", start, ")"));
+  }
+  Check(header.width >= 0 && header.height >= 0, where, ": not a readable image (a ", header.format,
+        " header without the image size)");
+  CheckPixels(header.width, header.height, options, where);
   cv::Mat decoded;
   try {
     decoded = cv::imdecode(bytes, cv::IMREAD_UNCHANGED);  // also: no EXIF rotation

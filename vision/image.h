@@ -1,16 +1,18 @@
 // Image loading and CLIP preprocessing.
 //
-// LoadImage decodes any format OpenCV's imgcodecs reads (PNG, JPEG, BMP, TIFF, WebP, ...) into an
+// LoadImage decodes PNG, JPEG, BMP, WebP, TIFF and PNM (P1-P6) with OpenCV's imgcodecs into an
 // 8-bit RGB cv::Mat (CV_8UC3, RGB order, not OpenCV's BGR):
 //   - grey (1 channel) is replicated to RGB;
 //   - 16-bit images are scaled to 8 bits (v / 257, rounded); float images are taken as [0, 1];
 //   - an alpha channel is composited on white (out = c * a + (1 - a)), which is what transformers'
 //     CLIPImageProcessor (torchvision backend) does to RGBA input; grey+alpha likewise;
 //   - EXIF orientation is not applied (neither PIL.Image.open nor transformers applies it);
-//   - every failure is an slm::Error naming the file: missing, not a regular file, empty, not a
-//     decodable image, 0 pixels, or more than max_pixels pixels. For PNG, JPEG, BMP and GIF the
-//     dimensions are read from the header *before* decoding, so a 30000x30000 bomb is refused
-//     without allocating it; other formats are checked after decoding.
+//   - every failure is an slm::Error naming the file: missing, not a regular file, empty, not one
+//     of those formats, not decodable, 0 pixels, or more than max_pixels pixels. The format is
+//     recognised by its signature and the dimensions are read from its header *before* any
+//     decoder runs, so a 30000x30000 bomb is refused without allocating it, and no other codec
+//     OpenCV was built with (DICOM, JPEG 2000, Sun raster, HDR, ...) ever sees request bytes
+//     (its DICOM reader aborts the process on some malformed input).
 //
 // ClipPreprocess reproduces transformers' CLIPImageProcessor (transformers 5: the torchvision
 // backend, `image_processing_backends.TorchvisionBackend`) on CPU:

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "audio/synthetic_signal.h"
+#include "core/fs.h"
 #include "tests/test_util.h"
 
 namespace slm::audio {
@@ -151,11 +152,84 @@ TEST(AudioIo, BadFilesGiveClearErrors) {
   bad[123] = INFINITY;
   WriteRawSndfile(dir.File("inf.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
   EXPECT_SLM_ERROR(Read(dir.File("inf.wav")), "is infinite");
+  // Fuzz finding (fuzz/regressions/audio/): finite but huge float samples overflowed to Inf in
+  // the resampler (and in the channel average).
+  bad[123] = 3e38f;
+  WriteRawSndfile(dir.File("loud.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 22050, 1, bad);
+  EXPECT_SLM_ERROR(Read(dir.File("loud.wav")), "sample 123 (channel 0) is 3e+38, beyond the supported magnitude");
+  EXPECT_SLM_ERROR(ReadMemory(fs::ReadFile(dir.File("loud.wav")), "request audio"),
+                   "request audio: sample 123");
+  bad[123] = 0.5f * kMaxAbsSample;  // loud, but still passed through
+  WriteRawSndfile(dir.File("loud.wav"), SF_FORMAT_WAV | SF_FORMAT_FLOAT, 16000, 1, bad);
+  EXPECT_EQ(Read(dir.File("loud.wav")).samples[123], 0.5f * kMaxAbsSample);
   ReadOptions limit;
   limit.max_seconds = 0.05;
   EXPECT_SLM_ERROR(Read(dir.File("inf.wav"), limit), "longer than the limit");
   std::filesystem::create_directory(dir.File("adir.wav"));
   EXPECT_SLM_ERROR(Read(dir.File("adir.wav")), "not a regular file");
+}
+
+// The in-memory entry points decode exactly what the file ones decode, in every container, and
+// name the caller's `where` instead of a path.
+TEST(AudioIo, MemoryDecodingMatchesFiles) {
+  testing::TempDir dir;
+  const auto x = SpeechLikeSignal(0.7, 22050);
+  for (const char* name : {"m.wav", "m.flac", "m.ogg"}) {
+    Write(dir.File(name), x, 22050);
+    const std::string bytes = fs::ReadFile(dir.File(name));
+    const FileInfo file_info = Probe(dir.File(name));
+    const FileInfo memory_info = ProbeMemory(bytes, "request audio");
+    EXPECT_EQ(memory_info.format, file_info.format) << name;
+    EXPECT_EQ(memory_info.frames, file_info.frames) << name;
+    EXPECT_EQ(memory_info.sample_rate, 22050) << name;
+    ReadOptions small;
+    small.block_frames = 1000;  // several blocks, so reads continue from the virtual position
+    EXPECT_EQ(ReadMemory(bytes, "request audio", small).samples, Read(dir.File(name)).samples) << name;
+  }
+  EXPECT_SLM_ERROR(ReadMemory("", "request audio"), "request audio: empty");
+  EXPECT_SLM_ERROR(ProbeMemory("not audio at all, only some text", "request audio"),
+                   "request audio: cannot decode");
+  WriteWavHeader(dir.File("slow.wav"), 10, 1, 100);
+  EXPECT_SLM_ERROR(ReadMemory(fs::ReadFile(dir.File("slow.wav")), "clip 3"),
+                   "clip 3: sample rate 10 Hz is outside the supported range");
+  std::string truncated = fs::ReadFile(dir.File("m.flac"));
+  truncated.resize(truncated.size() / 2);
+  const std::string message = testing::ErrorOf([&] { ReadMemory(truncated, "half.flac"); });
+  if (!message.empty()) EXPECT_NE(message.find("half.flac"), std::string::npos) << message;
+}
+
+// Found by review, confirmed with the audio fuzz target (fuzz/regressions/audio/): a FLAC whose
+// STREAMINFO gives total_samples 0 (unknown, as a streaming encoder writes it) made libsndfile
+// report INT64_MAX frames, and reserving that escaped as std::length_error. Such a file decodes;
+// its duration limit is checked as it decodes.
+TEST(AudioIo, FlacOfUnknownLengthDecodesAndRespectsTheLimit) {
+  testing::TempDir dir;
+  Write(dir.File("long.flac"), std::vector<float>(16000 * 3, 0.25f), 16000);
+  std::string bytes = fs::ReadFile(dir.File("long.flac"));
+  // "fLaC", the 4-byte block header, then STREAMINFO: total_samples is the low 36 bits of bytes 13-17.
+  ASSERT_EQ(bytes.substr(0, 4), "fLaC");
+  bytes[8 + 13] = static_cast<char>(bytes[8 + 13] & 0xF0);
+  for (int i = 14; i < 18; ++i) bytes[8 + i] = 0;
+  EXPECT_EQ(ProbeMemory(bytes, "stream.flac").frames, INT64_MAX);
+  const Waveform w = ReadMemory(bytes, "stream.flac");
+  EXPECT_EQ(w.samples.size(), 16000u * 3);
+  ReadOptions limit;
+  limit.max_seconds = 2.0;
+  limit.block_frames = 4000;
+  EXPECT_SLM_ERROR(ReadMemory(bytes, "stream.flac", limit), "stream.flac: 2.25 s is longer than the limit of 2 s");
+}
+
+// Fuzz finding (fuzz/regressions/audio/flac_claims_ten_hours): 43 bytes of FLAC header claiming
+// 570 million frames made Read reserve 2.3 GB before decoding anything (an out-of-memory report
+// under libFuzzer's limit). The reservation no longer trusts the header; the file has no audio.
+TEST(AudioIo, HeaderClaimsDoNotAllocate) {
+  const std::string flac(
+      "\x66\x4c\x61\x43\x00\x00\x00\x22\x10\x00\x10\x5b\x00\x00\xe5\x00\x00\xe5\x03\xe8\x00\xf0"
+      "\x21\xff\x65\x59\xc6\x10\x28\x60\x00\x00\x00\x00\x00\x00\x00\x00\x4c\x41\x43\x23\x20", 43);
+  EXPECT_EQ(ProbeMemory(flac, "claim.flac").frames, 570385753);
+  ReadOptions no_limit;
+  no_limit.target_rate = 0;
+  EXPECT_SLM_ERROR(ReadMemory(flac, "claim.flac", no_limit), "claim.flac: contains no samples");
 }
 
 TEST(AudioIo, WriteRejectsBadInputAndKeepsOldFile) {

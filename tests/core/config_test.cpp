@@ -132,6 +132,76 @@ TEST(Config, DuplicateKeysAndBadYamlAreRejected) {
   EXPECT_SLM_ERROR(Document::LoadFile("/nonexistent/run.yaml"), "cannot open '/nonexistent/run.yaml'");
 }
 
+// Fuzz findings (fuzz/regressions/config/): yaml-cpp kept invalid UTF-8 in a scalar, but its
+// emitter wrote U+FFFD instead, so the saved effective config differed from the one used.
+TEST(Config, InvalidUtf8IsRejectedWithItsLine) {
+  EXPECT_SLM_ERROR(Document::LoadString("steps: 5\nname: \"a\xAF" "b\"\n", "run.yaml"),
+                   "config error: run.yaml:2: not valid UTF-8 (byte 17)");
+  auto doc = Document::LoadString("steps: 5\n", "run.yaml");
+  EXPECT_SLM_ERROR(doc.ApplyOverride("name=caf\xC3"), "--set 'name=caf\xC3': not valid UTF-8");
+  auto ok = Document::LoadString("name: \"caf\xC3\xA9 \xF0\x9F\x98\x80\"\n", "run.yaml");
+  EXPECT_EQ(LoadRun(ok).name, "caf\xC3\xA9 \xF0\x9F\x98\x80");
+}
+
+// Fuzz finding: "--set a[x]=1" let std::stoll's std::invalid_argument escape; an index far past
+// the end built that many empty items.
+TEST(Config, OverrideKeyPartsAreValidated) {
+  auto doc = Document::LoadString("steps: 5\nsources:\n  - {path: a}\n", "run.yaml");
+  for (const char* bad : {"sources[x].path=1", "sources[-1].path=1", "sources[].path=1", "[0]=1",
+                          "sources]=1", "sources[0]x.path=1", "sources[123456].path=1"})
+    EXPECT_SLM_ERROR(doc.ApplyOverride(bad), "malformed key");
+  EXPECT_SLM_ERROR(doc.ApplyOverride("sources[2].path=c"),
+                   "'sources[2]' is past the end of the list (1 items)");
+  EXPECT_SLM_ERROR(doc.ApplyOverride("steps[0]=1"), "'steps' is not a list");
+  EXPECT_SLM_ERROR(doc.ApplyOverride("sources.path=1"), "'sources' is not a map");
+  EXPECT_SLM_ERROR(doc.ApplyOverride("sources[0].path.x=1"), "'sources[0].path' is not a map");
+  doc.ApplyOverride("sources[1].path=b");  // appends
+  doc.ApplyOverride("sources[0].path=z");  // changes
+  doc.ApplyOverride("fresh[0].path=f");    // a new list
+  std::vector<std::string> paths;
+  for (Node item : doc.Root().List("sources")) {
+    std::string path;
+    item.Require("path", path);
+    paths.push_back(path);
+  }
+  EXPECT_EQ(paths, (std::vector<std::string>{"z", "b"}));
+}
+
+// Keys are the parts of dotted paths, so a key with '.', '[' or ']' (or an empty or non-string
+// key) could not be addressed by --set or written to the effective config as it was read.
+TEST(Config, KeysMustBePlainNames) {
+  EXPECT_SLM_ERROR(Document::LoadString("tasks:\n  a.b: x\n", "t.yaml"),
+                   "t.yaml:2: key 'tasks.a.b' contains '.', '[' or ']'");
+  EXPECT_SLM_ERROR(Document::LoadString("tasks: {\"c[1]\": x}\n", "t.yaml"), "key 'tasks.c[1]' contains");
+  EXPECT_SLM_ERROR(Document::LoadString("\"\": 1\n", "t.yaml"), "keys must be non-empty strings");
+  EXPECT_SLM_ERROR(Document::LoadString("? [a, b]\n: 1\n", "t.yaml"), "a key under '' is a list");
+}
+
+// Found by review, confirmed with the config fuzz target (fuzz/regressions/config/alias_expansion):
+// nine levels of nine aliases are 400 bytes that stand for 9^9 values, and the load-time walk
+// over them hung. A document (or a --set value) may hold kMaxValues values, aliases expanded.
+TEST(Config, AliasExpansionIsBounded) {
+  std::string yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 9; ++i) {
+    yaml += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 9; ++k) yaml += (k ? ", *a" : "*a") + std::to_string(i - 1);
+    yaml += "]\n";
+  }
+  EXPECT_SLM_ERROR(Document::LoadString(yaml, "laughs.yaml"), "laughs.yaml: more than 100000 values");
+  auto doc = Document::LoadString("steps: 1\n", "run.yaml");
+  std::string value = "[&b0 [x, x, x, x, x, x, x, x, x, x]";
+  for (int i = 1; i < 6; ++i) {
+    value += ", &b" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) value += (k ? ", *b" : "*b") + std::to_string(i - 1);
+    value += "]";
+  }
+  EXPECT_SLM_ERROR(doc.ApplyOverride("layers=" + value + "]"), "more than 100000 values");
+  auto small = Document::LoadString("base: &b [1, 2]\nlayers: *b\n", "run.yaml");
+  std::vector<int> layers;
+  small.Root().Read("layers", layers);
+  EXPECT_EQ(layers, (std::vector<int>{1, 2}));  // aliases still work
+}
+
 TEST(Config, RequiredKeyAndListsOfMaps) {
   auto doc = Document::LoadString("stages:\n  - {name: asr, steps: 3}\n  - {name: tts, stepz: 4}\n",
                                   "s.yaml");

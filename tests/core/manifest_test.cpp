@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <sstream>
 
 #include "core/fs.h"
 #include "core/registry.h"
@@ -52,6 +53,29 @@ TEST(Manifest, ErrorsNameFileAndLine) {
   EXPECT_SLM_ERROR(manifest::Read(dir.File("none.jsonl")), "cannot open manifest");
 }
 
+// Found by review, confirmed with the manifest fuzz target (fuzz/regressions/manifest/): a word
+// time near 1e306 s read fine, but rounding it to milliseconds overflowed to infinity, which
+// nlohmann::json writes as null, so a manifest written by Write did not read again.
+TEST(Manifest, HugeWordTimesSurviveWriteAndRead) {
+  testing::TempDir dir;
+  std::istringstream in(R"({"id":"a","task":"asr","words":[{"word":"x","start":0.1234,"end":1e306}]})");
+  const auto m = manifest::Read(in, "big.jsonl");
+  manifest::Write(dir.File("again.jsonl"), m.entries);
+  const auto again = manifest::Read(dir.File("again.jsonl"));
+  ASSERT_EQ(again.entries.size(), 1u);
+  EXPECT_DOUBLE_EQ(again.entries[0].words[0].start, 0.123);
+  EXPECT_EQ(again.entries[0].words[0].end, 1e306);
+}
+
+TEST(Manifest, StreamReadNamesTheGivenPath) {
+  std::istringstream in(R"({"id":"a","task":"asr","audio":"a.wav"})" "\n\n" R"({"id":"b"})" "\n");
+  EXPECT_SLM_ERROR(manifest::Read(in, "data/x.jsonl"), "data/x.jsonl:3: missing field 'task'");
+  std::istringstream good(R"({"id":"a","task":"asr","audio":"a.wav"})");
+  const auto m = manifest::Read(good, "data/x.jsonl");
+  ASSERT_EQ(m.entries.size(), 1u);
+  EXPECT_EQ(m.AudioPath(m.entries[0]), "data/a.wav");
+}
+
 TEST(Strings, EditDistanceAndClosestMatch) {
   EXPECT_EQ(EditDistance("kitten", "sitting"), 3u);
   EXPECT_EQ(EditDistance("", "abc"), 3u);
@@ -61,6 +85,20 @@ TEST(Strings, EditDistanceAndClosestMatch) {
   EXPECT_EQ(Trim("  x y \n"), "x y");
   EXPECT_EQ(FormatDuration(3725), "1h02m05s");
   EXPECT_EQ(FormatDuration(65), "1m05s");
+}
+
+TEST(Strings, FindInvalidUtf8) {
+  EXPECT_EQ(FindInvalidUtf8(""), std::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("plain \xC3\xA9t\xC3\xA9 \xE2\x82\xAC \xF0\x9F\x98\x80 \xF4\x8F\xBF\xBF"),
+            std::string_view::npos);
+  EXPECT_EQ(FindInvalidUtf8("ab\x80"), 2u);              // stray continuation byte
+  EXPECT_EQ(FindInvalidUtf8("a\xC3"), 1u);               // truncated
+  EXPECT_EQ(FindInvalidUtf8("\xC0\xAF"), 0u);            // overlong '/'
+  EXPECT_EQ(FindInvalidUtf8("x\xE0\x80\xAF"), 1u);       // overlong, 3 bytes
+  EXPECT_EQ(FindInvalidUtf8("\xED\xA0\x80"), 0u);        // surrogate U+D800
+  EXPECT_EQ(FindInvalidUtf8("\xF4\x90\x80\x80"), 0u);    // above U+10FFFF
+  EXPECT_EQ(FindInvalidUtf8("\xE2\x82" "A"), 0u);        // bad second continuation
+  EXPECT_EQ(FindInvalidUtf8("\xFF"), 0u);
 }
 
 TEST(Registry, UnknownNameListsValidNamesAndSuggests) {

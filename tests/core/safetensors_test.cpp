@@ -153,6 +153,20 @@ TEST(Safetensors, MalformedEntries) {
   EXPECT_SLM_ERROR(Reader r(dir.File("missing.safetensors")), "cannot open");
 }
 
+// Fuzz finding (fuzz/regressions/safetensors/): an empty tensor whose data is not aligned was
+// copied with memcpy from a null destination (UBSan); it reads as an empty tensor.
+TEST(Safetensors, EmptyTensorAtAnUnalignedOffset) {
+  testing::TempDir dir;
+  const std::string path = dir.File("e.safetensors");
+  std::string header = R"({"e":{"dtype":"F32","shape":[0,4],"data_offsets":[0,0]},"x":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}})";
+  while ((8 + header.size()) % 4 != 1) header += ' ';  // the data block starts misaligned
+  WriteRaw(path, header, std::string("\x07\0\0\0", 4));
+  Reader reader(path);
+  const torch::Tensor e = reader.Get("e");
+  EXPECT_EQ(e.sizes().vec(), (std::vector<int64_t>{0, 4}));
+  EXPECT_EQ(reader.Get("x").item<int32_t>(), 7);
+}
+
 TEST(Safetensors, UnknownTensorNameAndBadSaves) {
   testing::TempDir dir;
   const std::string path = dir.File("m.safetensors");

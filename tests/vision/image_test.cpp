@@ -90,7 +90,9 @@ TEST(LoadImage, BadFilesNameTheFile) {
   EXPECT_SLM_ERROR(LoadImage(dir.File("empty.png")), "empty.png: image file is empty");
 
   WriteBytes(dir.File("text.jpg"), "this is not an image at all, just some text");
-  EXPECT_SLM_ERROR(LoadImage(dir.File("text.jpg")), "text.jpg: not a readable image");
+  EXPECT_SLM_ERROR(LoadImage(dir.File("text.jpg")),
+                   "text.jpg: not a supported image format (PNG, JPEG, BMP, WebP, TIFF or PNM; the "
+                   "file starts with bytes 74 68 69 73 20 69 73 20)");
 
   WriteBytes(dir.File("truncated.png"), PngHeader(64, 64) + "garbage");
   EXPECT_SLM_ERROR(LoadImage(dir.File("truncated.png")), "truncated.png: not a readable image");
@@ -104,6 +106,67 @@ TEST(LoadImage, BadFilesNameTheFile) {
   EXPECT_NE(e.find("bomb.png: image is 30000x30000 = 900000000 pixels, more than the limit"),
             std::string::npos)
       << e;
+}
+
+// Fuzz finding (fuzz/regressions/image/): PNG header sizes reach 2^32 - 1, and width * height
+// overflowed int64_t (undefined; it could wrap below the limit).
+TEST(LoadImage, HugeHeaderSizesDoNotOverflowTheCheck) {
+  const std::string png = PngHeader(0xBEBEBEBE, 0xBEBEBEBE);
+  EXPECT_SLM_ERROR(DecodeImage(png, "images[0]"),
+                   "images[0]: image is 3200171710x3200171710 = 10241098973484324100 pixels, more "
+                   "than the limit");
+  EXPECT_SLM_ERROR(DecodeImage(PngHeader(0xFFFFFFFF, 1), "x"), "more than the limit");
+}
+
+// Every supported format decodes, and its header's size is what OpenCV decodes: with a cap one
+// pixel short, the message names the true size.
+TEST(LoadImage, EverySupportedFormatDecodesAndIsSizedFromItsHeader) {
+  const cv::Mat bgr(5, 7, CV_8UC3, cv::Scalar(10, 20, 30)), grey(5, 7, CV_8UC1, cv::Scalar(200));
+  for (const std::string ext : {".png", ".jpg", ".bmp", ".webp", ".tiff", ".ppm", ".pgm", ".pbm"}) {
+    std::vector<unsigned char> encoded;
+    ASSERT_TRUE(cv::imencode(ext, ext == ".pgm" || ext == ".pbm" ? grey : bgr, encoded)) << ext;
+    const std::string bytes(encoded.begin(), encoded.end());
+    const cv::Mat rgb = DecodeImage(bytes, ext);
+    EXPECT_EQ(rgb.cols, 7) << ext;
+    EXPECT_EQ(rgb.rows, 5) << ext;
+    LoadImageOptions options;
+    options.max_pixels = 34;
+    EXPECT_SLM_ERROR(DecodeImage(bytes, ext, options), "image is 7x5 = 35 pixels, more than the limit");
+  }
+}
+
+// A fuzz finding (fuzz/regressions/image/dicom_gdcm_abort): 135 bytes that OpenCV handed to its
+// DICOM reader (GDCM), which aborted the process. Found by review and confirmed with the image
+// target (ppm_bomb): a 20-byte PPM declaring 30000x30000, for which OpenCV allocated 2.7 GB before
+// decoding (only PNG, JPEG, BMP and GIF headers were checked). Now only the supported formats
+// reach OpenCV, each sized from its header first.
+TEST(LoadImage, OtherFormatsAndBombsNeverReachADecoder) {
+  std::string dicom(135, '\xff');
+  dicom[1] = '\x2e';
+  dicom.replace(128, 4, "DICM");
+  EXPECT_SLM_ERROR(DecodeImage(dicom, "images[1]"), "images[1]: not a supported image format");
+  const std::string pnm = "P6\n# comment\n30000 30000\n255\nabc";
+  EXPECT_SLM_ERROR(DecodeImage(pnm, "p"), "p: image is 30000x30000 = 900000000 pixels, more than");
+  std::string bmp = "BM" + std::string(24, '\0');
+  bmp[14] = 40;
+  for (int at : {18, 22}) bmp.replace(at, 4, std::string("\x30\x75\0\0", 4));  // 30000
+  EXPECT_SLM_ERROR(DecodeImage(bmp, "b"), "b: image is 30000x30000");
+  // VP8L: 14-bit width-1 and height-1, here 16384 x 16384.
+  const std::string webp = "RIFF" + std::string(4, '\0') + "WEBPVP8L" + std::string(4, '\0') +
+                           "\x2f\xff\xff\xff\x0f";
+  EXPECT_SLM_ERROR(DecodeImage(webp, "w"), "w: image is 16384x16384");
+  // Little-endian TIFF, first IFD at 8: ImageWidth and ImageLength as LONGs.
+  std::string tiff("II*\0\x08\0\0\0\x02\0", 10);
+  tiff += std::string("\x00\x01\x04\x00\x01\x00\x00\x00\x30\x75\x00\x00", 12);
+  tiff += std::string("\x01\x01\x03\x00\x01\x00\x00\x00\x30\x75\x00\x00", 12);
+  EXPECT_SLM_ERROR(DecodeImage(tiff, "t"), "t: image is 30000x30000");
+  // JPEG: SOI, a JFIF APP0 segment, a fill byte, then SOF0 with height 30000 and width 20000.
+  std::string jpeg("\xff\xd8\xff\xe0\x00\x10JFIF\0\x01\x01\0\0\x01\0\x01\0\0\xff", 21);
+  jpeg += std::string("\xff\xc0\x00\x11\x08\x75\x30\x4e\x20\x03", 10) + std::string(20, '\0');
+  EXPECT_SLM_ERROR(DecodeImage(jpeg, "j"), "j: image is 20000x30000");
+  // A JPEG whose frame header cannot be found before the scan is not decoded at all.
+  const std::string no_frame("\xff\xd8\xff\xda\x00\x02garbage", 13);
+  EXPECT_SLM_ERROR(DecodeImage(no_frame, "n"), "n: not a readable image (a JPEG header without the image size)");
 }
 
 TEST(LoadImage, PixelCapAppliesAfterDecodingToo) {
