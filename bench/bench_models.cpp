@@ -13,8 +13,9 @@ namespace slm::bench {
 
 TinyLlamaShapes WriteTinyLlamaShapes(const std::string& work_dir) {
   namespace stdfs = std::filesystem;
-  TinyLlamaShapes out{work_dir + "/backbone", work_dir + "/encoder"};
-  if (stdfs::exists(out.backbone + "/model.safetensors") && stdfs::exists(out.encoder + "/model.safetensors"))
+  TinyLlamaShapes out{work_dir + "/backbone", work_dir + "/encoder", work_dir + "/encoder_stream"};
+  if (stdfs::exists(out.backbone + "/model.safetensors") && stdfs::exists(out.encoder + "/model.safetensors") &&
+      stdfs::exists(out.encoder_stream + "/model.safetensors"))
     return out;
   torch::manual_seed(0);
   text::LlamaConfig l;  // TinyLlama-1.1B
@@ -43,11 +44,17 @@ TinyLlamaShapes WriteTinyLlamaShapes(const std::string& work_dir) {
   w.encoder_attention_heads = 8;
   w.encoder_ffn_dim = 2048;
   audio::CtcHead head(w.d_model);
-  audio::WhisperEncoder(w)->SaveWeights(out.encoder, {{"ctc_head.weight", head->proj->weight.detach()},
-                                                      {"ctc_head.bias", head->proj->bias.detach()}});
   audio::LogMelOptions mel;
   mel.normalization = audio::MelNormalization::kFixedFloor;
-  audio::SaveEncoderFeatureOptions(out.encoder, mel);
+  for (const std::string& dir : {out.encoder, out.encoder_stream}) {
+    if (dir == out.encoder_stream) {
+      w.attention_chunk_frames = 8;
+      w.attention_left_chunks = 12;
+    }
+    audio::WhisperEncoder(w)->SaveWeights(dir, {{"ctc_head.weight", head->proj->weight.detach()},
+                                                {"ctc_head.bias", head->proj->bias.detach()}});
+    audio::SaveEncoderFeatureOptions(dir, mel);
+  }
   return out;
 }
 

@@ -183,7 +183,7 @@ serve::ServeConfig TinyLlamaServer(const StreamBenchOptions& o, const std::strin
   const std::string adapter_dir = work_dir + "/sqa_adapter", adapter_yaml = work_dir + "/sqa_adapter.yaml";
   if (!std::filesystem::exists(adapter_dir + "/tasks.json")) {
     fs::AtomicWriteString(adapter_yaml, "model:\n  backbone: " + shapes.backbone + "\n  speech:\n    encoder: " +
-                                            shapes.encoder + "\n    projector: {type: mlp, hidden_dim: 0}\n");
+                                            shapes.encoder_stream + "\n    projector: {type: mlp, hidden_dim: 0}\n");
     config::Document doc = config::Document::LoadFile(adapter_yaml);
     adapters::MultimodalConfig model_config;
     model_config.Load(doc.Root().Child("model"));
@@ -193,7 +193,7 @@ serve::ServeConfig TinyLlamaServer(const StreamBenchOptions& o, const std::strin
   serve::ServeConfig c;
   c.model_name = "tinyllama-shapes";
   c.backbone = shapes.backbone;
-  c.speech_encoder = shapes.encoder;
+  c.speech_encoder = shapes.encoder_stream;  // transcripts encoded incrementally
   c.device = o.device;
   c.dtype = o.dtype;
   serve::AdapterEntry adapter;

@@ -25,7 +25,10 @@ struct Engine::EncodeJob {
   std::shared_ptr<Utterance> utterance;
   std::shared_ptr<TranscribeJob> transcribe;
   bool final = false;
-  std::vector<float> samples;
+  bool incremental = false;     // advances the utterance's StreamTranscription by `samples`
+  std::vector<float> samples;   // the whole clip, or (incremental) what is new since the last step
+  int64_t total_samples = 0;    // of the utterance (or clip) up to the end of `samples`
+  std::vector<float> question;  // incremental RESPOND finals: the whole utterance, for the answer
   ClipTranscript result;
   bool failed = false;
 };
@@ -104,13 +107,16 @@ void Engine::MaybeComplete(Stream& stream) {
 
 bool Engine::EncodeWorkDue() {
   if (stop_ || !transcribe_jobs_.empty()) return true;
+  // A block-causal encoder advances every stream as its audio arrives (interims or not), so a final
+  // only encodes the utterance's last chunk.
+  const bool incremental = transcriber_.Incremental();
   const int64_t interval = int64_t{config_.interim_interval_ms} * model_.SampleRate() / 1000;
   for (const auto& s : streams_) {
     if (s->closed || s->utterances.empty()) continue;
     const Utterance& front = *s->utterances.front();
     if (front.ended && !front.final_scheduled && !s->busy) return true;
     const Utterance& back = *s->utterances.back();
-    if (s->settings.interim && !back.ended && back.heard_speech && !back.interim_inflight &&
+    if ((s->settings.interim || incremental) && !back.ended && back.heard_speech && !back.interim_inflight &&
         static_cast<int64_t>(back.samples.size()) - back.interim_samples >= interval)
       return true;
   }
@@ -155,10 +161,24 @@ std::vector<Engine::EncodeJob> Engine::CollectEncodeJobs() {
     transcribe_jobs_.pop_front();
     job.final = true;
     job.samples = std::move(job.transcribe->samples);
+    job.total_samples = static_cast<int64_t>(job.samples.size());
     jobs.push_back(std::move(job));
   }
   const int64_t interval = int64_t{config_.interim_interval_ms} * model_.SampleRate() / 1000;
+  const bool incremental = transcriber_.Incremental();
   const size_t n = streams_.size();
+  // The samples a job of `u` hands to the encoder: the whole utterance so far, or (incremental)
+  // what arrived since its last step.
+  auto take = [&](EncodeJob& job, Utterance& u) {
+    job.incremental = incremental;
+    job.total_samples = static_cast<int64_t>(u.samples.size());
+    if (!incremental) {
+      job.samples = u.samples;
+      return;
+    }
+    job.samples.assign(u.samples.begin() + u.encoded_samples, u.samples.end());
+    u.encoded_samples = job.total_samples;
+  };
   // Finals first (they gate answers), then interims; round-robin so no stream starves.
   for (int pass = 0; pass < 2; ++pass)
     for (size_t k = 0; k < n && jobs.size() < max_batch; ++k) {
@@ -173,11 +193,12 @@ std::vector<Engine::EncodeJob> Engine::CollectEncodeJobs() {
         job.stream = s;
         job.utterance = front;
         job.final = true;
-        job.samples = front->samples;
+        take(job, *front);
+        if (incremental && s->settings.respond) job.question = front->samples;
         jobs.push_back(std::move(job));
       } else {
         const auto& back = s->utterances.back();
-        if (!s->settings.interim || back->ended || !back->heard_speech || back->interim_inflight ||
+        if (!(s->settings.interim || incremental) || back->ended || !back->heard_speech || back->interim_inflight ||
             static_cast<int64_t>(back->samples.size()) - back->interim_samples < interval)
           continue;
         back->interim_inflight = true;
@@ -185,7 +206,7 @@ std::vector<Engine::EncodeJob> Engine::CollectEncodeJobs() {
         EncodeJob job;
         job.stream = s;
         job.utterance = back;
-        job.samples = back->samples;
+        take(job, *back);
         jobs.push_back(std::move(job));
       }
     }
@@ -194,22 +215,52 @@ std::vector<Engine::EncodeJob> Engine::CollectEncodeJobs() {
 }
 
 void Engine::RunEncodeJobs(std::vector<EncodeJob>& jobs) {
-  std::vector<const std::vector<float>*> clips;
-  for (const EncodeJob& job : jobs) clips.push_back(&job.samples);
-  try {
-    std::vector<ClipTranscript> results = transcriber_.Run(clips);
-    for (size_t i = 0; i < jobs.size(); ++i) jobs[i].result = std::move(results[i]);
-  } catch (const std::exception& e) {
-    // One clip's problem must not fail the others: again clip by clip.
-    log::Warn(Str("encoder batch of ", jobs.size(), " failed (", e.what(), "); retrying clip by clip"));
-    for (EncodeJob& job : jobs) {
-      try {
-        job.result = std::move(transcriber_.Run({&job.samples}).front());
-      } catch (const std::exception& one) {
-        log::Error(Str("encoding one clip failed: ", one.what()));
-        job.failed = true;
+  std::vector<EncodeJob*> whole, streamed;
+  for (EncodeJob& job : jobs) (job.incremental ? streamed : whole).push_back(&job);
+  if (!whole.empty()) {
+    std::vector<const std::vector<float>*> clips;
+    for (const EncodeJob* job : whole) clips.push_back(&job->samples);
+    try {
+      std::vector<ClipTranscript> results = transcriber_.Run(clips);
+      for (size_t i = 0; i < whole.size(); ++i) whole[i]->result = std::move(results[i]);
+    } catch (const std::exception& e) {
+      // One clip's problem must not fail the others: again clip by clip.
+      log::Warn(Str("encoder batch of ", whole.size(), " failed (", e.what(), "); retrying clip by clip"));
+      for (EncodeJob* job : whole) {
+        try {
+          job->result = std::move(transcriber_.Run({&job->samples}).front());
+        } catch (const std::exception& one) {
+          log::Error(Str("encoding one clip failed: ", one.what()));
+          job->failed = true;
+        }
       }
     }
+  }
+  if (!streamed.empty()) {
+    std::vector<StreamStep> steps(streamed.size());
+    for (size_t i = 0; i < streamed.size(); ++i) {
+      steps[i].stream = &streamed[i]->utterance->transcription;
+      steps[i].samples = std::move(streamed[i]->samples);
+      steps[i].finish = streamed[i]->final;
+    }
+    try {
+      transcriber_.Advance(steps);
+      for (size_t i = 0; i < streamed.size(); ++i) streamed[i]->result.transcript = std::move(steps[i].transcript);
+    } catch (const std::exception& e) {
+      // A failed batched step changes no encoder state, but the streams' front-ends took the audio:
+      // those utterances cannot go on.
+      log::Error(Str("incremental encoder step of ", streamed.size(), " streams failed: ", e.what()));
+      for (EncodeJob* job : streamed) job->failed = true;
+    }
+    for (EncodeJob* job : streamed)
+      if (job->final && !job->failed && !job->question.empty()) {
+        try {
+          job->result.features = model_.Mel().Compute(job->question);
+        } catch (const std::exception& e) {
+          log::Error(Str("features of a spoken question failed: ", e.what()));
+          job->failed = true;
+        }
+      }
   }
   std::lock_guard<std::mutex> lock(mutex_);
   counters_.encode_batches += 1;
@@ -228,7 +279,7 @@ void Engine::DeliverEncodeJobs(std::vector<EncodeJob>& jobs) {
   };
   for (EncodeJob& job : jobs) {
     const audio::CtcTranscript& ctc = job.result.transcript;
-    const double seconds = double(job.samples.size()) / rate;
+    const double seconds = double(job.total_samples) / rate;
     if (job.transcribe) {
       TranscribeJob& t = *job.transcribe;
       t.done = true;
@@ -258,7 +309,8 @@ void Engine::DeliverEncodeJobs(std::vector<EncodeJob>& jobs) {
     event.utterance = u.index;
     if (!job.final) {
       u.interim_inflight = false;
-      if (u.final_scheduled || ctc.text.empty()) continue;  // the final is on its way
+      // The final is on its way, or the encoder only advanced (no interims asked for).
+      if (u.final_scheduled || ctc.text.empty() || !s.settings.interim) continue;
       event.kind = StreamEvent::Kind::kInterim;
       event.interim.text = ctc.text;
       event.interim.stability = Stability(u.last_interim, ctc.text);

@@ -19,6 +19,7 @@
 #include "engine/outbox.h"
 #include "engine/served_model.h"
 #include "engine/status.h"
+#include "engine/transcriber.h"
 #include "engine/types.h"
 
 namespace slm::engine {
@@ -62,6 +63,10 @@ struct Utterance {
   double first_interim_ms = 0;
   bool final_scheduled = false;
   double final_ms = 0;
+  // Incremental transcription (a block-causal encoder): samples handed to the encode thread so far
+  // (engine mutex), and the state it advances (encode thread only).
+  int64_t encoded_samples = 0;
+  StreamTranscription transcription;
 };
 
 // The answer of one utterance (or one Generate job) as the decoder reports it. Written on the

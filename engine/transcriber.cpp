@@ -40,4 +40,46 @@ std::vector<ClipTranscript> Transcriber::Run(const std::vector<const std::vector
   return out;
 }
 
+bool Transcriber::Incremental() const {
+  return model_.HasSpeech() && model_.SpeechEncoder()->Config().attention_chunk_frames > 0;
+}
+
+void Transcriber::Advance(std::vector<StreamStep>& steps) {
+  torch::NoGradGuard no_grad;
+  const audio::LogMel& mel = model_.Mel();
+  const int rate = mel.Options().sample_rate;
+  const size_t min_samples = static_cast<size_t>(mel.Options().MinSamples());
+  std::vector<audio::WhisperStreamStep> encoder_steps;
+  for (StreamStep& step : steps) {
+    StreamTranscription& s = *step.stream;
+    if (!s.mel) {
+      s.mel = std::make_unique<audio::StreamingLogMel>(mel.Options());
+      s.encoder = model_.SpeechEncoder()->StartStream();
+    }
+    s.mel->AcceptWaveform(rate, step.samples);
+    s.samples_fed += static_cast<int64_t>(step.samples.size());
+    if (step.finish) {
+      // As the offline path: an utterance shorter than the front-end's window is zero-padded.
+      if (static_cast<size_t>(s.samples_fed) < min_samples) {
+        const std::vector<float> zeros(min_samples - s.samples_fed, 0.f);
+        s.mel->AcceptWaveform(rate, zeros);
+      }
+      s.mel->InputFinished();
+      s.finished = true;
+    }
+    audio::WhisperStreamStep e;
+    e.state = &s.encoder;
+    if (s.mel->NumFramesReady() > 0) e.features = s.mel->PopFrames();
+    e.finish = step.finish;
+    encoder_steps.push_back(e);
+  }
+  const std::vector<torch::Tensor> frames = model_.SpeechEncoder()->EncodeStreams(encoder_steps);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    StreamTranscription& s = *steps[i].stream;
+    if (frames[i].defined() && frames[i].size(0) > 0)
+      s.logits.push_back(model_.Ctc()->forward(frames[i].unsqueeze(0))[0].to(torch::kCPU, torch::kFloat));
+    steps[i].transcript = s.logits.empty() ? audio::CtcTranscript{} : audio::CtcGreedyWords(torch::cat(s.logits, 0));
+  }
+}
+
 }  // namespace slm::engine
