@@ -501,7 +501,10 @@ json LlamaConfig::ToJson() const {
   }
   if (family.gemma) {
     auto cap = [](double value) { return value > 0 ? json(value) : json(nullptr); };
-    out["query_pre_attn_scalar"] = query_pre_attn_scalar > 0 ? query_pre_attn_scalar : static_cast<double>(HeadDim());
+    // Gemma2Config declares it an int (its configs hold 256, 144, ...).
+    const double scalar = query_pre_attn_scalar > 0 ? query_pre_attn_scalar : static_cast<double>(HeadDim());
+    out["query_pre_attn_scalar"] =
+        scalar == std::floor(scalar) ? json(static_cast<int64_t>(scalar)) : json(scalar);
     out["attn_logit_softcapping"] = cap(attn_logit_softcapping);
     out["final_logit_softcapping"] = cap(final_logit_softcapping);
   }

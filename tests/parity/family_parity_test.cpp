@@ -3,7 +3,8 @@
 // Qwen2.5-0.5B, Qwen3-0.6B, Llama-3.2-1B, SmolLM2-360M, Mistral-7B and Gemma-2-2B (their head
 // geometry and options, fewer layers, windows of 8), float32 on the CPU: logits and hidden states
 // of a 21-token sequence and a left-padded batch (both longer than the window), and greedy
-// decoding of 20 tokens with the growing cache and with the static cache, token for token.
+// decoding of 20 tokens with the growing cache and with the static cache, token for token; and
+// SaveWeights output loading in transformers (make_family_references.py --check-cpp).
 //
 // Tolerances: logits within max(1e-4, 4e-6 x the largest reference logit): 1e-4 for these
 // replicas' logits of magnitude up to ~25 is 4 float32 ulps at the top of the range, and the
@@ -117,6 +118,23 @@ TEST_P(FamilyParityTest, GreedyDecodingMatchesGenerate) {
       "parity family %-13s greedy decoding (20 new tokens; 2 prompts + a left-padded batch of 2, growing and static "
       "cache): %d/%d identical to generate(), min top-2 margin %s\n",
       GetParam().c_str(), identical, total, ref.Metadata().at("min_greedy_margin").c_str());
+}
+
+// The other direction: what SaveWeights writes must load in transformers as the same family with
+// the same logits (checked afterwards by make_family_references.py --check-cpp).
+TEST_P(FamilyParityTest, SavesADirectoryTransformersLoads) {
+  safetensors::Reader ref(Dir() + "/reference.safetensors");
+  LlamaModel model = LoadLlama(Dir());
+  model->Freeze();
+  const std::string out = ParityDir() + "/family_cpp_saved/" + GetParam();
+  model->SaveWeights(out);
+  torch::NoGradGuard no_grad;
+  LlamaInput input;
+  input.input_ids = ref.Get("single.input_ids");
+  safetensors::Save(out + "/cpp_logits.safetensors",
+                    {{"input_ids", input.input_ids}, {"logits", model->forward(input).logits}},
+                    {{"model_type", model->Config().model_type}});
+  EXPECT_EQ(LoadLlama(out)->ParameterCount(), model->ParameterCount());
 }
 
 INSTANTIATE_TEST_SUITE_P(Replicas, FamilyParityTest,

@@ -2,7 +2,9 @@
 """Reference outputs of Hugging Face transformers for the backbone families of
 text/model_family.h, for tests/parity/family_parity_test.cpp and byom_serve_test.cpp.
 
-    make_family_references.py OUT_DIR
+    make_family_references.py OUT_DIR              writes the references (run first by ctest)
+    make_family_references.py --check-cpp OUT_DIR  loads what family_parity_test.cpp saved with
+                                                   SaveWeights in transformers and compares logits
 
 Replicas (random weights, nothing downloaded): each checkpoint's family, head geometry (query
 heads, kv heads, tied or not, explicit head_dim where the original has one) and special options,
@@ -256,7 +258,33 @@ def make_qwen2_chat(out_dir):
           f"chat references for {', '.join(rendered)}, written to {directory}")
 
 
+def check_cpp(out_dir):
+    """Each OUT_DIR/family_cpp_saved/<name>/ the C++ test wrote loads with AutoModelForCausalLM as
+    its family and gives the logits the C++ model gave."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    root = os.path.join(out_dir, "family_cpp_saved")
+    names = sorted(os.listdir(root))
+    assert len(names) == len(REPLICAS), names
+    for name in names:
+        directory = os.path.join(root, name)
+        model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation=ATTENTION).eval()
+        expected = load_file(os.path.join(directory, "cpp_logits.safetensors"))
+        family = REPLICAS[name][0]
+        assert model.config.model_type == family, (name, model.config.model_type)
+        with torch.no_grad():
+            logits = model(input_ids=expected["input_ids"]).logits.float()
+        diff = (logits - expected["logits"]).abs().max().item()
+        bound = max(1e-4, 4e-6 * expected["logits"].abs().max().item())
+        print(f"{directory}: {type(model).__name__} loads it; transformers vs C++ logits max abs diff "
+              f"{diff:.3g} (bound {bound:.3g})")
+        assert diff <= bound, (name, diff)
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-cpp":
+        check_cpp(sys.argv[2])
+        sys.exit(0)
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     os.makedirs(sys.argv[1], exist_ok=True)
