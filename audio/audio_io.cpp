@@ -335,6 +335,9 @@ std::vector<float> StreamResampler::Flush() {
     if (odone == 0) break;
     out.insert(out.end(), buffer.begin(), buffer.begin() + odone);
   }
+  // soxr is at end of input now and must not be fed again (it copies from a null buffer): back to
+  // the initial state, so that the next segment (a stream's next utterance) starts afresh.
+  if (soxr_error_t error = soxr_clear(static_cast<soxr_t>(soxr_))) throw Error(Str("soxr: reset failed: ", error));
   return out;
 }
 

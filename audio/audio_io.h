@@ -74,7 +74,8 @@ std::vector<float> Resample(const std::vector<float>& samples, int from_rate, in
 // Streaming resampler for chunked input (the gRPC server, the synthesizer): Process() accepts any
 // chunk size and returns the output available so far; Flush() drains the filter tail. The
 // concatenated output equals a whole-signal Resample of the concatenated input up to soxr's
-// streaming latency handling (identical length after Flush). Not thread-safe; one per stream.
+// streaming latency handling (identical length after Flush). Flush also ends the segment: the next
+// Process starts a new signal (a stream's next utterance). Not thread-safe; one per stream.
 class StreamResampler {
  public:
   StreamResampler(int from_rate, int to_rate);

@@ -198,7 +198,8 @@ std::vector<float> DecodePcm(const std::string& bytes, v1::AudioEncoding encodin
       Fail(Code::kInvalidArgument, Str(where, ": ", bytes.size(), " bytes is not a whole number of FLOAT32 ",
                                              "samples (4 bytes each)"));
     samples.resize(bytes.size() / 4);
-    std::memcpy(samples.data(), bytes.data(), bytes.size());  // little-endian hosts only (x86-64, arm64)
+    // little-endian hosts only (x86-64, arm64); an empty chunk has no buffer to copy into
+    if (!bytes.empty()) std::memcpy(samples.data(), bytes.data(), bytes.size());
     for (size_t i = 0; i < samples.size(); ++i)
       if (!std::isfinite(samples[i]))
         Fail(Code::kInvalidArgument, Str(where, ": FLOAT32 sample ", i, " is ", std::isnan(samples[i]) ? "NaN" : "infinite"));

@@ -130,6 +130,23 @@ TEST(AudioIo, StreamResamplerMatchesWholeSignal) {
   EXPECT_NEAR(double(whole.size()), 1.5 * 16000, 2.0);
 }
 
+// A stream's next utterance after a Flush (EndOfUtterance) resamples as a fresh signal. Feeding
+// soxr after its end of input used to copy from a null buffer (the converse fuzzer's finding).
+TEST(AudioIo, StreamResamplerStartsAfreshAfterFlush) {
+  const auto x = SpeechLikeSignal(0.5, 48000);
+  const auto whole = Resample(x, 48000, 16000);
+  StreamResampler stream(48000, 16000);
+  for (int segment = 0; segment < 3; ++segment) {
+    std::vector<float> out = stream.Process(x.data(), x.size());
+    const std::vector<float> tail = stream.Flush();
+    out.insert(out.end(), tail.begin(), tail.end());
+    ASSERT_EQ(out.size(), whole.size()) << "segment " << segment;
+    for (size_t i = 0; i < whole.size(); ++i) ASSERT_NEAR(out[i], whole[i], 1e-5) << "segment " << segment << " at " << i;
+  }
+  EXPECT_TRUE(stream.Process(nullptr, 0).empty());
+  EXPECT_TRUE(stream.Flush().empty());
+}
+
 TEST(AudioIo, BadFilesGiveClearErrors) {
   testing::TempDir dir;
   EXPECT_SLM_ERROR(Read(dir.File("missing.wav")), "missing.wav': No such file");

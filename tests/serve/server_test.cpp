@@ -870,6 +870,9 @@ TEST(DecodePcm, DecodesLittleEndianSamplesAndNamesBadInput) {
   EXPECT_SLM_ERROR(DecodePcm("abc", v1::LINEAR16, "message 2 audio"), "message 2 audio: 3 bytes");
   EXPECT_SLM_ERROR(DecodePcm("abcdef", v1::FLOAT32, "x"), "6 bytes is not a whole number of FLOAT32");
   EXPECT_SLM_ERROR(DecodePcm("ab", v1::AUDIO_ENCODING_UNSPECIFIED, "x"), "encoding must be LINEAR16 or FLOAT32");
+  // An empty chunk is no samples (the converse fuzzer found a memcpy into no buffer for FLOAT32).
+  EXPECT_TRUE(DecodePcm("", v1::FLOAT32, "x").empty());
+  EXPECT_TRUE(DecodePcm("", v1::LINEAR16, "x").empty());
 }
 
 }  // namespace
