@@ -1,16 +1,14 @@
 #include "adapters/tts.h"
 
 #include <algorithm>
-#include <chrono>
 
 #include "audio/espeak_synth.h"
 #include "core/error.h"
 #include "core/strings.h"
+#include "core/timer.h"
 
 namespace slm::adapters {
 namespace {
-
-double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 bool EndsWith(const std::string& text, const std::string& suffix) {
   return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -133,7 +131,7 @@ std::vector<float> TtsPipeline::Speak(const std::vector<int64_t>& units) {
 
 TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& options, const AudioChunkCallback& on_chunk) {
   options.Validate();
-  const double start = Now();
+  const double start = NowSeconds();
   Check(static_cast<int64_t>(text.size()) <= options.max_text_characters, "tts: the text has ", text.size(),
         " characters; the limit is ", options.max_text_characters, " (max_text_characters)");
   const std::vector<std::string> pieces = SplitText(text, options.max_characters);
@@ -175,7 +173,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
 
   auto emit = [&](const std::vector<float>& samples) {
     if (samples.empty()) return;
-    if (result.chunks == 0) result.first_chunk_seconds = Now() - start;
+    if (result.chunks == 0) result.first_chunk_seconds = NowSeconds() - start;
     ++result.chunks;
     result.samples.insert(result.samples.end(), samples.begin(), samples.end());
     if (on_chunk) on_chunk(samples);
@@ -246,7 +244,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
     result.unit_ids.insert(result.unit_ids.end(), units.begin(), units.end());
     result.finish_reasons.push_back(finish);
   }
-  result.seconds = Now() - start;
+  result.seconds = NowSeconds() - start;
   return result;
 }
 

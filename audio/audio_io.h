@@ -84,8 +84,6 @@ class StreamResampler {
   StreamResampler& operator=(const StreamResampler&) = delete;
   std::vector<float> Process(const float* samples, size_t count);
   std::vector<float> Flush();
-  int FromRate() const { return from_rate_; }
-  int ToRate() const { return to_rate_; }
 
  private:
   int from_rate_, to_rate_;

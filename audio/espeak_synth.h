@@ -32,14 +32,13 @@
 // in that process: every call forks a child that synthesizes from the pristine initialized state
 // and sends the PCM and events back through a pipe. Output is a pure function of (text,
 // VoiceSpec), bit for bit, whatever ran before, and an espeak-ng crash or hang on odd input
-// becomes an slm::Error instead of killing the caller. The price, measured on a 2-core machine:
-// espeak-ng alone makes ~1000 s of speech per second (~3 ms per sentence), while fork + exit of a
-// process that has LibTorch loaded (~200 MB of relocated library data, ~1000 mappings) takes
-// ~20 ms, so `slm data synth` makes ~100-180 s of speech per second, still 5x the 20 the project
-// needs (`slm bench synth` prints both numbers).
+// becomes an slm::Error instead of killing the caller. The price is the fork: copying the page
+// tables of a process that has LibTorch loaded costs far more than espeak-ng's own synthesis of a
+// sentence, yet `slm data synth` stays well above the speed the project needs (`slm bench synth`
+// measures both; numbers in docs/BENCHMARKS.md, "Speech synthesis").
 //
 // Thread-safety: EspeakSynthesizer is a process-wide singleton (espeak-ng's state is global, one
-// synthesizer per process; NOTES.md). After its one-time initialization its parent-side state is
+// synthesizer per process; docs/HAZARDS.md hazard 6). After its one-time initialization its parent-side state is
 // read-only, so Synthesize and the other const methods may be called from several threads at
 // once; each call runs in its own child process. The child only allocates, calls espeak-ng and
 // write(2); if a multithreaded parent forks while another thread holds a lock the child needs,
@@ -169,8 +168,8 @@ class EspeakSynthesizer {
   // Grapheme-to-phoneme: each text's phonemes as espeak-ng's voice `voice` would speak them, in
   // espeak-ng's ASCII phoneme names ("@", "eI", "tS", stress marks ' and , on the stressed vowel)
   // separated by single spaces, with "_" where espeak-ng ends a clause (a pause at , ; : . ! ?).
-  // "An expedition." -> "a# n ,E k s p @ d 'I S @ n". All texts in one isolated child (about
-  // 0.1 ms per sentence after the fork). A text without anything speakable gives "". slm::Error
+  // "An expedition." -> "a# n ,E k s p @ d 'I S @ n". All texts in one isolated child (one fork for
+  // the whole list, which is what makes phonemizing a corpus cheap). A text without anything speakable gives "". slm::Error
   // for invalid UTF-8 or an unknown voice.
   std::vector<std::string> Phonemize(const std::vector<std::string>& texts, const std::string& voice) const;
 

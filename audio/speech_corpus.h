@@ -14,9 +14,9 @@
 // renaming later utterances, and the speaker of the i-th non-blank line depends only on (seed, i):
 // the output is a pure function of (text file, voices, limit, seed), bit for bit, on any run.
 //
-// Speed: measured with `slm bench synth` on a 2-core machine: ~100-180 s of speech per wall-clock
-// second in one process, including per-utterance process isolation (audio/espeak_synth.h; fork
-// and exit dominate), resampling, alignment and writing; the goal is 20, so no worker processes
+// Speed: one process, including per-utterance process isolation (audio/espeak_synth.h; fork and
+// exit dominate), resampling, alignment and writing, is well above the project's goal of 20 speech
+// seconds per wall-clock second (`slm bench synth`, docs/BENCHMARKS.md), so no worker processes
 // are used.
 //
 // Errors: slm::Error for a missing or unreadable text file, a file without non-blank lines, an

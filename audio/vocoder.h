@@ -40,8 +40,9 @@ struct GriffinLimOptions {
   uint64_t seed = 0;
   // Why NNLS and not the pseudo-inverse: mel frames that no real spectrum produced exactly (every
   // unit decoder's output) put the pseudo-inverse far outside p >= 0, and clamping it left a loud
-  // spurious band near 1 kHz that made decoded speech unintelligible. 30 updates bring the mel
-  // residual of such frames under 2% (about 10 ms for a 5 s utterance on one core).
+  // spurious band near 1 kHz that made decoded speech unintelligible. The default count brings the
+  // mel residual of such frames close to its limit at a small cost (docs/BENCHMARKS.md, "Speech
+  // output").
   int nnls_iterations = 30;
 };
 

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 
@@ -28,29 +29,8 @@ std::string Shape(torch::IntArrayRef shape) {
   return "[" + Join(dims) + "]";
 }
 
-// JSON null counts as absent, as transformers treats it.
-const json* Field(const json& object, const std::string& key) {
-  auto it = object.find(key);
-  return it == object.end() || it->is_null() ? nullptr : &*it;
-}
-
-int64_t IntField(const json& object, const std::string& key, const std::string& where,
-                 const int64_t* fallback) {
-  const json* value = Field(object, key);
-  Check(value != nullptr || fallback != nullptr, where, ": missing required key \"", key, "\"");
-  if (!value) return *fallback;
-  Check(value->is_number_integer(), where, ": \"", key, "\" must be an integer, got ",
-        value->dump());
-  return value->get<int64_t>();
-}
-
-std::string StringField(const json& object, const std::string& key, const std::string& where,
-                        const std::string& fallback) {
-  const json* value = Field(object, key);
-  if (!value) return fallback;
-  Check(value->is_string(), where, ": \"", key, "\" must be a string, got ", value->dump());
-  return value->get<std::string>();
-}
+// config.json values through the one Hugging Face config reader (core/hf_config.h).
+using hf_config::Field;
 
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias, const torch::TensorOptions& o) {
   torch::nn::Linear linear(torch::nn::LinearOptions(in, out).bias(bias));
@@ -176,24 +156,20 @@ WhisperEncoderConfig WhisperEncoderConfig::FromJson(const json& object, const st
         type->dump(), " is not supported (supported: \"whisper\")");
   Check(Field(object, "quantization_config") == nullptr, where,
         ": quantized checkpoints (\"quantization_config\") are not supported");
-  const std::string act = StringField(object, "activation_function", where, "gelu");
+  const std::string act = hf_config::OptionalString(object, "activation_function", where, "gelu");
   Check(act == "gelu", where, ": activation_function \"", act,
         "\" is not supported (Whisper uses \"gelu\")");
 
   WhisperEncoderConfig c;
-  c.d_model = IntField(object, "d_model", where, nullptr);
-  c.encoder_layers = IntField(object, "encoder_layers", where, nullptr);
-  c.encoder_attention_heads = IntField(object, "encoder_attention_heads", where, nullptr);
-  c.encoder_ffn_dim = IntField(object, "encoder_ffn_dim", where, nullptr);
-  c.num_mel_bins = IntField(object, "num_mel_bins", where, nullptr);
-  const int64_t default_positions = 1500, no_chunks = 0;
-  c.max_source_positions = IntField(object, "max_source_positions", where, &default_positions);
-  c.attention_chunk_frames = IntField(object, "attention_chunk_frames", where, &no_chunks);
-  c.attention_left_chunks = IntField(object, "attention_left_chunks", where, &no_chunks);
-  if (const json* init_std = Field(object, "init_std")) {
-    Check(init_std->is_number(), where, ": \"init_std\" must be a number, got ", init_std->dump());
-    c.init_std = init_std->get<double>();
-  }
+  c.d_model = hf_config::RequiredInt(object, "d_model", where);
+  c.encoder_layers = hf_config::RequiredInt(object, "encoder_layers", where);
+  c.encoder_attention_heads = hf_config::RequiredInt(object, "encoder_attention_heads", where);
+  c.encoder_ffn_dim = hf_config::RequiredInt(object, "encoder_ffn_dim", where);
+  c.num_mel_bins = hf_config::RequiredInt(object, "num_mel_bins", where);
+  c.max_source_positions = hf_config::OptionalInt(object, "max_source_positions", where, 1500);
+  c.attention_chunk_frames = hf_config::OptionalInt(object, "attention_chunk_frames", where, 0);
+  c.attention_left_chunks = hf_config::OptionalInt(object, "attention_left_chunks", where, 0);
+  c.init_std = hf_config::OptionalNumber(object, "init_std", where, c.init_std);
   c.Validate(where);
   return c;
 }
@@ -258,10 +234,8 @@ LogMelOptions LoadEncoderFeatureOptions(const std::string& model_dir) {
       throw Error(Str(path, ": \"slm_normalization\" must be \"whisper\", \"fixed_floor\" or ",
                       "\"none\", got ", norm->dump()));
   }
-  if (const json* floor = Field(object, "slm_floor_log10")) {
-    Check(floor->is_number(), path, ": \"slm_floor_log10\" must be a number, got ", floor->dump());
-    options.floor_log10 = floor->get<double>();
-  }
+  options.floor_log10 =
+      hf_config::OptionalNumber(object, "slm_floor_log10", path, options.floor_log10);
   Check(options.n_mels == 80 || options.n_mels == 128, path,
         ": \"feature_size\" must be 80 or 128, got ", options.n_mels);
   Check(options.n_fft % 2 == 0 && options.hop_length <= options.n_fft, path,

@@ -19,12 +19,11 @@
 
 #include "core/error.h"
 #include "core/mkl_dispatch.h"
+#include "core/timer.h"
 
 namespace slm::bench {
 
-inline double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+using slm::NowSeconds;  // core/timer.h
 
 // Waits for the device's queued work, so wall times cover it (nothing on CPU).
 inline void Sync(const torch::Device& device) {

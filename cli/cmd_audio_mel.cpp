@@ -4,11 +4,11 @@
 
 #include "audio/audio_io.h"
 #include "audio/log_mel.h"
-#include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/json_report.h"
 #include "core/manifest.h"
 #include "core/safetensors.h"
+#include "core/timer.h"
 
 namespace slm::cli {
 namespace {
@@ -37,17 +37,17 @@ void ReportStats(Report& report, const torch::Tensor& features) {
 }
 
 void RunOneFile(const MelCommand& c, Report& report) {
-  const double start = bench::NowSeconds();
+  const double start = NowSeconds();
   const audio::FileInfo info = audio::Probe(c.in);
   const audio::Waveform wave = audio::Read(c.in);  // resampled to 16 kHz mono
-  const double compute_start = bench::NowSeconds();
+  const double compute_start = NowSeconds();
   torch::Tensor features;
   try {
     features = audio::LogMel(OptionsFor(c)).Compute(wave.samples);
   } catch (const Error& e) {
     throw Error(Str("audio file '", c.in, "': ", e.what()));
   }
-  const double compute_seconds = bench::NowSeconds() - compute_start;
+  const double compute_seconds = NowSeconds() - compute_start;
   if (!c.out.empty()) {
     safetensors::Save(c.out, {{"features", features}},
                       {{"layout", "[frames, n_mels]"}, {"source", c.in},
@@ -63,12 +63,12 @@ void RunOneFile(const MelCommand& c, Report& report) {
   report.Set("normalization", c.normalization);
   ReportStats(report, features);
   report.Set("feature_seconds", compute_seconds);
-  report.Set("total_seconds", bench::NowSeconds() - start);
+  report.Set("total_seconds", NowSeconds() - start);
   if (!c.out.empty()) report.Set("output", c.out);
 }
 
 void RunManifest(const MelCommand& c, Report& report) {
-  const double start = bench::NowSeconds();
+  const double start = NowSeconds();
   const manifest::Manifest m = manifest::Read(c.manifest);
   std::vector<std::vector<float>> signals;
   double audio_seconds = 0;
@@ -80,14 +80,14 @@ void RunManifest(const MelCommand& c, Report& report) {
     audio_seconds += double(signals.back().size()) / audio::kSampleRate;
   }
   Check(!signals.empty(), "manifest '", c.manifest, "' has no entries");
-  const double compute_start = bench::NowSeconds();
+  const double compute_start = NowSeconds();
   std::vector<torch::Tensor> features;
   try {
     features = audio::LogMel(OptionsFor(c)).ComputeBatch(signals);
   } catch (const Error& e) {
     throw Error(Str("manifest '", c.manifest, "': ", e.what()));
   }
-  const double compute_seconds = bench::NowSeconds() - compute_start;
+  const double compute_seconds = NowSeconds() - compute_start;
   const torch::Tensor all = torch::cat(features, 0);
   report.Set("manifest", c.manifest);
   report.Set("utterances", static_cast<int64_t>(features.size()));
@@ -97,7 +97,7 @@ void RunManifest(const MelCommand& c, Report& report) {
   ReportStats(report, all);
   report.Set("feature_seconds", compute_seconds);
   report.Set("feature_rtf", compute_seconds / audio_seconds);
-  report.Set("total_seconds", bench::NowSeconds() - start);
+  report.Set("total_seconds", NowSeconds() - start);
 }
 
 Registrar registrar([](CLI::App& app, Common& common) {

@@ -9,12 +9,12 @@
 #include "audio/log_mel.h"
 #include "audio/unit_decoder.h"
 #include "audio/vocoder.h"
-#include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json_report.h"
 #include "core/safetensors.h"
+#include "core/timer.h"
 
 namespace slm::cli {
 namespace {
@@ -66,9 +66,9 @@ void RunVocode(const VocodeCommand& c, bool json) {
     log_mel = decoder->Decode(ids);
   }
   const audio::GriffinLimVocoder vocoder(features, c.options);
-  const double start = bench::NowSeconds();
+  const double start = NowSeconds();
   const std::vector<float> samples = vocoder.Synthesize(log_mel);
-  const double seconds = bench::NowSeconds() - start;
+  const double seconds = NowSeconds() - start;
   audio::Write(c.out, samples, vocoder.SampleRate());
   Report report(json);
   report.Set("out", c.out);

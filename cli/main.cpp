@@ -1,4 +1,4 @@
-// slm: argument parsing and dispatch only (DESIGN.md); the work happens in the libraries.
+// slm: argument parsing and dispatch only (docs/ARCHITECTURE.md, "Layout"); the work happens in the libraries.
 #include <cstdio>
 #include <iostream>
 #include <vector>

@@ -1,4 +1,4 @@
-# Every third-party library of the design card, found once here.
+# Every third-party library slm uses, found once here.
 
 # LibTorch: from the project's virtualenv (PyPI torch, scripts/setup) unless CMAKE_PREFIX_PATH
 # already points at one (the GPU machine's CUDA LibTorch).

@@ -19,7 +19,7 @@ std::string DeviceNameProblem(const std::string& name);
 torch::ScalarType ParseDtype(const std::string& name);
 
 // Sets LibTorch's intra-op threads; n <= 0 means the hardware concurrency. Debian's LibTorch was
-// seen starting with one thread (NOTES.md hazard 3), so every entry point calls this explicitly.
+// seen starting with one thread (docs/HAZARDS.md hazard 3), so every entry point calls this explicitly.
 // Returns the number in effect.
 int SetThreads(int n);
 

@@ -1,6 +1,6 @@
 // Output of metrics-producing commands. Human-readable "key: value" lines go to stdout as they are
 // added; with --json the same values are collected and printed as one JSON object, the last thing
-// on stdout (the CLI contract in DESIGN.md), so scripts can parse `slm ... --json | tail -n 1`.
+// on stdout (the CLI contract), so scripts can parse `slm ... --json | tail -n 1`.
 // Not thread-safe.
 #pragma once
 

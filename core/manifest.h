@@ -1,4 +1,4 @@
-// JSONL manifests (DESIGN.md "Checkpoints and formats"): one example per line,
+// JSONL manifests: one example per line,
 //   {"id":"u1","task":"asr","audio":"wav/u1.wav","text":"...","words":[{"word":"the","start":0.0,"end":0.11}]}
 //   {"id":"i1","task":"caption","image":"img/i1.png","text":"a red circle above a blue square"}
 //   {"id":"q1","task":"sqa","audio":"wav/q1.wav","prompt":"what is a dog","response":"..."}

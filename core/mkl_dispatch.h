@@ -3,8 +3,8 @@
 // LibTorch's PyPI build does its float32 matrix products (mm, addmm, bmm, linear) in a statically
 // linked oneMKL. MKL picks its code path with mkl_serv_intel_cpu_true(): on a CPU whose vendor is
 // not Intel it answers 0 and MKL runs a generic AVX2 path even where the CPU has AVX-512. On the
-// project's AMD EPYC (Zen 5) machines that halves sgemm throughput (about 105 vs 225 GFLOP/s on
-// one core). core/mkl_dispatch.cpp defines that function in every slm executable (slm_core's link
+// project's AMD EPYC (Zen 5) machines that leaves much of sgemm's throughput unused (numbers in
+// docs/BENCHMARKS.md, `slm bench train`). core/mkl_dispatch.cpp defines that function in every slm executable (slm_core's link
 // options pull it in and export it, so libtorch_cpu.so's call binds to it) and answers 1 where
 // the CPU has AVX-512 F/BW/DQ/VL, so MKL's own feature checks then choose its AVX-512 kernels.
 // SLM_MKL_AVX512=0 in the environment keeps MKL's own answer. The same file also builds as

@@ -51,9 +51,9 @@ struct OptimOptions {
 
 // torch::optim::AdamW whose step() is ATen's fused kernel (at::_fused_adamw_, CPU and CUDA) instead of
 // LibTorch's eight tensor ops per parameter, each of which allocates or sweeps memory: at batch 1 on
-// the CPU the unfused update was about a third of `slm bench train`'s step (32.6 -> 21.1 ms). Same algorithm, options, state
-// (AdamWParamState) and checkpoint format as torch::optim::AdamW; results agree with it to float
-// rounding, not bitwise. amsgrad falls back to AdamW's own step.
+// the CPU the unfused update was a large share of `slm bench train`'s step (docs/BENCHMARKS.md,
+// "Fused AdamW"). Same algorithm, options, state (AdamWParamState) and checkpoint format as
+// torch::optim::AdamW; results agree with it to float rounding, not bitwise. amsgrad falls back to AdamW's own step.
 class FusedAdamW : public torch::optim::AdamW {
  public:
   using torch::optim::AdamW::AdamW;

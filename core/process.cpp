@@ -58,12 +58,4 @@ std::pair<pid_t, int> WaitAnyChild() {
   return {done, done < 0 ? -1 : ExitCode(status)};
 }
 
-int RunChild(const ChildSpec& spec) {
-  const pid_t pid = StartChild(spec);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) throw Error(Str("waitpid failed: ", std::strerror(errno)));
-  return ExitCode(status);
-}
-
 }  // namespace slm

@@ -26,7 +26,5 @@ pid_t StartChild(const ChildSpec& spec);
 // Blocks until one child ends: its pid and exit code (128 + signal number for a signal); pid -1
 // when no child is left.
 std::pair<pid_t, int> WaitAnyChild();
-// StartChild, then waits for that child: its exit code.
-int RunChild(const ChildSpec& spec);
 
 }  // namespace slm

@@ -8,12 +8,9 @@
 #include <cstdint>
 #include <string>
 
-namespace slm {
+#include "core/timer.h"
 
-// Wall-clock seconds since `start` (steady clock): run timings and wall-time limits.
-inline double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+namespace slm {
 
 class ProgressBar {
  public:

@@ -1,5 +1,5 @@
-// The server's edge between slm's exceptions and gRPC status codes (DESIGN.md: throw inside,
-// convert at the edges). Every RPC handler catches what escapes from the library and finishes
+// The server's edge between slm's exceptions and gRPC status codes (libraries throw, the
+// edges convert). Every RPC handler catches what escapes from the library and finishes
 // with ToGrpcStatus(...), so that clients see a code they can act on and a message that names
 // their mistake, while server internals never leak.
 //

@@ -6,7 +6,6 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -17,6 +16,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
+#include "core/timer.h"
 
 namespace slm::text {
 namespace {
@@ -26,11 +26,6 @@ LlamaConfig WithTotalVocabulary(const LlamaModelImpl& model) {
   LlamaConfig config = model.Config();
   config.vocab_size = model.TotalVocabulary();
   return config;
-}
-
-
-double NowSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 // Hugging Face's default position ids for a padded batch: real tokens count 0, 1, 2, ... from the

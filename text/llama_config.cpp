@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 
@@ -23,59 +24,15 @@ const std::vector<std::string> kRopeTypes = {"default", "linear", "llama3"};
 const std::vector<std::string> kConfigDtypes = {"float32", "bfloat16", "float16", "float64"};
 const std::vector<std::string> kLayerTypes = {"full_attention", "sliding_attention"};
 
-// ---------------------------------------------------------------------------------------------
-// config.json helpers. JSON null counts as absent, as transformers treats it (e.g.
-// "rope_scaling": null, "pad_token_id": null).
-
-const json* Field(const json& object, const std::string& key) {
-  auto it = object.find(key);
-  return it == object.end() || it->is_null() ? nullptr : &*it;
-}
-
-int64_t AsInt(const json& value, const std::string& key, const std::string& where) {
-  Check(value.is_number_integer(), where, ": \"", key, "\" must be an integer, got ", value.dump());
-  return value.get<int64_t>();
-}
-
-double AsNumber(const json& value, const std::string& key, const std::string& where) {
-  Check(value.is_number(), where, ": \"", key, "\" must be a number, got ", value.dump());
-  return value.get<double>();
-}
-
-bool AsBool(const json& value, const std::string& key, const std::string& where) {
-  Check(value.is_boolean(), where, ": \"", key, "\" must be true or false, got ", value.dump());
-  return value.get<bool>();
-}
-
-std::string AsString(const json& value, const std::string& key, const std::string& where) {
-  Check(value.is_string(), where, ": \"", key, "\" must be a string, got ", value.dump());
-  return value.get<std::string>();
-}
-
-int64_t RequiredInt(const json& object, const std::string& key, const std::string& where) {
-  const json* value = Field(object, key);
-  Check(value != nullptr, where, ": missing required key \"", key, "\"");
-  return AsInt(*value, key, where);
-}
-
-// `prefix` names the enclosing dict in messages ("rope_parameters.").
-int64_t OptionalInt(const json& object, const std::string& key, const std::string& where,
-                    int64_t fallback, const std::string& prefix = "") {
-  const json* value = Field(object, key);
-  return value ? AsInt(*value, prefix + key, where) : fallback;
-}
-
-double OptionalNumber(const json& object, const std::string& key, const std::string& where,
-                      double fallback, const std::string& prefix = "") {
-  const json* value = Field(object, key);
-  return value ? AsNumber(*value, prefix + key, where) : fallback;
-}
-
-bool OptionalBool(const json& object, const std::string& key, const std::string& where,
-                  bool fallback) {
-  const json* value = Field(object, key);
-  return value ? AsBool(*value, key, where) : fallback;
-}
+// config.json values through the one Hugging Face config reader (core/hf_config.h).
+using hf_config::AsInt;
+using hf_config::AsNumber;
+using hf_config::AsString;
+using hf_config::Field;
+using hf_config::OptionalBool;
+using hf_config::OptionalInt;
+using hf_config::OptionalNumber;
+using hf_config::RequiredInt;
 
 // The family config.json declares: model_type when present (architectures, when also present,
 // must name that family's causal-LM class), else the first architecture slm knows.

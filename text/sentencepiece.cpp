@@ -118,7 +118,7 @@ std::string TrainerFlags(const SentencePieceTrainOptions& o) {
 }
 
 // sentencepiece's messages say what failed and mostly what to do; this one needs the option that
-// small corpora want (NOTES.md hazard 4).
+// small corpora want (docs/HAZARDS.md hazard 4).
 std::string TrainingHint(const std::string& message) {
   if (message.find("Vocabulary size too high") != std::string::npos) {
     return " The corpus is too small for that many pieces: lower vocab_size to the number "

@@ -1,7 +1,7 @@
 // slm::text::SentencePiece: a trained sentencepiece model (unigram or BPE), for training, encoding
 // and decoding. The full Tokenizer (chat templates, multimodal placeholder tokens) builds on it.
 //
-// sentencepiece itself lives behind libslm_spm_shim.so (text/spm_shim, NOTES.md hazards 1-2): this
+// sentencepiece itself lives behind libslm_spm_shim.so (text/spm_shim, docs/HAZARDS.md hazards 1-2): this
 // header and its implementation never include a sentencepiece or protobuf header, so any
 // translation unit may include it next to gRPC and LibTorch.
 //
@@ -47,7 +47,7 @@ struct SentencePieceTrainOptions {
   int eos_id = 2;
   int pad_id = -1;
   // true: training fails unless exactly vocab_size pieces can be learned. false: vocab_size is an
-  // upper bound, which small corpora (tests) need (NOTES.md hazard 4).
+  // upper bound, which small corpora (tests) need (docs/HAZARDS.md hazard 4).
   bool hard_vocab_limit = true;
   // Unknown UTF-8 characters become <0xNN> byte pieces instead of unk (Llama-style). Needs 256
   // vocabulary entries for the byte pieces.

@@ -231,7 +231,7 @@ struct TokenizerTrainOptions {
   // embedding resize needed for them).
   std::vector<std::string> markers = DefaultMarkers();
   double character_coverage = 1.0;
-  // false makes vocab_size an upper bound (small corpora, NOTES.md hazard 4).
+  // false makes vocab_size an upper bound (small corpora, docs/HAZARDS.md hazard 4).
   bool hard_vocab_limit = true;
   int64_t input_sentence_size = 0;  // 0 = every sentence (deterministic with a fixed seed)
   uint32_t seed = 0;

@@ -1,5 +1,6 @@
-// Offline text data from the Debian `wordnet-base` package (DESIGN.md "Defaults and scale": the
-// embedded backbone is pretrained on WordNet text, the speech data is synthesised from it).
+// Offline text data from the Debian `wordnet-base` package (docs/ARCHITECTURE.md, "Data
+// generators": the embedded backbone is pretrained on WordNet text, the speech data is synthesised
+// from it).
 //
 // BuildWordNetCorpus streams /usr/share/wordnet/data.{noun,verb,adj,adv} (~117k synsets, one per
 // line) and writes, under options.out_dir:
@@ -138,7 +139,7 @@ struct WordNetCorpusStats {
 // directory or one of its data files is missing (the message names the path and the package to
 // install), for a malformed data line ("<file>:<line>: ..."), for fractions outside [0, 1) or
 // summing to 1 or more, and when out_dir cannot be created or written. Streams the input and
-// keeps only the output text in memory (~30 MB); a few seconds for the full WordNet.
+// keeps only the output text in memory (docs/BENCHMARKS.md, "Data generators").
 WordNetCorpusStats BuildWordNetCorpus(const WordNetCorpusOptions& options);
 
 }  // namespace slm::text

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 #include "core/safetensors.h"
 
 namespace slm::vision {
@@ -138,28 +139,20 @@ ClipVisionConfig ClipVisionConfig::FromJson(const json& root, const std::string&
           mt == root.end() ? std::string("?") : mt->dump(),
           " has no \"vision_config\" and is not \"clip_vision_model\"");
   }
+  // config.json values through the one Hugging Face config reader (core/hf_config.h).
   ClipVisionConfig c;
-  auto integer = [&](const char* key, int64_t* out) {
-    auto it = j->find(key);
-    if (it == j->end() || it->is_null()) return;
-    Check(it->is_number_integer(), context, ": \"", key, "\" must be an integer, got ", it->dump());
-    *out = it->get<int64_t>();
-  };
-  integer("hidden_size", &c.hidden_size);
-  integer("intermediate_size", &c.intermediate_size);
-  integer("num_hidden_layers", &c.num_hidden_layers);
-  integer("num_attention_heads", &c.num_attention_heads);
-  integer("num_channels", &c.num_channels);
-  integer("image_size", &c.image_size);
-  integer("patch_size", &c.patch_size);
-  if (auto it = j->find("hidden_act"); it != j->end() && !it->is_null()) {
-    Check(it->is_string(), context, ": \"hidden_act\" must be a string");
-    c.hidden_act = it->get<std::string>();
-  }
-  if (auto it = j->find("layer_norm_eps"); it != j->end() && !it->is_null()) {
-    Check(it->is_number(), context, ": \"layer_norm_eps\" must be a number");
-    c.layer_norm_eps = it->get<double>();
-  }
+  c.hidden_size = hf_config::OptionalInt(*j, "hidden_size", context, c.hidden_size);
+  c.intermediate_size =
+      hf_config::OptionalInt(*j, "intermediate_size", context, c.intermediate_size);
+  c.num_hidden_layers =
+      hf_config::OptionalInt(*j, "num_hidden_layers", context, c.num_hidden_layers);
+  c.num_attention_heads =
+      hf_config::OptionalInt(*j, "num_attention_heads", context, c.num_attention_heads);
+  c.num_channels = hf_config::OptionalInt(*j, "num_channels", context, c.num_channels);
+  c.image_size = hf_config::OptionalInt(*j, "image_size", context, c.image_size);
+  c.patch_size = hf_config::OptionalInt(*j, "patch_size", context, c.patch_size);
+  c.hidden_act = hf_config::OptionalString(*j, "hidden_act", context, c.hidden_act);
+  c.layer_norm_eps = hf_config::OptionalNumber(*j, "layer_norm_eps", context, c.layer_norm_eps);
   c.Validate(context);
   return c;
 }

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 
 namespace slm::vision {
 namespace {
@@ -161,10 +162,8 @@ void CheckPixels(int64_t width, int64_t height, const LoadImageOptions& options,
         " pixels, more than the limit of ", options.max_pixels);
 }
 
-const json* Field(const json& object, const char* key) {
-  auto it = object.find(key);
-  return it == object.end() || it->is_null() ? nullptr : &*it;
-}
+// preprocessor_config.json values through the one Hugging Face config reader (core/hf_config.h).
+using hf_config::Field;
 
 // Pillow's Resample.c (ImagingResample, 8 bits per channel) for the bicubic filter.
 struct PilCoefficients {
@@ -360,21 +359,15 @@ cv::Mat DecodeImage(const std::string& data, const std::string& where, const Loa
 ClipPreprocessOptions ClipPreprocessOptions::FromJson(const json& j, const std::string& where) {
   Check(j.is_object(), where, ": expected a JSON object");
   ClipPreprocessOptions o;
-  auto boolean = [&](const char* key, bool* out) {
-    if (const json* v = Field(j, key)) {
-      Check(v->is_boolean(), where, ": \"", key, "\" must be true or false, got ", v->dump());
-      *out = v->get<bool>();
-    }
-  };
   auto positive = [&](const json& v, const std::string& key) {
     Check(v.is_number_integer() && v.get<int64_t>() > 0, where, ": \"", key,
           "\" must be a positive integer, got ", v.dump());
     return v.get<int64_t>();
   };
-  boolean("do_resize", &o.do_resize);
-  boolean("do_center_crop", &o.do_center_crop);
-  boolean("do_rescale", &o.do_rescale);
-  boolean("do_normalize", &o.do_normalize);
+  o.do_resize = hf_config::OptionalBool(j, "do_resize", where, o.do_resize);
+  o.do_center_crop = hf_config::OptionalBool(j, "do_center_crop", where, o.do_center_crop);
+  o.do_rescale = hf_config::OptionalBool(j, "do_rescale", where, o.do_rescale);
+  o.do_normalize = hf_config::OptionalBool(j, "do_normalize", where, o.do_normalize);
   if (const json* v = Field(j, "size")) {
     if (v->is_object()) {
       const json* s = Field(*v, "shortest_edge");

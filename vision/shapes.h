@@ -1,5 +1,5 @@
 // Synthetic shapes: images of two coloured shapes in a spatial relation, with captions and visual
-// questions, drawn offline with OpenCV (DESIGN.md "Defaults and scale": the tiny CLIP-style image
+// questions, drawn offline with OpenCV (docs/ARCHITECTURE.md, "Data generators": the tiny CLIP-style image
 // encoder and the captioning adapters are trained on them without any download).
 //
 // GenerateShapes writes under options.out_dir:

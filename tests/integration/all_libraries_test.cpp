@@ -1,6 +1,6 @@
 // Every third-party library of the system in one process: LibTorch, gRPC + protobuf (Debian's),
 // sentencepiece (static, behind libslm_spm_shim.so), OpenCV and libsndfile. Two protobufs meeting
-// in one process (NOTES.md hazard 1) shows up here as a crash at start-up, an abort with
+// in one process (docs/HAZARDS.md hazard 1) shows up here as a crash at start-up, an abort with
 // "compiled against version ...", or descriptors that fail to register; header shadowing by
 // LibTorch's bundled protobuf shows up as a compile error (the static_assert below).
 #include <google/protobuf/stubs/common.h>
@@ -75,7 +75,7 @@ TEST(AllLibrariesTest, SentencePieceTrainsEncodesAndDecodes) {
   options.input = dir.File("corpus.txt");
   options.model_prefix = dir.File("spm");
   options.vocab_size = 150;
-  options.hard_vocab_limit = false;  // NOTES.md hazard 4
+  options.hard_vocab_limit = false;  // docs/HAZARDS.md hazard 4
   text::SentencePiece::Train(options);
 
   const text::SentencePiece sp = text::SentencePiece::Load(dir.File("spm.model"));

@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <map>
+#include <string>
 
 #include "tests/parity/parity_util.h"
 #include "audio/log_mel.h"
@@ -69,14 +71,23 @@ TEST(ParitySafetensors, ReadsFilesWrittenByPython) {
 }
 
 TEST(ParitySafetensors, WritesFilesForPython) {
-  // Checked afterwards by tests/parity/check_cpp_written.py (ctest fixture order).
-  safetensors::Save(ParityDir() + "/cpp_written.safetensors",
-                    {{"a.f32", torch::arange(12, torch::kFloat).reshape({3, 4}) - 5},
-                     {"b.bf16", torch::tensor({1.5, -0.25, 96.0}).to(torch::kBFloat16)},
-                     {"c.f16", torch::tensor({0.5, 2.0}).reshape({2, 1}).to(torch::kHalf)},
-                     {"d.i64", torch::tensor({int64_t{7}, int64_t{-7}, int64_t{1} << 40})}},
-                    {{"writer", "c++"}});
-  SUCCEED();
+  // The Python side (tests/parity/check_cpp_written.py, next in the ctest fixture order) reads this
+  // file; checking our own reader first separates a writer bug from an interchange bug.
+  const std::string path = ParityDir() + "/cpp_written.safetensors";
+  const std::map<std::string, torch::Tensor> written = {
+      {"a.f32", torch::arange(12, torch::kFloat).reshape({3, 4}) - 5},
+      {"b.bf16", torch::tensor({1.5, -0.25, 96.0}).to(torch::kBFloat16)},
+      {"c.f16", torch::tensor({0.5, 2.0}).reshape({2, 1}).to(torch::kHalf)},
+      {"d.i64", torch::tensor({int64_t{7}, int64_t{-7}, int64_t{1} << 40})}};
+  safetensors::Save(path, {written.begin(), written.end()}, {{"writer", "c++"}});
+  safetensors::Reader r(path);
+  EXPECT_EQ(r.Metadata().at("writer"), "c++");
+  EXPECT_EQ(r.Names().size(), written.size());
+  for (const auto& entry : written) {
+    const torch::Tensor back = r.Get(entry.first);
+    EXPECT_EQ(back.scalar_type(), entry.second.scalar_type()) << entry.first;
+    EXPECT_TRUE(torch::equal(back, entry.second)) << entry.first;
+  }
 }
 
 }  // namespace

@@ -44,7 +44,7 @@ SentencePieceTrainOptions SmallOptions(const std::string& corpus, const std::str
   options.input = corpus;
   options.model_prefix = prefix;
   options.vocab_size = 200;
-  options.hard_vocab_limit = false;  // NOTES.md hazard 4: the corpus supports fewer pieces
+  options.hard_vocab_limit = false;  // docs/HAZARDS.md hazard 4: the corpus supports fewer pieces
   return options;
 }
 

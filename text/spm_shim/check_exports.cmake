@@ -1,4 +1,4 @@
-# ctest script: fails unless libslm_spm_shim.so exports exactly the slm_spm_* C API (NOTES.md
+# ctest script: fails unless libslm_spm_shim.so exports exactly the slm_spm_* C API (docs/HAZARDS.md
 # hazard 1). A leaked google::protobuf or sentencepiece:: symbol would be interposed by, or would
 # interpose on, LibTorch's and gRPC's protobuf at load time.
 #   cmake -DSHIM=<path to the .so> -DNM=<nm> -P check_exports.cmake

@@ -1,6 +1,6 @@
 /* slm_spm_shim: a narrow C API over a private, static copy of sentencepiece.
  *
- * Why a C API in its own shared library (NOTES.md hazards 1 and 2): sentencepiece carries its own
+ * Why a C API in its own shared library (docs/HAZARDS.md hazards 1 and 2): sentencepiece carries its own
  * protobuf-lite, which must never meet the protobuf that LibTorch and gRPC use in the same process,
  * and its headers cannot share a translation unit with gRPC's absl. libslm_spm_shim.so links the
  * static sentencepiece archives with -Wl,--exclude-libs,ALL and a version script, so the only
