@@ -14,6 +14,7 @@
 #include "core/fs.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
+#include "text/model_inspect.h"
 
 namespace slm::adapters {
 namespace {
@@ -105,6 +106,14 @@ void MultimodalConfig::Load(config::Node node) {
   }
   node.Read("device", device).Read("dtype", dtype,
                                    config::OneOf<std::string>({"float32", "bfloat16", "float16"}));
+  if (node.Has("chat_format") && node.Raw()["chat_format"].IsMap()) {
+    custom_chat_format = text::ChatFormat::FromConfig(node.Child("chat_format"));
+    chat_format = "custom";
+  } else {
+    std::vector<std::string> names = text::ChatFormat::BuiltinNames();
+    names.insert(names.begin(), "auto");
+    node.Read("chat_format", chat_format, config::OneOf<std::string>(names));
+  }
 }
 
 nlohmann::json ModelSummary::ToJson() const {
@@ -142,10 +151,14 @@ MultimodalLMImpl::MultimodalLMImpl(const MultimodalConfig& config, SharedCompone
     parts.tokenizer = std::make_shared<text::Tokenizer>(text::Tokenizer::Load(config_.backbone, tokenizer_options));
     parts.backbone = text::LoadLlama(config_.backbone, device_, dtype_);
     parts.backbone->Freeze();
+    text::CheckTokenizerFitsModel(*parts.tokenizer, parts.backbone->Config(), "model.backbone '" + config_.backbone + "'");
   }
   Check(stdfs::weakly_canonical(parts.backbone_dir) == stdfs::weakly_canonical(config_.backbone),
         "model.backbone '", config_.backbone, "' differs from the shared backbone '", parts.backbone_dir, "'");
   tokenizer_ = parts.tokenizer;
+  chat_format_ = config_.chat_format == "custom"
+                     ? config_.custom_chat_format
+                     : text::ChatFormat::Resolve(config_.chat_format, config_.backbone, "model.chat_format");
   backbone_ = register_module("backbone", parts.backbone);
   const int64_t hidden = backbone_->Config().hidden_size;
   if (num_units_ > 0) {
@@ -261,7 +274,7 @@ int64_t MultimodalLMImpl::SpeechPositions(int64_t feature_frames) const {
 
 int64_t MultimodalLMImpl::PromptPositions(const MultimodalExample& example) const {
   const std::vector<int64_t> ids =
-      example.tokens.empty() ? tokenizer_->Encode(example.prompt, /*add_bos=*/true, /*add_eos=*/false) : example.tokens;
+      example.tokens.empty() ? chat_format_.EncodePrompt(*tokenizer_, example.prompt) : example.tokens;
   const int64_t speech_slots = speech_marker_ >= 0 ? Count(ids, speech_marker_) : 0;
   const int64_t image_slots = image_marker_ >= 0 ? Count(ids, image_marker_) : 0;
   Check(speech_slots == static_cast<int64_t>(example.speech.size()), "the prompt has ", speech_slots,
@@ -395,7 +408,7 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
       targets.emplace_back();
       continue;
     }
-    prompts.push_back(tokenizer_->Encode(ex.prompt, /*add_bos=*/true, /*add_eos=*/false));
+    prompts.push_back(chat_format_.EncodePrompt(*tokenizer_, ex.prompt));
     const int64_t speech_slots = speech_marker_ >= 0 ? Count(prompts.back(), speech_marker_) : 0;
     const int64_t image_slots = image_marker_ >= 0 ? Count(prompts.back(), image_marker_) : 0;
     Check(speech_slots == static_cast<int64_t>(ex.speech.size()), "example ", e, ": the prompt has ",
@@ -406,7 +419,7 @@ MultimodalBatch MultimodalLMImpl::Prepare(const std::vector<MultimodalExample>& 
           image_marker_ < 0 && !ex.images.empty() ? " (the model has no image encoder)" : "");
     if (training) {
       Check(!ex.target.empty(), "example ", e, ": empty target (nothing to learn)");
-      targets.push_back(tokenizer_->Encode(ex.target, /*add_bos=*/false, /*add_eos=*/true));
+      targets.push_back(chat_format_.EncodeAnswer(*tokenizer_, ex.target));
     } else {
       targets.emplace_back();
     }
@@ -595,7 +608,7 @@ text::GenerationResult MultimodalLMImpl::Generate(const std::vector<MultimodalEx
   for (auto& e : prompts) e.target.clear();
   const MultimodalBatch batch = Prepare(prompts, text::PaddingSide::kLeft);
   text::GenerationOptions o = options;
-  if (o.stop_token_ids.empty()) o.stop_token_ids = tokenizer_->EosIds();
+  if (o.stop_token_ids.empty()) o.stop_token_ids = chat_format_.StopTokenIds(*tokenizer_);
   if (ctc.weight > 0) o = WithCtcGuide(prompts, std::move(o), ctc);
   return text::GenerateFromEmbeds(backbone_, batch.inputs_embeds, batch.attention_mask, o, callback);
 }

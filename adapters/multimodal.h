@@ -2,6 +2,7 @@
 // embeddings through trainable projectors (and optional LoRA on the backbone).
 //
 //   "<speech> Transcribe:" --Tokenizer--> [BOS, <speech>, ▁Trans, cribe, :]
+//   (with a chat format, the prompt is the user turn of its layout: ChatFormat::EncodePrompt)
 //   speech log-mel --WhisperEncoder (frozen, no-grad)--> [T/2, d] --projector--> [N, H]
 //   inputs_embeds = [E(BOS), speech_0 .. speech_{N-1}, E(▁Trans), E(cribe), E(:), E(target)...]
 //
@@ -47,6 +48,7 @@
 #include "audio/log_mel.h"
 #include "audio/whisper_encoder.h"
 #include "core/config.h"
+#include "text/chat_format.h"
 #include "text/generate.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
@@ -85,11 +87,16 @@ struct MultimodalConfig {
   text::LoraOptions lora;
   std::string device = "cpu";
   std::string dtype = "float32";
+  // How prompts and targets are laid out for the backbone (text/chat_format.h): "auto" (the
+  // backbone's tokenizer_config.json chat_template, "none" without one), a built-in name (none,
+  // llama3, chatml, mistral, gemma), or "custom" with custom_chat_format (a map in the config).
+  std::string chat_format = "auto";
+  text::ChatFormat custom_chat_format;
 
   MultimodalConfig();  // projector defaults: speech stack_mlp (stack 4), image mlp
   // The `model` section: backbone, speech_units, unit_decoder, speech {encoder, projector {...}, attention_chunk_frames},
   // image {encoder, feature_layer, keep_class_token, projector {...}}, lora {enabled, rank, alpha,
-  // dropout, target_modules}, device, dtype. Projector input_dim/output_dim may be omitted: they
+  // dropout, target_modules}, device, dtype, chat_format (a name or a custom format's map). Projector input_dim/output_dim may be omitted: they
   // come from the encoder and the backbone (a given value must match them).
   void Load(config::Node node);
 };
@@ -224,6 +231,9 @@ class MultimodalLMImpl : public torch::nn::Module {
   text::LlamaModel& Backbone() { return backbone_; }
   const text::LlamaModel& Backbone() const { return backbone_; }
   const text::Tokenizer& Tokenizer() const { return *tokenizer_; }
+  // The resolved model.chat_format: prompts are its user turn, targets end with its stop token,
+  // and Generate stops on its StopTokenIds.
+  const text::ChatFormat& ChatFormat() const { return chat_format_; }
   bool HasSpeech() const { return !speech_encoder_.is_empty(); }
   bool HasImage() const { return !image_encoder_.is_empty(); }
   audio::WhisperEncoder& SpeechEncoder() { return speech_encoder_; }
@@ -276,6 +286,7 @@ class MultimodalLMImpl : public torch::nn::Module {
   torch::Device device_{torch::kCPU};
   torch::ScalarType dtype_ = torch::kFloat;
   std::shared_ptr<text::Tokenizer> tokenizer_;
+  text::ChatFormat chat_format_;
   text::LlamaModel backbone_{nullptr};
   audio::WhisperEncoder speech_encoder_{nullptr};
   vision::ClipVisionModel image_encoder_{nullptr};

@@ -193,7 +193,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
       emitted = ready;
     };
     const int64_t positions = model_->Backbone()->Config().max_position_embeddings;
-    std::vector<int64_t> ids = tokenizer.Encode(prompt, true, false);
+    std::vector<int64_t> ids = tokenizer.EncodeWithSpecialTokens(prompt);
     // A long (phoneme) prompt leaves fewer of the backbone's positions for units.
     Check(static_cast<int64_t>(ids.size()) < positions, "tts: the prompt for \"", pieces[p].substr(0, 80),
           "\" fills the backbone's ", positions, " positions; lower max_characters");

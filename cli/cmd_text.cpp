@@ -57,7 +57,8 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
   text::LlamaModel model = text::LoadLlama(cmd.model, ParseDevice(cmd.device), ParseDtype(cmd.dtype));
   model->Freeze();
   std::vector<std::vector<int64_t>> prompts;
-  for (const auto& p : cmd.prompts) prompts.push_back(tokenizer.Encode(p, true, false));
+  // The tokenizer's own special tokens: BOS for Llama-style tokenizers, none for Qwen's.
+  for (const auto& p : cmd.prompts) prompts.push_back(tokenizer.EncodeWithSpecialTokens(p));
   text::GenerationOptions options = cmd.options;
   if (options.stop_token_ids.empty()) options.stop_token_ids = tokenizer.EosIds();
   // Continuations are decoded together with their prompt and the prompt's text is cut off, so

@@ -37,22 +37,6 @@ void Authorize(grpc::ClientContext& context, const ChannelOptions& options) {
   if (!options.token.empty()) context.AddMetadata("authorization", "Bearer " + options.token);
 }
 
-std::string EncodePcm(const float* samples, size_t count, v1::AudioEncoding encoding) {
-  std::string bytes;
-  if (encoding == v1::FLOAT32) {
-    bytes.assign(reinterpret_cast<const char*>(samples), count * sizeof(float));
-    return bytes;
-  }
-  bytes.resize(count * 2);
-  for (size_t i = 0; i < count; ++i) {
-    const float x = std::clamp(samples[i], -1.f, 1.f);
-    const auto v = static_cast<int16_t>(std::lrint(x * 32767.f));
-    bytes[2 * i] = static_cast<char>(v & 0xFF);
-    bytes[2 * i + 1] = static_cast<char>((v >> 8) & 0xFF);
-  }
-  return bytes;
-}
-
 StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const ChannelOptions& options,
                          const StreamRequest& request,
                          const std::function<void(const TimedResponse&)>& on_response) {

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "serve/protocol.h"
 #include "slm/v1/speech.grpc.pb.h"
 
 namespace slm::serve {
@@ -59,9 +60,6 @@ struct StreamResult {
 
 // Streams one request and collects everything; `on_response` (optional) sees each response as it
 // arrives, on the calling thread.
-// Float samples in [-1, 1] (clamped) -> raw bytes: LINEAR16 little-endian, or FLOAT32 as is. What
-// clients send and what Synthesize returns.
-std::string EncodePcm(const float* samples, size_t count, slm::v1::AudioEncoding encoding);
 
 StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const ChannelOptions& options,
                          const StreamRequest& request,

@@ -11,13 +11,15 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "audio/audio_io.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
-#include "serve/client.h"
+#include "serve/converse_session.h"
+#include "serve/protocol.h"
 #include "serve/grpc_status.h"
 #include "vision/image.h"
 
@@ -56,223 +58,43 @@ void Require(const engine::Status& status) {
   if (!status.ok()) Fail(static_cast<StatusCode>(status.code), status.message);
 }
 
-void CheckModel(const engine::Engine& engine, const std::string& name, const std::string& field) {
-  const std::string& served = const_cast<engine::Engine&>(engine).Model().Name();
-  if (!name.empty() && name != served)
-    Fail(StatusCode::NOT_FOUND, Str(field, ": unknown model '", name, "' (this server has: ", served, ")"));
-}
-
-// Well-formed UTF-8 as protobuf demands it: no overlong forms, no surrogates, nothing above
-// U+10FFFF, no truncated sequence.
-bool ValidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t extra;
-    uint32_t code;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1, code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2, code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3, code = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + extra >= s.size()) return false;  // truncated
-    for (size_t k = 1; k <= extra; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      code = (code << 6) | (d & 0x3F);
-    }
-    static const uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
-    if (code < kMinimum[extra] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-// The path of the first string field of `descriptor` whose bytes in `wire` are not UTF-8, or "".
-std::string BadUtf8Field(const google::protobuf::Descriptor* descriptor, const std::string& wire, const std::string& prefix) {
-  google::protobuf::UnknownFieldSet fields;
-  if (!fields.ParseFromString(wire)) return "";
-  for (int i = 0; i < fields.field_count(); ++i) {
-    const google::protobuf::UnknownField& f = fields.field(i);
-    if (f.type() != google::protobuf::UnknownField::TYPE_LENGTH_DELIMITED) continue;
-    const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByNumber(f.number());
-    if (field == nullptr) continue;
-    const std::string path = prefix + field->name();
-    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING && !ValidUtf8(f.length_delimited()))
-      return path;
-    if (field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
-      const std::string inner = BadUtf8Field(field->message_type(), f.length_delimited(), path + ".");
-      if (!inner.empty()) return inner;
-    }
-  }
-  return "";
-}
-
-// Bytes of an encoded audio file -> mono samples at `rate`, through a private temporary file
-// (libsndfile reads files).
+// Bytes of an encoded audio file -> mono samples at `rate`, decoded in memory.
 std::vector<float> DecodeAudioFile(const std::string& bytes, int rate, double max_seconds) {
-  std::string path = (std::filesystem::temp_directory_path() / "slm-transcribe-XXXXXX").string();
-  const int fd = ::mkstemp(path.data());
-  if (fd < 0) throw std::runtime_error("mkstemp failed");
-  ::close(fd);
-  struct Remove {
-    std::string path;
-    ~Remove() { std::remove(path.c_str()); }
-  } remove{path};
-  {
-    std::ofstream out(path, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out) throw std::runtime_error("cannot write " + path);
-  }
   audio::FileInfo info;
   try {
-    info = audio::Probe(path);
+    info = audio::ProbeMemory(bytes, "the request's audio");
   } catch (const Error& e) {
-    std::string message = e.what();
-    const size_t at = message.find(path);  // the temporary name means nothing to the client
-    if (at != std::string::npos) message.replace(at, path.size(), "the request's audio");
-    Fail(StatusCode::INVALID_ARGUMENT, "audio: not a readable audio file (" + message + ")");
+    Fail(StatusCode::INVALID_ARGUMENT, Str("audio: not a readable audio file (", e.what(), ")"));
   }
-  const double seconds = double(info.frames) / info.sample_rate;
-  if (seconds > max_seconds)
-    Fail(StatusCode::RESOURCE_EXHAUSTED, Str("audio: ", seconds, " s is longer than this server's limit of ",
-                                             max_seconds, " s per request"));
+  // A header that gives the length is checked before decoding; otherwise Read stops at the limit.
+  if (info.frames != std::numeric_limits<int64_t>::max()) {
+    const double seconds = double(info.frames) / info.sample_rate;
+    if (seconds > max_seconds)
+      Fail(StatusCode::RESOURCE_EXHAUSTED, Str("audio: ", seconds, " s is longer than this server's limit of ",
+                                               max_seconds, " s per request"));
+  }
   audio::ReadOptions options;
   options.target_rate = rate;
-  return audio::Read(path, options).samples;
-}
-
-v1::AudioChunk ToProto(const engine::AudioOut& audio, v1::AudioEncoding encoding) {
-  v1::AudioChunk chunk;
-  chunk.set_sample_rate_hz(audio.sample_rate);
-  chunk.set_encoding(encoding);
-  chunk.set_audio(EncodePcm(audio.samples.data(), audio.samples.size(), encoding));
-  chunk.set_start_seconds(audio.start_seconds);
-  return chunk;
-}
-
-void ToProto(const engine::Transcript& t, v1::FinalTranscript* f) {
-  f->set_text(t.text);
-  f->set_is_final(true);
-  f->set_confidence(t.confidence);
-  for (const engine::Word& w : t.words) {
-    v1::WordInfo* info = f->add_words();
-    info->set_word(w.text);
-    info->set_start_seconds(w.start_seconds);
-    info->set_end_seconds(w.end_seconds);
-    info->set_confidence(w.confidence);
+  options.max_seconds = max_seconds;
+  try {
+    return audio::ReadMemory(bytes, "the request's audio", options).samples;
+  } catch (const Error& e) {
+    Fail(StatusCode::INVALID_ARGUMENT, Str("audio: ", e.what()));
   }
-  f->set_start_seconds(t.start_seconds);
-  f->set_end_seconds(t.end_seconds);
-  f->set_end_reason(static_cast<v1::UtteranceEnd>(t.end_reason));
-}
-
-v1::AnswerToken ToProto(const engine::Token& token) {
-  v1::AnswerToken out;
-  out.set_text(token.text);
-  out.set_token_id(static_cast<int32_t>(token.id));
-  out.set_index(token.index);
-  return out;
-}
-
-v1::ConverseResponse ToProto(const engine::StreamEvent& event, const std::string& request_id, v1::AudioEncoding audio) {
-  v1::ConverseResponse response;
-  response.set_request_id(request_id);
-  response.set_utterance_index(event.utterance);
-  switch (event.kind) {
-    case engine::StreamEvent::Kind::kInterim: {
-      v1::InterimTranscript* interim = response.mutable_interim_transcript();
-      interim->set_text(event.interim.text);
-      interim->set_stability(event.interim.stability);
-      interim->set_is_final(false);
-      interim->set_audio_end_seconds(event.interim.audio_end_seconds);
-      break;
-    }
-    case engine::StreamEvent::Kind::kFinal:
-      ToProto(event.final, response.mutable_final_transcript());
-      break;
-    case engine::StreamEvent::Kind::kToken:
-      *response.mutable_answer_token() = ToProto(event.token);
-      break;
-    case engine::StreamEvent::Kind::kAudio:
-      *response.mutable_answer_audio() = ToProto(event.audio, audio);
-      break;
-    case engine::StreamEvent::Kind::kSummary: {
-      const engine::UtteranceSummary& s = event.summary;
-      v1::UtteranceSummary* summary = response.mutable_summary();
-      summary->set_first_interim_ms(s.first_interim_ms);
-      summary->set_final_after_end_of_audio_ms(s.final_after_end_of_audio_ms);
-      summary->set_first_answer_token_ms(s.first_answer_token_ms);
-      summary->set_total_ms(s.total_ms);
-      summary->set_audio_seconds_processed(s.audio_seconds);
-      summary->set_tokens_generated(s.tokens);
-      summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
-      summary->set_model(s.model);
-      summary->set_adapter(s.adapter);
-      break;
-    }
-  }
-  return response;
-}
-
-v1::AudioEncoding OutputEncoding(v1::AudioEncoding requested, const std::string& field) {
-  if (requested == v1::AUDIO_ENCODING_UNSPECIFIED) return v1::LINEAR16;
-  if (requested != v1::LINEAR16 && requested != v1::FLOAT32)
-    Fail(StatusCode::INVALID_ARGUMENT, Str(field, " must be LINEAR16 or FLOAT32, got ", requested));
-  return requested;
 }
 
 }  // namespace
 
-void ParseRequest(const std::string& bytes, google::protobuf::Message* message, const std::string& where) {
-  if (message->ParseFromString(bytes)) return;
-  const std::string field = BadUtf8Field(message->GetDescriptor(), bytes, "");
-  if (!field.empty()) Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": field '", field, "' is not valid UTF-8"));
-  Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": not a valid ", message->GetDescriptor()->full_name(),
-                                         " (the bytes do not parse as protobuf)"));
+std::string Bytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) Fail(StatusCode::INVALID_ARGUMENT, "an unreadable message");
+  std::string bytes;
+  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  return bytes;
 }
 
 void ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message, const std::string& where) {
-  std::vector<grpc::Slice> slices;
-  if (!buffer.Dump(&slices).ok()) Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": unreadable message"));
-  std::string bytes;
-  for (const grpc::Slice& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  ParseRequest(bytes, message, where);
-}
-
-std::vector<float> DecodePcm(const std::string& bytes, v1::AudioEncoding encoding, const std::string& where) {
-  std::vector<float> samples;
-  if (encoding == v1::LINEAR16) {
-    if (bytes.size() % 2 != 0)
-      Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": ", bytes.size(), " bytes is not a whole number of LINEAR16 ",
-                                             "samples (2 bytes each)"));
-    samples.resize(bytes.size() / 2);
-    for (size_t i = 0; i < samples.size(); ++i) {
-      const auto lo = static_cast<uint8_t>(bytes[2 * i]), hi = static_cast<uint8_t>(bytes[2 * i + 1]);
-      samples[i] = static_cast<int16_t>(static_cast<uint16_t>(lo | (hi << 8))) / 32768.0f;
-    }
-  } else if (encoding == v1::FLOAT32) {
-    if (bytes.size() % 4 != 0)
-      Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": ", bytes.size(), " bytes is not a whole number of FLOAT32 ",
-                                             "samples (4 bytes each)"));
-    samples.resize(bytes.size() / 4);
-    std::memcpy(samples.data(), bytes.data(), bytes.size());  // little-endian hosts only (x86-64, arm64)
-    for (size_t i = 0; i < samples.size(); ++i)
-      if (!std::isfinite(samples[i]))
-        Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": FLOAT32 sample ", i, " is ", std::isnan(samples[i]) ? "NaN" : "infinite"));
-  } else {
-    const std::string name = v1::AudioEncoding_Name(encoding);
-    Fail(StatusCode::INVALID_ARGUMENT, Str(where, ": encoding must be LINEAR16 or FLOAT32, got ",
-                                           name.empty() ? std::to_string(static_cast<int>(encoding)) : name));
-  }
-  return samples;
+  ParseRequest(Bytes(buffer), message, where);
 }
 
 SpeechService::SpeechService(const ServeConfig& config) : config_(config) {
@@ -366,107 +188,36 @@ std::string SpeechService::RequestId(const std::string& given) const {
 grpc::Status SpeechService::Converse(grpc::ServerContext* context, RawStream* stream) {
   Counted call(active_calls_), streaming(active_streams_);
   if (grpc::Status admitted = Admit(context); !admitted.ok()) return admitted;
-  engine::Engine& engine = *engine_.load();
-  std::shared_ptr<engine::Engine::Stream> session;
+  ConverseSession session(
+      *engine_.load(), config_.max_chunk_bytes, [this](const std::string& id) { return RequestId(id); },
+      [context] { return context->IsCancelled(); });
+  grpc::ByteBuffer raw;
   try {
-    grpc::ByteBuffer raw;
-    v1::ConverseRequest request;
     if (!stream->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "empty stream: the first message must carry a StreamConfig");
-    ParseRequest(raw, &request, "message 0");
-    if (!request.has_config())
-      Fail(StatusCode::INVALID_ARGUMENT, request.has_audio() ? "audio before config: the first message must carry a StreamConfig"
-                                                             : "the first message must carry a StreamConfig");
-    const v1::StreamConfig& c = request.config();
-    if (c.encoding() != v1::LINEAR16 && c.encoding() != v1::FLOAT32) {
-      const std::string name = v1::AudioEncoding_Name(c.encoding());
-      Fail(StatusCode::INVALID_ARGUMENT, Str("config.encoding must be LINEAR16 or FLOAT32, got ",
-                                             name.empty() ? std::to_string(static_cast<int>(c.encoding())) : name));
-    }
-    if (c.sample_rate_hz() < kMinStreamRate || c.sample_rate_hz() > kMaxStreamRate)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("config.sample_rate_hz ", c.sample_rate_hz(), " is outside ", kMinStreamRate,
-                                             "..", kMaxStreamRate, " Hz"));
-    if (c.task() != v1::TASK_UNSPECIFIED && c.task() != v1::TRANSCRIBE && c.task() != v1::RESPOND)
-      Fail(StatusCode::INVALID_ARGUMENT, Str("config.task ", static_cast<int>(c.task()), " is not TRANSCRIBE or RESPOND"));
-    CheckModel(engine, c.model(), "config.model");
-    engine::StreamSettings settings;
-    const std::string request_id = RequestId(c.request_id());
-    settings.request_id = request_id;
-    settings.respond = c.task() == v1::RESPOND;
-    settings.interim = c.interim_results();
-    settings.endpointing_ms = c.endpointing_silence_ms();
-    settings.max_answer_tokens = c.max_answer_tokens();
-    settings.adapter = c.adapter();
-    v1::AudioEncoding answer_encoding = v1::LINEAR16;
-    if (c.respond_with_audio()) {
-      const std::vector<std::string> voices = engine.Model().Voices();
-      if (!c.voice().empty() && std::find(voices.begin(), voices.end(), c.voice()) == voices.end())
-        Fail(StatusCode::INVALID_ARGUMENT, Str("config.voice '", c.voice(), "' is not served (voices: ", Join(voices), ")"));
-      answer_encoding = OutputEncoding(c.output_encoding(), "config.output_encoding");
-      settings.answer_audio = true;
-      settings.answer_audio_rate = c.output_sample_rate_hz();
-    }
-    settings.cancelled = [context] { return context->IsCancelled(); };
-    audio::StreamResampler resampler(c.sample_rate_hz(), engine.Model().SampleRate());
-    const v1::AudioEncoding encoding = c.encoding();
-    Require(engine.Open(settings, &session));
-
-    std::thread writer([&] {
-      engine::StreamEvent event;
-      while (engine.Next(*session, &event))
-        if (!stream->Write(ToProto(event, request_id, answer_encoding))) break;
-    });
-    grpc::Status result = grpc::Status::OK;
-    try {
-      int64_t index = 0;
-      while (stream->Read(&raw)) {
-        ++index;
-        request.Clear();
-        ParseRequest(raw, &request, Str("message ", index));
-        switch (request.request_case()) {
-          case v1::ConverseRequest::kConfig:
-            Fail(StatusCode::INVALID_ARGUMENT, Str("message ", index, ": a second StreamConfig (only the first message carries one)"));
-          case v1::ConverseRequest::kAudio: {
-            const std::string& bytes = request.audio();
-            if (static_cast<int64_t>(bytes.size()) > config_.max_chunk_bytes)
-              Fail(StatusCode::INVALID_ARGUMENT, Str("message ", index, ": audio chunk of ", bytes.size(),
-                                                     " bytes is over this server's limit of ", config_.max_chunk_bytes,
-                                                     " bytes per message"));
-            const std::vector<float> samples = DecodePcm(bytes, encoding, Str("message ", index, " audio"));
-            const std::vector<float> resampled = resampler.Process(samples.data(), samples.size());
-            engine.Feed(*session, resampled.data(), resampled.size());
-            break;
-          }
-          case v1::ConverseRequest::kEndOfUtterance: {
-            const std::vector<float> tail = resampler.Flush();
-            engine.Feed(*session, tail.data(), tail.size());
-            engine.EndUtterance(*session);
-            break;
-          }
-          default:
-            Fail(StatusCode::INVALID_ARGUMENT, Str("message ", index, ": a ConverseRequest with nothing set"));
-        }
-      }
-      if (context->IsCancelled()) {
-        result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-      } else {
-        const std::vector<float> tail = resampler.Flush();
-        engine.Feed(*session, tail.data(), tail.size());
-        if (!engine.HadAudio(*session)) Fail(StatusCode::INVALID_ARGUMENT, "the stream ended without any audio");
-        engine.HalfClose(*session);
-      }
-    } catch (...) {
-      result = ToGrpcStatus(std::current_exception());
-    }
-    if (!result.ok()) engine.Abort(*session, {static_cast<engine::Code>(result.error_code()), result.error_message()});
-    writer.join();
-    if (result.ok()) result = ToGrpc(engine.Result(*session));
-    if (result.ok() && context->IsCancelled()) result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-    engine.Close(*session);
-    return result;
+    session.Receive(Bytes(raw));
   } catch (...) {
-    if (session) engine.Close(*session);
     return ToGrpcStatus(std::current_exception());
   }
+  std::thread writer([&] {
+    v1::ConverseResponse response;
+    while (session.Next(&response))
+      if (!stream->Write(response)) break;
+  });
+  grpc::Status result = grpc::Status::OK;
+  try {
+    while (stream->Read(&raw)) session.Receive(Bytes(raw));
+    if (context->IsCancelled())
+      result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+    else
+      session.EndOfInput();
+  } catch (...) {
+    result = ToGrpcStatus(std::current_exception());
+  }
+  if (!result.ok()) session.Abort({static_cast<engine::Code>(result.error_code()), result.error_message()});
+  writer.join();
+  if (result.ok()) result = ToGrpc(session.Result());
+  if (result.ok() && context->IsCancelled()) result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+  return result;
 }
 
 grpc::Status SpeechService::Transcribe(grpc::ServerContext* context,

@@ -25,6 +25,7 @@
 #include <string>
 
 #include "engine/engine.h"
+#include "serve/protocol.h"
 #include "serve/serve_config.h"
 #include "slm/v1/speech.grpc.pb.h"
 
@@ -63,13 +64,9 @@ class SpeechService final : public slm::v1::Speech::Service {
   mutable std::atomic<uint64_t> next_id_{1};
 };
 
-// Raw audio bytes -> float samples in [-1, 1]. INVALID_ARGUMENT-worthy problems (a byte count
-// that is not whole samples, NaN/Inf floats) throw StatusError naming `where`.
-std::vector<float> DecodePcm(const std::string& bytes, slm::v1::AudioEncoding encoding, const std::string& where);
-
-// Parses `bytes` as `message`. A failure throws StatusError INVALID_ARGUMENT naming `where` and,
-// when a string field is not valid UTF-8, the field's path ("config.request_id").
+// A gRPC message's bytes (INVALID_ARGUMENT when they cannot be read).
+std::string Bytes(const grpc::ByteBuffer& buffer);
+// ParseRequest (serve/protocol.h) of a gRPC message.
 void ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Message* message, const std::string& where);
-void ParseRequest(const std::string& bytes, google::protobuf::Message* message, const std::string& where);
 
 }  // namespace slm::serve

@@ -48,6 +48,7 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, const torch::TensorOpt
                                bool init_weights)
     : config_(config), parts_(std::make_shared<Parts>()) {
   config_.Validate("LlamaConfig");
+  sliding_window_ = config_.HasSlidingLayers() ? config_.sliding_window : 0;
   Check(torch::isFloatingType(c10::typeMetaToScalarType(options.dtype())),
         "LlamaModel: parameters need a floating-point dtype, got ", options.dtype().name());
   parts_->model = register_module("model", Backbone(config_, options));
@@ -63,7 +64,7 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& config, const torch::TensorOpt
     const std::string& name = named.key();
     torch::Tensor& p = named.value();
     if (EndsWith(name, "norm.weight")) {
-      p.fill_(1.0);
+      p.fill_(config_.Family().gemma ? 0.0 : 1.0);  // Gemma scales by (1 + weight)
     } else if (EndsWith(name, ".bias")) {
       p.zero_();
     } else {
@@ -86,11 +87,21 @@ torch::Tensor LlamaModelImpl::EmbedTokens(const torch::Tensor& input_ids) {
           lowest < 0 ? lowest : highest, " is outside the vocabulary of ", TotalVocabulary());
   }
   const torch::Tensor ids = input_ids.to(weight.device());
-  if (!extra_embed_.defined()) return torch::embedding(weight, ids);
-  // Base ids from the frozen table, new ids from the trainable rows.
-  const torch::Tensor is_new = (ids >= config_.vocab_size).unsqueeze(-1);
-  return torch::where(is_new, torch::embedding(extra_embed_, (ids - config_.vocab_size).clamp_min(0)),
-                      torch::embedding(weight, ids.clamp_max(config_.vocab_size - 1)));
+  torch::Tensor embeds;
+  if (!extra_embed_.defined()) {
+    embeds = torch::embedding(weight, ids);
+  } else {
+    // Base ids from the frozen table, new ids from the trainable rows.
+    const torch::Tensor is_new = (ids >= config_.vocab_size).unsqueeze(-1);
+    embeds = torch::where(is_new, torch::embedding(extra_embed_, (ids - config_.vocab_size).clamp_min(0)),
+                          torch::embedding(weight, ids.clamp_max(config_.vocab_size - 1)));
+  }
+  if (!config_.Family().gemma) return embeds;
+  // Gemma2TextScaledWordEmbedding: sqrt(hidden_size) rounded to the weights' dtype first (a bf16
+  // model multiplies by the bf16 value, as transformers does).
+  const torch::Tensor scale = torch::scalar_tensor(std::sqrt(static_cast<double>(config_.hidden_size)), torch::kFloat)
+                                  .to(weight.device(), weight.scalar_type());
+  return embeds * scale;
 }
 
 void LlamaModelImpl::AddVocabulary(int64_t count) {
@@ -221,6 +232,18 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
     }
   }
   // One new token without padding sees every cached key: no mask at all.
+  // Sliding layers: query i (index past + i) also needs key index k > past + i - window. Indices
+  // and positions differ by a row's left padding only, so this is the window over positions.
+  AttentionPattern sliding = pattern;
+  const int64_t window = sliding_window_;
+  if (window > 0 && total > window) {
+    const auto bool_options = torch::TensorOptions(torch::kBool).device(device);
+    const torch::Tensor band = torch::ones({steps, total}, bool_options).triu(past - window + 1);
+    torch::Tensor allowed = pattern.mask;
+    if (!allowed.defined()) allowed = torch::ones({steps, total}, bool_options).tril(past).unsqueeze(0).unsqueeze(0);
+    sliding.mask = allowed & band.unsqueeze(0).unsqueeze(0);
+    sliding.is_causal = false;
+  }
 
   const auto [cos, signed_sin] = parts_->model->rotary_emb->forward(positions, dtype);
   LlamaOutput output;
@@ -237,6 +260,7 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
   context.cos = cos;
   context.signed_sin = signed_sin;
   context.pattern = pattern;
+  context.sliding = sliding;
   context.cache = growing ? &*growing : nullptr;
   context.lora = input.row_lora;
   const torch::Tensor at = pruned ? LogitsPositions(input.logits_positions, batch, steps, device) : torch::Tensor();
@@ -251,6 +275,8 @@ LlamaOutput LlamaModelImpl::forward(const LlamaInput& input) {
       const torch::Tensor query = at.unsqueeze(-1);                         // [B, K, 1]
       torch::Tensor allowed = index.view({1, 1, steps}) <= query;           // [B, K, T]
       if (key_valid.defined()) allowed = allowed & (key_valid.unsqueeze(1) | index.view({1, 1, steps}) == query);
+      if (const int64_t last_window = config_.LayerWindow(l); last_window > 0)
+        allowed = allowed & (index.view({1, 1, steps}) > query - last_window);
       const torch::Tensor at_positions = positions.expand({batch, steps}).gather(1, at);
       const auto [cos_q, signed_sin_q] = parts_->model->rotary_emb->forward(at_positions, dtype);
       hidden = parts_->model->decoder_layers[l]->ForwardAt(hidden, at, cos, signed_sin, cos_q, signed_sin_q,
@@ -353,6 +379,9 @@ LlamaOutput LlamaModelImpl::PagedForward(torch::Tensor hidden, const LlamaInput&
   // A query at position p sees the row's positions 0..p: everything cached before this pass and
   // the pass's own earlier columns (their keys are in the pool by the time the layer attends).
   context.pattern.mask = (key.view({1, 1, keys}) <= positions.unsqueeze(2)).unsqueeze(1);
+  // Sliding layers: keys j with p - window < j <= p.
+  if (const int64_t window = sliding_window_; window > 0)
+    context.sliding.mask = context.pattern.mask & (key.view({1, 1, keys}) > positions.unsqueeze(2) - window).unsqueeze(1);
   PagedCacheAccess access(pool, write.reshape({-1}), read.reshape({-1}), batch, keys);
   context.cache = &access;
   context.lora = input.row_lora;
@@ -392,6 +421,7 @@ torch::Tensor LlamaModelImpl::Logits(const torch::Tensor& hidden) const {
   const torch::Tensor& head = parts_->lm_head ? parts_->lm_head->weight : embed_weight;
   torch::Tensor logits = torch::linear(hidden, head);
   if (extra_head_.defined() && predict_extra_) logits = torch::cat({logits, torch::linear(hidden, extra_head_)}, -1);
+  if (const double cap = config_.final_logit_softcapping; cap > 0) logits = torch::tanh(logits / cap) * cap;
   return embed_weight.scalar_type() == torch::kDouble ? logits : logits.to(torch::kFloat);
 }
 
@@ -417,6 +447,11 @@ LlamaOutput LlamaModelImpl::StaticStep(torch::Tensor hidden, const LlamaInput& i
   StaticCacheAccess access(fixed);
   LayerContext context;
   context.pattern.mask = fixed.valid.view({batch, 1, 1, fixed.Capacity()});
+  // Sliding layers: slots s > slot - window, computed on the device (the slot never leaves it).
+  if (const int64_t window = sliding_window_; window > 0) {
+    const torch::Tensor index = torch::arange(fixed.Capacity(), fixed.slot.options());
+    context.sliding.mask = context.pattern.mask & (index > fixed.slot - window).view({1, 1, 1, fixed.Capacity()});
+  }
   std::tie(context.cos, context.signed_sin) = parts_->model->rotary_emb->forward(input.position_ids, dtype);
   context.cache = &access;
   context.lora = input.row_lora;
@@ -456,12 +491,12 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::BaseParameter
   return out;
 }
 
-void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
-  const safetensors::Checkpoint checkpoint(model_dir);
+// Every base parameter with the checkpoint file and tensor it loads from, after checking names,
+// shapes and dtypes: nothing is copied unless everything checks out.
+std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> LlamaModelImpl::WeightPlan(
+    const safetensors::Checkpoint& checkpoint) const {
   const auto& source = checkpoint.Sources();  // tensor name -> file holding it
   const std::string& described = checkpoint.Described();
-
-  // Check everything before copying anything, so that a bad checkpoint leaves the model intact.
   std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;
   std::vector<std::string> missing;
   std::set<std::string> expected;
@@ -498,10 +533,21 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
   }
   Check(unexpected.empty(), described, ": unexpected tensor", unexpected.size() > 1 ? "s " : " ",
         NameList(unexpected), " (not a parameter of this ", config_.num_hidden_layers, "-layer ",
-        config_.tie_word_embeddings ? "tied" : "untied", " Llama)");
+        config_.tie_word_embeddings ? "tied" : "untied", " ", config_.Family().architecture,
+        "; does config.json describe these weights?)");
+  return plan;
+}
 
+void LlamaModelImpl::CheckWeights(const std::string& model_dir) const {
+  const safetensors::Checkpoint checkpoint(model_dir);
+  WeightPlan(checkpoint);
+}
+
+void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
+  const safetensors::Checkpoint checkpoint(model_dir);
+  const auto plan = WeightPlan(checkpoint);
   torch::NoGradGuard no_grad;
-  for (auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
+  for (const auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
 }
 
 void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {

@@ -1,19 +1,32 @@
-// The frozen text backbone: a Llama-family decoder-only LM (Hugging Face `LlamaForCausalLM`).
+// The frozen text backbone: a decoder-only LM of one of the Hugging Face families of
+// text/model_family.h (llama, qwen2, qwen3, mistral, gemma2). The names LlamaModel / LlamaConfig
+// are historical: they are the project's decoder backbone for every family.
 //
 // Architecture (as transformers' modeling_llama): token embeddings -> N x [RMSNorm -> grouped-query
 // self-attention with rotary position embeddings -> residual -> RMSNorm -> SwiGLU MLP -> residual]
 // -> final RMSNorm -> LM head (tied to the embeddings or separate). Rotary embeddings use
 // rope_theta and the `rope_scaling` variants of Hugging Face configs: none ("default"), "linear"
-// and "llama3" (Llama-3.1/3.2: low/high frequency factors around the original context).
+// and "llama3" (Llama-3.1/3.2: low/high frequency factors around the original context). The other
+// families change this through the traits of their ModelFamily row and the options of LlamaConfig:
+// biases on q/k/v (qwen2), per-head q/k RMSNorm (qwen3), sliding-window attention on some or all
+// layers (mistral, qwen2/qwen3 when enabled, gemma2), and for gemma2 scaled embeddings, (1 + w)
+// RMSNorm, norms after attention and around the MLP, GeGLU, a query_pre_attn_scalar attention
+// scale and tanh soft-capping of attention scores and of the final logits.
+//
+// Sliding window (LlamaConfig::LayerWindow): a query at position p of a sliding layer attends to
+// keys at positions p - window < j <= p, in every pass (plain, growing KVCache, StaticKVCache,
+// paged KVBlockPool, and the pruned last layer of logits_positions). Caches keep every position;
+// the window saves compute nothing and memory nothing, it only changes what is attended.
 //
 // Parameters are registered under exactly the Hugging Face names ("model.embed_tokens.weight",
 // "model.layers.0.self_attn.q_proj.weight", ..., "model.norm.weight", "lm_head.weight"), so a
 // Hugging Face directory (config.json + model.safetensors or a sharded
 // model.safetensors.index.json; F32/F16/BF16 on disk) loads unchanged, and what SaveWeights writes
-// loads in transformers with LlamaForCausalLM.from_pretrained.
+// loads in transformers with the family's <Family>ForCausalLM.from_pretrained.
 //
 // Shapes and dtypes: input_ids [B, T] int64; inputs_embeds [B, T, hidden_size] in the model's
-// dtype; attention_mask [B, T_past + T] (1 = real token, 0 = padding; left padding for batched
+// dtype (as transformers: already scaled for gemma2, EmbedTokens returns them so); attention_mask
+// [B, T_past + T] (1 = real token, 0 = padding; left padding for batched
 // generation); logits [B, T, vocab_size] float32 (computed in the model's dtype, returned as fp32;
 // a float64 model returns float64 logits, so gradient checks keep their precision).
 // Any dtype (float32, bfloat16, float16, float64) on CPU or CUDA.
@@ -39,6 +52,12 @@
 #include "core/config.h"
 #include "text/kv_cache.h"
 #include "text/lora_bank.h"
+#include "text/model_family.h"
+
+namespace slm::safetensors {
+class Checkpoint;
+class Reader;
+}  // namespace slm::safetensors
 
 namespace slm::text {
 
@@ -51,6 +70,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
+  std::string model_type = "llama";  // the family (text/model_family.h): its fixed traits
   int64_t vocab_size = 32000;
   int64_t hidden_size = 4096;
   int64_t intermediate_size = 11008;
@@ -70,16 +90,37 @@ struct LlamaConfig {
   int64_t pad_token_id = -1;                 // -1 = none
   std::string torch_dtype = "float32";       // as declared in config.json
   double initializer_range = 0.02;           // std of the normal init of a fresh model
+  std::string hidden_act = "silu";           // "silu" (SwiGLU) or "gelu_pytorch_tanh" (GeGLU)
+  // Sliding-window attention: 0 = none. Which layers slide: layer_types, or when that is empty,
+  // every layer for the kAllLayers families (mistral), even layers for gemma2, none for qwen.
+  int64_t sliding_window = 0;
+  std::vector<std::string> layer_types;  // per layer "full_attention" | "sliding_attention"
+  // gemma2 only (0 = off): attention scale 1/sqrt(query_pre_attn_scalar) instead of
+  // 1/sqrt(head_dim); tanh soft-capping cap * tanh(x / cap) of attention scores and final logits.
+  double query_pre_attn_scalar = 0;
+  double attn_logit_softcapping = 0;
+  double final_logit_softcapping = 0;
 
   int64_t HeadDim() const { return head_dim > 0 ? head_dim : hidden_size / num_attention_heads; }
-  // slm::Error for inconsistent values (heads not dividing, kv heads not dividing heads, ...).
+  // The family row of model_type; slm::Error for an unknown one.
+  const ModelFamily& Family() const;
+  // The sliding window of `layer`, 0 for a full-attention layer.
+  int64_t LayerWindow(int64_t layer) const;
+  bool HasSlidingLayers() const;
+  bool QkvBias() const { return attention_bias || Family().qkv_bias; }
+  // 1/sqrt(query_pre_attn_scalar) or 1/sqrt(head_dim).
+  double AttentionScale() const;
+  // slm::Error for inconsistent values (heads not dividing, kv heads not dividing heads, an
+  // option the family's transformers class cannot express, ...).
   void Validate(const std::string& where) const;
   // Parses a Hugging Face config.json object. slm::Error naming `where` and the key for a missing
-  // or invalid key, an unsupported architecture (model_type must be "llama" or architectures must
-  // name LlamaForCausalLM), hidden_act other than silu, or an unsupported rope_scaling type.
+  // or invalid key, an unsupported architecture (model_type / architectures must name a family of
+  // text/model_family.h; the message lists them), an unsupported hidden_act, rope_scaling type,
+  // layer type or family option (e.g. gemma2's use_bidirectional_attention).
   static LlamaConfig FromJson(const nlohmann::json& json, const std::string& where);
   static LlamaConfig FromFile(const std::string& config_json_path);
-  // Hugging Face config.json content (architectures, model_type, every field above).
+  // Hugging Face config.json content for the family's transformers class (architectures,
+  // model_type, every field above under the family's key names).
   nlohmann::json ToJson() const;
 };
 
@@ -224,6 +265,9 @@ class LlamaModelImpl : public torch::nn::Module {
   // that stores it has it ignored, as transformers ties it to the embeddings); the
   // "*.rotary_emb.inv_freq" buffers older checkpoints carry are ignored (recomputed from config).
   void LoadWeights(const std::string& model_dir);
+  // The checks of LoadWeights without reading any tensor data (a model allocated on the meta
+  // device can check a directory of any size): slm::Error as LoadWeights.
+  void CheckWeights(const std::string& model_dir) const;
   // Writes config.json and model.safetensors (HF names; a tied lm_head is not stored twice). LoRA
   // is never part of it (SaveLora); a merged LoRA is, inside the base weights.
   void SaveWeights(const std::string& model_dir) const;
@@ -232,6 +276,8 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, torch::Tensor>> BaseParameters() const;
 
  private:
+  std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> WeightPlan(
+      const safetensors::Checkpoint& checkpoint) const;
   LlamaOutput StaticStep(torch::Tensor hidden, const LlamaInput& input);
   LlamaOutput PagedForward(torch::Tensor hidden, const LlamaInput& input);
   void CheckRowLora(const RowLora& lora, int64_t batch) const;
@@ -241,6 +287,7 @@ class LlamaModelImpl : public torch::nn::Module {
   torch::Tensor LogitsPositions(const torch::Tensor& at, int64_t batch, int64_t steps,
                                 const torch::Device& device) const;
   LlamaConfig config_;
+  int64_t sliding_window_ = 0;  // the window of the sliding layers; 0 when none slides
   LoraOptions lora_;
   bool has_lora_ = false;
   bool lora_merged_ = false;

@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
+#include <optional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -168,19 +170,29 @@ TORCH_MODULE(Embedding);
 // in float32 and rounds once: bf16 outputs differ by that one rounding, float32 ones not at all
 // (parity tests). A float64 model stays in float64 (transformers would drop it to float32), which
 // keeps finite-difference checks exact.
+// With unit_offset (Gemma), the scale is (1 + weight) and everything runs in float32 before one
+// rounding to the input's dtype, as Gemma2RMSNorm does: 1 + w rounded to bf16 would lose the small
+// weights the (1 + w) form exists for.
 class RmsNormImpl : public torch::nn::Module {
  public:
-  RmsNormImpl(int64_t dim, double eps, const torch::TensorOptions& options) : eps_(eps) {
+  RmsNormImpl(int64_t dim, double eps, const torch::TensorOptions& options, bool unit_offset = false)
+      : eps_(eps), unit_offset_(unit_offset) {
     weight = register_parameter("weight", torch::empty({dim}, options));
   }
   torch::Tensor forward(const torch::Tensor& x) {
-    if (x.scalar_type() != torch::kDouble) return torch::rms_norm(x, {weight.size(0)}, weight, eps_);
-    return weight * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_));
+    const std::vector<int64_t> shape = {weight.size(0)};
+    if (x.scalar_type() == torch::kDouble) {
+      const torch::Tensor scale = unit_offset_ ? weight + 1.0 : weight;
+      return scale * (x * torch::rsqrt(x.pow(2).mean(-1, true) + eps_));
+    }
+    if (!unit_offset_) return torch::rms_norm(x, shape, weight, eps_);
+    return torch::rms_norm(x.to(torch::kFloat), shape, weight.to(torch::kFloat) + 1.0, eps_).to(x.scalar_type());
   }
   torch::Tensor weight;
 
  private:
   double eps_;
+  bool unit_offset_;
 };
 TORCH_MODULE(RmsNorm);
 
@@ -227,11 +239,36 @@ inline torch::Tensor Rotate(const torch::Tensor& x, const torch::Tensor& cos, co
   return x * cos + x.roll(x.size(-1) / 2, -1) * signed_sin;
 }
 
-// How queries may look at keys in one forward pass; shared by every layer.
+// How queries may look at keys in one forward pass; shared by every layer of one kind.
 struct AttentionPattern {
   torch::Tensor mask;      // bool [B or 1, 1, T, T_keys], true = attend; undefined = no mask
   bool is_causal = false;  // SDPA's own causal mask (no cache, no padding)
 };
+
+// Attention of q [B, H, T, D] over k, v [B, KV, S, D]: softmax(scale * q k^T (masked)) v.
+// SDPA, unless the scores are soft-capped (Gemma 2: cap * tanh(scores / cap), which SDPA cannot
+// do): then transformers' eager sequence (fp32 softmax, kv heads repeated).
+inline torch::Tensor Attend(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                            const AttentionPattern& pattern, double scale, double softcap) {
+  const bool gqa = k.size(1) != q.size(1);
+  if (softcap <= 0)
+    // enable_gqa lets SDPA broadcast the kv heads (transformers' repeat_kv) without copying them.
+    return torch::scaled_dot_product_attention(
+        q, k, v, pattern.mask.defined() ? std::optional<torch::Tensor>(pattern.mask) : std::nullopt,
+        /*dropout_p=*/0.0, pattern.is_causal, scale, /*enable_gqa=*/gqa);
+  const int64_t groups = q.size(1) / k.size(1);
+  const torch::Tensor keys = gqa ? k.repeat_interleave(groups, 1) : k;
+  const torch::Tensor values = gqa ? v.repeat_interleave(groups, 1) : v;
+  torch::Tensor scores = torch::matmul(q, keys.transpose(2, 3)) * scale;
+  scores = torch::tanh(scores / softcap) * softcap;
+  torch::Tensor allowed = pattern.mask;
+  if (pattern.is_causal) {
+    const auto bool_options = torch::TensorOptions(torch::kBool).device(q.device());
+    allowed = torch::ones({q.size(2), k.size(2)}, bool_options).tril(k.size(2) - q.size(2));
+  }
+  if (allowed.defined()) scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<double>::infinity());
+  return torch::matmul(torch::softmax(scores, -1, torch::kFloat).to(q.scalar_type()), values);
+}
 
 // How one forward pass stores this pass's keys and values and reads what a layer attends to; one
 // object per pass, shared by the layers (text/kv_cache.h describes the three cache forms).
@@ -302,6 +339,7 @@ class PagedCacheAccess : public CacheAccess {
 struct LayerContext {
   torch::Tensor cos, signed_sin;  // rotary of the pass's positions [B or 1, 1, T, head_dim]
   AttentionPattern pattern;
+  AttentionPattern sliding;       // the same limited to the sliding window, for sliding layers
   CacheAccess* cache = nullptr;   // null: no cache
   const RowLora* lora = nullptr;  // per-row LoRA from a bank, or null
   int64_t layer = 0;
@@ -326,18 +364,28 @@ inline torch::Tensor AddDelta(torch::Tensor y, const torch::Tensor& delta) {
 
 class AttentionImpl : public torch::nn::Module {
  public:
-  AttentionImpl(const LlamaConfig& config, const torch::TensorOptions& options)
+  AttentionImpl(const LlamaConfig& config, int64_t layer, const torch::TensorOptions& options)
       : heads_(config.num_attention_heads),
         kv_heads_(config.num_key_value_heads),
-        head_dim_(config.HeadDim()) {
+        head_dim_(config.HeadDim()),
+        scale_(config.AttentionScale()),
+        softcap_(config.attn_logit_softcapping),
+        window_(config.LayerWindow(layer)) {
     const int64_t hidden = config.hidden_size;
-    const bool bias = config.attention_bias;
-    q_proj = register_module("q_proj", Projection(hidden, heads_ * head_dim_, bias, options));
-    k_proj = register_module("k_proj", Projection(hidden, kv_heads_ * head_dim_, bias, options));
-    v_proj = register_module("v_proj", Projection(hidden, kv_heads_ * head_dim_, bias, options));
-    o_proj = register_module("o_proj", Projection(heads_ * head_dim_, hidden, bias, options));
+    const bool qkv_bias = config.QkvBias();
+    q_proj = register_module("q_proj", Projection(hidden, heads_ * head_dim_, qkv_bias, options));
+    k_proj = register_module("k_proj", Projection(hidden, kv_heads_ * head_dim_, qkv_bias, options));
+    v_proj = register_module("v_proj", Projection(hidden, kv_heads_ * head_dim_, qkv_bias, options));
+    o_proj = register_module("o_proj", Projection(heads_ * head_dim_, hidden, config.attention_bias, options));
+    if (config.Family().qk_norm) {
+      q_norm = register_module("q_norm", RmsNorm(head_dim_, config.rms_norm_eps, options));
+      k_norm = register_module("k_norm", RmsNorm(head_dim_, config.rms_norm_eps, options));
+    }
     fused_qkv_ = FusedProjections({q_proj.get(), k_proj.get(), v_proj.get()});
   }
+
+  // The layer's window (0 = full attention).
+  int64_t Window() const { return window_; }
 
   // x [B, T, hidden] -> [B, T, hidden]. The pass's keys and values go through c.cache when set.
   torch::Tensor forward(const torch::Tensor& x, const LayerContext& c) {
@@ -353,66 +401,78 @@ class AttentionImpl : public torch::nn::Module {
           offset += sizes[t];
         }
       }
-      // One GEMM, and one rotation for the query and key heads together.
       // split_with_sizes rather than narrow: its backward is one cat, where each narrow's is a
       // zero fill and a copy of the whole tensor plus an add.
-      const std::vector<torch::Tensor> qk_v =
-          qkv.view({batch, steps, heads_ + 2 * kv_heads_, head_dim_})
-              .transpose(1, 2)
-              .split_with_sizes({heads_ + kv_heads_, kv_heads_}, 1);
-      const std::vector<torch::Tensor> q_k =
-          Rotate(qk_v[0], c.cos, c.signed_sin).split_with_sizes({heads_, kv_heads_}, 1);
-      q = q_k[0];
-      k = q_k[1];
-      v = qk_v[1];
+      const torch::Tensor heads = qkv.view({batch, steps, heads_ + 2 * kv_heads_, head_dim_});
+      if (q_norm) {
+        const std::vector<torch::Tensor> parts = heads.split_with_sizes({heads_, kv_heads_, kv_heads_}, 2);
+        q = Rotate(q_norm(parts[0]).transpose(1, 2), c.cos, c.signed_sin);
+        k = Rotate(k_norm(parts[1]).transpose(1, 2), c.cos, c.signed_sin);
+        v = parts[2].transpose(1, 2);
+      } else {
+        // One GEMM, and one rotation for the query and key heads together.
+        const std::vector<torch::Tensor> qk_v = heads.transpose(1, 2).split_with_sizes({heads_ + kv_heads_, kv_heads_}, 1);
+        const std::vector<torch::Tensor> q_k =
+            Rotate(qk_v[0], c.cos, c.signed_sin).split_with_sizes({heads_, kv_heads_}, 1);
+        q = q_k[0];
+        k = q_k[1];
+        v = qk_v[1];
+      }
     } else {
-      q = AddDelta(q_proj(x), RowLoraDelta(c, 0, x)).view({batch, steps, heads_, head_dim_}).transpose(1, 2);
-      k = AddDelta(k_proj(x), RowLoraDelta(c, 1, x)).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
-      v = AddDelta(v_proj(x), RowLoraDelta(c, 2, x)).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
+      q = Heads(AddDelta(q_proj(x), RowLoraDelta(c, 0, x)), heads_, q_norm);
+      k = Heads(AddDelta(k_proj(x), RowLoraDelta(c, 1, x)), kv_heads_, k_norm);
+      v = Heads(AddDelta(v_proj(x), RowLoraDelta(c, 2, x)), kv_heads_, nullptr);
       q = Rotate(q, c.cos, c.signed_sin);
       k = Rotate(k, c.cos, c.signed_sin);
     }
     if (c.cache != nullptr) std::tie(k, v) = c.cache->Update(c.layer, k, v);
-    const AttentionPattern& pattern = c.pattern;
-    // enable_gqa lets SDPA broadcast the kv heads (transformers' repeat_kv) without copying them.
-    const torch::Tensor attended = torch::scaled_dot_product_attention(
-        q, k, v, pattern.mask.defined() ? std::optional<torch::Tensor>(pattern.mask) : std::nullopt,
-        /*dropout_p=*/0.0, pattern.is_causal, 1.0 / std::sqrt(static_cast<double>(head_dim_)),
-        /*enable_gqa=*/kv_heads_ != heads_);
+    const torch::Tensor attended = Attend(q, k, v, window_ > 0 ? c.sliding : c.pattern, scale_, softcap_);
     const torch::Tensor merged = attended.transpose(1, 2).reshape({batch, steps, heads_ * head_dim_});
     return AddDelta(o_proj(merged), RowLoraDelta(c, 3, merged));
   }
 
   // Keys and values from every position of x [B, T, hidden], queries only from xq [B, K, hidden]
   // (rows of x at some positions, rotated by cos_q/signed_sin_q [B, 1, K, head_dim]); mask bool
-  // [B, 1, K, T]. Returns [B, K, hidden]: for those rows, what forward() returns. No cache.
+  // [B, 1, K, T] (the caller applies this layer's window). Returns [B, K, hidden]: for those
+  // rows, what forward() returns. No cache.
   torch::Tensor ForwardQueries(const torch::Tensor& x, const torch::Tensor& xq, const torch::Tensor& cos,
                                const torch::Tensor& signed_sin, const torch::Tensor& cos_q,
                                const torch::Tensor& signed_sin_q, const torch::Tensor& mask) {
-    const int64_t batch = x.size(0), steps = x.size(1), queries = xq.size(1);
-    const torch::Tensor q = Rotate(q_proj(xq).view({batch, queries, heads_, head_dim_}).transpose(1, 2), cos_q, signed_sin_q);
-    const torch::Tensor k = Rotate(k_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2), cos, signed_sin);
-    const torch::Tensor v = v_proj(x).view({batch, steps, kv_heads_, head_dim_}).transpose(1, 2);
-    const torch::Tensor attended = torch::scaled_dot_product_attention(
-        q, k, v, mask, /*dropout_p=*/0.0, /*is_causal=*/false, 1.0 / std::sqrt(static_cast<double>(head_dim_)),
-        /*enable_gqa=*/kv_heads_ != heads_);
+    const int64_t batch = x.size(0), queries = xq.size(1);
+    const torch::Tensor q = Rotate(Heads(q_proj(xq), heads_, q_norm), cos_q, signed_sin_q);
+    const torch::Tensor k = Rotate(Heads(k_proj(x), kv_heads_, k_norm), cos, signed_sin);
+    const torch::Tensor v = Heads(v_proj(x), kv_heads_, nullptr);
+    AttentionPattern pattern;
+    pattern.mask = mask;
+    const torch::Tensor attended = Attend(q, k, v, pattern, scale_, softcap_);
     return o_proj(attended.transpose(1, 2).reshape({batch, queries, heads_ * head_dim_}));
   }
 
   Projection q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  RmsNorm q_norm{nullptr}, k_norm{nullptr};  // qk_norm families only
 
  private:
+  // [B, T, count * head_dim] -> [B, count, T, head_dim], each head normalised when `norm` is set.
+  torch::Tensor Heads(const torch::Tensor& y, int64_t count, RmsNorm norm) const {
+    torch::Tensor h = y.view({y.size(0), y.size(1), count, head_dim_});
+    if (norm) h = norm(h);
+    return h.transpose(1, 2);
+  }
+
   FusedProjections fused_qkv_{{}};
   int64_t heads_;
   int64_t kv_heads_;
   int64_t head_dim_;
+  double scale_;
+  double softcap_;
+  int64_t window_;
 };
 TORCH_MODULE(Attention);
 
-// SwiGLU: down(silu(gate(x)) * up(x)).
+// Gated MLP: down(act(gate(x)) * up(x)), act = silu (SwiGLU) or tanh-approximated gelu (GeGLU).
 class MlpImpl : public torch::nn::Module {
  public:
-  MlpImpl(const LlamaConfig& config, const torch::TensorOptions& options) {
+  MlpImpl(const LlamaConfig& config, const torch::TensorOptions& options) : gelu_(config.hidden_act != "silu") {
     const int64_t hidden = config.hidden_size;
     const int64_t inner = config.intermediate_size;
     const bool bias = config.mlp_bias;
@@ -429,51 +489,73 @@ class MlpImpl : public torch::nn::Module {
         AddDelta(halves[0], RowLoraDelta(*c, 4, x));
         AddDelta(halves[1], RowLoraDelta(*c, 5, x));
       }
-      inner = torch::silu(halves[0]) * halves[1];
+      inner = Act(halves[0]) * halves[1];
     } else if (c != nullptr) {
-      inner = torch::silu(AddDelta(gate_proj(x), RowLoraDelta(*c, 4, x))) * AddDelta(up_proj(x), RowLoraDelta(*c, 5, x));
+      inner = Act(AddDelta(gate_proj(x), RowLoraDelta(*c, 4, x))) * AddDelta(up_proj(x), RowLoraDelta(*c, 5, x));
     } else {
-      inner = torch::silu(gate_proj(x)) * up_proj(x);
+      inner = Act(gate_proj(x)) * up_proj(x);
     }
     return c != nullptr ? AddDelta(down_proj(inner), RowLoraDelta(*c, 6, inner)) : down_proj(inner);
   }
   Projection gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
+  torch::Tensor Act(const torch::Tensor& x) const { return gelu_ ? torch::gelu(x, "tanh") : torch::silu(x); }
   FusedProjections fused_gate_up_{{}};
+  bool gelu_;
 };
 TORCH_MODULE(Mlp);
 
+// Pre-norm residual block. Llama: x + attn(norm1(x)), then h + mlp(norm2(h)) where norm2 is
+// registered as "post_attention_layernorm". Gemma 2 (sandwich norms): x + post_attention(attn(
+// input(x))), then h + post_feedforward(mlp(pre_feedforward(h))).
 class DecoderLayerImpl : public torch::nn::Module {
  public:
-  DecoderLayerImpl(const LlamaConfig& config, const torch::TensorOptions& options) {
-    self_attn = register_module("self_attn", Attention(config, options));
+  DecoderLayerImpl(const LlamaConfig& config, int64_t layer, const torch::TensorOptions& options) {
+    const bool gemma = config.Family().gemma;
+    auto norm = [&](const char* name) {
+      return register_module(name, RmsNorm(config.hidden_size, config.rms_norm_eps, options, gemma));
+    };
+    self_attn = register_module("self_attn", Attention(config, layer, options));
     mlp = register_module("mlp", Mlp(config, options));
-    input_layernorm = register_module("input_layernorm",
-                                      RmsNorm(config.hidden_size, config.rms_norm_eps, options));
-    post_attention_layernorm = register_module(
-        "post_attention_layernorm", RmsNorm(config.hidden_size, config.rms_norm_eps, options));
+    input_layernorm = norm("input_layernorm");
+    post_attention_layernorm = norm("post_attention_layernorm");
+    if (gemma) {
+      pre_feedforward_layernorm = norm("pre_feedforward_layernorm");
+      post_feedforward_layernorm = norm("post_feedforward_layernorm");
+    }
   }
   torch::Tensor forward(const torch::Tensor& x, const LayerContext& c) {
+    const LayerContext* lora = c.lora != nullptr ? &c : nullptr;
+    if (pre_feedforward_layernorm) {
+      const torch::Tensor h = x + post_attention_layernorm(self_attn->forward(input_layernorm(x), c));
+      return h + post_feedforward_layernorm(mlp->forward(pre_feedforward_layernorm(h), lora));
+    }
     const torch::Tensor h = x + self_attn->forward(input_layernorm(x), c);
-    return h + mlp->forward(post_attention_layernorm(h), c.lora != nullptr ? &c : nullptr);
+    return h + mlp->forward(post_attention_layernorm(h), lora);
   }
   // The layer's output at the positions `at` only ([B, K] int64, no cache): keys and values still
   // come from every position of x [B, T, hidden]; queries, the output projection and the MLP run
-  // on K rows instead of T. `mask` bool [B, 1, K, T]; cos_q/signed_sin_q the rotary at `at`.
+  // on K rows instead of T. `mask` bool [B, 1, K, T] with this layer's window applied;
+  // cos_q/signed_sin_q the rotary at `at`.
   torch::Tensor ForwardAt(const torch::Tensor& x, const torch::Tensor& at, const torch::Tensor& cos,
                           const torch::Tensor& signed_sin, const torch::Tensor& cos_q,
                           const torch::Tensor& signed_sin_q, const torch::Tensor& mask) {
     const torch::Tensor rows = at.unsqueeze(-1).expand({at.size(0), at.size(1), x.size(2)});
     const torch::Tensor normed = input_layernorm(x);
-    const torch::Tensor h =
-        x.gather(1, rows) +
+    torch::Tensor attended =
         self_attn->ForwardQueries(normed, normed.gather(1, rows), cos, signed_sin, cos_q, signed_sin_q, mask);
+    if (pre_feedforward_layernorm) {
+      const torch::Tensor h = x.gather(1, rows) + post_attention_layernorm(attended);
+      return h + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(h)));
+    }
+    const torch::Tensor h = x.gather(1, rows) + attended;
     return h + mlp(post_attention_layernorm(h));
   }
   Attention self_attn{nullptr};
   Mlp mlp{nullptr};
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  RmsNorm pre_feedforward_layernorm{nullptr}, post_feedforward_layernorm{nullptr};  // gemma2 only
 };
 TORCH_MODULE(DecoderLayer);
 
@@ -485,10 +567,10 @@ class BackboneImpl : public torch::nn::Module {
         register_module("embed_tokens", Embedding(config.vocab_size, config.hidden_size, options));
     layers = register_module("layers", torch::nn::ModuleList());
     for (int64_t i = 0; i < config.num_hidden_layers; ++i) {
-      decoder_layers.push_back(DecoderLayer(config, options));
+      decoder_layers.push_back(DecoderLayer(config, i, options));
       layers->push_back(decoder_layers.back());
     }
-    norm = register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps, options));
+    norm = register_module("norm", RmsNorm(config.hidden_size, config.rms_norm_eps, options, config.Family().gemma));
     rotary_emb = register_module("rotary_emb", RotaryEmbedding(config, options.device()));
   }
   Embedding embed_tokens{nullptr};

@@ -259,7 +259,11 @@ void Tokenizer::ReadAddedTokenFiles(const std::string& dir) {
         const json& decoder = (*config)["added_tokens_decoder"];
         Check(decoder.is_object(), "'", config_path,
               "': added_tokens_decoder must be an object {\"<id>\": {\"content\": ...}}");
-        for (const auto& [key, entry] : decoder.items()) {
+        for (const auto& item : decoder.items()) {
+          // Named references, not a structured binding: the lambda below captures them, which
+          // C++17 forbids for structured bindings (clang rejects it, g++ accepts it).
+          const std::string& key = item.key();
+          const json& entry = item.value();
           int64_t id = -1;
           size_t used = 0;
           try {

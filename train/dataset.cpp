@@ -40,7 +40,7 @@ void AddPhonemes(const DataSourceConfig& src, manifest::Manifest& m) {
 adapters::MultimodalExample WordCuedRow(const DatasetItem& item, const text::Tokenizer& tokenizer,
                                         const InterleaveIds& ids) {
   adapters::MultimodalExample e;
-  e.tokens = tokenizer.Encode(item.example.prompt, true, false);
+  e.tokens = tokenizer.EncodeWithSpecialTokens(item.example.prompt);
   e.score_from = static_cast<int64_t>(e.tokens.size());
   const std::vector<int64_t> said = WordCuedUnits(*item.aligned, ids);
   e.tokens.insert(e.tokens.end(), said.begin(), said.end());
@@ -355,7 +355,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
       if (src.task == "tts" && model != nullptr) {
         const text::Tokenizer& tokenizer = model->Tokenizer();
         const size_t positions = word_cued ? WordCuedRow(item, tokenizer, *ids).tokens.size()
-                                           : tokenizer.Encode(item.example.prompt, true, false).size() +
+                                           : tokenizer.EncodeWithSpecialTokens(item.example.prompt).size() +
                                                  tokenizer.Encode(item.example.target, false, true).size();
         if (static_cast<int64_t>(positions) > model->Backbone()->Config().max_position_embeddings) {
           ++stats.too_long;

@@ -238,10 +238,11 @@ TEST(LlamaConfigTest, ErrorsNameTheFileAndKey) {
   };
   const std::string f = "m/config.json";
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(with("model_type", "gpt2"), f),
-                   "m/config.json: model_type \"gpt2\" is not supported (supported: model_type "
-                   "\"llama\" / architectures [\"LlamaForCausalLM\"])");
+                   "m/config.json: model_type \"gpt2\" is not supported (supported: llama, qwen2, "
+                   "qwen3, mistral, gemma2)");
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(with("model_type", "mistral"), f),
-                   "model_type \"mistral\" is not supported");
+                   "architectures [\"LlamaForCausalLM\"] is not supported for model_type \"mistral\" (slm "
+                   "runs MistralForCausalLM)");
   EXPECT_SLM_ERROR(
       LlamaConfig::FromJson(with("architectures", json::array({"GPT2LMHeadModel"})), f),
       "m/config.json: architectures [\"GPT2LMHeadModel\"] is not supported");
@@ -251,7 +252,7 @@ TEST(LlamaConfigTest, ErrorsNameTheFileAndKey) {
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(anonymous, f),
                    "neither \"model_type\" nor \"architectures\"");
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(with("hidden_act", "gelu"), f),
-                   "m/config.json: hidden_act \"gelu\" is not supported (Llama uses silu)");
+                   "m/config.json: hidden_act \"gelu\" is not supported (supported: silu, gelu_pytorch_tanh)");
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(with("vocab_size", nullptr), f),
                    "m/config.json: missing required key \"vocab_size\"");
   EXPECT_SLM_ERROR(LlamaConfig::FromJson(with("hidden_size", "2048"), f),
@@ -860,7 +861,8 @@ TEST_F(LlamaBadCheckpointTest, MissingExtraAndMisshapenTensors) {
   EXPECT_SLM_ERROR(LoadLlama(dir_.path()),
                    Weights() +
                        ": unexpected tensor 'model.layers.2.mlp.up_proj.weight' (not a "
-                       "parameter of this 2-layer untied Llama)");
+                       "parameter of this 2-layer untied LlamaForCausalLM; does config.json describe "
+                       "these weights?)");
 
   auto misshapen = tensors_;
   for (auto& [name, tensor] : misshapen)
