@@ -4,6 +4,7 @@
 
 #include <sys/socket.h>
 
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
@@ -208,13 +209,30 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
     parser_.emplace();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(static_cast<uint64_t>(server_.config.max_body_bytes));
-    Tcp().expires_after(Seconds(server_.config.request_timeout_seconds));
+    StartDeadline();
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = this->shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
   }
 
+  // The request's deadline is a timer of its own, not the stream's expiry: beast::tcp_stream closes
+  // the socket when its expiry fires, and the client is owed a 408 on that socket. On expiry the
+  // timer cancels the pending read, which ReadFailed then answers with the 408.
+  void StartDeadline() {
+    Tcp().expires_never();
+    timed_out_ = false;
+    deadline_.expires_after(Seconds(server_.config.request_timeout_seconds));
+    deadline_.async_wait([weak = this->weak_from_this()](beast::error_code ec) {
+      const auto self = weak.lock();
+      if (ec || !self || self->closed_ || self->moved_) return;
+      self->timed_out_ = true;
+      self->Tcp().cancel();
+    });
+  }
+  void StopDeadline() { deadline_.cancel(); }
+
   // An error answered before the request was read whole: the connection closes after it.
   void Refuse(const ApiError& error) {
+    StopDeadline();
     server_.metrics.CountError(error.status(), error.code());
     server_.metrics.CountRequest(path_, error.status(), 0);
     current_ = std::make_shared<ExchangeState>();
@@ -228,6 +246,7 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
 
   bool ReadFailed(beast::error_code ec) {
     if (!ec) return false;
+    if (timed_out_) ec = beast::error::timeout;  // the deadline cancelled the read
     if (ec == bhttp::error::end_of_stream || ec == net::error::eof || ec == net::error::connection_reset ||
         ec == net::error::operation_aborted || ec == bhttp::error::partial_message) {
       CloseNow();
@@ -295,6 +314,7 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
 
   void OnRequest() {
     reading_request_ = false;
+    StopDeadline();
     Tcp().expires_never();
     keep_alive_ = parser_->get().keep_alive();
     Request request = Convert(parser_->release());
@@ -360,6 +380,7 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
   }
 
   void Upgrade() {
+    StopDeadline();
     ws_request_ = Convert(bhttp::request<bhttp::string_body>(parser_->get()));
     std::string protocol;
     if (std::optional<Response> refused = server_.router->AdmitRealtime(ws_request_, &protocol)) {
@@ -381,6 +402,7 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
     if (current_) current_->gone = true;
     if (closed_) return;
     closed_ = true;
+    StopDeadline();
     beast::error_code ec;
     Tcp().socket().shutdown(tcp::socket::shutdown_both, ec);
     Tcp().close();
@@ -388,6 +410,7 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
 
   ServerImpl& server_;
   Stream stream_;
+  net::steady_timer deadline_{stream_.get_executor()};  // of the request being read
   std::shared_ptr<ConnectionToken> token_;
   const bool reject_;
   beast::flat_buffer buffer_;
@@ -395,7 +418,8 @@ class HttpSession final : public Connection, public ExchangeOps, public std::ena
   std::shared_ptr<ExchangeState> current_;  // the request being answered
   Request ws_request_;
   std::string path_;
-  bool keep_alive_ = true, linger_ = false, closed_ = false, moved_ = false, reading_request_ = false;
+  bool keep_alive_ = true, linger_ = false, closed_ = false, moved_ = false, reading_request_ = false,
+       timed_out_ = false;
 };
 
 }  // namespace slm::http

@@ -93,13 +93,6 @@ void Transcriptions(const Context& c, const Request& request, Exchange& exchange
 void Speech(const Context& c, const Request& request, Exchange& exchange) {
   const nlohmann::json body = ParseJsonObject(request.body);
   const std::string model = ReqString(body, "model", "model");
-  const engine::AdapterRef synthesizer = c.engine.Model().SynthesizerAdapter();
-  if (c.engine.Model().Voices().empty())
-    Fail(400, "this server has no speech synthesizer (no adapter trained for task tts)", "model", "unsupported");
-  if (model != c.engine.Model().Name() && !(synthesizer && model == synthesizer->name))
-    Fail(404, Str("model: unknown model '", model, "' for speech (this server speaks with '", c.engine.Model().Name(), "'",
-                  synthesizer ? " or '" + synthesizer->name + "'" : std::string(), ")"),
-         "model", "model_not_found");
   const std::string input = ReqString(body, "input", "input");
   const std::string voice = OptString(body, "voice", "voice").value_or("");
   const std::string format = OptString(body, "response_format", "response_format").value_or("wav");
@@ -110,6 +103,15 @@ void Speech(const Context& c, const Request& request, Exchange& exchange) {
   const std::string stream_format = OptString(body, "stream_format", "stream_format").value_or("audio");
   if (stream_format != "audio" && stream_format != "sse")
     Fail(400, Str("stream_format '", stream_format, "' is not audio or sse"), "stream_format");
+  // The request's shape first (a malformed request is the client's mistake on any server), then
+  // whether this server can speak.
+  const engine::AdapterRef synthesizer = c.engine.Model().SynthesizerAdapter();
+  if (c.engine.Model().Voices().empty())
+    Fail(400, "this server has no speech synthesizer (no adapter trained for task tts)", "model", "unsupported");
+  if (model != c.engine.Model().Name() && !(synthesizer && model == synthesizer->name))
+    Fail(404, Str("model: unknown model '", model, "' for speech (this server speaks with '", c.engine.Model().Name(), "'",
+                  synthesizer ? " or '" + synthesizer->name + "'" : std::string(), ")"),
+         "model", "model_not_found");
 
   engine::SynthesizeSettings settings;
   settings.request_id = c.request_id;

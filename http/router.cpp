@@ -136,7 +136,8 @@ json ModelList(engine::Engine& engine) {
 }
 
 json ModelCard(engine::Engine& engine, const std::string& id) {
-  for (const json& model : ModelList(engine)["data"])
+  const json list = ModelList(engine);  // named: a range-for over a temporary's member dangles
+  for (const json& model : list["data"])
     if (model["id"] == id) return model;
   Fail(404, Str("model: unknown model '", id, "' (this server has: ", ServedNames(engine), ")"), "model", "model_not_found");
 }

@@ -10,7 +10,7 @@ namespace {
 const std::string kQuestion = "what is a dog";
 
 // The samples the server reads back from a 16-bit WAV of `samples`.
-std::vector<float> Quantized(const std::vector<float>& samples) { return DecodePcm16(EncodePcm16(samples)); }
+std::vector<float> Quantized(const std::vector<float>& samples) { return DecodePcm16(EncodePcm16(samples), "audio"); }
 
 TEST_F(HttpTest, HealthModelsMetricsAndThePage) {
   StartHttp();
@@ -32,11 +32,11 @@ TEST_F(HttpTest, HealthModelsMetricsAndThePage) {
   ExpectError(Get("/v1/realtime"), 400, "websocket_required", "WebSocket endpoint");
   r = Get("/");
   EXPECT_EQ(r.status, 200);
-  EXPECT_EQ(r.headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_EQ(r.headers.at("content-type"), "text/html; charset=utf-8");
   EXPECT_NE(r.body.find("Hold to talk"), std::string::npos);
   r = client_->Request("OPTIONS", "/v1/chat/completions");
   EXPECT_EQ(r.status, 204);
-  EXPECT_EQ(r.headers["access-control-allow-origin"], "*");
+  EXPECT_EQ(r.headers.at("access-control-allow-origin"), "*");
   r = Get("/metrics");
   EXPECT_EQ(r.status, 200);
   EXPECT_NE(r.body.find("slm_http_requests_total{endpoint=\"/v1/models\",status=\"200\"} 1"), std::string::npos) << r.body;
@@ -58,7 +58,7 @@ TEST_F(HttpTest, TranscriptionsEqualGrpcInEveryFormat) {
 
   r = Upload(wav, {{"response_format", "text", "", ""}});
   EXPECT_EQ(r.body, expected + "\n");
-  EXPECT_EQ(r.headers["content-type"], "text/plain; charset=utf-8");
+  EXPECT_EQ(r.headers.at("content-type"), "text/plain; charset=utf-8");
 
   r = Upload(wav, {{"response_format", "verbose_json", "", ""}, {"timestamp_granularities[]", "word", "", ""}});
   const json verbose = Body(r);
@@ -219,7 +219,7 @@ TEST_F(HttpTest, SlowSpeechAndSpokenAnswersWithATtsAdapter) {
 
   ClientResponse r = PostJson("/v1/audio/speech", {{"model", "tts"}, {"input", "a dog barks"}, {"voice", "default"}});
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(r.headers["content-type"], "audio/wav");
+  EXPECT_EQ(r.headers.at("content-type"), "audio/wav");
   ASSERT_GT(r.body.size(), 44u);
   EXPECT_EQ(r.body.substr(0, 4), "RIFF");
   std::vector<float> wav_samples = DecodeAudioFile(r.body, "speech", 16000, 60);
@@ -235,7 +235,7 @@ TEST_F(HttpTest, SlowSpeechAndSpokenAnswersWithATtsAdapter) {
                                                return true;
                                              });
   EXPECT_EQ(pcm.status, 200);
-  EXPECT_EQ(pcm.headers["content-type"], "audio/pcm");
+  EXPECT_EQ(pcm.headers.at("content-type"), "audio/pcm");
   EXPECT_EQ(bytes % 2, 0u);
   EXPECT_GT(bytes, 1000u);
 

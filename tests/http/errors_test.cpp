@@ -85,6 +85,53 @@ TEST_F(HttpTest, BadChatRequestsAreRefusedWithOpenAiErrors) {
   EXPECT_NE(metrics.body.find("slm_http_errors_total{status=\"400\",code=\"invalid_base64\"} 1"), std::string::npos);
 }
 
+// Fields of the wrong JSON type, and bytes that are not UTF-8: 400 naming the field in `param`.
+TEST_F(HttpTest, WrongFieldTypesAndNonUtf8AreRefusedNamingTheField) {
+  StartHttp();
+  const json user = {{"role", "user"}, {"content", "a dog is"}};
+  auto chat = [&](json body) { return PostJson("/v1/chat/completions", body); };
+  auto param = [](const ClientResponse& r) { return json::parse(r.body)["error"]["param"]; };
+
+  ClientResponse r = chat({{"model", 5}, {"messages", {user}}});
+  ExpectError(r, 400, "invalid_request", "model: expected a string, got an integer");
+  EXPECT_EQ(param(r), "model");
+  r = chat({{"model", "tiny"}, {"messages", "hello"}});
+  ExpectError(r, 400, "invalid_request", "messages: expected a non-empty array");
+  EXPECT_EQ(param(r), "messages");
+  r = chat({{"model", "tiny"}, {"messages", {user}}, {"max_tokens", "ten"}});
+  ExpectError(r, 400, "invalid_request", "max_tokens: expected an integer, got a string");
+  EXPECT_EQ(param(r), "max_tokens");
+  r = chat({{"model", "tiny"}, {"messages", {user}}, {"max_tokens", 2.5}});
+  ExpectError(r, 400, "invalid_request", "max_tokens: expected an integer, got a number");
+  r = chat({{"model", "tiny"}, {"messages", {user}}, {"stream", "yes"}});
+  ExpectError(r, 400, "invalid_request", "stream: expected true or false, got a string");
+  EXPECT_EQ(param(r), "stream");
+  r = chat({{"model", "tiny"}, {"messages", {user}}, {"seed", json::object()}});
+  ExpectError(r, 400, "invalid_request", "seed: expected an integer, got an object");
+  r = chat({{"model", "tiny"}, {"messages", {{{"role", "user"}, {"content", 42}}}}});
+  ExpectError(r, 400, "invalid_request", "messages[0].content");
+  EXPECT_EQ(param(r), "messages[0].content");
+
+  // A JSON string holding a byte that is not UTF-8 (\xff): the body is not valid JSON.
+  r = PostRaw("/v1/chat/completions",
+              std::string("{\"model\": \"tiny\", \"messages\": [{\"role\": \"user\", \"content\": \"caf\xff\"}]}"),
+              "application/json");
+  ExpectError(r, 400, "invalid_json", "the body is not valid JSON");
+  EXPECT_NE(r.body.find("UTF-8"), std::string::npos) << r.body;
+  // The error body itself stays valid JSON when it quotes bad bytes (a model name, here).
+  r = PostRaw("/v1/chat/completions", std::string("{\"model\": \"tin\\u00ff\", \"messages\": [{\"role\": \"user\", \"content\": \"x\"}]}"),
+              "application/json");
+  ExpectError(r, 404, "model_not_found", "unknown model");
+  // Speech input is a string; an array is named.
+  r = PostJson("/v1/audio/speech", {{"model", "tiny"}, {"input", json::array({1})}, {"voice", "alloy"}});
+  ExpectError(r, 400, "invalid_request", "input: expected a string, got an array");
+  EXPECT_EQ(param(r), "input") << r.body;
+  // Over the limit of body bytes on JSON endpoints too: 413.
+  ExpectError(PostRaw("/v1/chat/completions", std::string(500000, ' '), "application/json"), 413, "request_too_large",
+              "over this server's limit of 400000 bytes");
+  EXPECT_EQ(chat({{"model", "tiny"}, {"max_tokens", 2}, {"messages", {user}}}).status, 200);
+}
+
 TEST_F(HttpTest, TheBearerTokenIsRequiredOnTheApiOnly) {
   serve::ServeConfig config = HttpTestConfig();
   config.auth_token = "sesame";

@@ -42,7 +42,7 @@ void SendAudio(Session& s, const std::vector<float>& samples, size_t chunk = 320
 
 TEST_F(HttpTest, RealtimeTranscriptsEqualGrpcConverse) {
   StartHttp();
-  const std::vector<float> speech = DecodePcm16(EncodePcm16(Speech("what is a dog")));
+  const std::vector<float> speech = DecodePcm16(EncodePcm16(Speech("what is a dog")), "audio");
   const std::string expected = GrpcConverse(speech, v1::TRANSCRIBE, 0).first;
   ASSERT_FALSE(expected.empty());
 
@@ -69,7 +69,7 @@ TEST_F(HttpTest, RealtimeTranscriptsEqualGrpcConverse) {
 
 TEST_F(HttpTest, RealtimeAnswersEqualGrpcRespond) {
   StartHttp();
-  const std::vector<float> speech = DecodePcm16(EncodePcm16(Speech("what is a dog")));
+  const std::vector<float> speech = DecodePcm16(EncodePcm16(Speech("what is a dog")), "audio");
   const auto [transcript, answer] = GrpcConverse(speech, v1::RESPOND, 12);
   ASSERT_FALSE(answer.empty());
 
