@@ -59,6 +59,7 @@ void RunSoak(const SoakOptions& o, bool json) {
   config.Load(doc.Root());
   doc.CheckAllConsumed();
   config.listen = "127.0.0.1:0";
+  config.http.listen.clear();  // gRPC only
   config.max_streams = std::max(config.max_streams, 4 * o.clients);
   config.max_generates = std::max(config.max_generates, 4 * o.clients);
   config.max_transcribes = std::max(config.max_transcribes, 4 * o.clients);

@@ -224,6 +224,7 @@ void RunStreamBench(const StreamBenchOptions& o, bool json) {
       doc.CheckAllConsumed();
     }
     config.listen = "127.0.0.1:0";
+    config.http.listen.clear();  // gRPC only (slm bench http compares the two)
     config.max_streams = std::max(config.max_streams, 2 * top);
     config.auth_token = o.token;
     server = std::make_unique<serve::Server>(config);

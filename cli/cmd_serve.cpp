@@ -37,6 +37,9 @@ void RunServe(const serve::ServeConfig& config) {
   serve::Server server(config);
   log::Info(Str("listening on ", server.Address(), " (health NOT_SERVING while the model loads)"));
   server.Load();
+  // The HTTP line comes first, so whoever waits for "serving on" has both.
+  if (!server.HttpAddress().empty())
+    std::cout << "http on " << server.HttpAddress() << (server.Http()->Tls() ? " (https, wss)" : "") << std::endl;
   // One line on stdout that scripts wait for.
   std::cout << "serving on " << server.Address() << std::endl;
   while (g_signal.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));

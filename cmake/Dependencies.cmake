@@ -66,6 +66,8 @@ endif()
 find_package(Threads REQUIRED)
 # SHA-256 for checkpoint manifests (core/checksum.h); libgrpc++-dev already depends on it.
 find_package(OpenSSL REQUIRED)
+# The HTTP/WebSocket front-end (http/): Boost.Beast and Boost.Asio, header-only (Debian's libboost-dev).
+find_package(Boost 1.74 REQUIRED)
 
 # Hugging Face tokenizer.json support (text/regex.h, text/unicode.h): PCRE2 for the split regexes
 # (Unicode properties, lookahead, JIT), ICU for normalization forms and character properties.

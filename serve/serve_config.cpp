@@ -26,6 +26,7 @@ void ServeConfig::Load(config::Node root) {
   config::Node tls = root.Child("tls");
   tls.Read("cert", tls_cert).Read("key", tls_key);
   if (tls_cert.empty() != tls_key.empty()) tls.Fail(tls_cert.empty() ? "cert" : "key", "give both cert and key");
+  http.Load(root.Child("http"));
 }
 
 }  // namespace slm::serve

@@ -8,6 +8,7 @@
 //   auth: {token: "..."}             # or token_env: NAME (the token from an environment variable)
 //   tls: {cert: FILE, key: FILE}
 //   drain_seconds: 10
+//   http: {listen, max_body_bytes, ...}  # the OpenAI-compatible HTTP front-end (http/config.h)
 //
 // Thread-safety: a plain value.
 #pragma once
@@ -17,6 +18,7 @@
 
 #include "core/config.h"
 #include "engine/config.h"
+#include "http/config.h"
 
 namespace slm::serve {
 
@@ -29,6 +31,7 @@ struct ServeConfig : engine::EngineConfig {
   std::string auth_token;               // empty = no authentication
   std::string tls_cert, tls_key;        // both or neither
   double drain_seconds = 10.0;          // SIGTERM: time given to open streams
+  http::HttpConfig http;                // listen empty = no HTTP front-end
 
   // Strict load of the whole document root (see the header comment).
   void Load(config::Node root);

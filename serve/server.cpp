@@ -46,6 +46,8 @@ Server::Server(const ServeConfig& config) : config_(config) {
   Check(server_ != nullptr && port_ > 0, "listen: cannot listen on '", config_.listen,
         "' (address in use or invalid; port 0 picks a free one)");
   SetServing(false);
+  if (config_.http.Enabled())
+    http_ = std::make_unique<http::Server>(config_.http, http::Security{config_.auth_token, config_.tls_cert, config_.tls_key});
 }
 
 Server::~Server() {
@@ -70,6 +72,7 @@ void Server::Load() {
   model_ = std::make_unique<engine::ServedModel>(config_);
   engine_ = std::make_unique<engine::Engine>(*model_, config_);
   service_->Attach(engine_.get());
+  if (http_) http_->Attach(engine_.get());
   SetServing(true);
 }
 
@@ -78,11 +81,15 @@ void Server::Drain(double grace_seconds) {
   drained_ = true;
   SetServing(false);
   service_->StartDrain();
+  if (http_) http_->StartDrain();
+  auto active = [&] { return service_->ActiveCalls() + (http_ ? http_->Active() : 0); };
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(grace_seconds);
-  while (service_->ActiveCalls() > 0 && std::chrono::steady_clock::now() < deadline)
+  while (active() > 0 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  if (service_->ActiveCalls() > 0)
-    log::Warn(Str("drain: ", service_->ActiveCalls(), " calls still running after ", grace_seconds, " s; cancelling them"));
+  if (active() > 0)
+    log::Warn(Str("drain: ", active(), " calls / HTTP requests still running after ", grace_seconds, " s; cancelling them"));
+  // The HTTP front-end's handler threads use the engine: all of them end before it goes.
+  http_.reset();
   // Shutdown cancels what is left; the engine must outlive the handlers, which Shutdown waits for.
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   server_->Wait();

@@ -103,6 +103,46 @@ inline adapters::MultimodalLM StarterSqaModel() {
   return model;
 }
 
+// A TTS adapter (no LoRA, so it shares the backbone with the LoRA sqa adapter) over the starter
+// backbone: 12 random mel units, a fresh decoder for them, and unit rows trained for a moment so
+// that "Say: ..." prompts produce a few dozen units.
+struct TtsAdapterFiles {
+  slm::testing::TempDir dir;
+  std::string config, adapters;
+  TtsAdapterFiles() {
+    torch::manual_seed(21);
+    audio::UnitTokenizerInfo info;
+    const audio::UnitTokenizer units(torch::randn({12, 80}), info);
+    units.Save(dir.File("units"));
+    audio::UnitDecoderConfig d;
+    d.k = 12;
+    d.dim = 32;
+    d.layers = 2;
+    d.tokenizer_hash = units.Hash();
+    audio::UnitDecoder(d)->Save(dir.File("decoder"));
+    config = dir.File("tts.yaml");
+    fs::AtomicWriteString(config, "model:\n  backbone: samples/models/backbone_tiny\n  speech_units: " + dir.File("units") +
+                                      "\n  unit_decoder: " + dir.File("decoder") + "\n");
+    config::Document doc = config::Document::LoadFile(config);
+    adapters::MultimodalConfig model_config;
+    model_config.Load(doc.Root().Child("model"));
+    adapters::MultimodalLM model(model_config);
+    adapters::MultimodalExample example;
+    example.prompt = "Say: a dog barks";
+    for (int i = 0; i < 40; ++i) example.target += text::SpeechUnitToken((i * 5) % 12);
+    torch::optim::AdamW optimizer(model->TrainableParameters(), torch::optim::AdamWOptions(0.02));
+    model->train();
+    for (int step = 0; step < 40; ++step) {
+      optimizer.zero_grad();
+      model->Loss(model->Prepare({example}, text::PaddingSide::kRight)).backward();
+      optimizer.step();
+    }
+    adapters = dir.File("adapters");
+    model->SaveAdapters(adapters);
+    fs::AtomicWriteString(adapters + "/tasks.json", "{\"tasks\": {\"tts\": \"Say: {text}\"}}\n");
+  }
+};
+
 struct Call {
   grpc::Status status;
   std::vector<v1::ConverseResponse> responses;

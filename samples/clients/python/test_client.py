@@ -42,7 +42,9 @@ class ServerProcess:
     """`slm serve` in a subprocess on 127.0.0.1:0; start() waits for its "serving on" line."""
 
     def __init__(self, *sets):
-        self.sets = ("listen=127.0.0.1:0", f"auth.token={TOKEN}") + sets
+        # The HTTP front-end is tested elsewhere (tests/http); here it stays off, so that servers
+        # started side by side never compete for serve.yaml's HTTP port.
+        self.sets = ("listen=127.0.0.1:0", "http.listen=", f"auth.token={TOKEN}") + sets
         self.process = None
         self.address = None
         self.stdout_lines = []
