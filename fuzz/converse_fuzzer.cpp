@@ -11,8 +11,8 @@
 // The session is driven as the gRPC service drives it (serve/service.cpp): a refused message aborts
 // the stream with its status; then every response is drained.
 // Invariants beyond "no crash, no leak, no hang": Receive/EndOfInput throw nothing but
-// engine::StatusError, with a message; a refused message leaves the stream failed with that code
-// (or CANCELLED when the client had cancelled before);
+// engine::StatusError, with a message; a refused message leaves the stream failed (with its code,
+// or with an earlier failure of the engine's: the first one wins);
 // every response carries the stream's one request id and utterance indices never go back; a stream
 // that completes OK has at most one final transcript per utterance.
 #include <torch/torch.h>
@@ -171,7 +171,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       [&cancelled] { return cancelled.load(); });
   v1::AudioEncoding encoding = v1::LINEAR16;
   bool refused = false;
-  Code refused_code = Code::kOk;
   try {
     bool half_closed = false;
     for (int steps = 0; !in.Done() && steps < 64 && !half_closed; ++steps) {
@@ -196,7 +195,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const StatusError& e) {
     if (std::strlen(e.what()) == 0) Broken("a refusal without a message");
     refused = true;
-    refused_code = e.code();
     session.Abort(e.status());
   }
   std::string request_id;
@@ -212,9 +210,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const slm::engine::Status result = session.Result();
   if (refused && result.ok()) Broken("a refused message left the stream OK");
-  // A client that cancelled first may see CANCELLED instead: the engine ended the stream already.
-  if (refused && session.Opened() && result.code != refused_code && !(cancelled && result.code == Code::kCancelled))
-    Broken("the stream failed with another code");
   if (!result.ok() && result.message.empty()) Broken("a failed stream without a message");
   if (result.ok())
     for (const auto& entry : finals)
