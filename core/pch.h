@@ -1,5 +1,6 @@
-// Precompiled header shared by every LibTorch-using target (NOTES.md hazard 5: one translation unit
-// including <torch/torch.h> costs ~20 s to parse). Only stable, heavy headers belong here.
+// Precompiled header shared by every LibTorch-using target (docs/HAZARDS.md hazard 5: parsing
+// <torch/torch.h> dominates a translation unit's compile time). Only stable, heavy headers belong
+// here.
 #pragma once
 
 #include <torch/torch.h>
