@@ -37,40 +37,9 @@ void CheckModel(const engine::Engine& engine, const std::string& name, const std
     Fail(Code::kNotFound, Str(field, ": unknown model '", name, "' (this server has: ", served, ")"));
 }
 
-// Well-formed UTF-8 as protobuf demands it: no overlong forms, no surrogates, nothing above
-// U+10FFFF, no truncated sequence.
-bool ValidUtf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t extra;
-    uint32_t code;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1, code = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2, code = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3, code = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + extra >= s.size()) return false;  // truncated
-    for (size_t k = 1; k <= extra; ++k) {
-      const unsigned char d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      code = (code << 6) | (d & 0x3F);
-    }
-    static const uint32_t kMinimum[] = {0, 0x80, 0x800, 0x10000};
-    if (code < kMinimum[extra] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-// The path of the first string field of `descriptor` whose bytes in `wire` are not UTF-8, or "".
+// The path of the first string field of `descriptor` whose bytes in `wire` are not UTF-8 as
+// protobuf demands it (core's FindInvalidUtf8: no overlong forms, surrogates, code points above
+// U+10FFFF or truncated sequences), or "".
 namespace {
 
 std::string BadUtf8Field(const google::protobuf::Descriptor* descriptor, const std::string& wire, const std::string& prefix) {
@@ -82,7 +51,8 @@ std::string BadUtf8Field(const google::protobuf::Descriptor* descriptor, const s
     const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByNumber(f.number());
     if (field == nullptr) continue;
     const std::string path = prefix + field->name();
-    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING && !ValidUtf8(f.length_delimited()))
+    if (field->type() == google::protobuf::FieldDescriptor::TYPE_STRING &&
+        FindInvalidUtf8(f.length_delimited()) != std::string_view::npos)
       return path;
     if (field->type() == google::protobuf::FieldDescriptor::TYPE_MESSAGE) {
       const std::string inner = BadUtf8Field(field->message_type(), f.length_delimited(), path + ".");

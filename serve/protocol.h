@@ -23,9 +23,6 @@ namespace slm::serve {
 // when a string field is not valid UTF-8, the field's path ("config.request_id").
 void ParseRequest(const std::string& bytes, google::protobuf::Message* message, const std::string& where);
 
-// Well-formed UTF-8 as protobuf demands it (no overlong forms, surrogates or truncated sequences).
-bool ValidUtf8(const std::string& s);
-
 // Raw audio bytes -> float samples. INVALID_ARGUMENT for a byte count that is not whole samples,
 // NaN/Inf floats or floats beyond audio::kMaxAbsSample, and encodings other than LINEAR16 and
 // FLOAT32 (named by number when unknown), naming `where`.
