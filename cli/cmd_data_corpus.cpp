@@ -1,10 +1,13 @@
 // `slm data corpus --source wordnet --out DIR`: the offline text corpus, QA pairs and speakable
-// sentences of text/wordnet_corpus.h.
+// sentences of text/wordnet_corpus.h; `slm data dictionary`: the spoken dictionary's word list
+// chosen from that corpus (text/dictionary.h).
 #include <memory>
 #include <string>
 
 #include "cli/command.h"
 #include "core/json_report.h"
+#include "core/manifest.h"
+#include "text/dictionary.h"
 #include "text/wordnet_corpus.h"
 
 namespace {
@@ -55,6 +58,37 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
     report.Set("qa_skipped", stats.qa_skipped);
     report.Set("unspeakable_sentences", stats.unspeakable_sentences);
     report.Set("seconds", stats.seconds);
+    report.Emit();
+  });
+});
+
+struct DictionaryCommandOptions {
+  slm::text::DictionaryOptions dictionary;
+  std::string out;
+};
+
+slm::cli::Registrar dictionary_reg([](CLI::App& app, slm::cli::Common& common) {
+  CLI::App* cmd = slm::cli::Group(app, "data", "make training data offline")
+                      ->add_subcommand("dictionary",
+                                       "the spoken dictionary: the most common concrete nouns of a WordNet corpus "
+                                       "with their questions and glosses (text/dictionary.h)");
+  auto options = std::make_shared<DictionaryCommandOptions>();
+  cmd->add_option("--corpus", options->dictionary.corpus_dir, "a corpus made by `slm data corpus`")
+      ->capture_default_str();
+  cmd->add_option("--wordnet-dir", options->dictionary.wordnet_dir, "directory with index.noun, data.noun, ...")
+      ->capture_default_str();
+  cmd->add_option("--words", options->dictionary.words, "how many nouns")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+      ->capture_default_str();
+  cmd->add_option("--out", options->out, "output manifest (JSONL, task qa)")->required();
+  cmd->callback([options, &common] {
+    const std::vector<slm::manifest::Entry> entries = slm::text::SelectDictionary(options->dictionary);
+    slm::manifest::Write(options->out, entries);
+    slm::Report report(common.json);
+    report.Set("out", options->out);
+    report.Set("words", static_cast<int64_t>(entries.size()));
+    report.Set("first", entries.front().extra["word"].get<std::string>());
+    report.Set("last", entries.back().extra["word"].get<std::string>());
     report.Emit();
   });
 });

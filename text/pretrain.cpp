@@ -6,6 +6,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <random>
 
 #include "core/device.h"
 #include "core/error.h"
@@ -13,6 +15,9 @@
 #include "core/log.h"
 #include "core/metrics_log.h"
 #include "core/progress.h"
+#include "core/manifest.h"
+#include "text/dictionary.h"
+#include "text/generate.h"
 #include "text/lm_data.h"
 #include "text/tokenizer.h"
 #include "text/wordnet_corpus.h"
@@ -40,6 +45,60 @@ void InitWeights(LlamaModel& model, double std) {
   }
 }
 
+// The training stream with qa_repeat copies of every QA line (BOS ... EOS, like the text lines)
+// inserted at seeded random line boundaries of the text, so that each copy sits in a different
+// window position and the text around it differs.
+std::vector<int64_t> MixQaLines(const std::vector<int64_t>& text, const std::vector<manifest::Entry>& qa,
+                                int64_t repeat, const Tokenizer& tokenizer, uint64_t seed) {
+  std::vector<std::vector<int64_t>> lines;
+  for (const manifest::Entry& e : qa) lines.push_back(tokenizer.Encode(QaTrainingText(e.prompt, e.response), true, true));
+  std::vector<size_t> boundaries;  // positions in `text` where a line starts
+  const int64_t bos = tokenizer.BosId();
+  for (size_t i = 0; i < text.size(); ++i)
+    if (text[i] == bos) boundaries.push_back(i);
+  boundaries.push_back(text.size());
+  std::mt19937_64 rng(seed ^ 0x9e3779b97f4a7c15ULL);
+  std::vector<std::pair<size_t, size_t>> inserts;  // (boundary position, line index)
+  for (int64_t r = 0; r < repeat; ++r)
+    for (size_t l = 0; l < lines.size(); ++l)
+      inserts.emplace_back(boundaries[std::uniform_int_distribution<size_t>(0, boundaries.size() - 1)(rng)], l);
+  std::sort(inserts.begin(), inserts.end());
+  std::vector<int64_t> out;
+  out.reserve(text.size() + inserts.size() * 24);
+  size_t at = 0;
+  for (const auto& [position, line] : inserts) {
+    out.insert(out.end(), text.begin() + static_cast<std::ptrdiff_t>(at), text.begin() + static_cast<std::ptrdiff_t>(position));
+    at = position;
+    out.insert(out.end(), lines[line].begin(), lines[line].end());
+  }
+  out.insert(out.end(), text.begin() + static_cast<std::ptrdiff_t>(at), text.end());
+  return out;
+}
+
+// Typed questions answered greedily: the fraction whose answer equals the reference after
+// NormalizeAnswer.
+double QaExactMatch(LlamaModel& model, const Tokenizer& tokenizer, const std::vector<manifest::Entry>& qa,
+                    int64_t batch_size) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  int64_t right = 0;
+  for (size_t begin = 0; begin < qa.size(); begin += static_cast<size_t>(batch_size)) {
+    const size_t end = std::min(qa.size(), begin + static_cast<size_t>(batch_size));
+    std::vector<std::vector<int64_t>> prompts;
+    int64_t longest_answer = 0;
+    for (size_t i = begin; i < end; ++i) {
+      prompts.push_back(tokenizer.Encode(QaPromptText(qa[i].prompt), true, false));
+      longest_answer = std::max<int64_t>(longest_answer, static_cast<int64_t>(tokenizer.Encode(qa[i].response, false, false).size()));
+    }
+    GenerationOptions options;
+    options.max_new_tokens = longest_answer + 4;
+    const GenerationResult generated = Generate(model, prompts, options);
+    for (size_t i = begin; i < end; ++i)
+      right += NormalizeAnswer(tokenizer.Decode(generated.tokens[i - begin], true)) == NormalizeAnswer(qa[i].response);
+  }
+  return static_cast<double>(right) / static_cast<double>(qa.size());
+}
+
 }  // namespace
 
 PretrainConfig::PretrainConfig() {
@@ -60,7 +119,16 @@ void PretrainConfig::Load(config::Node node) {
   d.Read("corpus_dir", data.corpus_dir)
       .Read("wordnet_dir", data.wordnet_dir)
       .Read("build_if_missing", data.build_if_missing)
-      .Read("max_train_lines", data.max_train_lines, InRange<int64_t>(0, int64_t{1} << 40));
+      .Read("max_train_lines", data.max_train_lines, InRange<int64_t>(0, int64_t{1} << 40))
+      .Read("qa_file", data.qa_file)
+      .Read("qa_repeat", data.qa_repeat, InRange<int64_t>(1, 100000));
+  node.Read("init_from", init_from);
+  if (!init_from.empty()) {
+    for (const char* key : {"tokenizer", "model"})
+      if (node.Has(key))
+        node.Fail(key, Str("cannot be given with init_from (the tokenizer and the architecture come from '",
+                           init_from, "')"));
+  }
   auto t = node.Child("tokenizer");
   t.Read("vocab_size", tokenizer.vocab_size, InRange(300, 262144));
   t.Read("model_type", tokenizer.model_type, config::OneOf<std::string>({"unigram", "bpe"}));
@@ -104,7 +172,9 @@ nlohmann::json PretrainResult::ToJson() const {
           {"unigram_valid_perplexity", unigram_valid_perplexity},
           {"unigram_test_perplexity", unigram_test_perplexity},
           {"parameters", parameters},
-          {"stopped_by_time_limit", stopped_by_time_limit}};
+          {"stopped_by_time_limit", stopped_by_time_limit},
+          {"qa_questions", qa_questions},
+          {"qa_exact_match", qa_exact_match}};
 }
 
 PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_config_yaml, bool quiet) {
@@ -128,19 +198,39 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     BuildWordNetCorpus(corpus);
   }
 
-  // 2. Tokenizer, trained on the training split only.
-  TokenizerTrainOptions tok_options;
-  tok_options.input = text_dir + "/train.txt";
-  tok_options.out_dir = c.output_dir;
-  tok_options.vocab_size = c.tokenizer.vocab_size;
-  tok_options.model_type = c.tokenizer.model_type;
-  tok_options.seed = static_cast<uint32_t>(c.seed);
-  tok_options.num_threads = std::max(1, c.threads);
-  const Tokenizer tokenizer = TrainTokenizer(tok_options);
+  // 2. Tokenizer: trained on the training split only, or the init_from model's.
+  std::optional<Tokenizer> loaded_tokenizer;
+  if (!c.init_from.empty()) {
+    Check(std::filesystem::is_regular_file(c.init_from + "/config.json"), "init_from: '", c.init_from,
+          "' is not a Hugging Face model directory (no config.json)");
+    loaded_tokenizer = Tokenizer::Load(c.init_from);
+    for (const char* file : {"tokenizer.model", "tokenizer_config.json", "added_tokens.json", "tokenizer.json"})
+      if (std::filesystem::is_regular_file(c.init_from + "/" + file))
+        fs::AtomicWriteString(c.output_dir + "/" + file, fs::ReadFile(c.init_from + "/" + file));
+  } else {
+    TokenizerTrainOptions tok_options;
+    tok_options.input = text_dir + "/train.txt";
+    tok_options.out_dir = c.output_dir;
+    tok_options.vocab_size = c.tokenizer.vocab_size;
+    tok_options.model_type = c.tokenizer.model_type;
+    tok_options.seed = static_cast<uint32_t>(c.seed);
+    tok_options.num_threads = std::max(1, c.threads);
+    loaded_tokenizer = TrainTokenizer(tok_options);
+  }
+  const Tokenizer& tokenizer = *loaded_tokenizer;
   auto encode = [&](const std::string& line) { return tokenizer.Encode(line, true, true); };
-  const std::vector<int64_t> train_stream = TokenizeFile(text_dir + "/train.txt", encode, c.data.max_train_lines);
+  std::vector<int64_t> train_stream = TokenizeFile(text_dir + "/train.txt", encode, c.data.max_train_lines);
   const std::vector<int64_t> valid_stream = TokenizeFile(text_dir + "/valid.txt", encode);
   const std::vector<int64_t> test_stream = TokenizeFile(text_dir + "/test.txt", encode);
+  std::vector<manifest::Entry> qa;
+  if (!c.data.qa_file.empty()) {
+    qa = manifest::Read(c.data.qa_file).entries;
+    Check(!qa.empty(), "data.qa_file: '", c.data.qa_file, "' has no entries");
+    for (size_t i = 0; i < qa.size(); ++i)
+      Check(!qa[i].prompt.empty() && !qa[i].response.empty(), c.data.qa_file, ":", i + 1,
+            ": a QA entry needs a prompt and a response");
+    train_stream = MixQaLines(train_stream, qa, c.data.qa_repeat, tokenizer, c.seed);
+  }
   const int64_t window = c.train.seq_len + 1;
   const torch::Tensor train_windows = PackWindows(train_stream, window, false);
   torch::Tensor valid_windows = PackWindows(valid_stream, window, true);
@@ -149,14 +239,24 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
   const torch::Tensor test_windows = PackWindows(test_stream, window, true);
 
   // 3. Model.
-  LlamaConfig model_config = c.model;
-  model_config.vocab_size = tokenizer.VocabSize();
-  model_config.bos_token_id = tokenizer.BosId();
-  model_config.eos_token_ids = {tokenizer.EosId()};
-  model_config.pad_token_id = tokenizer.PadId();
-  model_config.Validate(c.output_dir + "/config.yaml");
-  LlamaModel model(model_config);
-  InitWeights(model, c.train.init_std);
+  LlamaModel model{nullptr};
+  LlamaConfig model_config;
+  if (!c.init_from.empty()) {
+    model = LoadLlama(c.init_from);
+    model_config = model->Config();
+    Check(c.train.seq_len + 1 <= model_config.max_position_embeddings, "train.seq_len + 1 (", c.train.seq_len + 1,
+          ") exceeds init_from's max_position_embeddings (", model_config.max_position_embeddings, ")");
+    for (auto& p : model->parameters()) p.set_requires_grad(true);
+  } else {
+    model_config = c.model;
+    model_config.vocab_size = tokenizer.VocabSize();
+    model_config.bos_token_id = tokenizer.BosId();
+    model_config.eos_token_ids = {tokenizer.EosId()};
+    model_config.pad_token_id = tokenizer.PadId();
+    model_config.Validate(c.output_dir + "/config.yaml");
+    model = LlamaModel(model_config);
+    InitWeights(model, c.train.init_std);
+  }
   model->train();
 
   const auto optimizer = MakeAdamW(model->parameters(), c.train);
@@ -233,6 +333,11 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
       UnigramPerplexity(train_stream, valid_windows, model_config.vocab_size).perplexity;
   result.unigram_test_perplexity =
       UnigramPerplexity(train_stream, test_windows, model_config.vocab_size).perplexity;
+  if (!qa.empty()) {
+    result.qa_questions = static_cast<int64_t>(qa.size());
+    result.qa_exact_match = QaExactMatch(model, tokenizer, qa, c.eval.batch_size);
+    log::Info(Str("typed questions of ", c.data.qa_file, ": ", result.qa_exact_match * 100, "% answered exactly"));
+  }
   result.seconds = SecondsSince(start);
   result.tokens_per_second = result.train_tokens_seen / train_seconds;
 

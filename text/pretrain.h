@@ -3,6 +3,8 @@
 // (LlamaForCausalLM.from_pretrained) load: config.json, model.safetensors, tokenizer.model,
 // generation_config.json; plus config.yaml (the effective config) and metrics.jsonl.
 //
+// Continued pretraining (init_from) starts from an existing model and tokenizer instead.
+//
 // Training: packed windows of seq_len + 1 tokens (text/lm_data.h) shuffled per epoch with the seed,
 // AdamW (no weight decay on norms), linear warm-up then cosine decay to min_lr_ratio * lr, gradient
 // clipping, float32 on CPU (bf16 autocast is not used on CPU). Evaluation every eval.every steps on
@@ -27,7 +29,16 @@ struct PretrainConfig {
     std::string wordnet_dir = "/usr/share/wordnet";
     bool build_if_missing = true;             // run the WordNet corpus builder when absent
     int64_t max_train_lines = 0;              // 0 = all
+    // Question-answer pairs (a manifest with prompt/response, e.g. `slm data dictionary` output)
+    // mixed into the training text as text/dictionary.h's QaTrainingText lines, qa_repeat copies
+    // of each, spread over the text lines in a seeded order: what the model must know by heart.
+    // The final report adds the typed exact-match accuracy on them (greedy, NormalizeAnswer).
+    std::string qa_file;
+    int64_t qa_repeat = 1;
   } data;
+  // A Hugging Face Llama directory to continue from (weights and tokenizer; the tokenizer is not
+  // retrained and `tokenizer`/`model` keys may not be given). Empty = from scratch.
+  std::string init_from;
   struct Tokenizer {
     int vocab_size = 4096;
     std::string model_type = "unigram";
@@ -68,6 +79,8 @@ struct PretrainResult {
   double unigram_test_perplexity = 0;
   int64_t parameters = 0;
   bool stopped_by_time_limit = false;
+  int64_t qa_questions = 0;        // data.qa_file's pairs asked (typed, greedy)
+  double qa_exact_match = 0;       // fraction answered exactly (text/dictionary.h NormalizeAnswer)
   nlohmann::json ToJson() const;
 };
 
