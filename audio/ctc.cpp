@@ -258,14 +258,17 @@ CtcTranscriber::CtcTranscriber(const std::string& encoder_dir, torch::Device dev
   mel_ = std::make_unique<LogMel>(LoadEncoderFeatureOptions(encoder_dir));
 }
 
-std::string CtcTranscriber::Transcribe(const std::vector<float>& samples_16k) const {
+torch::Tensor CtcTranscriber::Logits(const std::vector<float>& samples_16k) const {
   Check(!samples_16k.empty(), "CtcTranscriber: empty audio");
   torch::NoGradGuard no_grad;
   const torch::Tensor features = mel_->Compute(samples_16k);
   const int64_t frames = std::min<int64_t>(features.size(0), 2 * encoder_->Config().max_source_positions);
   Check(features.size(0) <= frames, "CtcTranscriber: ", features.size(0), " frames are more than the encoder's ", frames);
-  const torch::Tensor logits = head_->forward(encoder_->forward(features.unsqueeze(0).to(device_)));
-  return CtcAlphabet::Decode(CtcGreedyDecode(logits, {})[0]);
+  return head_->forward(encoder_->forward(features.unsqueeze(0).to(device_)))[0].to(torch::kCPU, torch::kFloat);
+}
+
+std::string CtcTranscriber::Transcribe(const std::vector<float>& samples_16k) const {
+  return CtcAlphabet::Decode(CtcGreedyDecode(Logits(samples_16k).unsqueeze(0), {})[0]);
 }
 
 }  // namespace slm::audio

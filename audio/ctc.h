@@ -121,6 +121,9 @@ class CtcTranscriber {
   explicit CtcTranscriber(const std::string& encoder_dir, torch::Device device = torch::kCPU);
   // Whole clips up to the encoder's maximum length; slm::Error for a longer or empty clip.
   std::string Transcribe(const std::vector<float>& samples_16k) const;
+  // The CTC head's logits of a clip, [T, kSize] float32 on the CPU (for another decoder, e.g.
+  // audio/ctc_lexicon_decoder.h); same errors as Transcribe.
+  torch::Tensor Logits(const std::vector<float>& samples_16k) const;
 
  private:
   mutable WhisperEncoder encoder_{nullptr};  // frozen; forward() does not change it

@@ -5,8 +5,11 @@
 // --stream transcribes as the server hears audio: pieces of --chunk-ms through the streaming
 // log-mel and the incremental encoder (audio/whisper_stream.h; a block-causal encoder only), the
 // same transcript as the offline path up to float rounding.
+// --lm PATH decodes with the lexicon + word-LM beam search (audio/ctc_lexicon_decoder.h) instead of
+// greedy CTC (--beam, --lm-weight, --word-bonus as in the serve config's model.speech_lm).
 #include "audio/audio_io.h"
 #include "audio/ctc.h"
+#include "audio/ctc_lexicon_decoder.h"
 #include "audio/log_mel.h"
 #include "audio/whisper_encoder.h"
 #include "cli/command.h"
@@ -21,6 +24,8 @@ struct TranscribeCommand {
   std::vector<std::string> files;
   bool stream = false;
   int chunk_ms = 160;
+  std::string lm;
+  audio::CtcBeamOptions beam;
 };
 
 // The incremental path: the same greedy CTC over the frames the stream releases piece by piece.
@@ -34,7 +39,7 @@ class StreamingTranscriber {
     head_ = audio::LoadCtcHead(dir, encoder_->Config().d_model, "--encoder");
     Check(piece_ > 0, "--chunk-ms must be positive, got ", chunk_ms);
   }
-  std::string Transcribe(const std::vector<float>& samples) {
+  torch::Tensor Logits(const std::vector<float>& samples) {
     torch::NoGradGuard no_grad;
     audio::StreamingLogMel mel(options_);
     audio::WhisperStreamState state = encoder_->StartStream();
@@ -47,8 +52,7 @@ class StreamingTranscriber {
     mel.InputFinished();
     frames.push_back(encoder_->EncodeChunks(state, mel.PopFrames()));
     frames.push_back(encoder_->Finish(state));
-    const torch::Tensor logits = head_(torch::cat(frames).unsqueeze(0));
-    return audio::CtcAlphabet::Decode(audio::CtcGreedyDecode(logits, {})[0]);
+    return head_(torch::cat(frames).unsqueeze(0))[0].to(torch::kFloat);
   }
 
  private:
@@ -68,7 +72,20 @@ Registrar reg([](CLI::App& app, Common& common) {
                 "incremental: audio in --chunk-ms pieces through the streaming encoder");
   cmd->add_option("--chunk-ms", c->chunk_ms, "audio per piece with --stream")
       ->capture_default_str();
+  cmd->add_option("--lm", c->lm, "word LM (ARPA file or directory): lexicon + LM beam search instead of greedy");
+  cmd->add_option("--beam", c->beam.beam, "beam width with --lm")->capture_default_str();
+  cmd->add_option("--lm-weight", c->beam.lm_weight, "LM weight (alpha) with --lm")->capture_default_str();
+  cmd->add_option("--word-bonus", c->beam.word_bonus, "per-word bonus (beta) with --lm")->capture_default_str();
   cmd->callback([c, &common] {
+    std::unique_ptr<audio::CtcLexiconDecoder> decoder;
+    if (!c->lm.empty()) {
+      try {
+        decoder = std::make_unique<audio::CtcLexiconDecoder>(
+            std::make_shared<const audio::WordLm>(audio::WordLm::Load(c->lm)), c->beam);
+      } catch (const Error& e) {
+        throw Error(Str("--lm: ", e.what()));
+      }
+    }
     std::unique_ptr<audio::CtcTranscriber> offline;
     std::unique_ptr<StreamingTranscriber> streaming;
     if (c->stream) streaming = std::make_unique<StreamingTranscriber>(c->encoder, c->chunk_ms);
@@ -78,8 +95,8 @@ Registrar reg([](CLI::App& app, Common& common) {
     for (const std::string& file : c->files) {
       const audio::Waveform wave = audio::Read(file);
       const std::vector<float> samples = audio::Resample(wave.samples, wave.sample_rate, 16000);
-      const std::string text =
-          c->stream ? streaming->Transcribe(samples) : offline->Transcribe(samples);
+      const torch::Tensor logits = c->stream ? streaming->Logits(samples) : offline->Logits(samples);
+      const std::string text = decoder ? decoder->Decode(logits).text : audio::CtcGreedyWords(logits).text;
       transcripts[file] = text;
       report.Line(file + ": " + text);
     }
