@@ -1,5 +1,6 @@
 #include "engine/config.h"
 
+#include <filesystem>
 #include <set>
 
 namespace slm::engine {
@@ -9,8 +10,12 @@ using config::InRange;
 void AdapterEntry::Load(config::Node a) {
   a.Require("name", name).Read("run", run).Read("config", config).Read("adapters", adapters);
   if (name.empty()) a.Fail("name", "must not be empty");
-  if (run.empty() && (config.empty() || adapters.empty()))
+  const bool prompt_only = run.empty() && config.empty() && adapters.empty();
+  if (!prompt_only && run.empty() && (config.empty() || adapters.empty()))
     a.Fail("run", "give `run` (a training run directory) or both `config` and `adapters`");
+  if (prompt_only && !a.Has("tasks"))
+    a.Fail("run", "give `run` (a training run directory), both `config` and `adapters`, or `tasks` alone for the "
+                  "frozen backbone with prompt templates");
   if (!run.empty()) {
     if (config.empty()) config = run + "/config.yaml";
     if (adapters.empty()) adapters = run + "/adapters";
@@ -20,9 +25,22 @@ void AdapterEntry::Load(config::Node a) {
     for (const std::string& task : node.Keys()) {
       std::string prompt;
       node.Require(task, prompt);
+      if (prompt_only && (prompt.find("<speech>") != std::string::npos || prompt.find("<image>") != std::string::npos))
+        node.Fail(task, "a prompt-only adapter (no `run`) has no trained speech or image input; use \"{transcript}\" "
+                        "for spoken questions");
       tasks[task] = prompt;
     }
   }
+}
+
+void SpeechLmConfig::Load(config::Node node) {
+  node.Require("path", path)
+      .Read("beam", beam, InRange(1, 4096))
+      .Read("lm_weight", lm_weight, InRange(0.0, 100.0))
+      .Read("word_bonus", word_bonus, InRange(-100.0, 100.0))
+      .Read("char_threshold", char_threshold, InRange(-1000.0, 0.0))
+      .Read("interim", interim);
+  if (!std::filesystem::exists(path)) node.Fail("path", "word LM '" + path + "' does not exist");
 }
 
 void EngineConfig::Load(config::Node root) {
@@ -39,6 +57,10 @@ void EngineConfig::Load(config::Node root) {
     entry.Load(a);
     if (!names.insert(entry.name).second) a.Fail("name", "adapter '" + entry.name + "' is listed twice");
     adapters.push_back(entry);
+  }
+  if (model.Has("speech_lm")) {
+    if (speech_encoder.empty()) model.Fail("speech_lm", "needs model.speech_encoder (its CTC head is what it decodes)");
+    speech_lm.Load(model.Child("speech_lm"));
   }
 
   config::Node limits = root.Child("limits");

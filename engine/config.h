@@ -3,7 +3,8 @@
 // docs/CONFIG.md, "serve"). Front-ends extend it with their transport keys (serve/serve_config.h).
 // Units: seconds, milliseconds and tokens as the names say.
 //
-//   model: {name, description, backbone, speech_encoder, device, dtype, adapters: [...]}
+//   model: {name, description, backbone, speech_encoder, device, dtype, adapters: [...],
+//           speech_lm: {path, beam, lm_weight, word_bonus, char_threshold, interim}}
 //   limits: {max_streams, max_generates, max_transcribes, max_syntheses, max_utterance_seconds,
 //            max_file_seconds, max_synthesis_characters, max_answer_tokens, max_answer_tokens_limit}
 //   streaming: {endpointing_silence_ms, speech_threshold_dbfs, interim_interval_ms}
@@ -28,11 +29,29 @@ struct AdapterEntry {
   std::string name;
   std::string run;       // a training run directory (config.yaml, adapters/); may be empty when
   std::string config;    //   config (the training config with the `model` section) and
-  std::string adapters;  //   adapters (the adapter directory) are both given
+  std::string adapters;  //   adapters (the adapter directory) are both given,
+                         //   or when all three are empty: a prompt-only entry (below)
   // task -> prompt template (with its placeholder); empty = adapters/tasks.json (the trainer
-  // writes it).
+  // writes it). An sqa template may hold "{transcript}": the engine puts the utterance's final
+  // transcript there (a spoken question answered from its transcript, by the backbone reading
+  // text). A prompt-only entry (no run, config or adapters) is the frozen backbone with these
+  // templates: its tasks may not need trained inputs (no "<speech>" / "<image>").
   std::map<std::string, std::string> tasks;
-  // Reads {name, run | config + adapters, tasks} (strict).
+  bool PromptOnly() const { return run.empty() && config.empty() && adapters.empty(); }
+  // Reads {name, run | config + adapters | tasks alone} (strict).
+  void Load(config::Node node);
+};
+
+// The served recognizer's word LM (audio/ctc_lexicon_decoder.h): transcripts by lexicon + LM
+// beam search instead of greedy CTC. Empty path = greedy.
+struct SpeechLmConfig {
+  std::string path;             // an ARPA file or a directory with lm.arpa (audio/word_lm.h)
+  int beam = 16;                // prefixes kept per encoder frame
+  double lm_weight = 0.5;       // alpha, on the LM's ln-probabilities
+  double word_bonus = 1.0;      // beta, ln units per word
+  double char_threshold = -8.0; // ln: characters less likely in a frame are not tried
+  bool interim = true;          // interim transcripts from the beam too (false: greedy interims)
+  // Reads the keys above (strict); slm::Error naming the key and file for a path that does not exist.
   void Load(config::Node node);
 };
 
@@ -44,6 +63,7 @@ struct EngineConfig {
   std::string device = "cpu";
   std::string dtype = "float32";
   std::vector<AdapterEntry> adapters;
+  SpeechLmConfig speech_lm;
 
   int max_streams = 16;                     // concurrent Converse streams; more are refused
   int max_generates = 16;                   // concurrent Generate requests

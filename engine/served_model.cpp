@@ -33,6 +33,14 @@ std::map<std::string, std::string> ReadTasks(const AdapterEntry& entry) {
 }
 
 adapters::MultimodalConfig ReadModelConfig(const AdapterEntry& entry, const EngineConfig& config) {
+  if (entry.PromptOnly()) {  // the frozen backbone with the entry's templates
+    adapters::MultimodalConfig model_config;
+    model_config.backbone = config.backbone;
+    model_config.device = config.device;
+    model_config.dtype = config.dtype;
+    model_config.lora_enabled = false;
+    return model_config;
+  }
   Check(stdfs::is_regular_file(entry.config), "model.adapters '", entry.name, "': config '", entry.config,
         "' does not exist");
   config::Document doc = config::Document::LoadFile(entry.config);
@@ -49,6 +57,14 @@ std::string LoraDir(const AdapterEntry& entry) { return entry.adapters + "/lora"
 bool HasLora(const AdapterEntry& entry) { return stdfs::is_regular_file(LoraDir(entry) + "/adapter_config.json"); }
 
 }  // namespace
+
+std::string FillTranscript(const std::string& prompt, const std::string& transcript) {
+  std::string out = prompt;
+  for (size_t at = out.find(kTranscriptPlaceholder); at != std::string::npos;
+       at = out.find(kTranscriptPlaceholder, at + transcript.size()))
+    out.replace(at, kTranscriptPlaceholder.size(), transcript);
+  return out;
+}
 
 ServedModel::ServedModel(const EngineConfig& config)
     : config_(config), name_(config.model_name), description_(config.model_description) {
@@ -106,6 +122,22 @@ ServedModel::ServedModel(const EngineConfig& config)
     seconds_per_frame_ = 2.0 * features.hop_length / features.sample_rate;  // conv2 has stride 2
     max_speech_seconds_ = double(encoder_->Config().MaxInputFrames() - 1) * features.hop_length / features.sample_rate;
   }
+  if (!config.speech_lm.path.empty()) {
+    Check(HasSpeech(), "model.speech_lm needs model.speech_encoder");
+    audio::CtcBeamOptions options;
+    options.beam = config.speech_lm.beam;
+    options.lm_weight = static_cast<float>(config.speech_lm.lm_weight);
+    options.word_bonus = static_cast<float>(config.speech_lm.word_bonus);
+    options.char_threshold = static_cast<float>(config.speech_lm.char_threshold);
+    try {
+      auto lm = std::make_shared<const audio::WordLm>(audio::WordLm::Load(config.speech_lm.path));
+      speech_decoder_ = std::make_unique<const audio::CtcLexiconDecoder>(lm, options);
+      log::Info(Str("transcripts by lexicon + word LM beam search (", config.speech_lm.path, ": order ", lm->Order(),
+                    ", ", lm->VocabularySize(), " words; beam ", options.beam, ")"));
+    } catch (const Error& e) {
+      throw Error(Str("model.speech_lm.path: ", e.what()));
+    }
+  }
 
   Check(static_cast<int>(config.adapters.size()) <= config.max_loaded_adapters, "model.adapters lists ",
         config.adapters.size(), " adapters but adapters.max_loaded is ", config.max_loaded_adapters);
@@ -138,15 +170,15 @@ ServedModel::ServedModel(const EngineConfig& config)
 
 std::shared_ptr<ServedAdapter> ServedModel::Build(const AdapterEntry& entry,
                                                   const adapters::MultimodalConfig& model_config) {
-  Check(stdfs::is_directory(entry.adapters), "model.adapters '", entry.name, "': adapter directory '",
-        entry.adapters, "' does not exist");
+  Check(entry.PromptOnly() || stdfs::is_directory(entry.adapters), "model.adapters '", entry.name,
+        "': adapter directory '", entry.adapters, "' does not exist");
   auto adapter = std::make_shared<ServedAdapter>();
   adapter->name = entry.name;
   adapter->tasks = ReadTasks(entry);
   torch::NoGradGuard no_grad;
   try {
     adapter->model = adapters::MultimodalLM(model_config, &shared_);
-    adapter->model->LoadAdapters(entry.adapters, /*load_lora=*/false);
+    if (!entry.PromptOnly()) adapter->model->LoadAdapters(entry.adapters, /*load_lora=*/false);
   } catch (const Error& e) {
     throw Error(Str("model.adapters '", entry.name, "' (", entry.adapters, "): ", e.what()));
   }
@@ -185,12 +217,21 @@ std::shared_ptr<ServedAdapter> ServedModel::Build(const AdapterEntry& entry,
     adapter->has_lora = true;
   }
   if (adapter->HasTask("sqa")) {
-    Check(adapter->model->HasSpeech(), "model.adapters '", entry.name, "': trained for sqa but has no speech input");
+    const std::string& sqa = adapter->tasks.at("sqa");
+    adapter->answers_transcript = sqa.find(kTranscriptPlaceholder) != std::string::npos;
+    const bool hears = sqa.find("<speech>") != std::string::npos;
+    Check(adapter->answers_transcript || hears, "model.adapters '", entry.name, "': the sqa prompt '", sqa,
+          "' has neither <speech> nor ", kTranscriptPlaceholder, ": a spoken question could not reach the backbone");
+    Check(!hears || adapter->model->HasSpeech(), "model.adapters '", entry.name,
+          "': trained for sqa but has no speech input");
     adapters::MultimodalExample question;
-    question.prompt = adapter->tasks.at("sqa");
-    question.speech = {torch::zeros({1, 1})};
-    adapter->sqa_text_positions = adapter->model->PromptPositions(question) - adapter->model->SpeechPositions(1);
-    adapter->speech_positions_per_second = adapter->model->SpeechPositionsPerSecond();
+    question.prompt = FillTranscript(sqa, "");
+    if (hears) question.speech = {torch::zeros({1, 1})};
+    adapter->sqa_text_positions =
+        adapter->model->PromptPositions(question) - (hears ? adapter->model->SpeechPositions(1) : 0);
+    adapter->speech_positions_per_second =
+        (hears ? adapter->model->SpeechPositionsPerSecond() : 0) +
+        (adapter->answers_transcript ? kTranscriptPositionsPerSecond : 0);
     adapter->context = ContextLength();
     const double seconds = adapter->RespondSeconds(config_.max_answer_tokens);
     Check(seconds >= kMinRespondSeconds, "model.adapters '", entry.name, "': the backbone's context of ",

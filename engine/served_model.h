@@ -17,8 +17,13 @@
 // (limits.max_answer_tokens) leaves less than kMinRespondSeconds (naming the keys): a server must
 // not accept questions it can never answer.
 //
+// Answers from transcripts: an sqa template with "{transcript}" (engine/config.h AdapterEntry) is
+// filled with the utterance's final transcript; without "<speech>" no speech reaches the backbone,
+// so a prompt-only entry (the frozen backbone alone) can answer spoken questions as typed ones.
+//
 // Transcripts come from the speech encoder's CTC head, not from an ASR adapter (it streams for
-// free and gives word times); answers (RESPOND) come from an adapter trained for `sqa`.
+// free and gives word times), decoded greedily or, with model.speech_lm, by the lexicon + word-LM
+// beam search (SpeechDecoder()); answers (RESPOND) come from an adapter trained for `sqa`.
 //
 // Thread-safety: lookups (Find, DefaultFor, Adapters, Info) and LoadAdapter/UnloadAdapter are
 // safe from any thread. A forward pass that reads the bank holds BankLock() shared; LoadAdapter
@@ -39,6 +44,7 @@
 #include "adapters/multimodal.h"
 #include "adapters/tts.h"
 #include "audio/ctc.h"
+#include "audio/ctc_lexicon_decoder.h"
 #include "audio/log_mel.h"
 #include "engine/config.h"
 #include "engine/types.h"
@@ -47,7 +53,14 @@
 namespace slm::engine {
 
 inline constexpr double kMinRespondSeconds = 1.0;
+// Budget of a transcript in the prompt: fast speech is about 3 words a second and a word of the
+// tiny tokenizers about 2 tokens; the margin keeps the cut on the safe side.
+inline constexpr double kTranscriptPositionsPerSecond = 8.0;
 inline constexpr int64_t kDefaultBankRank = 8;
+
+inline const std::string kTranscriptPlaceholder = "{transcript}";
+// `prompt` with every "{transcript}" replaced by `transcript`.
+std::string FillTranscript(const std::string& prompt, const std::string& transcript);
 
 struct ServedAdapter {
   std::string name;
@@ -55,9 +68,11 @@ struct ServedAdapter {
   mutable adapters::MultimodalLM model{nullptr};  // run on engine threads through const lookups
   int64_t slot = 0;                 // bank slot
   bool has_lora = false;
-  // sqa adapters: the positions of the sqa prompt without its speech, and of one second of speech.
+  // sqa adapters: the positions of the sqa prompt without its speech, and of one second of speech
+  // (for a "{transcript}" template: of one second of transcript, kTranscriptPositionsPerSecond).
   int64_t sqa_text_positions = 0;
   double speech_positions_per_second = 0;
+  bool answers_transcript = false;  // the sqa template holds "{transcript}"
   int64_t context = 0;
   bool HasTask(const std::string& task) const { return tasks.count(task) > 0; }
   // The longest spoken question whose answer of `answer_tokens` tokens still fits the context
@@ -106,6 +121,9 @@ class ServedModel {
   std::shared_mutex& BankLock() { return bank_mutex_; }
   audio::WhisperEncoder& SpeechEncoder() { return encoder_; }
   audio::CtcHead& Ctc() { return ctc_; }
+  // The beam-search decoder of model.speech_lm, or nullptr (greedy transcripts). Immutable.
+  const audio::CtcLexiconDecoder* SpeechDecoder() const { return speech_decoder_.get(); }
+  bool BeamInterims() const { return config_.speech_lm.interim; }
   const audio::LogMel& Mel() const { return *mel_; }
   int SampleRate() const { return sample_rate_; }
   double SecondsPerFrame() const { return seconds_per_frame_; }  // per encoder output frame
@@ -129,6 +147,7 @@ class ServedModel {
   audio::WhisperEncoder encoder_{nullptr};
   audio::CtcHead ctc_{nullptr};
   std::unique_ptr<audio::LogMel> mel_;
+  std::unique_ptr<const audio::CtcLexiconDecoder> speech_decoder_;
   int sample_rate_ = 16000;
   double seconds_per_frame_ = 0.02;
   double max_speech_seconds_ = 30;

@@ -35,8 +35,11 @@ std::vector<ClipTranscript> Transcriber::Run(const std::vector<const std::vector
   const audio::WhisperEncoderOutput encoded = model_.SpeechEncoder()->forward(input);
   const torch::Tensor logits = model_.Ctc()->forward(encoded.last_hidden_state).to(torch::kCPU, torch::kFloat);
   const torch::Tensor out_lengths = encoded.lengths.to(torch::kCPU);
-  for (int64_t b = 0; b < batch; ++b)
-    out[b].transcript = audio::CtcGreedyWords(logits[b].narrow(0, 0, out_lengths[b].item<int64_t>()));
+  const audio::CtcLexiconDecoder* decoder = model_.SpeechDecoder();
+  for (int64_t b = 0; b < batch; ++b) {
+    const torch::Tensor own = logits[b].narrow(0, 0, out_lengths[b].item<int64_t>());
+    out[b].transcript = decoder ? decoder->Decode(own) : audio::CtcGreedyWords(own);
+  }
   return out;
 }
 
@@ -74,11 +77,18 @@ void Transcriber::Advance(std::vector<StreamStep>& steps) {
     encoder_steps.push_back(e);
   }
   const std::vector<torch::Tensor> frames = model_.SpeechEncoder()->EncodeStreams(encoder_steps);
+  const audio::CtcLexiconDecoder* decoder = model_.SpeechDecoder();
   for (size_t i = 0; i < steps.size(); ++i) {
     StreamTranscription& s = *steps[i].stream;
-    if (frames[i].defined() && frames[i].size(0) > 0)
+    if (decoder && !s.beam) s.beam = decoder->Start();
+    if (frames[i].defined() && frames[i].size(0) > 0) {
       s.logits.push_back(model_.Ctc()->forward(frames[i].unsqueeze(0))[0].to(torch::kCPU, torch::kFloat));
-    steps[i].transcript = s.logits.empty() ? audio::CtcTranscript{} : audio::CtcGreedyWords(torch::cat(s.logits, 0));
+      if (s.beam) s.beam->Advance(s.logits.back());
+    }
+    if (s.logits.empty()) steps[i].transcript = audio::CtcTranscript{};
+    else if (s.beam && steps[i].finish) steps[i].transcript = s.beam->Finish();
+    else if (s.beam && model_.BeamInterims()) steps[i].transcript = s.beam->Interim();
+    else steps[i].transcript = audio::CtcGreedyWords(torch::cat(s.logits, 0));
   }
 }
 

@@ -8,8 +8,12 @@
 //    CTC logits of every frame so far, so each step costs about the same however long the
 //    utterance already is, and the final transcript equals the offline encoding of the utterance
 //    by the same model.
-// Either way: log-mel with the encoder's own feature options, the CTC head, greedy words with times
-// and confidences (audio::CtcGreedyWords).
+// Either way: log-mel with the encoder's own feature options, the CTC head, then words with times
+// and confidences: greedy (audio::CtcGreedyWords) or, when the model has a word LM
+// (ServedModel::SpeechDecoder), the lexicon + LM beam search (audio/ctc_lexicon_decoder.h). A
+// stream's search advances with its frames (CtcBeamStream), so a step costs the new frames only;
+// interims read the best prefix so far (or greedy, model.speech_lm.interim false), finals complete
+// the search.
 //
 // Thread-safety: one thread at a time per object (the engine's encode thread); the modules it runs
 // are frozen and may be used by other threads meanwhile. A StreamTranscription belongs to one
@@ -38,6 +42,7 @@ struct StreamTranscription {
   std::unique_ptr<audio::StreamingLogMel> mel;
   audio::WhisperStreamState encoder;
   std::vector<torch::Tensor> logits;  // the CTC head's outputs per released frame, [n, V] float32 CPU
+  std::unique_ptr<audio::CtcBeamStream> beam;  // with a word LM: the search over those frames
   int64_t samples_fed = 0;
   bool finished = false;
 };
