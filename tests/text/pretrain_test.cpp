@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/fs.h"
+#include "core/manifest.h"
 #include "text/generate.h"
 #include "text/tokenizer.h"
 #include "text/wordnet_corpus.h"
@@ -80,6 +81,52 @@ TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
   int lines = 0;
   for (std::string line; std::getline(metrics, line);) ++lines;
   EXPECT_EQ(lines, 10 + 1 + 1);
+
+  // Continued pretraining from that model with three QA pairs to learn by heart: the tokenizer
+  // is the first model's, and the typed questions are answered exactly.
+  std::vector<manifest::Entry> qa(3);
+  const char* const pairs[3][2] = {{"what is a dog", "a domestic animal"},
+                                   {"what is a lamp", "a source of light"},
+                                   {"what is a boat", "a vessel for travel on water"}};
+  for (int i = 0; i < 3; ++i) {
+    qa[i].id = "q" + std::to_string(i);
+    qa[i].task = "qa";
+    qa[i].prompt = pairs[i][0];
+    qa[i].response = pairs[i][1];
+  }
+  manifest::Write(dir.File("qa.jsonl"), qa);
+  auto more = config::Document::LoadString(
+      "init_from: " + dir.File("model") + "\ndata: {build_if_missing: false, max_train_lines: 500, qa_file: " +
+          dir.File("qa.jsonl") + ", qa_repeat: 200}\ntrain: {steps: 300, batch_size: 16, seq_len: 32, lr: 0.01, "
+          "warmup_steps: 10}\neval: {every: 1000, max_windows: 16}\nthreads: 1\n",
+      "more.yaml");
+  more.ApplyOverride("data.corpus_dir=" + corpus.out_dir);
+  more.ApplyOverride("output_dir=" + dir.File("more"));
+  PretrainConfig continued;
+  continued.Load(more.Root());
+  more.CheckAllConsumed();
+  const PretrainResult q = Pretrain(continued, more.EffectiveYaml(), true);
+  EXPECT_EQ(q.qa_questions, 3);
+  EXPECT_EQ(q.qa_exact_match, 1.0);
+  EXPECT_EQ(fs::ReadFile(dir.File("more/tokenizer.model")), fs::ReadFile(dir.File("model/tokenizer.model")));
+  EXPECT_EQ(LoadLlama(dir.File("more"))->Config().hidden_size, 64);
+}
+
+TEST(PretrainConfig, InitFromTakesTheArchitectureFromTheCheckpoint) {
+  auto doc = config::Document::LoadString("init_from: some/model\nmodel: {hidden_size: 64}\n", "p.yaml");
+  EXPECT_SLM_ERROR(PretrainConfig().Load(doc.Root()), "cannot be given with init_from");
+  testing::TempDir dir;
+  auto missing = config::Document::LoadString(std::string("") +
+                                                  "init_from: " + dir.File("nothing") + "\noutput_dir: " + dir.File("out") + "\n",
+                                              "p.yaml");
+  PretrainConfig config;
+  config.Load(missing.Root());
+  config.data.build_if_missing = false;
+  fs::MakeDirs(dir.File("corpus/text"));
+  for (const char* split : {"train", "valid", "test"})
+    fs::AtomicWriteString(dir.File(std::string("corpus/text/") + split + ".txt"), "a line of text\n");
+  config.data.corpus_dir = dir.File("corpus");
+  EXPECT_SLM_ERROR(Pretrain(config, "", true), "is not a Hugging Face model directory");
 }
 
 }  // namespace
