@@ -130,8 +130,10 @@ class Engine {
   std::vector<EncodeJob> CollectEncodeJobs();
   void RunEncodeJobs(std::vector<EncodeJob>& jobs);
   void DeliverEncodeJobs(std::vector<EncodeJob>& jobs);
+  // Starts the answer to a finished utterance: its speech features and/or its final transcript go
+  // into the adapter's sqa template (engine/served_model.h, "Answers from transcripts").
   void Answer(const std::shared_ptr<Stream>& stream, const std::shared_ptr<Utterance>& utterance,
-              const torch::Tensor& features);
+              const torch::Tensor& features, const std::string& transcript);
   void FinishUtterance(Stream& stream, const AnswerProgress* answer, FinishReason reason);
   void RunSynthesis(SynthesizeJob& job);
   template <class T>

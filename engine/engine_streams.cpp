@@ -334,7 +334,7 @@ void Engine::DeliverEncodeJobs(std::vector<EncodeJob>& jobs) {
       FinishUtterance(s, nullptr, FinishReason::kUnspecified);
       continue;
     }
-    Answer(job.stream, job.utterance, job.result.features);
+    Answer(job.stream, job.utterance, job.result.features, ctc.text);
   }
 }
 
@@ -342,11 +342,12 @@ void Engine::DeliverEncodeJobs(std::vector<EncodeJob>& jobs) {
 // Spoken questions -> answers (lock held)
 
 void Engine::Answer(const std::shared_ptr<Stream>& stream, const std::shared_ptr<Utterance>& utterance,
-                    const torch::Tensor& features) {
+                    const torch::Tensor& features, const std::string& transcript) {
   auto request = std::make_shared<AnswerRequest>();
   request->adapter = stream->adapter;
-  request->example.prompt = stream->adapter->tasks.at("sqa");
-  request->example.speech = {features};
+  const std::string& sqa = stream->adapter->tasks.at("sqa");
+  request->example.prompt = stream->adapter->answers_transcript ? FillTranscript(sqa, transcript) : sqa;
+  if (sqa.find("<speech>") != std::string::npos) request->example.speech = {features};
   request->max_tokens = stream->max_answer_tokens;
   auto progress = std::make_shared<AnswerProgress>();
   std::weak_ptr<Stream> weak = stream;

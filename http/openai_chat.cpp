@@ -5,7 +5,9 @@
 // its marker ("<speech>" for input_audio, "<image>" for image_url), separated by spaces. A message
 // that is one media part and nothing else takes the prompt the adapter was trained with for that
 // medium (its tasks.json template holding only that marker, e.g. sqa's "<speech> Answer:"), so an
-// audio question gets the answer the spoken-QA task gives (the same as a RESPOND stream).
+// audio question gets the answer the spoken-QA task gives (the same as a RESPOND stream); for an
+// adapter whose sqa template holds "{transcript}", the audio is transcribed first and the
+// transcript fills the template, as a RESPOND stream does.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -214,6 +216,14 @@ Chat ParseChat(const Context& c, const json& body) {
       Fail(400, Str("audio.voice '", chat.voice, "' is not served (voices: ", Join(voices), ")"), "audio.voice");
   }
   s.prompt = RenderMessages(c, body.contains("messages") ? body["messages"] : json(), adapter, &s);
+  if (adapter && adapter->answers_transcript && s.prompt == "<speech>" && s.audio.size() == 1) {
+    // An adapter that answers spoken questions from their transcripts (engine/served_model.h): the
+    // same transcript and prompt as a RESPOND stream of that audio.
+    engine::TranscribeResult heard;
+    Require(c.engine.Transcribe(std::move(s.audio[0]), [] { return false; }, &heard), "messages");
+    s.audio.clear();
+    s.prompt = engine::FillTranscript(adapter->tasks.at("sqa"), heard.transcript.text);
+  }
   return chat;
 }
 

@@ -373,3 +373,94 @@ TEST_F(EngineTest, RequestsOverTheLimitsAreRefusedAtOnce) {
 
 }  // namespace
 }  // namespace slm::engine
+
+namespace slm::engine {
+namespace {
+
+// A prompt-only adapter whose sqa template holds "{transcript}": the spoken question is answered
+// exactly as the same words typed (Generate with the filled template on the same adapter), and no
+// speech reaches the backbone.
+TEST_F(EngineTest, TranscriptTemplatesAnswerSpokenQuestionsAsTypedOnes) {
+  Fixture fixture;
+  AdapterEntry dictionary;
+  dictionary.name = "dictionary";
+  dictionary.tasks = {{"sqa", "{transcript}:"}};  // backbone_tiny ends "what is a dog?" at once
+  ASSERT_TRUE(dictionary.PromptOnly());
+  fixture.config.adapters.insert(fixture.config.adapters.begin(), dictionary);
+  ServedModel model(fixture.config);
+  const AdapterRef served = model.Find("dictionary");
+  ASSERT_NE(served, nullptr);
+  EXPECT_TRUE(served->answers_transcript);
+  EXPECT_FALSE(served->has_lora);
+  EXPECT_EQ(model.DefaultFor("sqa"), served);
+  EXPECT_GT(model.Info().max_respond_seconds, 10.0);  // bounded by max_utterance_seconds, not speech positions
+  Engine engine(model, fixture.config);
+
+  std::shared_ptr<Engine::Stream> stream;
+  StreamSettings settings;
+  settings.respond = true;
+  settings.endpointing_ms = -1;
+  settings.max_answer_tokens = 12;
+  ASSERT_TRUE(engine.Open(settings, &stream).ok());
+  const std::vector<float> question = Speech("what is a dog");
+  engine.Feed(*stream, question.data(), question.size());
+  engine.HalfClose(*stream);
+  StreamEvent event;
+  std::string transcript, answer;
+  std::vector<int64_t> answer_tokens;
+  while (engine.Next(*stream, &event)) {
+    if (event.kind == StreamEvent::Kind::kFinal) {
+      EXPECT_TRUE(transcript.empty()) << "one utterance, one final";
+      transcript = event.final.text;
+    }
+    if (event.kind == StreamEvent::Kind::kToken) {
+      answer += event.token.text;
+      answer_tokens.push_back(event.token.id);
+    }
+  }
+  ASSERT_TRUE(engine.Result(*stream).ok()) << engine.Result(*stream).message;
+  engine.Close(*stream);
+  ASSERT_FALSE(transcript.empty());
+  ASSERT_FALSE(answer_tokens.empty());
+
+  GenerateSettings typed;
+  typed.adapter = "dictionary";
+  typed.prompt = FillTranscript("{transcript}:", transcript);
+  typed.max_new_tokens = 12;
+  const Outcome reference = Generate(engine, typed);
+  ASSERT_TRUE(reference.status.ok()) << reference.status.message;
+  EXPECT_EQ(answer_tokens, reference.tokens) << "transcript '" << transcript << "'";
+  EXPECT_EQ(answer, reference.text);
+}
+
+TEST(EngineConfigTest, PromptOnlyAdaptersNeedTasksWithoutTrainedInputs) {
+  auto load = [](const std::string& yaml) {
+    config::Document doc = config::Document::LoadString(yaml, "serve.yaml");
+    AdapterEntry entry;
+    entry.Load(doc.Root());
+    return entry;
+  };
+  EXPECT_TRUE(load("name: d\ntasks: {sqa: '{transcript}?'}\n").PromptOnly());
+  EXPECT_SLM_ERROR(load("name: d\n"), "or `tasks` alone for the frozen backbone");
+  EXPECT_SLM_ERROR(load("name: d\ntasks: {sqa: '<speech> Answer:'}\n"), "has no trained speech or image input");
+  EXPECT_SLM_ERROR(load("name: d\nconfig: c.yaml\n"), "give `run` (a training run directory) or both");
+  // A template that no spoken question could reach is refused when the model loads.
+  EngineConfig config;
+  config.backbone = kRoot + "/samples/models/backbone_tiny";
+  config.speech_encoder = kRoot + "/samples/models/speech_encoder_tiny";
+  AdapterEntry mute;
+  mute.name = "mute";
+  mute.tasks = {{"sqa", "Answer:"}};
+  config.adapters = {mute};
+  EXPECT_SLM_ERROR(ServedModel{config}, "has neither <speech> nor {transcript}");
+}
+
+TEST(EngineConfigTest, FillTranscriptReplacesEveryPlaceholder) {
+  EXPECT_EQ(FillTranscript("{transcript}?", "what is a dog"), "what is a dog?");
+  EXPECT_EQ(FillTranscript("Q: {transcript} / {transcript}", "x"), "Q: x / x");
+  EXPECT_EQ(FillTranscript("no placeholder", "x"), "no placeholder");
+  EXPECT_EQ(FillTranscript("{transcript}", "{transcript}"), "{transcript}");
+}
+
+}  // namespace
+}  // namespace slm::engine
