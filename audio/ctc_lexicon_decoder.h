@@ -54,7 +54,7 @@ namespace slm::audio {
 
 struct CtcBeamOptions {
   int beam = 16;                 // prefixes kept per frame (>= 1)
-  float lm_weight = 0.5f;        // alpha, on the LM's ln-probabilities
+  float lm_weight = 0.6f;        // alpha, on the LM's ln-probabilities
   float word_bonus = 0.f;        // beta, ln units per completed word
   float char_threshold = -8.f;   // ln: characters less likely in a frame are not tried
   float blank_skip = 0.999f;     // frames with P(blank) above this extend by blank only (1 = never)

@@ -47,8 +47,8 @@ struct AdapterEntry {
 struct SpeechLmConfig {
   std::string path;             // an ARPA file or a directory with lm.arpa (audio/word_lm.h)
   int beam = 16;                // prefixes kept per encoder frame
-  double lm_weight = 0.5;       // alpha, on the LM's ln-probabilities
-  double word_bonus = 1.0;      // beta, ln units per word
+  double lm_weight = 0.6;       // alpha, on the LM's ln-probabilities
+  double word_bonus = 0.0;      // beta, ln units per word
   double char_threshold = -8.0; // ln: characters less likely in a frame are not tried
   bool interim = true;          // interim transcripts from the beam too (false: greedy interims)
   // Reads the keys above (strict); slm::Error naming the key and file for a path that does not exist.
