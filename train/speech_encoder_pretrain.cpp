@@ -101,17 +101,28 @@ struct Batch {
   std::vector<const Utterance*> utterances;
 };
 
-Batch MakeBatch(const std::vector<Utterance>& data, const std::vector<int64_t>& indices) {
+// lead_crop_frames > 0 (training): each row starts 0..lead_crop_frames frames later, uniformly, so
+// that the encoder also hears utterances whose first word starts at once (the synthesized corpus
+// always has the same silent margin; a recording or a stream often has none).
+Batch MakeBatch(const std::vector<Utterance>& data, const std::vector<int64_t>& indices,
+                int64_t lead_crop_frames = 0, torch::Generator* generator = nullptr) {
   Batch batch;
+  std::vector<int64_t> crops;
+  for (int64_t i : indices) {
+    const int64_t most = std::min(lead_crop_frames, data[i].features.size(0) / 4);
+    crops.push_back(most > 0 && generator != nullptr ? torch::randint(most + 1, {1}, *generator).item<int64_t>() : 0);
+  }
   int64_t longest = 0;
-  for (int64_t i : indices) longest = std::max(longest, data[i].features.size(0));
+  for (size_t row = 0; row < indices.size(); ++row)
+    longest = std::max(longest, data[indices[row]].features.size(0) - crops[row]);
   const int64_t mels = data[indices[0]].features.size(1);
   batch.features = torch::zeros({static_cast<int64_t>(indices.size()), longest, mels});
   std::vector<int64_t> lengths;
   for (size_t row = 0; row < indices.size(); ++row) {
     const Utterance& u = data[indices[row]];
-    batch.features[row].slice(0, 0, u.features.size(0)).copy_(u.features);
-    lengths.push_back(u.features.size(0));
+    const int64_t frames = u.features.size(0) - crops[row];
+    batch.features[row].slice(0, 0, frames).copy_(u.features.slice(0, crops[row]));
+    lengths.push_back(frames);
     batch.targets.push_back(u.target);
     batch.utterances.push_back(&u);
   }
@@ -261,7 +272,18 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
       .Read("voices", data.voices)
       .Read("exclude_voices", data.exclude_voices)
       .Read("vocabulary_size", data.vocabulary_size, InRange<int64_t>(0, int64_t{1} << 30))
-      .Read("max_words", data.max_words, InRange<int64_t>(0, 1 << 20));
+      .Read("max_words", data.max_words, InRange<int64_t>(0, 1 << 20))
+      .Read("extra_train_manifests", data.extra_train_manifests);
+  node.Read("init_from", init_from);
+  if (!init_from.empty()) {
+    for (const char* key : {"model", "features"})
+      if (node.Has(key))
+        node.Fail(key, Str("cannot be given with init_from (the encoder's shape and features come from '", init_from, "')"));
+    Check(stdfs::is_regular_file(init_from + "/config.json"), "init_from: '", init_from,
+          "' is not a speech encoder directory (no config.json)");
+    features = audio::LoadEncoderFeatureOptions(init_from);
+    model = audio::LoadWhisperEncoder(init_from)->Config();
+  }
   features.Load(node.Child("features"));
   auto m = node.Child("model");
   m.Read("d_model", model.d_model, InRange<int64_t>(4, 65536))
@@ -284,7 +306,8 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
       .Read("time_masks", train.time_masks, InRange<int64_t>(0, 100))
       .Read("time_mask_width", train.time_mask_width, InRange<int64_t>(0, 10000))
       .Read("blur_prob", train.blur_prob, InRange(0.0, 1.0))
-      .Read("noise_std", train.noise_std, InRange(0.0, 10.0));
+      .Read("noise_std", train.noise_std, InRange(0.0, 10.0))
+      .Read("lead_crop_frames", train.lead_crop_frames, InRange<int64_t>(0, 1000));
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
@@ -323,8 +346,15 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
 
   // 1. Data: synthesized once, features in memory.
   const audio::LogMel mel(c.features);
-  const Split train = LoadSplit(EnsureSplit(c, "train", c.data.train_utterances, 0), mel,
-                                c.data.max_seconds, c.data.train_utterances);
+  Split train = LoadSplit(EnsureSplit(c, "train", c.data.train_utterances, 0), mel,
+                          c.data.max_seconds, c.data.train_utterances);
+  for (const std::string& extra : c.data.extra_train_manifests) {
+    Split more = LoadSplit(extra, mel, c.data.max_seconds, 0);
+    for (Utterance& u : more.utterances) train.utterances.push_back(std::move(u));
+    train.seconds += more.seconds;
+    train.skipped_long += more.skipped_long;
+    train.skipped_empty += more.skipped_empty;
+  }
   const Split valid = LoadSplit(EnsureSplit(c, "valid", c.data.valid_utterances, 1), mel, 0,
                                 c.data.valid_utterances);
   const Split test = LoadSplit(EnsureSplit(c, "test", c.data.test_utterances, 2), mel, 0,
@@ -342,8 +372,17 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
 
   // 2. Model.
   const torch::Device device = ParseDevice(c.device);
-  audio::WhisperEncoder encoder(c.model);
-  audio::CtcHead head(c.model.d_model);
+  audio::WhisperEncoder encoder{nullptr};
+  audio::CtcHead head{nullptr};
+  if (!c.init_from.empty()) {
+    encoder = audio::LoadWhisperEncoder(c.init_from);
+    head = audio::LoadCtcHead(c.init_from, encoder->Config().d_model, "init_from");
+    for (auto* module : {static_cast<torch::nn::Module*>(encoder.get()), static_cast<torch::nn::Module*>(head.get())})
+      for (auto& p : module->parameters()) p.set_requires_grad(true);
+  } else {
+    encoder = audio::WhisperEncoder(c.model);
+    head = audio::CtcHead(c.model.d_model);
+  }
   encoder->to(device);
   head->to(device);
   encoder->train();
@@ -381,7 +420,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
       epoch = EpochBatches(train.utterances, c.train.batch_size, generator);
       cursor = 0;
     }
-    Batch batch = MakeBatch(train.utterances, epoch[cursor++]);
+    Batch batch = MakeBatch(train.utterances, epoch[cursor++], c.train.lead_crop_frames, &generator);
     CorruptFeatures(batch, c.train, generator);
     MaskFeatures(batch, c.train, generator);
     const double lr = c.train.LearningRate(step);

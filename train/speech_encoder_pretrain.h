@@ -53,7 +53,13 @@ struct SpeechEncoderPretrainConfig {
     // most max_words words among the vocabulary_size most frequent words of the train sentences.
     int64_t vocabulary_size = 0;
     int64_t max_words = 0;
+    // More training speech: manifests with "audio" and "text" (e.g. `slm data synth` output of
+    // spoken questions), added to the synthesized train split; held-out splits are unchanged.
+    std::vector<std::string> extra_train_manifests;
   } data;
+  // An encoder directory (this command's output) to continue from: its weights, CTC head, model
+  // shape and feature options (`model` and `features` may then not be given). Empty = from scratch.
+  std::string init_from;
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;
   struct Train : OptimOptions {  // steps, lr schedule, AdamW, clipping (core/optim.h) plus:
@@ -63,6 +69,9 @@ struct SpeechEncoderPretrainConfig {
     int64_t time_mask_width = 20;
     double blur_prob = 0;  // per row: smooth over time / over mel bins with this probability each
     double noise_std = 0;  // per row: Gaussian noise, sigma ~ U(0, noise_std), in log-mel units
+    // per row: drop 0..lead_crop_frames leading log-mel frames (at most a quarter of the row), so
+    // that speech starting without a silent lead-in is heard too. 0 = off.
+    int64_t lead_crop_frames = 0;
     Train() {
       steps = 2200;
       batch_size = 16;

@@ -119,6 +119,31 @@ TEST(EncoderPretrainSlow, SpeechEncoderMiniatureRun) {
   EXPECT_EQ(result["steps"], 6);
   EXPECT_TRUE(std::filesystem::exists(tmp.File("run") + "/samples.txt"));
   EXPECT_TRUE(std::filesystem::exists(tmp.File("speech") + "/valid/manifest.jsonl"));
+
+  // Continued from that directory with more training speech (the valid split's manifest stands in
+  // for spoken questions) and leading frames cropped: shape and features come from the checkpoint,
+  // and the extra utterances are trained on.
+  auto more = config::Document::LoadString(
+      "init_from: " + tmp.File("run") + "\ndata: {corpus_dir: " + tmp.File("corpus") + ", speech_dir: " +
+          tmp.File("speech") + ", train_utterances: 8, valid_utterances: 2, test_utterances: 2, "
+          "extra_train_manifests: [" + tmp.File("speech") + "/valid/manifest.jsonl]}\n"
+          "train: {steps: 3, batch_size: 4, warmup_steps: 1, lead_crop_frames: 10}\nthreads: 1\noutput_dir: " +
+          tmp.File("more") + "\n",
+      "more.yaml");
+  SpeechEncoderPretrainConfig m;
+  m.Load(more.Root());
+  more.CheckAllConsumed();
+  EXPECT_EQ(m.model.d_model, 32);
+  EXPECT_EQ(m.model.attention_chunk_frames, 4);
+  const SpeechEncoderPretrainResult continued = PretrainSpeechEncoder(m, more.EffectiveYaml(), true);
+  EXPECT_EQ(continued.train_utterances, 10);
+  EXPECT_EQ(audio::LoadWhisperEncoder(tmp.File("more"))->Config().attention_left_chunks, 2);
+  auto shaped = config::Document::LoadString("init_from: " + tmp.File("run") + "\nmodel: {d_model: 64}\n", "s.yaml");
+  SpeechEncoderPretrainConfig bad;
+  EXPECT_SLM_ERROR(bad.Load(shaped.Root()), "cannot be given with init_from");
+  auto missing = config::Document::LoadString("init_from: " + tmp.File("nothing") + "\n", "s.yaml");
+  SpeechEncoderPretrainConfig none;
+  EXPECT_SLM_ERROR(none.Load(missing.Root()), "is not a speech encoder directory");
 }
 
 TEST(EncoderPretrainSlow, ImageEncoderMiniatureRun) {
