@@ -158,6 +158,7 @@ void PretrainConfig::Load(config::Node node) {
       .Read("max_windows", eval.max_windows, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
   node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
+  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
 }
 
 nlohmann::json PretrainResult::ToJson() const {
@@ -257,6 +258,8 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     model = LlamaModel(model_config);
     InitWeights(model, c.train.init_std);
   }
+  const torch::Device device = ParseDevice(c.device);
+  model->to(device);
   model->train();
 
   const auto optimizer = MakeAdamW(model->parameters(), c.train);
@@ -290,10 +293,11 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     SetLearningRate(*optimizer, lr);
 
     LlamaInput input;
-    input.input_ids = batch;
+    const torch::Tensor ids = batch.to(device);
+    input.input_ids = ids;
     const torch::Tensor logits = model->forward(input).logits;
     const torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}), batch.slice(1, 1).reshape({-1}));
+        logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}), ids.slice(1, 1).reshape({-1}));
     optimizer->zero_grad();
     loss.backward();
     const double grad_norm = ClipGradients(model->parameters(), c.train);
@@ -341,7 +345,8 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
   result.seconds = SecondsSince(start);
   result.tokens_per_second = result.train_tokens_seen / train_seconds;
 
-  // 6. The Hugging Face directory.
+  // 6. The Hugging Face directory (from the CPU: the same bytes wherever it trained).
+  model->to(torch::kCPU);
   model->SaveWeights(c.output_dir);
   nlohmann::json generation = {{"bos_token_id", model_config.bos_token_id},
                                {"eos_token_id", model_config.eos_token_ids[0]},

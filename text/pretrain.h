@@ -7,7 +7,7 @@
 //
 // Training: packed windows of seq_len + 1 tokens (text/lm_data.h) shuffled per epoch with the seed,
 // AdamW (no weight decay on norms), linear warm-up then cosine decay to min_lr_ratio * lr, gradient
-// clipping, float32 on CPU (bf16 autocast is not used on CPU). Evaluation every eval.every steps on
+// clipping, float32 (on `device`; the model directory is written from the CPU). Evaluation every eval.every steps on
 // the valid split; the final report has valid and test perplexity next to a unigram baseline
 // estimated on the training tokens and scored on the same predicted tokens.
 // Deterministic for a fixed seed and thread count. Not thread-safe (one run per process).
@@ -60,6 +60,7 @@ struct PretrainConfig {
   } eval;
   uint64_t seed = 1;
   int threads = 0;
+  std::string device = "cpu";  // "cpu", "cuda", "cuda:N": where the model trains (float32 either way)
   std::string output_dir = "runs/backbone_tiny";
 
   PretrainConfig();  // small-model defaults (see samples/configs/backbone_tiny.yaml)

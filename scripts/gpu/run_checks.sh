@@ -19,6 +19,11 @@
 #  10. the serving engine's decoder (issue 22): 64 concurrent answers vs transformers generate of the
 #      same prompts as a padded batch, batch-1 roofline, 4 LoRA adapters mixed vs 1 (slm bench engine);
 #      the stream sweeps (step 5) go to 256 RESPOND and 512 TRANSCRIBE streams
+#  11. the spoken dictionary's models (issue 25; needs build/gpu-dictionary-data.tar.xz carried, made by
+#      scripts/gpu/make_dictionary_data.sh): backbone_dict.yaml's recipe and the larger 3000-word
+#      backbone_dict_gpu.yaml trained on the GPU side by side, then the served encoder continued
+#      (speech_encoder_dict.yaml) on 3x the spoken questions and 4x the sentences synthesized on the
+#      CPU cores meanwhile; each run's typed exact match / test CER is in its result.json
 
 # Each step has its own time limit and writes its output to $OUT as it finishes, so a run cut short
 # still returns what it measured. DEVICE=cpu QUICK=1 runs the same steps with tiny shapes (to test
@@ -39,7 +44,7 @@ export LD_LIBRARY_PATH=$B/lib:$TORCH_LIB
 export ESPEAK_DATA_PATH=$B  # espeak-ng reads $ESPEAK_DATA_PATH/espeak-ng-data
 SLM=$B/bin/slm
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/steps.log"; }
-STEPS=${STEPS:-engine stream parity decode encode train interleave encoder asr vision}  # which steps to run
+STEPS=${STEPS:-engine stream parity decode encode train interleave encoder asr vision dictionary}  # which steps to run
 step() {  # step NAME SECONDS COMMAND...: stdout -> $OUT/NAME.out, stderr -> $OUT/errors.log
   local name=$1 limit=$2; shift 2
   case " $STEPS " in *" ${name%%_*} "*) ;; *) return ;; esac
@@ -154,5 +159,33 @@ case " $STEPS " in *" vision "*)
   done
   for p in "${pids[@]}"; do wait "$p"; log "vision run rc=$?"; done
   tar -C "$W/vision" -cf "$OUT/vision.tar" . ;;
+esac
+case " $STEPS " in *" dictionary "*)
+  [ -f data/wordnet/dictionary_3000.jsonl ] || tar -xJf build/gpu-dictionary-data.tar.xz
+  if [ "$QUICK" = 1 ]; then
+    DB=(--set train.steps=4 --set eval.every=2 --set device=cpu --set threads=1); DG=(--set train.steps=4 --set eval.every=2
+      --set device=cpu --set model.hidden_size=64 --set model.intermediate_size=128 --set model.num_hidden_layers=2
+      --set model.num_attention_heads=4 --set data.qa_repeat=1 --set threads=1 --set train.batch_size=4)
+    DQ=20; DS=40; DE=(--set train.steps=4 --set eval.every=2 --set device=cpu --set data.valid_utterances=8 --set data.test_utterances=8)
+  else
+    DB=(--set device=$DEVICE --set threads=4); DG=(--set device=$DEVICE); DQ=0; DS=16000
+    DE=(--set device=$DEVICE --set train.steps=8000 --set train.batch_size=64 --set train.max_minutes=6 --set eval.every=2000
+      --set threads=4)
+  fi
+  # Speech first, on the CPU cores, while both backbones train.
+  mkdir -p "$W/dict"
+  q=data/speech_questions/questions.txt; [ "$DQ" -gt 0 ] && { head -n "$DQ" "$q" > "$W/dict/q.txt"; q=$W/dict/q.txt; }
+  SLM=$SLM SENTENCES=$q bash scripts/gpu/encoder_data.sh "$W/dict/questions" 3 $(($(nproc) > 2 ? $(nproc) - 2 : 1)) \
+    > "$W/dict/data.log" 2>&1 &
+  DATA_PID=$!
+  step dictionary_backbone 480 $SLM text pretrain --config samples/configs/backbone_dict.yaml --set output_dir=$W/dict/backbone "${DB[@]}" &
+  B1=$!
+  step dictionary_backbone_gpu 480 $SLM text pretrain --config samples/configs/backbone_dict_gpu.yaml --set output_dir=$W/dict/backbone_gpu "${DG[@]}"
+  wait $B1; wait $DATA_PID; log "dictionary speech rc=$?: $(tail -2 "$W/dict/data.log")"
+  step dictionary_encoder 480 $SLM audio pretrain-encoder --config samples/configs/speech_encoder_dict.yaml \
+    --set init_from=samples/models/speech_encoder_dict --set data.speech_dir=$W/dict/speech --set data.train_utterances=$DS \
+    --set "data.extra_train_manifests=[$W/dict/questions/manifest.jsonl]" --set output_dir=$W/dict/encoder "${DE[@]}"
+  for r in backbone backbone_gpu encoder; do [ -f "$W/dict/$r/result.json" ] && cp "$W/dict/$r/result.json" "$OUT/dictionary_$r.json"; done
+  tar -C "$W/dict" -cf "$OUT/dictionary.tar" --exclude='*/wav' --exclude=questions --exclude=speech . ;;
 esac
 log "all steps done"

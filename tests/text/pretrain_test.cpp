@@ -34,6 +34,15 @@ TEST(PretrainConfig, StrictKeysAndConsistency) {
   EXPECT_SLM_ERROR(PretrainConfig().Load(long_seq.Root()), "key 'train.seq_len' + 1 must not exceed");
   auto heads = config::Document::LoadString("model: {num_attention_heads: 3}\n", "p.yaml");
   EXPECT_SLM_ERROR(PretrainConfig().Load(heads.Root()), "must divide hidden_size");
+  auto device = config::Document::LoadString("device: tpu\n", "p.yaml");
+  EXPECT_SLM_ERROR(PretrainConfig().Load(device.Root()), "device");
+  // The committed recipes are valid as written.
+  for (const char* recipe : {"backbone_tiny.yaml", "backbone_dict.yaml", "backbone_dict_gpu.yaml"}) {
+    auto sample = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) + "/samples/configs/" + recipe);
+    PretrainConfig c;
+    c.Load(sample.Root());
+    sample.CheckAllConsumed();
+  }
 }
 
 TEST(PretrainConfig, MissingCorpusSaysHowToMakeIt) {
