@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "audio/espeak_synth.h"
+#include "bench/bench_serve_config.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/config.h"
@@ -315,11 +316,7 @@ json RealtimeBench(const HttpBenchOptions& o, serve::Server& server, const std::
 
 void RunHttpBench(const HttpBenchOptions& o, bool json_output) {
   Report report(json_output);
-  serve::ServeConfig config;
-  config::Document doc = config::Document::LoadFile(o.config);
-  doc.ApplyOverrides(o.overrides);
-  config.Load(doc.Root());
-  doc.CheckAllConsumed();
+  serve::ServeConfig config = LoadServeConfig(o.config, o.overrides);
   config.listen = "127.0.0.1:0";
   config.http.listen = "127.0.0.1:0";
   config.auth_token.clear();

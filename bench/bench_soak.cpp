@@ -19,6 +19,7 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include "audio/espeak_synth.h"
+#include "bench/bench_serve_config.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/config.h"
@@ -53,11 +54,7 @@ std::string Linear16(const std::vector<float>& samples) {
 
 void RunSoak(const SoakOptions& o, bool json) {
   Report report(json);
-  serve::ServeConfig config;
-  config::Document doc = config::Document::LoadFile(o.config);
-  doc.ApplyOverrides(o.overrides);
-  config.Load(doc.Root());
-  doc.CheckAllConsumed();
+  serve::ServeConfig config = LoadServeConfig(o.config, o.overrides);
   config.listen = "127.0.0.1:0";
   config.http.listen.clear();  // gRPC only
   config.max_streams = std::max(config.max_streams, 4 * o.clients);

@@ -32,6 +32,7 @@
 #include "adapters/multimodal.h"
 #include "audio/espeak_synth.h"
 #include "bench/bench_models.h"
+#include "bench/bench_serve_config.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/config.h"
@@ -218,10 +219,7 @@ void RunStreamBench(const StreamBenchOptions& o, bool json) {
       config = TinyLlamaServer(o, o.work_dir.empty() ? scratch->path() : o.work_dir);
     } else {
       Check(o.preset == "tiny", "--preset must be tiny or tinyllama, got '", o.preset, "'");
-      config::Document doc = config::Document::LoadFile(o.config);
-      doc.ApplyOverrides(o.overrides);
-      config.Load(doc.Root());
-      doc.CheckAllConsumed();
+      config = LoadServeConfig(o.config, o.overrides);
     }
     config.listen = "127.0.0.1:0";
     config.http.listen.clear();  // gRPC only (slm bench http compares the two)
