@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <limits>
 
+#include "audio/ctc_words.h"
 #include "core/error.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
@@ -208,10 +209,8 @@ CtcTranscript CtcGreedyWords(const torch::Tensor& logits) {
   const torch::Tensor ids_t = best.to(torch::kLong).contiguous(), peak_t = peak.contiguous();
   const int64_t* ids = ids_t.data_ptr<int64_t>();
   const float* p = peak_t.data_ptr<float>();
-  CtcTranscript out;
   // Characters of the best path: symbol, first and last frame, peak posterior.
-  struct Char { int64_t id, first, last; float peak; };
-  std::vector<Char> chars;
+  std::vector<CtcChar> chars;
   int64_t previous = -1;
   for (int64_t t = 0; t < ids_t.size(0); ++t) {
     const int64_t id = ids[t];
@@ -221,6 +220,11 @@ CtcTranscript CtcGreedyWords(const torch::Tensor& logits) {
     }
     previous = id;
   }
+  return TranscriptOfChars(chars);
+}
+
+CtcTranscript TranscriptOfChars(const std::vector<CtcChar>& chars) {
+  CtcTranscript out;
   double total = 0;
   CtcWord word;
   double word_sum = 0;
@@ -233,9 +237,9 @@ CtcTranscript CtcGreedyWords(const torch::Tensor& logits) {
     word_sum = 0;
     word_chars = 0;
   };
-  for (const Char& c : chars) {
+  for (const CtcChar& c : chars) {
     total += c.peak;
-    if (c.id == 1) {  // space
+    if (c.id == CtcAlphabet::kSpace) {
       close_word();
       continue;
     }

@@ -6,6 +6,7 @@
 #include <limits>
 #include <numeric>
 
+#include "audio/ctc_words.h"
 #include "core/error.h"
 
 namespace slm::audio {
@@ -242,8 +243,7 @@ CtcTranscript CtcBeamStream::Finish() {
 }
 
 CtcTranscript CtcBeamStream::Align(std::vector<int64_t> labels) const {
-  CtcTranscript out;
-  if (labels.empty()) return out;
+  if (labels.empty()) return {};
   const int64_t T = frames_, L = static_cast<int64_t>(labels.size()), S = 2 * L + 1;
   auto symbol = [&](int64_t s) { return s % 2 == 0 ? CtcAlphabet::kBlank : labels[s / 2]; };
   auto lp = [&](int64_t t, int64_t s) { return log_probs_[t * CtcAlphabet::kSize + symbol(s)]; };
@@ -278,35 +278,13 @@ CtcTranscript CtcBeamStream::Align(std::vector<int64_t> labels) const {
       s -= back[t * S + s];
     }
   }
-  // (A sequence the frames cannot carry, which the search never produces, gets empty spans.)
-  double total = 0;
-  CtcWord word;
-  double word_sum = 0;
-  int64_t word_chars = 0;
-  auto close_word = [&] {
-    if (word_chars == 0) return;
-    word.confidence = static_cast<float>(word_sum / word_chars);
-    out.words.push_back(word);
-    word = CtcWord{};
-    word_sum = 0;
-    word_chars = 0;
-  };
+  // (A sequence the frames cannot carry, which the search never produces, gets empty spans at 0.)
+  std::vector<CtcChar> chars;
   for (int64_t i = 0; i < L; ++i) {
-    total += peak[i];
-    if (labels[i] == CtcAlphabet::kSpace) {
-      close_word();
-      continue;
-    }
-    if (word_chars == 0) word.start_frame = std::max<int64_t>(first[i], 0);
-    word.text += CtcAlphabet::Decode({labels[i]});
-    word.end_frame = std::max<int64_t>(last[i] + 1, word.start_frame);
-    word_sum += peak[i];
-    ++word_chars;
+    const int64_t first_frame = std::max<int64_t>(first[i], 0);
+    chars.push_back({labels[i], first_frame, std::max<int64_t>(last[i], first_frame - 1), peak[i]});
   }
-  close_word();
-  for (const CtcWord& w : out.words) out.text += (out.text.empty() ? "" : " ") + w.text;
-  out.confidence = static_cast<float>(total / L);
-  return out;
+  return TranscriptOfChars(chars);
 }
 
 }  // namespace slm::audio

@@ -282,7 +282,7 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
     Check(stdfs::is_regular_file(init_from + "/config.json"), "init_from: '", init_from,
           "' is not a speech encoder directory (no config.json)");
     features = audio::LoadEncoderFeatureOptions(init_from);
-    model = audio::LoadWhisperEncoder(init_from)->Config();
+    model = audio::WhisperEncoderConfig::FromFile(init_from + "/config.json");
   }
   features.Load(node.Child("features"));
   auto m = node.Child("model");
