@@ -58,6 +58,7 @@ void TtsOptions::Validate() const {
   Check(max_characters >= 1, "tts: max_characters must be >= 1, got ", max_characters);
   Check(max_text_characters >= 1, "tts: max_text_characters must be >= 1, got ", max_text_characters);
   Check(max_units >= 1, "tts: max_units must be >= 1, got ", max_units);
+  Check(max_word_units >= 1, "tts: max_word_units must be >= 1, got ", max_word_units);
   Check(stream_units >= 1, "tts: stream_units must be >= 1, got ", stream_units);
   Check(temperature >= 0, "tts: temperature must be >= 0, got ", temperature);
   Check(top_k >= 0, "tts: top_k must be >= 0, got ", top_k);
@@ -217,18 +218,36 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
       word.stop_token_ids = tokenizer.EosIds();
       word.stop_token_ids.push_back(tokenizer.AddedTokenId(text::kTextMarker));
       std::vector<std::string> words;
+      std::vector<size_t> word_begin;  // byte offset of each word in the piece
       for (const audio::WordToken& t : audio::WordTokens(pieces[p]))
-        if (!t.word.empty()) words.push_back(t.word);
+        if (!t.word.empty()) {
+          words.push_back(t.word);
+          word_begin.push_back(t.byte_begin);
+        }
       Check(!words.empty(), "tts: \"", pieces[p].substr(0, 80), "\" has no words to say (only punctuation)");
       std::vector<std::string> word_phonemes(words.size());
       if (CuesArePhonemes(options.prompt_template))
         word_phonemes = audio::EspeakSynthesizer::Instance().Phonemize(words, kPhonemeVoice);
+      size_t context_first = 0;  // the first word said in the current context
       for (size_t w = 0; w < words.size(); ++w) {
-        ids.push_back(tokenizer.AddedTokenId(text::kTextMarker));
-        for (const int64_t id : WordCueTokens(tokenizer, words[w], word_phonemes[w])) ids.push_back(id);
-        ids.push_back(tokenizer.AddedTokenId(text::kSpeechMarker));
-        const int64_t room = std::min<int64_t>(options.max_units - static_cast<int64_t>(units.size()),
-                                               positions - static_cast<int64_t>(ids.size()));
+        std::vector<int64_t> cue{tokenizer.AddedTokenId(text::kTextMarker)};
+        for (const int64_t id : WordCueTokens(tokenizer, words[w], word_phonemes[w])) cue.push_back(id);
+        cue.push_back(tokenizer.AddedTokenId(text::kSpeechMarker));
+        // A piece longer than the backbone's positions hold goes on in a fresh context: the prompt
+        // of the words not yet said, as if they were a piece of their own, so nothing is cut off.
+        if (w > context_first &&
+            positions - static_cast<int64_t>(ids.size() + cue.size()) < options.max_word_units) {
+          const std::string rest = pieces[p].substr(word_begin[w]);
+          std::string rest_phonemes;
+          if (options.prompt_template.find(kPhonemesPlaceholder) != std::string::npos)
+            rest_phonemes = audio::EspeakSynthesizer::Instance().Phonemize({rest}, kPhonemeVoice).at(0);
+          ids = tokenizer.EncodeWithSpecialTokens(TtsPrompt(options.prompt_template, rest, rest_phonemes));
+          context_first = w;
+          ++result.contexts;
+        }
+        ids.insert(ids.end(), cue.begin(), cue.end());
+        const int64_t room =
+            std::min<int64_t>(options.max_word_units, positions - static_cast<int64_t>(ids.size()));
         if (room <= 0) {
           finish = "length";
           break;

@@ -59,7 +59,11 @@ struct TtsOptions {
   std::string prompt_template = "Say: {text}";
   int64_t max_characters = 200;         // text pieces synthesized one by one (sentence, then word boundaries)
   int64_t max_text_characters = 20000;  // longer text is rejected
-  int64_t max_units = 220;              // per piece; also at most the positions the prompt leaves
+  // Not word-cued: units per piece (also at most the positions the prompt leaves).
+  int64_t max_units = 220;
+  // Word-cued: units per word. A piece is never cut: when fewer positions than this are left
+  // before a word, the LM goes on from a fresh prompt of the words not yet said.
+  int64_t max_word_units = 100;
   int64_t stream_units = 25;            // units per audio chunk (>= 1)
   double temperature = 0;               // 0 = greedy
   int64_t top_k = 0;
@@ -80,6 +84,7 @@ struct TtsResult {
   double first_chunk_seconds = 0;  // from the call to the first chunk
   double seconds = 0;              // the whole call
   std::vector<std::string> finish_reasons;  // per piece: "stop" (EOS) or "length" (max_units)
+  int64_t contexts = 0;  // word-cued: fresh contexts opened inside pieces that did not fit one
 };
 
 using AudioChunkCallback = std::function<void(const std::vector<float>& samples)>;

@@ -61,6 +61,7 @@ void RunTts(const TtsCommand& c, bool json) {
   report.Set("real_time_factor", audio_seconds > 0 ? result.seconds / audio_seconds : 0.0);
   report.Set("first_chunk_seconds", result.first_chunk_seconds);
   report.Set("finish_reasons", result.finish_reasons);
+  report.Set("contexts", result.contexts);
   report.Emit();
 }
 
@@ -72,7 +73,8 @@ Registrar registrar([](CLI::App& app, Common& common) {
   cmd->add_option("--out", c->out, "output WAV (16 kHz)")->required();
   cmd->add_option("--decoder", c->decoder, "unit decoder directory (default: the config's model.unit_decoder)");
   cmd->add_flag("--stream", c->stream, "print each audio chunk as it is produced");
-  cmd->add_option("--max-units", c->options.max_units, "units per text piece")->capture_default_str();
+  cmd->add_option("--max-units", c->options.max_units, "units per text piece (not word-cued)")->capture_default_str();
+  cmd->add_option("--max-word-units", c->options.max_word_units, "word-cued: units per word")->capture_default_str();
   cmd->add_option("--max-characters", c->options.max_characters, "characters per text piece")->capture_default_str();
   cmd->add_option("--stream-units", c->options.stream_units, "units per audio chunk")->capture_default_str();
   cmd->add_option("--temperature", c->options.temperature, "0 = greedy")->capture_default_str();

@@ -213,6 +213,26 @@ TEST(TtsPipeline, StreamsChunksWhoseConcatenationIsTheResult) {
   for (const float s : result.samples) ASSERT_TRUE(std::isfinite(s));
 }
 
+// A word-cued piece longer than one context of the backbone holds is said whole: the LM goes on
+// from a fresh prompt of the words not yet said instead of stopping at the last position.
+TEST(TtsPipeline, AWordCuedPieceLongerThanOneContextIsSaidWhole) {
+  TtsPipeline tts = Pipeline();
+  TtsOptions options;
+  options.prompt_template = "Say: {text} {words}";
+  options.max_word_units = 40;
+  options.temperature = 1.0;
+  options.seed = 5;
+  const std::string text = "a dog barks and the cat sleeps while the bird sings in the old tall tree by the house";
+  const TtsResult said = tts.Synthesize(text, options);
+  EXPECT_EQ(said.pieces, 1);
+  EXPECT_GE(said.contexts, 1);
+  // More units than the 256 positions of one context could hold next to the prompt and the cues.
+  EXPECT_GT(said.units, 256);
+  EXPECT_EQ(static_cast<int64_t>(said.samples.size()), said.units * 160);
+  options.max_word_units = 0;
+  EXPECT_SLM_ERROR(tts.Synthesize(text, options), "max_word_units must be >= 1");
+}
+
 TEST(TtsPipeline, SpeaksGivenUnitsWithoutTheLm) {
   TtsPipeline tts = Pipeline();
   const std::vector<float> a = tts.Speak({3, 3, 5, 7, 1});
