@@ -62,6 +62,7 @@ struct ClientArgs {
   int endpointing_ms = -1;
   int max_answer_tokens = 0;
   double deadline = 0;
+  std::string answer_audio;  // respond: write the spoken answer to this WAV
 };
 
 void AddChannelOptions(CLI::App* cmd, serve::ChannelOptions& channel) {
@@ -86,8 +87,13 @@ void RunStream(const ClientArgs& args, bool json) {
   request.config.set_endpointing_silence_ms(args.endpointing_ms);
   request.config.set_max_answer_tokens(args.max_answer_tokens);
   request.config.set_adapter(args.adapter);
+  if (!args.answer_audio.empty()) {
+    Check(args.task == "respond", "--answer-audio needs --task respond");
+    request.config.set_respond_with_audio(true);
+    request.config.set_output_encoding(v1::FLOAT32);
+  }
   auto channel = serve::MakeChannel(args.channel);
-  bool answering = false;
+  bool answering = false, spoken = false;
   const serve::StreamResult result =
       serve::StreamAudio(channel, args.channel, request, [&](const serve::TimedResponse& t) {
         if (json) return;
@@ -108,9 +114,16 @@ void RunStream(const ClientArgs& args, bool json) {
           if (!answering) std::cout << at << "answer    ";
           answering = true;
           std::cout << r.answer_token().text() << std::flush;
+        } else if (r.has_answer_audio()) {
+          if (!spoken) {
+            if (answering) std::cout << std::endl;
+            answering = false;
+            std::cout << at << "spoken    first audio chunk of the answer" << std::endl;
+          }
+          spoken = true;
         } else if (r.has_summary()) {
           if (answering) std::cout << std::endl;
-          answering = false;
+          answering = spoken = false;
           const v1::UtteranceSummary& s = r.summary();
           std::cout << at << "summary   utterance " << r.utterance_index() << ": " << Fixed(s.audio_seconds_processed(), 2)
                     << " s audio, first interim " << Fixed(s.first_interim_ms()) << " ms, final "
@@ -132,6 +145,13 @@ void RunStream(const ClientArgs& args, bool json) {
   report.Set("interim_transcripts", static_cast<int64_t>(result.interim_latency_ms.size()));
   report.Set("final_latency_ms", result.final_latency_ms);
   if (result.first_token_latency_ms >= 0) report.Set("first_answer_token_latency_ms", result.first_token_latency_ms);
+  if (!args.answer_audio.empty()) {
+    Check(result.answer_audio_rate > 0, "the server sent no answer audio");
+    audio::Write(args.answer_audio, result.answer_audio, result.answer_audio_rate);
+    report.Set("answer_audio", args.answer_audio);
+    report.Set("answer_audio_seconds", double(result.answer_audio.size()) / result.answer_audio_rate);
+    report.Set("first_answer_audio_latency_ms", result.first_audio_latency_ms);
+  }
   report.Set("wall_seconds", result.wall_seconds);
   if (json) {
     nlohmann::json events = nlohmann::json::array();
@@ -278,6 +298,8 @@ Registrar reg([](CLI::App& app, Common& common) {
                     "trailing silence ending an utterance (0 = server default, -1 = off: end at the end of the file)");
     cmd->add_option("--max-answer-tokens", args->max_answer_tokens, "0 = server default");
     cmd->add_option("--deadline", args->deadline, "seconds; 0 = none");
+    cmd->add_option("--answer-audio", args->answer_audio,
+                    "respond: ask for the answer spoken too (respond_with_audio) and write it to this WAV");
     cmd->callback([args, &common] { RunStream(*args, common.json); });
   }
   {

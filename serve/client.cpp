@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "serve/protocol.h"
 
 namespace slm::serve {
 
@@ -111,6 +112,12 @@ StreamResult StreamAudio(const std::shared_ptr<grpc::Channel>& channel, const Ch
       } else if (response.has_answer_token()) {
         if (result.first_token_latency_ms < 0) result.first_token_latency_ms = timed.arrival_ms - last_send;
         result.answer_text += response.answer_token().text();
+      } else if (response.has_answer_audio()) {
+        const v1::AudioChunk& chunk = response.answer_audio();
+        if (result.first_audio_latency_ms < 0) result.first_audio_latency_ms = timed.arrival_ms - last_send;
+        result.answer_audio_rate = chunk.sample_rate_hz();
+        const std::vector<float> samples = DecodePcm(chunk.audio(), chunk.encoding(), "AudioChunk");
+        result.answer_audio.insert(result.answer_audio.end(), samples.begin(), samples.end());
       }
     }
     if (on_response) on_response(timed);

@@ -56,6 +56,11 @@ struct StreamResult {
   double audio_seconds = 0;
   double wall_seconds = 0;
   std::string final_text, answer_text;
+  // respond_with_audio: the spoken answers' samples (mono, [-1, 1], at answer_audio_rate Hz; 0 =
+  // none came) and the first AudioChunk's arrival after the last chunk was sent; -1 = none.
+  std::vector<float> answer_audio;
+  int answer_audio_rate = 0;
+  double first_audio_latency_ms = -1;
 };
 
 // Streams one request and collects everything; `on_response` (optional) sees each response as it
