@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <set>
 
 #include "adapters/multimodal.h"
@@ -15,6 +16,7 @@
 #include "tests/test_util.h"
 #include "train/dataset.h"
 #include "train/tasks.h"
+#include "train/trainer.h"
 
 namespace slm::train {
 namespace {
@@ -306,6 +308,24 @@ TEST(TtsTask, WordCuedExamplesAreSaidWordByWordAndTheTrainedAdapterSaysThemBack)
   EXPECT_EQ(said.units, static_cast<int64_t>(f.units.size()));
   EXPECT_EQ(said.finish_reasons, (std::vector<std::string>{"stop"}));
   EXPECT_SLM_ERROR(tts.Synthesize("... !", options), "has no words to say");
+}
+
+
+// A tts run whose model.unit_decoder does not exist stops before it trains, naming the path,
+// not at the round-trip evaluation after the training.
+TEST(TtsTask, AMissingUnitDecoderIsFoundBeforeTraining) {
+  WordCuedFixture f;
+  const std::string yaml =
+      "model:\n  backbone: " + std::string(SLM_SOURCE_DIR) + "/samples/models/backbone_tiny\n  speech_units: " +
+      f.dir.File("units") + "\n  unit_decoder: " + f.dir.File("no_decoder") +
+      "\ndata:\n  train:\n    - {manifest: " + f.dir.File("m.jsonl") + ", task: tts}\n  valid:\n    - {manifest: " +
+      f.dir.File("m.jsonl") + ", task: tts}\ntrain: {steps: 2, batch_size: 1}\neval: {asr_encoder: enc}\n"
+      "threads: 1\noutput_dir: " + f.dir.File("run") + "\n";
+  auto doc = config::Document::LoadString(yaml, "tts.yaml");
+  TrainConfig c;
+  c.Load(doc.Root());
+  EXPECT_SLM_ERROR(Train(c, yaml, false, true), "model.unit_decoder '" + f.dir.File("no_decoder") + "': no decoder.json");
+  EXPECT_FALSE(std::filesystem::exists(f.dir.File("run/adapters")));
 }
 
 }  // namespace
