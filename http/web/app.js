@@ -7,7 +7,7 @@
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const state = {
-  ws: null, session: null, talking: false, releasedAt: 0, sentAudio: false,
+  ws: null, session: null, talking: false, releasedAt: 0, sentAudio: false, endedByServer: false,
   firstToken: false, firstAudio: false, audio: null, player: null, playAt: 0,
   models: [], autotalkDone: false, pendingAnswer: "", pendingFinal: "",
 };
@@ -103,12 +103,17 @@ function onEvent(e) {
         autoTalk(parseFloat(params.get("autotalk")));
       }
       break;
+    case "input_audio_buffer.speech_started":
+      state.endedByServer = false;
+      break;
     case "conversation.item.input_audio_transcription.delta":
+      state.endedByServer = false;
       $("interim").textContent = e.transcript;
       break;
     case "conversation.item.input_audio_transcription.completed":
       $("interim").textContent = "";
       $("final").textContent = e.transcript;
+      state.endedByServer = true;
       state.pendingFinal = e.transcript;
       if (state.releasedAt) $("lat-client-final").textContent = ms(performance.now() - state.releasedAt);
       if (state.session.type !== "realtime") addHistory(e.transcript, "");
@@ -198,6 +203,7 @@ async function startTalking() {
   }
   state.talking = true;
   state.sentAudio = false;
+  state.endedByServer = false;
   state.releasedAt = 0;
   $("talk").classList.add("live");
   $("talk").textContent = "Listening... release to send";
@@ -214,7 +220,9 @@ function stopTalking() {
   state.releasedAt = performance.now();
   $("talk").classList.remove("live");
   $("talk").textContent = "Hold to talk";
-  if (state.sentAudio) send({ type: "input_audio_buffer.commit" });
+  // The server's endpointing may have ended the utterance already: committing the silence held
+  // since would be a second, empty question.
+  if (state.sentAudio && !state.endedByServer) send({ type: "input_audio_buffer.commit" });
 }
 
 function autoTalk(seconds) {

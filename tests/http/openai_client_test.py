@@ -149,7 +149,7 @@ class OpenAiClientTest(unittest.TestCase):
 
     def test_models(self):
         ids = [m.id for m in self.client.models.list()]
-        self.assertEqual(ids, ["tiny", "sqa"])
+        self.assertEqual(ids, ["tiny", "sqa", "tts"])
 
     def test_transcriptions_in_every_format_equal_grpc(self):
         self.assertTrue(self.grpc_transcript)
@@ -209,10 +209,16 @@ class OpenAiClientTest(unittest.TestCase):
         self.assertTrue(a.choices[0].message.content)
         self.assertEqual(a.choices[0].message.content, b.choices[0].message.content)  # same seed, same answer
 
-    def test_speech_needs_a_synthesizer(self):
+    def test_speech_from_the_embedded_voice(self):
+        # serve.yaml serves the spoken dictionary's voice; a server without one answers 400 "no speech
+        # synthesizer" (tests/http/errors_test.cpp).
+        wav = self.client.audio.speech.create(model="tiny", voice="default", input="a dog barks",
+                                              response_format="wav").content
+        self.assertEqual(wav[:4], b"RIFF")
+        self.assertGreater(len(wav), 44 + 2 * 16000 // 4)  # more than a quarter second of 16-bit audio
         with self.assertRaises(openai.BadRequestError) as caught:
-            self.client.audio.speech.create(model="tiny", voice="default", input="a dog barks")
-        self.assertIn("no speech synthesizer", str(caught.exception))
+            self.client.audio.speech.create(model="tiny", voice="default", input="a dog barks", response_format="mp3")
+        self.assertIn("not supported", str(caught.exception))
 
     def test_errors_are_openai_errors(self):
         with self.assertRaises(openai.NotFoundError) as caught:
@@ -299,7 +305,7 @@ class TlsAndDrainTest(unittest.TestCase):
             self.assertTrue(any(l.startswith("http on ") and "(https, wss)" in l for l in server.lines), server.lines)
             client = openai.OpenAI(base_url=f"https://{server.http}/v1", api_key=TOKEN, max_retries=0,
                                    http_client=openai.DefaultHttpxClient(verify=cert))
-            self.assertEqual([m.id for m in client.models.list()], ["tiny", "sqa"])
+            self.assertEqual([m.id for m in client.models.list()], ["tiny", "sqa", "tts"])
             plain = openai.OpenAI(base_url=f"http://{server.http}/v1", api_key=TOKEN, max_retries=0, timeout=5)
             with self.assertRaises(openai.APIConnectionError):
                 plain.models.list()

@@ -255,16 +255,24 @@ class ServerTest(unittest.TestCase):
         self.assertEqual(code_of(lambda: slm_client.stream_audio(self.channel, [0.0] * 1600, 16000, timeout=10)),
                          grpc.StatusCode.UNAUTHENTICATED)
 
-    def test_synthesize_without_a_synthesizer(self):
-        # serve.yaml serves no adapter with task tts: Synthesize is UNIMPLEMENTED, named as such.
-        with self.assertRaises(grpc.RpcError) as caught:
-            slm_client.synthesize(self.channel, "hello there", token=TOKEN, timeout=10)
-        self.assertEqual(caught.exception.code(), grpc.StatusCode.UNIMPLEMENTED)
+    def test_synthesize_with_the_embedded_voice(self):
+        # serve.yaml serves the spoken dictionary's voice (an adapter with task tts).
+        said = slm_client.synthesize(self.channel, "a small dog", token=TOKEN, timeout=60)
+        self.assertGreater(said["chunks"], 0)
+        self.assertEqual(said["sample_rate"], 16000)
+        seconds = len(said["samples"]) / said["sample_rate"]
+        self.assertGreater(seconds, 0.3)
+        self.assertAlmostEqual(said["summary"]["audio_seconds"], seconds, delta=0.01)
+        self.assertTrue(all(-1.0 <= x <= 1.0 for x in said["samples"]))
         out = os.path.join(tempfile.mkdtemp(prefix="slm-synth-"), "x.wav")
         done = self.run_cli("synthesize", "--text", "hello", "--out", out, "--token", TOKEN)
-        self.assertEqual(done.returncode, 1)
-        self.assertIn("UNIMPLEMENTED", done.stderr)
-        self.assertFalse(os.path.exists(out))
+        self.assertEqual(done.returncode, 0, done.stderr)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(4), b"RIFF")
+        # Text with nothing to say is the client's error, named as such.
+        with self.assertRaises(grpc.RpcError) as caught:
+            slm_client.synthesize(self.channel, "   ", token=TOKEN, timeout=10)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
 
     def test_audio_before_config(self):
         pb2 = slm_client.load_pb2()
