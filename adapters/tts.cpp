@@ -152,7 +152,8 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
   }
 
   std::vector<std::string> phonemes(pieces.size());
-  if (options.prompt_template.find(kPhonemesPlaceholder) != std::string::npos) {
+  const bool prompt_has_phonemes = options.prompt_template.find(kPhonemesPlaceholder) != std::string::npos;
+  if (prompt_has_phonemes) {
     phonemes = audio::EspeakSynthesizer::Instance().Phonemize(pieces, kPhonemeVoice);
     for (size_t i = 0; i < pieces.size(); ++i)
       Check(!phonemes[i].empty(), "tts: espeak-ng finds nothing to pronounce in \"", pieces[i].substr(0, 80), "\"");
@@ -239,7 +240,7 @@ TtsResult TtsPipeline::Synthesize(const std::string& text, const TtsOptions& opt
             positions - static_cast<int64_t>(ids.size() + cue.size()) < options.max_word_units) {
           const std::string rest = pieces[p].substr(word_begin[w]);
           std::string rest_phonemes;
-          if (options.prompt_template.find(kPhonemesPlaceholder) != std::string::npos)
+          if (prompt_has_phonemes)
             rest_phonemes = audio::EspeakSynthesizer::Instance().Phonemize({rest}, kPhonemeVoice).at(0);
           ids = tokenizer.EncodeWithSpecialTokens(TtsPrompt(options.prompt_template, rest, rest_phonemes));
           context_first = w;

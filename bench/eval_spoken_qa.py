@@ -108,6 +108,13 @@ class Server:
         return self.post("/v1/audio/transcriptions", body, f"multipart/form-data; boundary={boundary}")["text"]
 
 
+def write_json(path, data):
+    """Writes data as indented JSON to path, making its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
+
+
 def speak(text, voice, path):
     subprocess.run(["espeak-ng", "-v", voice, "-w", path, text], check=True, capture_output=True)
     with open(path, "rb") as f:
@@ -182,9 +189,7 @@ def main():
         print(f"  {name + ':':15s} exact match {r['exact_match']:.1%} ({ratio:.2f}x typed), question heard exactly "
               f"{r['question_heard_exactly']:.1%}, question WER {r['question_wer']:.1%}")
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import urllib.request
 import wave
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from eval_spoken_qa import REPO, Server, edit_distance, speak, words  # noqa: E402
+from eval_spoken_qa import REPO, Server, edit_distance, speak, words, write_json  # noqa: E402
 
 PCM_RATE = 24000
 
@@ -146,9 +146,7 @@ def main():
     summary = {k: v for k, v in result.items() if k != "samples"}
     print(json.dumps(summary, indent=2))
     if args.json:
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result)
 
 
 if __name__ == "__main__":
