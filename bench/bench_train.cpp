@@ -43,6 +43,7 @@
 #include "core/json_report.h"
 #include "core/optim.h"
 #include "core/strings.h"
+#include "train/runner.h"
 
 namespace slm::bench {
 namespace {
@@ -120,13 +121,19 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   const std::string work_dir = scratch ? scratch->path() : o.work_dir;
   const adapters::MultimodalConfig config = ModelFor(o, work_dir);
   const torch::Device device = ParseDevice(o.device);
-  const torch::ScalarType autocast = ParseDtype(o.precision);
   torch::manual_seed(0);
   adapters::MultimodalLM model(config);
   model->train();
   const std::vector<torch::Tensor> parameters = model->TrainableParameters();
-  OptimOptions optim;
+  // The step is the trainer's (train/runner.h TrainingLoop::Step) with what the Python loop does:
+  // a constant learning rate and no clipping.
+  train::LoopOptions optim;
   optim.lr = 1e-4;
+  optim.warmup_steps = 0;
+  optim.min_lr_ratio = 1.0;
+  optim.grad_clip = 0;
+  optim.log_every = 1 << 30;
+  optim.precision = o.precision;
   const auto optimizer = MakeAdamW(parameters, optim);
 
   const int64_t frames = static_cast<int64_t>(o.seconds * 100.0);
@@ -134,17 +141,20 @@ void RunTrainBench(const TrainBenchOptions& o, bool json) {
   std::vector<adapters::MultimodalExample> examples;
   for (int64_t i = 0; i < o.batch_size; ++i)
     examples.push_back({"<speech> Transcribe:", {torch::randn({frames, mels})}, {}, kTarget});
+  const train::Precision precision(o.precision, o.device);
+  adapters::MultimodalBatch batch;
+  train::LoopHooks hooks;
+  hooks.next = [&](train::TrainingState&, int64_t) -> std::optional<train::MicroBatch> {
+    const AutocastGuard scope = precision.Scope();
+    batch = model->Prepare(examples, text::PaddingSide::kRight);
+    return train::MicroBatch{model->Loss(batch, !o.full_last_layer), o.batch_size, batch.target_tokens};
+  };
+  train::LoopSettings settings{"bench train"};
+  settings.quiet = true;
+  train::TrainingLoop loop(optim, settings, parameters, *optimizer, std::move(hooks));
+  train::TrainingState state;
   auto step = [&] {
-    adapters::MultimodalBatch batch;
-    torch::Tensor loss;
-    {
-      const AutocastGuard scope(device, autocast, autocast != torch::kFloat);
-      batch = model->Prepare(examples, text::PaddingSide::kRight);
-      loss = model->Loss(batch, !o.full_last_layer);
-    }
-    optimizer->zero_grad();
-    loss.backward();
-    optimizer->step();
+    loop.Step(state);
     Sync(device);
     return batch;
   };

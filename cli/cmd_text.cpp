@@ -12,7 +12,7 @@
 #include "text/llama.h"
 #include "text/generate.h"
 #include "text/lm_data.h"
-#include "text/pretrain.h"
+#include "train/lm_pretrain.h"
 #include "text/tokenizer.h"
 
 namespace slm::cli {
@@ -108,9 +108,9 @@ void RunGenerate(const GenerateCommand& cmd, bool json) {
 
 Registrar registrar([](CLI::App& app, Common& common) {
   CLI::App* text = Group(app, "text", "text backbone tools");
-  AddConfigJob<text::PretrainConfig>(text, "pretrain",
+  AddConfigJob<train::LmPretrainConfig>(text, "pretrain",
                                      "train a small Llama from scratch on WordNet text",
-                                     "samples/configs/backbone_tiny.yaml", common, text::Pretrain);
+                                     "samples/configs/backbone_tiny.yaml", common, train::PretrainLm);
 
   auto* ppl = text->add_subcommand("ppl", "perplexity of a model on a text file (one sentence per line)");
   auto q = std::make_shared<PplCommand>();

@@ -21,7 +21,7 @@ namespace {
 namespace stdfs = std::filesystem;
 using nlohmann::json;
 
-struct Job {
+struct CellRun {
   size_t cell = 0;
   uint64_t seed = 0;
   std::string dir, log;
@@ -124,11 +124,11 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
     for (const auto* sources : {&stage.config.data.train, &stage.config.data.valid})
       for (const DataSourceConfig& source : *sources) PrepareSource(source, c.threads, !quiet);
   fs::MakeDirs(c.output_dir);
-  std::vector<Job> jobs;
+  std::vector<CellRun> jobs;
   std::map<std::pair<std::string, uint64_t>, size_t> index;
   for (size_t i = 0; i < c.cells.size(); ++i)
     for (const uint64_t seed : c.seeds) {
-      Job job;
+      CellRun job;
       job.cell = i;
       job.seed = seed;
       job.dir = Str(c.output_dir, "/runs/", c.cells[i].name, "/seed", seed);
@@ -140,7 +140,7 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
   const int parallel = c.jobs > 0 ? c.jobs : std::max(1, hardware / c.threads);
   AblationResult result;
   result.output_dir = c.output_dir;
-  for (Job& job : jobs)
+  for (CellRun& job : jobs)
     if (stdfs::exists(job.dir + "/stages.json")) {
       job.state = 2;
       ++result.skipped;
@@ -149,12 +149,12 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
   while (true) {
     // Start what is ready: waiting, and its eval_of cell (same seed) done.
     for (size_t j = 0; j < jobs.size() && static_cast<int>(running.size()) < parallel; ++j) {
-      Job& job = jobs[j];
+      CellRun& job = jobs[j];
       if (job.state != 0) continue;
       const AblationCell& cell = c.cells[job.cell];
       std::string reuse;
       if (!cell.eval_of.empty()) {
-        const Job& of = jobs[index.at({cell.eval_of, job.seed})];
+        const CellRun& of = jobs[index.at({cell.eval_of, job.seed})];
         if (of.state == 3) {
           job.state = 3;
           job.error = Str("not run: cell '", cell.eval_of, "' (seed ", job.seed, "), whose stages it evaluates, failed");
@@ -191,7 +191,7 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
     if (pid < 0) break;
     auto it = running.find(pid);
     if (it == running.end()) continue;
-    Job& job = jobs[it->second];
+    CellRun& job = jobs[it->second];
     running.erase(it);
     if (code == 0 && stdfs::exists(job.dir + "/stages.json")) {
       job.state = 2;
@@ -202,7 +202,7 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
     if (!quiet)
       log::Info(Str("ablate: ", c.cells[job.cell].name, " seed ", job.seed, job.state == 2 ? " done" : " FAILED: " + job.error));
   }
-  for (const Job& job : jobs) {
+  for (const CellRun& job : jobs) {
     const AblationCell& cell = c.cells[job.cell];
     AblationRun run;
     run.cell = cell.name;

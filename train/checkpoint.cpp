@@ -41,30 +41,6 @@ std::vector<std::string> Files(const std::string& dir) {
 
 }  // namespace
 
-json TrainingState::ToJson() const {
-  return {{"step", step},
-          {"epoch", epoch},
-          {"cursor", cursor},
-          {"examples_seen", examples_seen},
-          {"target_tokens_seen", target_tokens_seen},
-          {"loss_ema", loss_ema}};
-}
-
-TrainingState TrainingState::FromJson(const json& j, const std::string& where) {
-  TrainingState s;
-  try {
-    s.step = j.at("step").get<int64_t>();
-    s.epoch = j.at("epoch").get<int64_t>();
-    s.cursor = j.at("cursor").get<int64_t>();
-    s.examples_seen = j.at("examples_seen").get<int64_t>();
-    s.target_tokens_seen = j.at("target_tokens_seen").get<int64_t>();
-    s.loss_ema = j.at("loss_ema").get<double>();
-  } catch (const json::exception& e) {
-    throw Error(Str(where, ": invalid training state (", e.what(), ")"));
-  }
-  return s;
-}
-
 std::string SaveCheckpoint(const std::string& run_dir, const TrainingState& state,
                            const adapters::MultimodalLMImpl& model,
                            torch::optim::Optimizer& optimizer, int64_t keep) {

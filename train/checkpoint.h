@@ -22,19 +22,10 @@
 #include <string>
 
 #include "adapters/multimodal.h"
+#include "train/runner.h"
 
 namespace slm::train {
 
-struct TrainingState {
-  int64_t step = 0;           // optimizer steps done
-  int64_t epoch = 0;          // the epoch the next batch comes from
-  int64_t cursor = 0;         // the next batch's index in that epoch
-  int64_t examples_seen = 0;
-  int64_t target_tokens_seen = 0;
-  double loss_ema = 0;
-  nlohmann::json ToJson() const;
-  static TrainingState FromJson(const nlohmann::json& json, const std::string& where);
-};
 
 // Writes the checkpoint of `state.step` and returns its directory.
 std::string SaveCheckpoint(const std::string& run_dir, const TrainingState& state,

@@ -17,8 +17,6 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/manifest.h"
-#include "core/metrics_log.h"
-#include "core/progress.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
@@ -30,7 +28,6 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using config::InRange;
-using Clock = std::chrono::steady_clock;
 
 struct ImageSet {
   torch::Tensor pixels;               // [N, 3, S, S] float32
@@ -274,18 +271,14 @@ nlohmann::json ImageEncoderPretrainResult::ToJson() const {
           {"parameters", parameters},   {"train_images", train_images},
           {"seconds", seconds},         {"images_per_second", images_per_second},
           {"final_train_loss", final_train_loss}, {"valid", valid.ToJson()},
-          {"stopped_by_time_limit", stopped_by_time_limit}};
+          {"stopped_by_time_limit", stopped_by_time_limit},
+          {"training", training.ToJson()}};
 }
 
 ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig& c,
                                                 const std::string& effective_config_yaml,
                                                 bool quiet) {
-  const auto start = Clock::now();
-  SetThreads(c.threads);
-  torch::manual_seed(c.seed);
-  fs::MakeDirs(c.output_dir);
-  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
+  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
 
   // 1. Data.
   vision::ClipPreprocessOptions pre;
@@ -314,7 +307,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   train.text_features = CaptionFeatures(lm, tokenizer, train.captions, c.text_pooling, device);
   valid.text_features = CaptionFeatures(lm, tokenizer, valid.captions, c.text_pooling, device);
   const int64_t lm_hidden = train.text_features.size(1);
-  log::Info(Str("images and caption features ready after ", SecondsSince(start), " s"));
+  log::Info(Str("images and caption features ready after ", job.Seconds(), " s"));
   for (ImageSet* set : {&train, &valid}) {
     set->pixels = set->pixels.to(device);
     set->text_features = set->text_features.to(device);
@@ -348,63 +341,50 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
                 result.train_images, " images, text side: frozen ", c.text_backbone));
 
   // 4. Train.
+  const Precision precision(c.train.precision, c.device);
   torch::Generator generator = at::detail::createCPUGenerator(c.seed);
   torch::Tensor order = torch::randperm(train.pixels.size(0), generator);
-  int64_t cursor = 0, seen = 0;
-  ProgressBar bar("image encoder", c.train.steps, quiet);
-  double loss_ema = 0;
-  const auto train_start = Clock::now();
-  for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
-      result.stopped_by_time_limit = true;
-      log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
-      break;
-    }
+  int64_t cursor = 0;
+  LoopHooks hooks;
+  hooks.next = [&](TrainingState&, int64_t) -> std::optional<MicroBatch> {
     if (cursor + c.train.batch_size > order.size(0)) {
       order = torch::randperm(train.pixels.size(0), generator);
       cursor = 0;
     }
     const torch::Tensor rows = order.slice(0, cursor, cursor + c.train.batch_size).to(device);
     cursor += c.train.batch_size;
-    const double lr = c.train.LearningRate(step);
-    SetLearningRate(*optimizer, lr);
-
+    const AutocastGuard scope = precision.Scope();
     const torch::Tensor images = t.ImageEmbeds(train.pixels.index_select(0, rows));
     const torch::Tensor texts = t.TextEmbeds(train.text_features.index_select(0, rows));
     // CLIP clamps the temperature at 100 so the logits cannot blow up.
     const torch::Tensor logits = t.logit_scale.clamp_max(std::log(100.0)).exp() * images.matmul(texts.t());
     const torch::Tensor labels = torch::arange(logits.size(0), torch::TensorOptions(torch::kLong).device(device));
-    const torch::Tensor loss = 0.5 * (torch::nn::functional::cross_entropy(logits, labels) +
-                                      torch::nn::functional::cross_entropy(logits.t(), labels));
-    optimizer->zero_grad();
-    loss.backward();
-    const double grad_norm = ClipGradients(trainable, c.train);
-    optimizer->step();
-
-    const double loss_value = loss.item<double>();
-    Check(std::isfinite(loss_value), "image encoder training diverged: loss ", loss_value,
-          " at step ", step, " (lower train.lr)");
-    seen += rows.size(0);
-    loss_ema = step == 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
-    result.steps = step + 1;
-    result.final_train_loss = loss_value;
-    bar.Update(1, Str("loss ", std::round(loss_ema * 1000) / 1000));
-    if ((step + 1) % c.train.log_every == 0)
-      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
-                      {"grad_norm", grad_norm}, {"temperature", 1.0 / t.logit_scale.exp().item<double>()},
-                      {"images_per_second", seen / SecondsSince(train_start)},
-                      {"elapsed_seconds", SecondsSince(start)}});
-    if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
-      const RetrievalScores v = Evaluate(t, valid, c.eval.batch_size);
-      metrics.Append({{"step", step + 1}, {"valid", v.ToJson()}});
-      log::Info(Str("step ", step + 1, ": valid image->text top-1 ", v.image_to_text_top1,
-                    " (chance ", v.chance_top1, ")"));
-    }
-  }
-  bar.Finish();
-  result.images_per_second = seen / std::max(1e-9, SecondsSince(train_start));
+    return MicroBatch{0.5 * (torch::nn::functional::cross_entropy(logits, labels) +
+                             torch::nn::functional::cross_entropy(logits.t(), labels)),
+                      rows.size(0), rows.size(0)};
+  };
+  hooks.log_fields = [&](const TrainingState&, double) {
+    return nlohmann::json{{"temperature", 1.0 / t.logit_scale.exp().item<double>()}};
+  };
+  hooks.evaluate = [&](const TrainingState& state) {
+    const RetrievalScores v = Evaluate(t, valid, c.eval.batch_size);
+    log::Info(Str("step ", state.step, ": valid image->text top-1 ", v.image_to_text_top1, " (chance ",
+                  v.chance_top1, ")"));
+    return nlohmann::json{{"valid", v.ToJson()}};
+  };
+  LoopSettings settings{"image encoder", "loss", c.eval.every};
+  settings.divergence_hint = "lower train.lr";
+  settings.quiet = quiet;
+  TrainingState state;
+  TrainingLoop loop(c.train, settings, trainable, *optimizer, std::move(hooks));
+  const LoopResult run = loop.Run(state, &job);
+  result.steps = run.steps;
+  result.final_train_loss = run.final_loss;
+  result.stopped_by_time_limit = run.stopped_by_time_limit;
+  result.training = run;
+  result.images_per_second = run.examples / std::max(1e-9, run.seconds);
   result.valid = Evaluate(t, valid, c.eval.batch_size);
-  result.seconds = SecondsSince(start);
+  result.seconds = job.Seconds();
 
   // 5. The model directory (saved from the CPU, the same bytes wherever it trained).
   t.tower->to(torch::kCPU);
@@ -415,8 +395,7 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
                                       {"text_projection.weight", t.text_projection->weight},
                                       {"logit_scale", t.logit_scale}});
   fs::AtomicWriteString(c.output_dir + "/preprocessor_config.json", pre.ToJson().dump(2) + "\n");
-  metrics.Append({{"final", result.ToJson()}});
-  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  job.Finish(result.ToJson());
   return result;
 }
 

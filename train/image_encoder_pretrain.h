@@ -28,7 +28,7 @@
 #include <string>
 
 #include "core/config.h"
-#include "core/optim.h"
+#include "train/runner.h"
 #include "vision/clip_vision.h"
 
 namespace slm::train {
@@ -47,7 +47,7 @@ struct ImageEncoderPretrainConfig {
   std::string text_pooling = "mean_last";  // mean | last | mean_last of the backbone's states
   vision::ClipVisionConfig model;
   int64_t projection_dim = 128;
-  OptimOptions train;  // steps, lr schedule, AdamW, clipping (core/optim.h)
+  LoopOptions train;  // steps, schedule, AdamW, clipping, grad_accum, precision (train/runner.h)
   struct Eval {
     int64_t every = 250;
     int64_t batch_size = 128;
@@ -85,6 +85,7 @@ struct ImageEncoderPretrainResult {
   double final_train_loss = 0;
   RetrievalScores valid;
   bool stopped_by_time_limit = false;
+  LoopResult training;  // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 

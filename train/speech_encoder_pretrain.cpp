@@ -15,8 +15,6 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/manifest.h"
-#include "core/metrics_log.h"
-#include "core/progress.h"
 #include "train/data_prep.h"
 #include "train/metrics.h"
 
@@ -25,7 +23,6 @@ namespace {
 
 namespace stdfs = std::filesystem;
 using config::InRange;
-using Clock = std::chrono::steady_clock;
 
 struct Utterance {
   std::string id;
@@ -331,18 +328,14 @@ nlohmann::json SpeechEncoderPretrainResult::ToJson() const {
           {"test_cer", test_cer},
           {"test_wer", test_wer},
           {"test_utterances", test_utterances},
-          {"stopped_by_time_limit", stopped_by_time_limit}};
+          {"stopped_by_time_limit", stopped_by_time_limit},
+          {"training", training.ToJson()}};
 }
 
 SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainConfig& c,
                                                   const std::string& effective_config_yaml,
                                                   bool quiet) {
-  const auto start = Clock::now();
-  SetThreads(c.threads);
-  torch::manual_seed(c.seed);
-  fs::MakeDirs(c.output_dir);
-  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
+  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
 
   // 1. Data: synthesized once, features in memory.
   const audio::LogMel mel(c.features);
@@ -404,18 +397,12 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   log::Info(Str("training a ", result.parameters, "-parameter encoder + CTC head"));
 
   // 3. Train.
+  const Precision precision(c.train.precision, c.device);
   torch::Generator generator = at::detail::createCPUGenerator(c.seed);
   std::vector<std::vector<int64_t>> epoch = EpochBatches(train.utterances, c.train.batch_size, generator);
   size_t cursor = 0;
-  ProgressBar bar("speech encoder", c.train.steps, quiet);
-  double loss_ema = 0;
-  const auto train_start = Clock::now();
-  for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
-      result.stopped_by_time_limit = true;
-      log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
-      break;
-    }
+  LoopHooks hooks;
+  hooks.next = [&](TrainingState&, int64_t) -> std::optional<MicroBatch> {
     if (cursor >= epoch.size()) {
       epoch = EpochBatches(train.utterances, c.train.batch_size, generator);
       cursor = 0;
@@ -423,40 +410,33 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
     Batch batch = MakeBatch(train.utterances, epoch[cursor++], c.train.lead_crop_frames, &generator);
     CorruptFeatures(batch, c.train, generator);
     MaskFeatures(batch, c.train, generator);
-    const double lr = c.train.LearningRate(step);
-    SetLearningRate(*optimizer, lr);
-
+    for (const Utterance* u : batch.utterances) result.train_audio_seconds += u->seconds;
     audio::WhisperEncoderInput input;
     input.features = batch.features.to(device);
     input.lengths = batch.lengths;
+    const AutocastGuard scope = precision.Scope();
     const audio::WhisperEncoderOutput out = encoder->forward(input);
-    const torch::Tensor loss = audio::CtcLoss(head(out.last_hidden_state), out.lengths, batch.targets);
-    optimizer->zero_grad();
-    loss.backward();
-    const double grad_norm = ClipGradients(trainable, c.train);
-    optimizer->step();
-
-    const double loss_value = loss.item<double>();
-    Check(std::isfinite(loss_value), "speech encoder training diverged: loss ", loss_value,
-          " at step ", step, " (lower train.lr or raise train.warmup_steps)");
-    for (const Utterance* u : batch.utterances) result.train_audio_seconds += u->seconds;
-    loss_ema = step == 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
-    result.steps = step + 1;
-    result.final_train_loss = loss_value;
-    bar.Update(1, Str("ctc ", std::round(loss_ema * 1000) / 1000));
-    if ((step + 1) % c.train.log_every == 0)
-      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema}, {"lr", lr},
-                      {"grad_norm", grad_norm},
-                      {"audio_seconds_per_second", result.train_audio_seconds / SecondsSince(train_start)},
-                      {"elapsed_seconds", SecondsSince(start)}});
-    if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
-      const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size, device);
-      metrics.Append({{"step", step + 1}, {"valid_cer", v.chars.Rate()}, {"valid_wer", v.words.Rate()}});
-      log::Info(Str("step ", step + 1, ": valid CER ", v.chars.Rate(), ", WER ", v.words.Rate()));
-    }
-  }
-  bar.Finish();
-  const double train_seconds = SecondsSince(train_start);
+    const int64_t frames = batch.lengths.sum().item<int64_t>();
+    return MicroBatch{audio::CtcLoss(head(out.last_hidden_state), out.lengths, batch.targets),
+                      static_cast<int64_t>(batch.utterances.size()), frames};
+  };
+  hooks.log_fields = [&](const TrainingState&, double seconds) {
+    return nlohmann::json{{"audio_seconds_per_second", result.train_audio_seconds / seconds}};
+  };
+  hooks.evaluate = [&](const TrainingState& state) {
+    const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size, device);
+    log::Info(Str("step ", state.step, ": valid CER ", v.chars.Rate(), ", WER ", v.words.Rate()));
+    return nlohmann::json{{"valid_cer", v.chars.Rate()}, {"valid_wer", v.words.Rate()}};
+  };
+  LoopSettings settings{"speech encoder", "ctc", c.eval.every};
+  settings.quiet = quiet;
+  TrainingState state;
+  TrainingLoop loop(c.train, settings, trainable, *optimizer, std::move(hooks));
+  const LoopResult run = loop.Run(state, &job);
+  result.steps = run.steps;
+  result.final_train_loss = run.final_loss;
+  result.stopped_by_time_limit = run.stopped_by_time_limit;
+  result.training = run;
 
   // 4. Final evaluation on unseen sentences.
   const Scores v = Evaluate(encoder, head, valid.utterances, c.eval.batch_size, device);
@@ -465,8 +445,8 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   result.test_cer = t.chars.Rate();
   result.test_wer = t.words.Rate();
   result.test_utterances = static_cast<int64_t>(test.utterances.size());
-  result.seconds = SecondsSince(start);
-  result.audio_seconds_per_second = result.train_audio_seconds / std::max(1e-9, train_seconds);
+  result.seconds = job.Seconds();
+  result.audio_seconds_per_second = result.train_audio_seconds / std::max(1e-9, run.seconds);
 
   // 5. The model directory (saved from the CPU, the same bytes wherever it trained).
   encoder->to(torch::kCPU);
@@ -478,8 +458,7 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   for (size_t i = 0; i < std::min<size_t>(20, t.examples.size()); ++i)
     samples += "REF: " + t.examples[i].first + "\nHYP: " + t.examples[i].second + "\n\n";
   fs::AtomicWriteString(c.output_dir + "/samples.txt", samples);
-  metrics.Append({{"final", result.ToJson()}});
-  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  job.Finish(result.ToJson());
   return result;
 }
 

@@ -33,7 +33,7 @@
 #include "audio/log_mel.h"
 #include "audio/whisper_encoder.h"
 #include "core/config.h"
-#include "core/optim.h"
+#include "train/runner.h"
 
 namespace slm::train {
 
@@ -62,7 +62,7 @@ struct SpeechEncoderPretrainConfig {
   std::string init_from;
   audio::LogMelOptions features;
   audio::WhisperEncoderConfig model;
-  struct Train : OptimOptions {  // steps, lr schedule, AdamW, clipping (core/optim.h) plus:
+  struct Train : LoopOptions {  // steps, schedule, AdamW, clipping, grad_accum, precision (train/runner.h) plus:
     int64_t freq_masks = 2;
     int64_t freq_mask_width = 10;
     int64_t time_masks = 2;
@@ -112,6 +112,7 @@ struct SpeechEncoderPretrainResult {
   double test_wer = 0;
   int64_t test_utterances = 0;
   bool stopped_by_time_limit = false;
+  LoopResult training;  // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 

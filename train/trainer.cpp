@@ -121,10 +121,8 @@ void TrainConfig::Load(config::Node root) {
   if (data.train.empty()) d.Fail("train", "needs at least one source");
   auto t = root.Child("train");
   train.Load(t);
-  t.Read("grad_accum", train.grad_accum, InRange<int64_t>(1, 1 << 16))
-      .Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
+  t.Read("max_epochs", train.max_epochs, InRange<int64_t>(0, 1 << 30))
       .Read("batch_frames", train.batch_frames, InRange(0.0, 1e12))
-      .Read("precision", train.precision, config::OneOf<std::string>({"float32", "bfloat16", "float16"}))
       .Read("l2_to_start", train.l2_to_start, InRange(0.0, 1e9))
       .Read("trainable", train.trainable, config::Validator<std::vector<std::string>>([](const std::vector<std::string>& parts) {
         for (const std::string& p : parts)
@@ -197,8 +195,7 @@ std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& mod
 }
 
 AutocastGuard PrecisionScope(const TrainConfig& config) {
-  return AutocastGuard(ParseDevice(config.model.device), ParseDtype(config.train.precision),
-                       config.train.precision != "float32");
+  return Precision(config.train.precision, config.model.device).Scope();
 }
 
 // Round-trip intelligibility of a tts source: each entry's text is synthesized (TtsPipeline with
@@ -491,25 +488,20 @@ json EvaluateValid(const TrainConfig& config, adapters::MultimodalLMImpl& model)
 }
 
 TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml, bool resume, bool quiet) {
-  const auto start = Clock::now();
-  SetThreads(c.threads);
-  torch::manual_seed(c.seed);
   Distributed dist = Distributed::FromEnvironment(c.model.device);
   const bool main_rank = dist.IsMain();
   quiet = quiet || !main_rank;
-  fs::MakeDirs(c.output_dir);
   const std::string previous_latest = resume ? LatestCheckpoint(c.output_dir) : "";
   Check(!resume || !previous_latest.empty(), "--resume: '", c.output_dir, "' has no checkpoint to resume from");
   if (!resume)
     Check(LatestCheckpoint(c.output_dir).empty(), "'", c.output_dir,
           "' already holds a run with checkpoints; pass --resume to continue it or choose another output_dir");
   dist.Barrier();  // every rank checked the run directory before rank 0 writes into it
-  if (main_rank) fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  std::unique_ptr<MetricsLog> metrics_log;
-  if (main_rank) metrics_log = std::make_unique<MetricsLog>(c.output_dir + "/metrics.jsonl", /*truncate=*/!resume);
-  auto log_metrics = [&](const json& record) {
-    if (metrics_log) metrics_log->Append(record);
-  };
+  JobOptions job_options{c.output_dir, effective_config_yaml, c.seed, c.threads};
+  job_options.append_metrics = resume;
+  job_options.writer = main_rank;
+  const Job job(job_options);
+  const Precision precision(c.train.precision, c.model.device);
 
   adapters::MultimodalConfig model_config = c.model;
   model_config.device = dist.Device(c.model.device);  // each NCCL rank on its own GPU
@@ -532,7 +524,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
                                        [](const DataSourceConfig& s) { return s.task == "interleaved"; });
   // What each epoch's interleaving makes of the data (streams, spans, switches, tokens per modality).
   auto log_interleave = [&](int64_t epoch) {
-    if (interleaved) log_metrics({{"epoch", epoch}, {"interleave", train.InterleaveStats(*model, epoch).ToJson()}});
+    if (interleaved) job.Log({{"epoch", epoch}, {"interleave", train.InterleaveStats(*model, epoch).ToJson()}});
   };
   train.CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
   if (valid) valid->CheckSpeechUnits(model->SpeechUnits(), model->SpeechUnitsHash());
@@ -603,134 +595,97 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   std::vector<std::vector<int64_t>> epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
   result.epochs_started = state.epoch + 1;
   if (!resume) log_interleave(state.epoch);
-  ProgressBar bar("train", c.train.steps, quiet);
-  bar.Update(state.step, "");
-  const auto train_start = Clock::now();
-  int64_t examples_this_run = 0, tokens_this_run = 0;
-  bool stopped_by_epochs = false;
-  while (state.step < c.train.steps) {
-    // The limit is on the loop (evaluations included): data preparation is a cached one-off.
-    if (c.train.max_minutes > 0 && SecondsSince(train_start) > c.train.max_minutes * 60) {
-      log::Warn(Str("stopping at step ", state.step, ": train.max_minutes reached"));
-      break;
+  std::vector<std::string> ids;  // the current step's examples, for a non-finite loss
+  double l2_penalty = 0;
+  LoopHooks hooks;
+  hooks.next = [&](TrainingState& s, int64_t micro) -> std::optional<MicroBatch> {
+    if (micro == 0) ids.clear();
+    if (s.cursor >= static_cast<int64_t>(epoch.size())) {
+      ++s.epoch;
+      s.cursor = 0;
+      if (c.train.max_epochs > 0 && s.epoch >= c.train.max_epochs) return std::nullopt;
+      epoch = train.EpochBatches(c.seed, s.epoch, c.train.batch_size, c.train.batch_frames);
+      result.epochs_started = s.epoch + 1;
+      log_interleave(s.epoch);
     }
-    const double lr = c.train.LearningRate(state.step);
-    SetLearningRate(*optimizer, lr);
-    optimizer->zero_grad();
-    double step_loss = 0;
-    std::vector<std::string> ids;
-    for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
-      if (state.cursor >= static_cast<int64_t>(epoch.size())) {
-        ++state.epoch;
-        state.cursor = 0;
-        if (c.train.max_epochs > 0 && state.epoch >= c.train.max_epochs) {
-          stopped_by_epochs = true;
-          break;
-        }
-        epoch = train.EpochBatches(c.seed, state.epoch, c.train.batch_size, c.train.batch_frames);
-        result.epochs_started = state.epoch + 1;
-        log_interleave(state.epoch);
-      }
-      // Every rank sees the same global batch and takes every World()-th example of it.
-      auto share = [&](const std::vector<int64_t>& global) {
-        std::vector<int64_t> mine;
-        for (size_t i = dist.Rank(); i < global.size(); i += dist.World()) mine.push_back(global[i]);
-        return mine;
-      };
-      const int64_t position = state.cursor++;
-      const std::vector<int64_t>& global = epoch[position];
-      const std::vector<int64_t> indices = share(global);
-      const int64_t key = (state.epoch << 32) + position;
-      std::vector<adapters::MultimodalExample> examples;
-      if (!indices.empty()) examples = prefetch.Get(key, indices);
-      for (int64_t k = 1; k <= c.data.workers && position + k < static_cast<int64_t>(epoch.size()); ++k)
-        prefetch.Ahead(key + k, share(epoch[position + k]));
-      for (int64_t i : global) ids.push_back(train.Item(i).id);
-      adapters::MultimodalBatch batch;
-      torch::Tensor mean_loss;
-      if (!indices.empty()) {
-        const AutocastGuard precision = PrecisionScope(c);
-        batch = model->Prepare(examples, text::PaddingSide::kRight);
-        mean_loss = model->Loss(batch);
-      }
-      // The global batch's mean over its target tokens: each rank weights its own mean by its share
-      // of the tokens, and the gradients are summed over ranks.
-      const double global_tokens = dist.AllReduceSum(static_cast<double>(batch.target_tokens));
-      const torch::Tensor loss =
-          mean_loss.defined() ? mean_loss * (batch.target_tokens / global_tokens / c.train.grad_accum)
-                              : torch::Tensor();
-      const double value = dist.AllReduceSum(loss.defined() ? loss.item<double>() : 0.0);
-      if (!std::isfinite(value)) {
-        std::string listed;
-        for (size_t i = 0; i < ids.size() && i < 8; ++i) listed += (i ? ", " : "") + ids[i];
-        throw Error(Str("non-finite loss (", value, ") at step ", state.step, ", batch of examples ",
-                        listed, ids.size() > 8 ? ", ..." : "", "; the last good checkpoint is ",
-                        LatestCheckpoint(c.output_dir).empty() ? std::string("none") : LatestCheckpoint(c.output_dir),
-                        " (lower train.lr or check these examples)"));
-      }
-      if (loss.defined()) loss.backward();
-      step_loss += value;
-      state.examples_seen += static_cast<int64_t>(global.size());
-      state.target_tokens_seen += static_cast<int64_t>(global_tokens);
-      examples_this_run += static_cast<int64_t>(global.size());
-      tokens_this_run += static_cast<int64_t>(global_tokens);
+    // Every rank sees the same global batch and takes every World()-th example of it.
+    auto share = [&](const std::vector<int64_t>& global) {
+      std::vector<int64_t> mine;
+      for (size_t i = dist.Rank(); i < global.size(); i += dist.World()) mine.push_back(global[i]);
+      return mine;
+    };
+    const int64_t position = s.cursor++;
+    const std::vector<int64_t>& global = epoch[position];
+    const std::vector<int64_t> indices = share(global);
+    const int64_t key = (s.epoch << 32) + position;
+    std::vector<adapters::MultimodalExample> examples;
+    if (!indices.empty()) examples = prefetch.Get(key, indices);
+    for (int64_t k = 1; k <= c.data.workers && position + k < static_cast<int64_t>(epoch.size()); ++k)
+      prefetch.Ahead(key + k, share(epoch[position + k]));
+    for (int64_t i : global) ids.push_back(train.Item(i).id);
+    MicroBatch micro_batch;
+    micro_batch.examples = static_cast<int64_t>(global.size());
+    if (!indices.empty()) {
+      const AutocastGuard scope = precision.Scope();
+      const adapters::MultimodalBatch batch = model->Prepare(examples, text::PaddingSide::kRight);
+      micro_batch.loss = model->Loss(batch);
+      micro_batch.tokens = batch.target_tokens;
     }
-    if (stopped_by_epochs) break;
-    double l2_penalty = 0;
-    if (!start_weights.empty()) {
-      // Same on every rank (the weights are): each adds 1/World() so the summed gradient is one.
+    return micro_batch;
+  };
+  if (!start_weights.empty())
+    hooks.penalty = [&] {
       torch::Tensor penalty = torch::zeros({}, parameters[0].options().dtype(torch::kFloat));
       for (size_t i = 0; i < parameters.size(); ++i)
         penalty = penalty + (parameters[i].to(torch::kFloat) - start_weights[i].to(torch::kFloat)).pow(2).sum();
       penalty = penalty * c.train.l2_to_start;
-      (penalty / dist.World()).backward();
       l2_penalty = penalty.item<double>();
-      step_loss += l2_penalty;
-    }
-    dist.AllReduceGradients(parameters);
-    const double grad_norm = ClipGradients(parameters, c.train);
-    optimizer->step();
-    state.loss_ema = state.step == 0 ? step_loss : 0.95 * state.loss_ema + 0.05 * step_loss;
-    ++state.step;
-    result.final_loss = step_loss;
-    bar.Update(1, Str("loss ", std::round(state.loss_ema * 1000) / 1000));
-    const double seconds = SecondsSince(train_start);
-    if (state.step % c.train.log_every == 0)
-      log_metrics({{"step", state.step}, {"loss", step_loss}, {"loss_ema", state.loss_ema}, {"lr", lr},
-                      {"grad_norm", grad_norm}, {"epoch", state.epoch}, {"l2_penalty", l2_penalty},
-                      {"examples_per_second", examples_this_run / seconds},
-                      {"tokens_per_second", tokens_this_run / seconds}, {"elapsed_seconds", SecondsSince(start)}});
-    if (valid && c.eval.every > 0 && state.step % c.eval.every == 0 && state.step < c.train.steps) {
+      return penalty;
+    };
+  hooks.log_fields = [&](const TrainingState& s, double) {
+    return json{{"epoch", s.epoch}, {"l2_penalty", l2_penalty}};
+  };
+  if (valid)
+    hooks.evaluate = [&](const TrainingState&) {
+      json record;
       if (main_rank) {
-        const AutocastGuard precision = PrecisionScope(c);
-        log_metrics({{"step", state.step}, {"eval", Evaluate(*model, *valid, c.eval, cache)}});
+        const AutocastGuard scope = precision.Scope();
+        record = {{"eval", Evaluate(*model, *valid, c.eval, cache)}};
       }
       dist.Barrier();
-    }
-    if (c.checkpoint.every > 0 && state.step % c.checkpoint.every == 0) {
-      if (main_rank) SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
-      dist.Barrier();
-    }
-  }
-  bar.Finish();
-  const double train_seconds = SecondsSince(train_start);
+      return record;
+    };
+  hooks.checkpoint = [&](const TrainingState& s) {
+    if (main_rank) SaveCheckpoint(c.output_dir, s, *model, *optimizer, c.checkpoint.keep);
+    dist.Barrier();
+  };
+  hooks.describe_failure = [&](const TrainingState&) {
+    std::string listed;
+    for (size_t i = 0; i < ids.size() && i < 8; ++i) listed += (i ? ", " : "") + ids[i];
+    const std::string latest = LatestCheckpoint(c.output_dir);
+    return Str(", batch of examples ", listed, ids.size() > 8 ? ", ..." : "", "; the last good checkpoint is ",
+               latest.empty() ? std::string("none") : latest);
+  };
+  LoopSettings settings{"train", "loss", c.eval.every, c.checkpoint.every};
+  settings.divergence_hint = "lower train.lr or check these examples";
+  settings.quiet = quiet;
+  TrainingLoop loop(c.train, settings, parameters, *optimizer, std::move(hooks), &dist);
+  const LoopResult run = loop.Run(state, &job);
   result.steps = state.step;
-  result.examples_per_second = examples_this_run / std::max(1e-9, train_seconds);
-  result.tokens_per_second = tokens_this_run / std::max(1e-9, train_seconds);
+  result.final_loss = run.final_loss;
+  result.examples_per_second = run.examples / std::max(1e-9, run.seconds);
+  result.tokens_per_second = run.tokens / std::max(1e-9, run.seconds);
   if (main_rank) {
     SaveCheckpoint(c.output_dir, state, *model, *optimizer, c.checkpoint.keep);
     model->SaveAdapters(c.output_dir + "/adapters");
     WriteAdapterTasks(c.output_dir + "/adapters", c.data.train);
     if (valid) {
-      const AutocastGuard precision = PrecisionScope(c);
+      const AutocastGuard scope = precision.Scope();
       result.eval = Evaluate(*model, *valid, c.eval, cache);
     }
   }
-  result.seconds = SecondsSince(start);
-  if (main_rank) {
-    log_metrics({{"final", result.ToJson()}});
-    fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
-  }
+  result.seconds = job.Seconds();
+  job.Finish(result.ToJson());
   dist.Barrier();
   return result;
 }

@@ -40,6 +40,7 @@
 #include "core/config.h"
 #include "core/optim.h"
 #include "train/dataset.h"
+#include "train/runner.h"
 
 namespace slm::train {
 
@@ -50,10 +51,8 @@ struct TrainConfig {
     double max_missing_fraction = 0.01;
     int workers = 1;
   } data;
-  struct Train : OptimOptions {
-    int64_t grad_accum = 1;
+  struct Train : LoopOptions {  // steps, schedule, AdamW, clipping, grad_accum, precision (train/runner.h)
     int64_t max_epochs = 0;  // 0 = no limit (steps decide)
-    std::string precision = "float32";
     double batch_frames = 0;  // padded-length budget per micro-batch (Dataset::EpochBatches); 0 = off
     // Forgetting mitigation: loss += l2_to_start * sum over trainable parameters of
     // (theta - theta_start)^2, theta_start = the weights this run started from (init_adapters, or

@@ -6,7 +6,6 @@
 
 #include "core/error.h"
 #include "core/log.h"
-#include "core/progress.h"
 #include "core/strings.h"
 
 namespace slm::train {
@@ -49,12 +48,8 @@ UnitDecoderTrainResult TrainUnitDecoder(audio::UnitDecoderImpl& decoder, const s
   decoder.train();
   std::vector<torch::Tensor> parameters = decoder.parameters();
   auto optimizer = MakeAdamW(parameters, o);
-  UnitDecoderTrainResult result;
-  ProgressBar bar("unit decoder", o.steps, quiet);
-  double recent = 0;
-  int64_t recent_count = 0;
-  for (int64_t step = 0; step < o.steps; ++step) {
-    SetLearningRate(*optimizer, o.LearningRate(step));
+  LoopHooks hooks;
+  hooks.next = [&](TrainingState&, int64_t) -> std::optional<MicroBatch> {
     std::vector<torch::Tensor> unit_rows, mel_rows;
     for (int64_t b = 0; b < o.batch_size; ++b) {
       const auto& [units, mel] = train[torch::randint(train.size(), {1}, generator).item<int64_t>()];
@@ -71,22 +66,18 @@ UnitDecoderTrainResult TrainUnitDecoder(audio::UnitDecoderImpl& decoder, const s
     const torch::Tensor target = torch::stack(mel_rows);
     const torch::Tensor real = ~torch::isnan(target);
     const torch::Tensor predicted = decoder.forward(torch::stack(unit_rows));
-    const torch::Tensor loss = (predicted - target.nan_to_num()).abs().masked_select(real).mean();
-    optimizer->zero_grad();
-    loss.backward();
-    ClipGradients(parameters, o);
-    optimizer->step();
-    recent += loss.item<double>();
-    ++recent_count;
-    if ((step + 1) % std::max<int64_t>(1, o.log_every) == 0 || step + 1 == o.steps) {
-      result.train_l1 = recent / recent_count;
-      bar.Update(std::min<int64_t>(o.log_every, step + 1 - bar.Count()), Str("l1 ", Fixed(result.train_l1, 4)));
-      recent = 0;
-      recent_count = 0;
-    }
-    result.steps = step + 1;
-  }
-  bar.Finish();
+    return MicroBatch{(predicted - target.nan_to_num()).abs().masked_select(real).mean(), o.batch_size,
+                      real.sum().item<int64_t>()};
+  };
+  LoopSettings settings{"unit decoder", "l1"};
+  settings.quiet = quiet;
+  TrainingState state;
+  TrainingLoop loop(o, settings, parameters, *optimizer, std::move(hooks));
+  const LoopResult run = loop.Run(state, nullptr);
+  UnitDecoderTrainResult result;
+  result.steps = run.steps;
+  result.train_l1 = run.recent_loss;
+  result.training = run;
   decoder.eval();
   torch::NoGradGuard no_grad;
   double l1 = 0, baseline = 0;

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "audio/unit_decoder.h"
-#include "core/optim.h"
+#include "train/runner.h"
 
 namespace slm::train {
 
@@ -21,7 +21,7 @@ struct UnitDecoderExample {
   torch::Tensor mel;           // [~units * upsample, n_mels]
 };
 
-struct UnitDecoderTrainOptions : OptimOptions {
+struct UnitDecoderTrainOptions : LoopOptions {
   int64_t window_units = 64;
   double valid_fraction = 0.1;
   uint64_t seed = 0;
@@ -33,6 +33,7 @@ struct UnitDecoderTrainResult {
   double mean_frame_l1 = 0;  // held-out L1 of the training mean frame (the baseline)
   int64_t steps = 0;
   double seconds = 0;
+  LoopResult training;  // the runner's account of the loop (every job's result has one)
 };
 
 // slm::Error for no examples, mismatched lengths (mel frames far from units * upsample), a unit

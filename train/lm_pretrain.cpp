@@ -1,4 +1,4 @@
-#include "text/pretrain.h"
+#include "train/lm_pretrain.h"
 
 #include <torch/torch.h>
 
@@ -13,8 +13,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "core/metrics_log.h"
-#include "core/progress.h"
 #include "core/manifest.h"
 #include "text/dictionary.h"
 #include "text/generate.h"
@@ -22,7 +20,10 @@
 #include "text/tokenizer.h"
 #include "text/wordnet_corpus.h"
 
-namespace slm::text {
+namespace slm::train {
+
+using namespace text;
+
 namespace {
 
 using config::InRange;
@@ -101,7 +102,7 @@ double QaExactMatch(LlamaModel& model, const Tokenizer& tokenizer, const std::ve
 
 }  // namespace
 
-PretrainConfig::PretrainConfig() {
+LmPretrainConfig::LmPretrainConfig() {
   model.vocab_size = 0;  // from the tokenizer
   model.hidden_size = 256;
   model.intermediate_size = 688;
@@ -114,7 +115,7 @@ PretrainConfig::PretrainConfig() {
   model.tie_word_embeddings = true;
 }
 
-void PretrainConfig::Load(config::Node node) {
+void LmPretrainConfig::Load(config::Node node) {
   auto d = node.Child("data");
   d.Read("corpus_dir", data.corpus_dir)
       .Read("wordnet_dir", data.wordnet_dir)
@@ -161,7 +162,7 @@ void PretrainConfig::Load(config::Node node) {
   node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
 }
 
-nlohmann::json PretrainResult::ToJson() const {
+nlohmann::json LmPretrainResult::ToJson() const {
   return {{"model_dir", model_dir},
           {"steps", steps},
           {"train_tokens_seen", train_tokens_seen},
@@ -175,16 +176,12 @@ nlohmann::json PretrainResult::ToJson() const {
           {"parameters", parameters},
           {"stopped_by_time_limit", stopped_by_time_limit},
           {"qa_questions", qa_questions},
-          {"qa_exact_match", qa_exact_match}};
+          {"qa_exact_match", qa_exact_match},
+          {"training", training.ToJson()}};
 }
 
-PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_config_yaml, bool quiet) {
-  const auto start = std::chrono::steady_clock::now();
-  SetThreads(c.threads);
-  torch::manual_seed(c.seed);
-  fs::MakeDirs(c.output_dir);
-  fs::AtomicWriteString(c.output_dir + "/config.yaml", effective_config_yaml);
-  const MetricsLog metrics(c.output_dir + "/metrics.jsonl");
+LmPretrainResult PretrainLm(const LmPretrainConfig& c, const std::string& effective_config_yaml, bool quiet) {
+  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
 
   // 1. Corpus.
   const std::string text_dir = c.data.corpus_dir + "/text";
@@ -264,7 +261,7 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
 
   const auto optimizer = MakeAdamW(model->parameters(), c.train);
 
-  PretrainResult result;
+  LmPretrainResult result;
   result.model_dir = c.output_dir;
   result.parameters = model->ParameterCount();
   log::Info(Str("pretraining ", result.parameters, " parameters on ", train_stream.size(),
@@ -272,60 +269,44 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
                 model_config.vocab_size));
 
   // 4. Train.
+  const Precision precision(c.train.precision, c.device);
   torch::Generator generator = at::detail::createCPUGenerator(c.seed);
   torch::Tensor order = torch::randperm(train_windows.size(0), generator);
   int64_t cursor = 0;
-  ProgressBar bar("pretrain", c.train.steps, quiet);
-  double loss_ema = 0;
-  for (int64_t step = 0; step < c.train.steps; ++step) {
-    if (c.train.max_minutes > 0 && SecondsSince(start) > c.train.max_minutes * 60) {
-      result.stopped_by_time_limit = true;
-      log::Warn(Str("stopping at step ", step, ": train.max_minutes (", c.train.max_minutes, ") reached"));
-      break;
-    }
+  LoopHooks hooks;
+  hooks.next = [&](TrainingState&, int64_t) -> std::optional<MicroBatch> {
     if (cursor + c.train.batch_size > order.size(0)) {  // new epoch
       order = torch::randperm(train_windows.size(0), generator);
       cursor = 0;
     }
     const torch::Tensor batch = train_windows.index_select(0, order.slice(0, cursor, cursor + c.train.batch_size));
     cursor += c.train.batch_size;
-    const double lr = c.train.LearningRate(step);
-    SetLearningRate(*optimizer, lr);
-
     LlamaInput input;
     const torch::Tensor ids = batch.to(device);
     input.input_ids = ids;
+    const AutocastGuard scope = precision.Scope();
     const torch::Tensor logits = model->forward(input).logits;
-    const torch::Tensor loss = torch::nn::functional::cross_entropy(
-        logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}), ids.slice(1, 1).reshape({-1}));
-    optimizer->zero_grad();
-    loss.backward();
-    const double grad_norm = ClipGradients(model->parameters(), c.train);
-    optimizer->step();
-
-    const double loss_value = loss.item<double>();
-    Check(std::isfinite(loss_value), "pretraining diverged: loss is ", loss_value, " at step ", step,
-          " (lower train.lr or raise warmup_steps)");
-    loss_ema = step == 0 ? loss_value : 0.95 * loss_ema + 0.05 * loss_value;
-    result.steps = step + 1;
-    result.train_tokens_seen += batch.numel();
-    result.final_train_loss = loss_value;
-    bar.Update(1, Str("loss ", std::round(loss_ema * 1000) / 1000));
-    if ((step + 1) % c.train.log_every == 0) {
-      metrics.Append({{"step", step + 1}, {"loss", loss_value}, {"loss_ema", loss_ema},
-                                    {"lr", lr}, {"grad_norm", grad_norm},
-                                    {"tokens_per_second", result.train_tokens_seen / SecondsSince(start)},
-                                    {"elapsed_seconds", SecondsSince(start)}});
-    }
-    if ((step + 1) % c.eval.every == 0 && step + 1 < c.train.steps) {
-      const PerplexityResult valid = Perplexity(model, valid_windows, c.eval.batch_size);
-      metrics.Append({{"step", step + 1}, {"valid_perplexity", valid.perplexity},
-                                    {"valid_nll", valid.mean_nll}});
-      model->train();
-    }
-  }
-  bar.Finish();
-  const double train_seconds = SecondsSince(start);
+    return MicroBatch{torch::nn::functional::cross_entropy(logits.slice(1, 0, -1).reshape({-1, logits.size(-1)}),
+                                                           ids.slice(1, 1).reshape({-1})),
+                      batch.size(0), batch.numel()};
+  };
+  hooks.evaluate = [&](const TrainingState&) {
+    const AutocastGuard scope = precision.Scope();
+    const PerplexityResult valid = Perplexity(model, valid_windows, c.eval.batch_size);
+    model->train();
+    return nlohmann::json{{"valid_perplexity", valid.perplexity}, {"valid_nll", valid.mean_nll}};
+  };
+  LoopSettings settings{"pretrain", "loss", c.eval.every};
+  settings.divergence_hint = "lower train.lr or raise train.warmup_steps";
+  settings.quiet = quiet;
+  TrainingState state;
+  TrainingLoop loop(c.train, settings, model->parameters(), *optimizer, std::move(hooks));
+  const LoopResult run = loop.Run(state, &job);
+  result.steps = run.steps;
+  result.train_tokens_seen = run.tokens;
+  result.final_train_loss = run.final_loss;
+  result.stopped_by_time_limit = run.stopped_by_time_limit;
+  result.training = run;
 
   // 5. Final evaluation and the unigram baseline on the same predicted tokens.
   model->eval();
@@ -342,8 +323,8 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
     result.qa_exact_match = QaExactMatch(model, tokenizer, qa, c.eval.batch_size);
     log::Info(Str("typed questions of ", c.data.qa_file, ": ", result.qa_exact_match * 100, "% answered exactly"));
   }
-  result.seconds = SecondsSince(start);
-  result.tokens_per_second = result.train_tokens_seen / train_seconds;
+  result.seconds = job.Seconds();
+  result.tokens_per_second = result.train_tokens_seen / std::max(1e-9, run.seconds);
 
   // 6. The Hugging Face directory (from the CPU: the same bytes wherever it trained).
   model->to(torch::kCPU);
@@ -354,9 +335,8 @@ PretrainResult Pretrain(const PretrainConfig& c, const std::string& effective_co
                                {"max_new_tokens", 64}};
   if (model_config.pad_token_id >= 0) generation["pad_token_id"] = model_config.pad_token_id;
   fs::AtomicWriteString(c.output_dir + "/generation_config.json", generation.dump(2) + "\n");
-  metrics.Append({{"final", result.ToJson()}});
-  fs::AtomicWriteString(c.output_dir + "/result.json", result.ToJson().dump(2) + "\n");
+  job.Finish(result.ToJson());
   return result;
 }
 
-}  // namespace slm::text
+}  // namespace slm::train

@@ -18,12 +18,12 @@
 #include <string>
 
 #include "core/config.h"
-#include "core/optim.h"
 #include "text/llama.h"
+#include "train/runner.h"
 
-namespace slm::text {
+namespace slm::train {
 
-struct PretrainConfig {
+struct LmPretrainConfig {
   struct Data {
     std::string corpus_dir = "data/wordnet";  // output of `slm data corpus` (text/train.txt, ...)
     std::string wordnet_dir = "/usr/share/wordnet";
@@ -43,8 +43,8 @@ struct PretrainConfig {
     int vocab_size = 4096;
     std::string model_type = "unigram";
   } tokenizer;
-  LlamaConfig model;  // vocab_size comes from the tokenizer
-  struct Train : OptimOptions {  // steps, lr schedule, AdamW, clipping (core/optim.h) plus:
+  text::LlamaConfig model;  // vocab_size comes from the tokenizer
+  struct Train : LoopOptions {  // steps, lr schedule, AdamW, clipping, grad_accum, precision (train/runner.h) plus:
     int64_t seq_len = 128;
     double init_std = 0.02;
     Train() {
@@ -63,11 +63,11 @@ struct PretrainConfig {
   std::string device = "cpu";  // "cpu", "cuda", "cuda:N": where the model trains (float32 either way)
   std::string output_dir = "runs/backbone_tiny";
 
-  PretrainConfig();  // small-model defaults (see samples/configs/backbone_tiny.yaml)
+  LmPretrainConfig();  // small-model defaults (see samples/configs/backbone_tiny.yaml)
   void Load(config::Node node);
 };
 
-struct PretrainResult {
+struct LmPretrainResult {
   std::string model_dir;
   int64_t steps = 0;
   int64_t train_tokens_seen = 0;
@@ -82,11 +82,12 @@ struct PretrainResult {
   bool stopped_by_time_limit = false;
   int64_t qa_questions = 0;        // data.qa_file's pairs asked (typed, greedy)
   double qa_exact_match = 0;       // fraction answered exactly (text/dictionary.h NormalizeAnswer)
+  LoopResult training;             // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 
 // Runs the whole pretraining. `effective_config_yaml` is saved as output_dir/config.yaml.
-PretrainResult Pretrain(const PretrainConfig& config, const std::string& effective_config_yaml,
+LmPretrainResult PretrainLm(const LmPretrainConfig& config, const std::string& effective_config_yaml,
                         bool quiet = false);
 
-}  // namespace slm::text
+}  // namespace slm::train

@@ -1,4 +1,4 @@
-#include "text/pretrain.h"
+#include "train/lm_pretrain.h"
 
 #include <gtest/gtest.h>
 
@@ -12,8 +12,10 @@
 #include "text/wordnet_corpus.h"
 #include "tests/test_util.h"
 
-namespace slm::text {
+namespace slm::train {
 namespace {
+
+using namespace text;
 
 const char* kTinyConfig = R"(
 data: {build_if_missing: false, max_train_lines: 4000}
@@ -27,19 +29,19 @@ threads: 1
 
 TEST(PretrainConfig, StrictKeysAndConsistency) {
   auto doc = config::Document::LoadString("train: {stpes: 5}\n", "p.yaml");
-  PretrainConfig config;
+  LmPretrainConfig config;
   config.Load(doc.Root());
   EXPECT_SLM_ERROR(doc.CheckAllConsumed(), "p.yaml:1: unknown key 'train.stpes' (did you mean 'train.steps'?)");
   auto long_seq = config::Document::LoadString("train: {seq_len: 300}\n", "p.yaml");
-  EXPECT_SLM_ERROR(PretrainConfig().Load(long_seq.Root()), "key 'train.seq_len' + 1 must not exceed");
+  EXPECT_SLM_ERROR(LmPretrainConfig().Load(long_seq.Root()), "key 'train.seq_len' + 1 must not exceed");
   auto heads = config::Document::LoadString("model: {num_attention_heads: 3}\n", "p.yaml");
-  EXPECT_SLM_ERROR(PretrainConfig().Load(heads.Root()), "must divide hidden_size");
+  EXPECT_SLM_ERROR(LmPretrainConfig().Load(heads.Root()), "must divide hidden_size");
   auto device = config::Document::LoadString("device: tpu\n", "p.yaml");
-  EXPECT_SLM_ERROR(PretrainConfig().Load(device.Root()), "device");
+  EXPECT_SLM_ERROR(LmPretrainConfig().Load(device.Root()), "device");
   // The committed recipes are valid as written.
   for (const char* recipe : {"backbone_tiny.yaml", "backbone_dict.yaml", "backbone_dict_gpu.yaml"}) {
     auto sample = config::Document::LoadFile(std::string(SLM_SOURCE_DIR) + "/samples/configs/" + recipe);
-    PretrainConfig c;
+    LmPretrainConfig c;
     c.Load(sample.Root());
     sample.CheckAllConsumed();
   }
@@ -50,9 +52,9 @@ TEST(PretrainConfig, MissingCorpusSaysHowToMakeIt) {
   auto doc = config::Document::LoadString(kTinyConfig, "p.yaml");
   doc.ApplyOverride("data.corpus_dir=" + dir.File("nothing"));
   doc.ApplyOverride("output_dir=" + dir.File("out"));
-  PretrainConfig config;
+  LmPretrainConfig config;
   config.Load(doc.Root());
-  EXPECT_SLM_ERROR(Pretrain(config, "", true), "run `slm data corpus --source wordnet --out");
+  EXPECT_SLM_ERROR(PretrainLm(config, "", true), "run `slm data corpus --source wordnet --out");
 }
 
 // Trains a tiny model on a slice of the real WordNet corpus: the result must beat the unigram
@@ -66,10 +68,10 @@ TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
   auto doc = config::Document::LoadString(kTinyConfig, "tiny.yaml");
   doc.ApplyOverride("data.corpus_dir=" + corpus.out_dir);
   doc.ApplyOverride("output_dir=" + dir.File("model"));
-  PretrainConfig config;
+  LmPretrainConfig config;
   config.Load(doc.Root());
   doc.CheckAllConsumed();
-  const PretrainResult r = Pretrain(config, doc.EffectiveYaml(), true);
+  const LmPretrainResult r = PretrainLm(config, doc.EffectiveYaml(), true);
   EXPECT_EQ(r.steps, 200);
   EXPECT_LT(r.valid_perplexity, 0.8 * r.unigram_valid_perplexity);
   EXPECT_LT(r.test_perplexity, 0.8 * r.unigram_test_perplexity);
@@ -111,10 +113,10 @@ TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
       "more.yaml");
   more.ApplyOverride("data.corpus_dir=" + corpus.out_dir);
   more.ApplyOverride("output_dir=" + dir.File("more"));
-  PretrainConfig continued;
+  LmPretrainConfig continued;
   continued.Load(more.Root());
   more.CheckAllConsumed();
-  const PretrainResult q = Pretrain(continued, more.EffectiveYaml(), true);
+  const LmPretrainResult q = PretrainLm(continued, more.EffectiveYaml(), true);
   EXPECT_EQ(q.qa_questions, 3);
   EXPECT_EQ(q.qa_exact_match, 1.0);
   EXPECT_EQ(fs::ReadFile(dir.File("more/tokenizer.model")), fs::ReadFile(dir.File("model/tokenizer.model")));
@@ -123,20 +125,20 @@ TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
 
 TEST(PretrainConfig, InitFromTakesTheArchitectureFromTheCheckpoint) {
   auto doc = config::Document::LoadString("init_from: some/model\nmodel: {hidden_size: 64}\n", "p.yaml");
-  EXPECT_SLM_ERROR(PretrainConfig().Load(doc.Root()), "cannot be given with init_from");
+  EXPECT_SLM_ERROR(LmPretrainConfig().Load(doc.Root()), "cannot be given with init_from");
   testing::TempDir dir;
   auto missing = config::Document::LoadString(std::string("") +
                                                   "init_from: " + dir.File("nothing") + "\noutput_dir: " + dir.File("out") + "\n",
                                               "p.yaml");
-  PretrainConfig config;
+  LmPretrainConfig config;
   config.Load(missing.Root());
   config.data.build_if_missing = false;
   fs::MakeDirs(dir.File("corpus/text"));
   for (const char* split : {"train", "valid", "test"})
     fs::AtomicWriteString(dir.File(std::string("corpus/text/") + split + ".txt"), "a line of text\n");
   config.data.corpus_dir = dir.File("corpus");
-  EXPECT_SLM_ERROR(Pretrain(config, "", true), "is not a Hugging Face model directory");
+  EXPECT_SLM_ERROR(PretrainLm(config, "", true), "is not a Hugging Face model directory");
 }
 
 }  // namespace
-}  // namespace slm::text
+}  // namespace slm::train
