@@ -1,6 +1,6 @@
 // slm ablate --config FILE [--quick] [--set k=v ...]: the replay-ablation grid (train/ablate.h).
 #include "cli/command.h"
-#include "train/ablate.h"
+#include "experiments/ablate.h"
 
 namespace slm::cli {
 namespace {
@@ -18,10 +18,10 @@ Registrar registrar([](CLI::App& app, Common& common) {
   cmd->callback([a, &common] {
     auto doc = config::Document::LoadFile(a->config.config);
     doc.ApplyOverrides(a->config.overrides);
-    train::AblationConfig config;
+    experiments::AblationConfig config;
     config.Load(doc.Root(), a->quick);
     doc.CheckAllConsumed();
-    const train::AblationResult result = train::RunAblation(config, common.json);
+    const experiments::AblationResult result = experiments::RunAblation(config, common.json);
     Report report(common.json);
     report.Set("output_dir", result.output_dir);
     report.Set("runs", static_cast<int64_t>(result.runs.size()));

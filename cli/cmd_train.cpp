@@ -7,7 +7,7 @@
 
 #include "train/checkpoint.h"
 #include "train/distributed.h"
-#include "train/stages.h"
+#include "experiments/stages.h"
 #include "train/trainer.h"
 
 namespace slm::cli {
@@ -79,11 +79,11 @@ Registrar registrar([](CLI::App& app, Common& common) {
     }
     auto doc = config::Document::LoadFile(t->config.config);
     doc.ApplyOverrides(t->config.overrides);
-    if (train::StagesConfig::IsStaged(doc)) {  // a multi-stage run (train/stages.h)
+    if (experiments::StagesConfig::IsStaged(doc)) {  // a multi-stage run (train/stages.h)
       Check(t->nproc == 1 && std::getenv("RANK") == nullptr, "a multi-stage config runs in one process (no --nproc)");
-      train::StagesConfig stages;
+      experiments::StagesConfig stages;
       stages.Load(doc);
-      const train::StagesResult result = train::RunStages(stages, t->resume, common.json);
+      const experiments::StagesResult result = experiments::RunStages(stages, t->resume, common.json);
       Report report(common.json);
       report.Set("output_dir", result.output_dir);
       report.Set("stages", static_cast<int64_t>(result.stages.size()));

@@ -36,9 +36,9 @@
 #include <utility>
 #include <vector>
 
-#include "train/forgetting.h"
+#include "experiments/forgetting.h"
 
-namespace slm::train {
+namespace slm::experiments {
 
 struct AblationRun {      // one cell x seed
   std::string cell;        // e.g. "none", "replay_0.05", "replay_0.05+l2", "merge_linear"
@@ -67,4 +67,4 @@ void WriteLineChart(const std::string& path, const std::string& title, const std
                     const std::string& y_label, const std::vector<PlotSeries>& series,
                     const std::vector<std::pair<std::string, double>>& boundaries = {});
 
-}  // namespace slm::train
+}  // namespace slm::experiments

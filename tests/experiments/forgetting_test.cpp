@@ -1,4 +1,4 @@
-#include "train/forgetting.h"
+#include "experiments/forgetting.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -8,9 +8,9 @@
 
 #include "core/fs.h"
 #include "tests/test_util.h"
-#include "train/ablate_report.h"
+#include "experiments/ablate_report.h"
 
-namespace slm::train {
+namespace slm::experiments {
 namespace {
 
 using ::testing::HasSubstr;
@@ -197,4 +197,4 @@ TEST(AblationReport, StudyAgreementWithMissingCells) {
 }
 
 }  // namespace
-}  // namespace slm::train
+}  // namespace slm::experiments

@@ -1,4 +1,4 @@
-#include "train/forgetting.h"
+#include "experiments/forgetting.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace slm::train {
+namespace slm::experiments {
 namespace {
 
 std::string Significant(const std::optional<double>& value) {
@@ -166,4 +166,4 @@ std::string ForgettingReport::ToMarkdown() const {
                    " · mean relative forgetting: ", Significant(mean_forgetting), "\n");
 }
 
-}  // namespace slm::train
+}  // namespace slm::experiments

@@ -49,10 +49,10 @@
 
 #include "adapters/merge.h"
 #include "core/config.h"
-#include "train/forgetting.h"
+#include "experiments/forgetting.h"
 #include "train/trainer.h"
 
-namespace slm::train {
+namespace slm::experiments {
 
 struct ReplayConfig {
   std::string mode = "none";              // none | quota | reservoir
@@ -65,7 +65,7 @@ struct StagesConfig {
   struct Stage {
     std::string name;
     bool evaluate_only = false;
-    TrainConfig config;  // complete, replay sources not yet added (they need the data's sizes)
+    train::TrainConfig config;  // complete, replay sources not yet added (they need the data's sizes)
     YAML::Node yaml;     // the stage's assembled document
   };
   std::string source;  // the config file, for messages
@@ -98,6 +98,6 @@ StagesResult RunStages(const StagesConfig& config, bool resume, bool quiet = fal
 
 // Loads `adapters_dir` ("" = fresh adapters, initialised with config.seed) into config.model and
 // evaluates on config.data.valid (Evaluate): what `slm eval` does.
-nlohmann::json EvaluateAdapters(const TrainConfig& config, const std::string& adapters_dir);
+nlohmann::json EvaluateAdapters(const train::TrainConfig& config, const std::string& adapters_dir);
 
-}  // namespace slm::train
+}  // namespace slm::experiments

@@ -27,9 +27,9 @@
 #include <vector>
 
 #include "core/config.h"
-#include "train/ablate_report.h"
+#include "experiments/ablate_report.h"
 
-namespace slm::train {
+namespace slm::experiments {
 
 struct AblationCell {
   std::string name;
@@ -63,4 +63,4 @@ struct AblationResult {
 
 AblationResult RunAblation(const AblationConfig& config, bool quiet = false);
 
-}  // namespace slm::train
+}  // namespace slm::experiments

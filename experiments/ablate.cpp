@@ -1,4 +1,4 @@
-#include "train/ablate.h"
+#include "experiments/ablate.h"
 
 #include <sys/types.h>
 
@@ -13,9 +13,11 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/process.h"
-#include "train/stages.h"
+#include "experiments/stages.h"
 
-namespace slm::train {
+namespace slm::experiments {
+
+using namespace train;
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -237,4 +239,4 @@ AblationResult RunAblation(const AblationConfig& c, bool quiet) {
   return result;
 }
 
-}  // namespace slm::train
+}  // namespace slm::experiments

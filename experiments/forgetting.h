@@ -28,7 +28,7 @@
 #include <utility>
 #include <vector>
 
-namespace slm::train {
+namespace slm::experiments {
 
 // Which number of a task's evaluation a report follows, and which way is better.
 struct TaskMetric {
@@ -70,4 +70,4 @@ struct ForgettingReport {
 ForgettingReport BuildForgettingReport(const std::vector<std::pair<std::string, nlohmann::json>>& rows,
                                        const std::map<std::string, TaskMetric>& overrides = {});
 
-}  // namespace slm::train
+}  // namespace slm::experiments

@@ -16,10 +16,12 @@
 #include "core/safetensors.h"
 #include "tests/test_util.h"
 #include "tests/train/tiny_encoder.h"
-#include "train/ablate.h"
-#include "train/stages.h"
+#include "experiments/ablate.h"
+#include "experiments/stages.h"
 
-namespace slm::train {
+namespace slm::experiments {
+
+using namespace train;
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -322,4 +324,4 @@ TEST(Ablate, ConfigErrors) {
 }
 
 }  // namespace
-}  // namespace slm::train
+}  // namespace slm::experiments

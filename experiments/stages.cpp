@@ -1,4 +1,4 @@
-#include "train/stages.h"
+#include "experiments/stages.h"
 
 #include <torch/torch.h>
 
@@ -11,10 +11,12 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/log.h"
-#include "train/ablate_report.h"
+#include "experiments/ablate_report.h"
 #include "train/checkpoint.h"
 
-namespace slm::train {
+namespace slm::experiments {
+
+using namespace train;
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -441,4 +443,4 @@ StagesResult RunStages(const StagesConfig& c, bool resume, bool quiet) {
   return result;
 }
 
-}  // namespace slm::train
+}  // namespace slm::experiments

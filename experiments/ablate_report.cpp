@@ -1,4 +1,4 @@
-#include "train/ablate_report.h"
+#include "experiments/ablate_report.h"
 
 #include <algorithm>
 #include <cctype>
@@ -20,7 +20,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 
-namespace slm::train {
+namespace slm::experiments {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
@@ -594,4 +594,4 @@ std::string StudyAgreement(const std::vector<AblationRun>& runs) {
   return out.str();
 }
 
-}  // namespace slm::train
+}  // namespace slm::experiments
