@@ -476,11 +476,7 @@ void WhisperEncoderImpl::SaveWeights(
 
 WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,
                                   torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  WhisperEncoder model(WhisperEncoderConfig::FromFile(config_path),
+  WhisperEncoder model(WhisperEncoderConfig::FromFile(hf_config::ConfigPath(model_dir)),
                        torch::TensorOptions().dtype(dtype).device(device), /*init_weights=*/false);
   model->LoadWeights(model_dir);
   return model;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
@@ -10,6 +9,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "text/llama_layers.h"
@@ -18,7 +18,6 @@ namespace slm::text {
 namespace {
 
 using nlohmann::json;
-namespace stdfs = std::filesystem;
 
 std::string ConfigDtypeName(torch::ScalarType type) {
   switch (type) {
@@ -524,11 +523,7 @@ void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {
 }
 
 LlamaModel LoadLlama(const std::string& model_dir, torch::Device device, torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  const LlamaConfig config = LlamaConfig::FromFile(config_path);
+  const LlamaConfig config = LlamaConfig::FromFile(hf_config::ConfigPath(model_dir));
   // Allocated directly in the target dtype and device, uninitialised: every weight is loaded.
   LlamaModel model(config, torch::TensorOptions().dtype(dtype).device(device),
                    /*init_weights=*/false);

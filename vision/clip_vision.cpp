@@ -1,6 +1,5 @@
 #include "vision/clip_vision.h"
 
-#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -12,7 +11,6 @@
 namespace slm::vision {
 namespace {
 
-namespace stdfs = std::filesystem;
 using nlohmann::json;
 namespace nn = torch::nn;
 
@@ -337,11 +335,7 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
 
 ClipVisionModel LoadClipVision(const std::string& model_dir, torch::Device device,
                                torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  const ClipVisionConfig config = ClipVisionConfig::FromFile(config_path);
+  const ClipVisionConfig config = ClipVisionConfig::FromFile(hf_config::ConfigPath(model_dir));
   ClipVisionModel model(config, torch::TensorOptions().dtype(dtype).device(device),
                         /*init_weights=*/false);
   model->LoadWeights(model_dir);
