@@ -302,9 +302,7 @@ Checkpoint::Checkpoint(const std::string& model_dir) {
     for (const auto& reader : readers_)
       for (const TensorInfo& info : reader->Tensors()) sources_.emplace(info.name, reader.get());
   } else if (stdfs::exists(single_path)) {
-    described_ = single_path;
-    readers_.push_back(std::make_unique<Reader>(single_path));
-    for (const TensorInfo& info : readers_[0]->Tensors()) sources_.emplace(info.name, readers_[0].get());
+    *this = File(single_path);
   } else {
     const bool pickle = stdfs::exists(model_dir + "/pytorch_model.bin");
     throw Error(Str("no model.safetensors or model.safetensors.index.json in '", model_dir, "'",
