@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <limits>
 #include <optional>
-#include <set>
 
 #include "audio/ctc.h"
 #include "audio/units.h"
@@ -873,26 +872,16 @@ void MultimodalLMImpl::LoadAdapters(const std::string& adapter_dir, bool load_lo
   const bool lora = specs.value("lora", false) && load_lora;
   Check(!load_lora || lora == config_.lora_enabled, config_path, lora ? ": has LoRA but the model has none (model.lora.enabled)"
                                                         : ": has no LoRA but the model has one");
-  std::vector<std::pair<torch::Tensor, std::string>> plan;
-  std::unique_ptr<safetensors::Reader> reader;
+  safetensors::Plan plan;
+  for (const auto& [prefix, module] : modules)
+    plan.ExpectParameters(*module, [prefix = prefix](const std::string& name) { return prefix + "." + name; });
+  std::optional<safetensors::Checkpoint> weights;
   if (!modules.empty()) {
-    reader = std::make_unique<safetensors::Reader>(adapter_dir + "/adapters.safetensors");
-    std::set<std::string> expected;
-    for (const auto& [prefix, module] : modules)
-      for (const auto& named : module->named_parameters()) {
-        const std::string name = prefix + "." + named.key();
-        expected.insert(name);
-        Check(reader->Has(name), reader->Path(), ": missing tensor '", name, "'");
-        Check(reader->Info(name).shape == named.value().sizes().vec(), reader->Path(), ": tensor '",
-              name, "' has the wrong shape");
-        plan.emplace_back(named.value(), name);
-      }
-    for (const std::string& name : reader->Names())
-      Check(expected.count(name), reader->Path(), ": unexpected tensor '", name, "'");
+    weights.emplace(safetensors::Checkpoint::File(adapter_dir + "/adapters.safetensors"));
+    weights->Verify(plan);
   }
   if (lora) backbone_->LoadLora(adapter_dir + "/lora");  // checks everything before changing
-  torch::NoGradGuard no_grad;
-  for (auto& [parameter, name] : plan) reader->CopyInto(name, parameter);
+  if (weights) weights->Load(plan);
 }
 
 }  // namespace slm::adapters

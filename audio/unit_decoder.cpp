@@ -67,9 +67,11 @@ void UnitDecoderImpl::Save(const std::string& dir) const {
   fs::AtomicWriteString(dir + "/decoder.json", j.dump(2) + "\n");
 }
 
-std::shared_ptr<UnitDecoderImpl> UnitDecoderImpl::Load(const std::string& dir, const std::string& expected_hash) {
+UnitDecoderConfig UnitDecoderConfig::Read(const std::string& dir, const std::string& expected_hash,
+                                          const std::string& what) {
   const std::string json_path = dir + "/decoder.json";
-  Check(std::filesystem::is_regular_file(json_path), "unit decoder '", dir, "': no decoder.json");
+  Check(std::filesystem::is_regular_file(json_path), what, " '", dir,
+        "': no decoder.json (`slm audio units train-decoder` writes one)");
   const nlohmann::json j = fs::ReadJson(json_path);
   UnitDecoderConfig c;
   try {
@@ -83,20 +85,23 @@ std::shared_ptr<UnitDecoderImpl> UnitDecoderImpl::Load(const std::string& dir, c
   } catch (const nlohmann::json::exception& e) {
     throw Error(Str(json_path, ": ", e.what()));
   }
-  Check(expected_hash.empty() || expected_hash == c.tokenizer_hash, "unit decoder '", dir,
+  Check(expected_hash.empty() || expected_hash == c.tokenizer_hash, what, " '", dir,
         "' was trained on the units of tokenizer ", c.tokenizer_hash.substr(0, 12), ", not ",
         expected_hash.substr(0, 12));
-  auto decoder = std::make_shared<UnitDecoderImpl>(c);
-  safetensors::Reader reader(dir + "/decoder.safetensors");
-  torch::NoGradGuard no_grad;
-  for (auto& named : decoder->named_parameters()) {
-    Check(reader.Has(named.key()), reader.Path(), ": missing tensor '", named.key(), "'");
-    Check(reader.Info(named.key()).shape == named.value().sizes().vec(), reader.Path(), ": tensor '", named.key(),
-          "' has the wrong shape");
-    reader.CopyInto(named.key(), named.value());
-  }
+  return c;
+}
+
+std::shared_ptr<UnitDecoderImpl> UnitDecoderImpl::Load(const std::string& dir, const std::string& expected_hash) {
+  auto decoder = std::make_shared<UnitDecoderImpl>(UnitDecoderConfig::Read(dir, expected_hash));
+  decoder->LoadWeights(dir);
   decoder->eval();
   return decoder;
+}
+
+void UnitDecoderImpl::LoadWeights(const std::string& dir) {
+  safetensors::Plan plan;
+  plan.ExpectParameters(*this);
+  safetensors::Checkpoint::File(dir + "/decoder.safetensors").Load(plan);
 }
 
 std::vector<int64_t> ExpandRuns(const std::vector<UnitRun>& runs) {

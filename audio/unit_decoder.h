@@ -32,6 +32,12 @@ struct UnitDecoderConfig {
   int64_t upsample = 1;
   std::string tokenizer_hash;
   void Validate() const;  // slm::Error naming the field
+  // dir/decoder.json, without the weights: a caller can check a decoder long before it loads one.
+  // slm::Error naming `what` and `dir` when there is no decoder.json or when `expected_hash` (if
+  // not empty) differs from the decoder's tokenizer hash; naming the file for a missing or
+  // mistyped field.
+  static UnitDecoderConfig Read(const std::string& dir, const std::string& expected_hash = "",
+                                const std::string& what = "unit decoder");
 };
 
 class UnitDecoderImpl : public torch::nn::Module {
@@ -43,9 +49,11 @@ class UnitDecoderImpl : public torch::nn::Module {
   torch::Tensor Decode(const std::vector<int64_t>& units);
   const UnitDecoderConfig& Config() const { return config_; }
   void Save(const std::string& dir) const;
-  // slm::Error naming the file for missing/misshaped tensors, and when `expected_hash` (if not
-  // empty) differs from the decoder's tokenizer hash.
+  // UnitDecoderConfig::Read, then LoadWeights, in eval mode.
   static std::shared_ptr<UnitDecoderImpl> Load(const std::string& dir, const std::string& expected_hash = "");
+  // dir/decoder.safetensors into this decoder: slm::Error naming the file for a missing, misshaped,
+  // non-floating-point or unexpected tensor, leaving the weights unchanged (core/safetensors.h).
+  void LoadWeights(const std::string& dir);
 
  private:
   UnitDecoderConfig config_;

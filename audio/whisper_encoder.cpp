@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -438,50 +439,19 @@ int64_t WhisperEncoderImpl::ParameterCount() const {
 
 void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
   const safetensors::Checkpoint checkpoint(model_dir);
-  // Our parameter name -> (file, name in the file). WhisperForConditionalGeneration checkpoints
-  // (the hub's) store "model.encoder.*", a bare WhisperModel "encoder.*"; when a file mixes both,
-  // "model.encoder.*" wins.
-  std::map<std::string, std::pair<const safetensors::Reader*, std::string>> source;
-  bool prefixed = false;
+  // WhisperForConditionalGeneration checkpoints (the hub's) store "model.encoder.*", a bare
+  // WhisperModel "encoder.*"; when a file holds both, "model.encoder.*" wins.
+  bool prefixed = false, bare = false;
   for (const auto& [name, reader] : checkpoint.Sources()) {
-    if (StartsWith(name, kPrefix)) {
-      if (!prefixed) source.clear();
-      prefixed = true;
-      source[name] = {reader, name};
-    } else if (StartsWith(name, "encoder.") && !prefixed) {
-      source["model." + name] = {reader, name};
-    }
+    prefixed = prefixed || StartsWith(name, kPrefix);
+    bare = bare || StartsWith(name, "encoder.");
   }
-
-  // Check everything before copying anything, so that a bad checkpoint leaves the model intact.
-  std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;
-  std::vector<std::string> missing;
-  for (const auto& named : named_parameters(/*recurse=*/true)) {
-    const std::string& name = named.key();
-    auto found = source.find(name);
-    if (found == source.end() || !found->second.first->Has(found->second.second)) {
-      missing.push_back(name);
-      continue;
-    }
-    const auto& [reader, stored] = found->second;
-    const safetensors::TensorInfo& info = reader->Info(stored);
-    Check(info.shape == named.value().sizes().vec(), reader->Path(), ": tensor '", stored,
-          "' has shape ", Shape(info.shape), ", expected ", Shape(named.value().sizes()));
-    Check(torch::isFloatingType(info.scalar_type), reader->Path(), ": tensor '", stored,
-          "' has dtype ", info.dtype, ", expected a floating-point one (F32, F16, BF16)");
-    plan.push_back({named.value(), {reader, stored}});
-  }
-  if (!missing.empty()) {
-    const size_t shown = std::min<size_t>(missing.size(), 5);
-    std::string list =
-        "'" + Join(std::vector<std::string>(missing.begin(), missing.begin() + shown), "', '") +
-        "'";
-    if (missing.size() > shown) list += Str(" and ", missing.size() - shown, " more");
-    throw Error(Str(checkpoint.Described(), ": missing Whisper encoder tensor",
-                    missing.size() > 1 ? "s " : " ", list));
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
+  const std::string stored = bare && !prefixed ? "encoder." : kPrefix;
+  safetensors::Plan plan;
+  plan.ExpectParameters(*this, [&](const std::string& name) { return stored + name.substr(std::strlen(kPrefix)); });
+  plan.what = "Whisper encoder tensor";
+  plan.ignore = [](const std::string&) { return true; };  // the decoder, proj_out, a CTC head
+  checkpoint.Load(plan);
 }
 
 void WhisperEncoderImpl::SaveWeights(
@@ -506,11 +476,7 @@ void WhisperEncoderImpl::SaveWeights(
 
 WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,
                                   torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  WhisperEncoder model(WhisperEncoderConfig::FromFile(config_path),
+  WhisperEncoder model(WhisperEncoderConfig::FromFile(hf_config::ConfigPath(model_dir)),
                        torch::TensorOptions().dtype(dtype).device(device), /*init_weights=*/false);
   model->LoadWeights(model_dir);
   return model;

@@ -131,8 +131,8 @@ class WhisperEncoderImpl : public torch::nn::Module {
   // Loads the "model.encoder.*" (or bare WhisperModel "encoder.*") tensors of a Hugging Face
   // directory (model.safetensors or model.safetensors.index.json + shards), converting to this
   // module's dtype and device. Other tensors (the decoder, proj_out) are ignored. slm::Error naming
-  // the tensor for a missing or wrongly shaped one; nothing is changed unless every tensor checks
-  // out.
+  // the tensor for a missing, wrongly shaped or non-floating-point one (core/safetensors.h, Plan);
+  // nothing is changed unless every tensor checks out.
   void LoadWeights(const std::string& model_dir);
   // Writes config.json and model.safetensors ("model.encoder.*" names, the layout
   // WhisperForConditionalGeneration uses) plus `extra` tensors under their own names (e.g. a CTC

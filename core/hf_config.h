@@ -8,12 +8,23 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "core/error.h"
 
 namespace slm::hf_config {
+
+// model_dir + "/config.json", after checking that both exist: every model loader names a wrong
+// directory alike.
+inline std::string ConfigPath(const std::string& model_dir) {
+  Check(std::filesystem::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
+  const std::string path = model_dir + "/config.json";
+  Check(std::filesystem::is_regular_file(path), "'", model_dir,
+        "' has no config.json (not a Hugging Face model directory)");
+  return path;
+}
 
 // The value of `key`, or nullptr when it is missing or null.
 inline const nlohmann::json* Field(const nlohmann::json& object, const std::string& key) {

@@ -12,9 +12,11 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/strings.h"
 
 namespace slm::safetensors {
 namespace {
@@ -29,6 +31,14 @@ constexpr DtypeEntry kDtypes[] = {
     {"I16", torch::kShort},  {"I8", torch::kChar},   {"U8", torch::kByte},
     {"BOOL", torch::kBool},
 };
+
+// "'a', 'b', 'c', 'd', 'e' and 3 more": enough to recognise a mismatch without a wall of names.
+std::string NameList(const std::vector<std::string>& names) {
+  const size_t shown = std::min<size_t>(names.size(), 5);
+  std::string text = "'" + Join(std::vector<std::string>(names.begin(), names.begin() + shown), "', '") + "'";
+  if (names.size() > shown) text += Str(" and ", names.size() - shown, " more");
+  return text;
+}
 
 uint64_t ReadLe64(const uint8_t* p) {
   uint64_t v = 0;
@@ -292,9 +302,7 @@ Checkpoint::Checkpoint(const std::string& model_dir) {
     for (const auto& reader : readers_)
       for (const TensorInfo& info : reader->Tensors()) sources_.emplace(info.name, reader.get());
   } else if (stdfs::exists(single_path)) {
-    described_ = single_path;
-    readers_.push_back(std::make_unique<Reader>(single_path));
-    for (const TensorInfo& info : readers_[0]->Tensors()) sources_.emplace(info.name, readers_[0].get());
+    *this = File(single_path);
   } else {
     const bool pickle = stdfs::exists(model_dir + "/pytorch_model.bin");
     throw Error(Str("no model.safetensors or model.safetensors.index.json in '", model_dir, "'",
@@ -302,9 +310,68 @@ Checkpoint::Checkpoint(const std::string& model_dir) {
   }
 }
 
+Checkpoint Checkpoint::File(const std::string& path) {
+  Checkpoint file;
+  file.described_ = path;
+  file.readers_.push_back(std::make_unique<Reader>(path));
+  for (const TensorInfo& info : file.readers_[0]->Tensors()) file.sources_.emplace(info.name, file.readers_[0].get());
+  return file;
+}
+
 const Reader* Checkpoint::Source(const std::string& name) const {
   const auto it = sources_.find(name);
   return it == sources_.end() ? nullptr : it->second;
+}
+
+torch::Tensor Checkpoint::Get(const std::string& name) const {
+  const Reader* reader = Source(name);
+  Check(reader != nullptr, described_, ": no tensor named '", name, "'");
+  return reader->Get(name);
+}
+
+void Plan::Expect(const std::string& name, const torch::Tensor& destination) {
+  tensors.push_back({name, destination.sizes().vec(), destination.scalar_type(), destination});
+}
+
+void Plan::ExpectParameters(const torch::nn::Module& module,
+                            const std::function<std::string(const std::string&)>& rename) {
+  for (const auto& named : module.named_parameters(/*recurse=*/true))
+    Expect(rename ? rename(named.key()) : named.key(), named.value());
+}
+
+void Checkpoint::Verify(const Plan& plan) const {
+  std::vector<std::string> missing;
+  std::set<std::string> planned;
+  for (const Expected& e : plan.tensors) {
+    planned.insert(e.name);
+    const Reader* reader = Source(e.name);
+    if (reader == nullptr) {
+      if (!e.optional) missing.push_back(e.name);
+      continue;
+    }
+    const TensorInfo& info = reader->Info(e.name);
+    Check(info.shape == e.shape, reader->Path(), ": tensor '", e.name, "' has shape ", ShapeString(info.shape),
+          ", expected ", ShapeString(e.shape));
+    const bool floating = torch::isFloatingType(e.dtype);
+    Check(floating ? torch::isFloatingType(info.scalar_type) : info.scalar_type == e.dtype, reader->Path(),
+          ": tensor '", e.name, "' has dtype ", info.dtype, ", expected ",
+          floating ? "a floating-point one (F32, F16, BF16)" : DtypeName(e.dtype));
+  }
+  Check(missing.empty(), described_, ": missing ", plan.what, missing.size() > 1 ? "s " : " ", NameList(missing),
+        plan.missing_hint);
+  std::vector<std::string> unexpected;
+  for (const auto& [name, reader] : sources_)
+    if (!planned.count(name) && !(plan.ignore && plan.ignore(name))) unexpected.push_back(name);
+  Check(unexpected.empty(), described_, ": unexpected ", plan.what, unexpected.size() > 1 ? "s " : " ",
+        NameList(unexpected), plan.unexpected_hint);
+}
+
+void Checkpoint::Load(const Plan& plan) const {
+  Verify(plan);
+  torch::NoGradGuard no_grad;
+  for (const Expected& e : plan.tensors)
+    if (const Reader* reader = Source(e.name); reader != nullptr && e.destination.defined())
+      reader->CopyInto(e.name, e.destination);
 }
 
 }  // namespace slm::safetensors

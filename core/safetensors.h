@@ -13,16 +13,25 @@
 //
 // dtypes: F32 F16 BF16 F64 I64 I32 I16 I8 U8 BOOL (F32/F16/BF16/I64 are what checkpoints use).
 // Thread-safety: a reader is immutable after construction; Get() may be called concurrently.
+//
+// Every model loader reads its weights strictly through one Plan (below) checked by
+// Checkpoint::Verify / Load, so that missing, unexpected, misshaped and wrongly typed tensors get
+// the same messages in every model family and a bad checkpoint never half-loads a model.
 #pragma once
 
 #include <torch/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
 
 namespace slm::safetensors {
 
@@ -70,23 +79,68 @@ class Reader {
   uint64_t data_offset_ = 0;  // file offset of the data block
 };
 
+// One tensor a loader expects, by its name in the checkpoint.
+struct Expected {
+  std::string name;
+  std::vector<int64_t> shape;  // exactly
+  // A floating-point dtype admits any floating-point one in the file (F32, F16, BF16 checkpoints
+  // load alike, converted when copied); any other dtype must match exactly.
+  torch::ScalarType dtype = torch::kFloat;
+  torch::Tensor destination;  // what Load copies the value into; undefined: only checked
+  bool optional = false;      // may be absent; checked like the others when present
+};
+
+// What a loader expects of a checkpoint: the tensors it reads, and which others it ignores.
+struct Plan {
+  std::vector<Expected> tensors;  // unique names
+  // Checkpoint tensors outside `tensors` that are no error (another model's parts, buffers that
+  // are recomputed); unset: every other tensor is unexpected.
+  std::function<bool(const std::string&)> ignore;
+  // Messages read "<file>: missing <what>s 'a', 'b' and 3 more<missing_hint>" and
+  // "<file>: unexpected <what>s ...<unexpected_hint>"; the hints say what a mismatch suggests.
+  std::string what = "tensor";
+  std::string missing_hint, unexpected_hint;
+
+  // `destination`'s shape and dtype under `name`, copied into it.
+  void Expect(const std::string& name, const torch::Tensor& destination);
+  // Every parameter of `module` (buffers are not loaded), stored under rename(its name) or, when
+  // rename is unset, its name.
+  void ExpectParameters(const torch::nn::Module& module,
+                        const std::function<std::string(const std::string&)>& rename = {});
+};
+
 // The weights of a Hugging Face model directory: model.safetensors, or
 // model.safetensors.index.json with its shards. Shard names must be plain file names inside the
 // directory (an index cannot make us read elsewhere); every tensor the index lists must exist in
 // its shard; tensors a shard holds beyond the index are included (so a loader reports them as
 // unexpected instead of loading a model that silently differs from the files). slm::Error naming
 // the file for each of these, and for a directory with neither file (pytorch_model.bin is named as
-// unsupported). Immutable after construction; Source() may be called concurrently.
+// unsupported). Immutable after construction: every member may be called concurrently, Loads
+// included as long as no two write the same destination.
 class Checkpoint {
  public:
   explicit Checkpoint(const std::string& model_dir);
+  // A single safetensors file that is not a model directory's (adapters, decoders).
+  static Checkpoint File(const std::string& path);
   // The index or the single file, for messages.
   const std::string& Described() const { return described_; }
   // Tensor name -> the reader holding it.
   const std::map<std::string, const Reader*>& Sources() const { return sources_; }
   const Reader* Source(const std::string& name) const;  // nullptr when absent
+  torch::Tensor Get(const std::string& name) const;    // Reader::Get; slm::Error when absent
+
+  // Checks `plan` without reading tensor data (destinations on the meta device will do).
+  // slm::Error, in this order: the first planned tensor with another shape or dtype (naming the
+  // file holding it), all missing ones, all unexpected ones (naming Described(); five are listed,
+  // then "and N more").
+  void Verify(const Plan& plan) const;
+  // Verify, then each planned tensor that is present and has a destination is copied into it as
+  // Reader::CopyInto does (converted to the destination's dtype and device, no autograd history).
+  // Nothing is written unless the whole plan checks out.
+  void Load(const Plan& plan) const;
 
  private:
+  Checkpoint() = default;
   std::vector<std::unique_ptr<Reader>> readers_;
   std::map<std::string, const Reader*> sources_;
   std::string described_;

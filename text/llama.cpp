@@ -2,15 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <utility>
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/hf_config.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "text/llama_layers.h"
@@ -19,7 +18,6 @@ namespace slm::text {
 namespace {
 
 using nlohmann::json;
-namespace stdfs = std::filesystem;
 
 std::string ConfigDtypeName(torch::ScalarType type) {
   switch (type) {
@@ -491,63 +489,26 @@ std::vector<std::pair<std::string, torch::Tensor>> LlamaModelImpl::BaseParameter
   return out;
 }
 
-// Every base parameter with the checkpoint file and tensor it loads from, after checking names,
-// shapes and dtypes: nothing is copied unless everything checks out.
-std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> LlamaModelImpl::WeightPlan(
-    const safetensors::Checkpoint& checkpoint) const {
-  const auto& source = checkpoint.Sources();  // tensor name -> file holding it
-  const std::string& described = checkpoint.Described();
-  std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> plan;
-  std::vector<std::string> missing;
-  std::set<std::string> expected;
-  for (const auto& [name, parameter] : BaseParameters()) {
-    expected.insert(name);
-    auto found = source.find(name);
-    if (found == source.end()) {
-      missing.push_back(name);
-      continue;
-    }
-    const safetensors::TensorInfo& info = found->second->Info(name);
-    Check(info.shape == parameter.sizes().vec(), found->second->Path(), ": tensor '", name,
-          "' has shape ", ShapeString(info.shape), ", expected ", ShapeString(parameter.sizes().vec()));
-    Check(torch::isFloatingType(info.scalar_type), found->second->Path(), ": tensor '", name,
-          "' has dtype ", info.dtype, ", expected a floating-point one (F32, F16, BF16)");
-    plan.push_back({parameter, {found->second, name}});
-  }
-  Check(missing.empty(), described, ": missing tensor", missing.size() > 1 ? "s " : " ",
-        NameList(missing));
-
-  std::vector<std::string> unexpected;
-  for (const auto& [name, reader] : source) {
-    if (expected.count(name) || IsIgnoredCheckpointTensor(name)) continue;
-    if (name == "lm_head.weight" && config_.tie_word_embeddings) {
-      // transformers ties the head to the embeddings after loading; a stored copy is unused.
-      Check(
-          reader->Info(name).shape == std::vector<int64_t>{config_.vocab_size, config_.hidden_size},
-          reader->Path(), ": tensor 'lm_head.weight' has shape ",
-          ShapeString(reader->Info(name).shape), ", expected ",
-          ShapeString({config_.vocab_size, config_.hidden_size}));
-      continue;
-    }
-    unexpected.push_back(name);
-  }
-  Check(unexpected.empty(), described, ": unexpected tensor", unexpected.size() > 1 ? "s " : " ",
-        NameList(unexpected), " (not a parameter of this ", config_.num_hidden_layers, "-layer ",
-        config_.tie_word_embeddings ? "tied" : "untied", " ", config_.Family().architecture,
-        "; does config.json describe these weights?)");
+safetensors::Plan LlamaModelImpl::WeightPlan() const {
+  safetensors::Plan plan;
+  for (const auto& [name, parameter] : BaseParameters()) plan.Expect(name, parameter);
+  // transformers ties the head to the embeddings after loading; a stored copy is unused.
+  if (config_.tie_word_embeddings)
+    plan.tensors.push_back({"lm_head.weight", {config_.vocab_size, config_.hidden_size}, torch::kFloat, {},
+                            /*optional=*/true});
+  plan.ignore = IsIgnoredCheckpointTensor;
+  plan.unexpected_hint = Str(" (not a parameter of this ", config_.num_hidden_layers, "-layer ",
+                             config_.tie_word_embeddings ? "tied" : "untied", " ", config_.Family().architecture,
+                             "; does config.json describe these weights?)");
   return plan;
 }
 
 void LlamaModelImpl::CheckWeights(const std::string& model_dir) const {
-  const safetensors::Checkpoint checkpoint(model_dir);
-  WeightPlan(checkpoint);
+  safetensors::Checkpoint(model_dir).Verify(WeightPlan());
 }
 
 void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
-  const safetensors::Checkpoint checkpoint(model_dir);
-  const auto plan = WeightPlan(checkpoint);
-  torch::NoGradGuard no_grad;
-  for (const auto& [parameter, where] : plan) where.first->CopyInto(where.second, parameter);
+  safetensors::Checkpoint(model_dir).Load(WeightPlan());
 }
 
 void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {
@@ -562,11 +523,7 @@ void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {
 }
 
 LlamaModel LoadLlama(const std::string& model_dir, torch::Device device, torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  const LlamaConfig config = LlamaConfig::FromFile(config_path);
+  const LlamaConfig config = LlamaConfig::FromFile(hf_config::ConfigPath(model_dir));
   // Allocated directly in the target dtype and device, uninitialised: every weight is loaded.
   LlamaModel model(config, torch::TensorOptions().dtype(dtype).device(device),
                    /*init_weights=*/false);

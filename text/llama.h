@@ -55,8 +55,7 @@
 #include "text/model_family.h"
 
 namespace slm::safetensors {
-class Checkpoint;
-class Reader;
+struct Plan;
 }  // namespace slm::safetensors
 
 namespace slm::text {
@@ -276,8 +275,8 @@ class LlamaModelImpl : public torch::nn::Module {
   std::vector<std::pair<std::string, torch::Tensor>> BaseParameters() const;
 
  private:
-  std::vector<std::pair<torch::Tensor, std::pair<const safetensors::Reader*, std::string>>> WeightPlan(
-      const safetensors::Checkpoint& checkpoint) const;
+  // The base parameters under their Hugging Face names, with the tolerated extras LoadWeights names.
+  safetensors::Plan WeightPlan() const;
   LlamaOutput StaticStep(torch::Tensor hidden, const LlamaInput& input);
   LlamaOutput PagedForward(torch::Tensor hidden, const LlamaInput& input);
   void CheckRowLora(const RowLora& lora, int64_t batch) const;

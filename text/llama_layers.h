@@ -587,14 +587,6 @@ inline bool IsIgnoredCheckpointTensor(const std::string& name) {
          (StartsWith(name, "model.layers.") && EndsWith(name, ".self_attn.rotary_emb.inv_freq"));
 }
 
-inline std::string NameList(const std::vector<std::string>& names) {
-  const size_t shown = std::min<size_t>(names.size(), 5);
-  std::string text =
-      "'" + Join(std::vector<std::string>(names.begin(), names.begin() + shown), "', '") + "'";
-  if (names.size() > shown) text += Str(" and ", names.size() - shown, " more");
-  return text;
-}
-
 }  // namespace detail
 
 struct LlamaModelImpl::Parts {

@@ -532,8 +532,7 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
   // not after the training it was meant to measure.
   if (!c.model.unit_decoder.empty() && std::any_of(c.data.valid.begin(), c.data.valid.end(),
                                                    [](const DataSourceConfig& s) { return s.task == "tts"; }))
-    Check(stdfs::is_regular_file(c.model.unit_decoder + "/decoder.json"), "model.unit_decoder '",
-          c.model.unit_decoder, "': no decoder.json (`slm audio units train-decoder` writes one); the tts evaluation needs it");
+    audio::UnitDecoderConfig::Read(c.model.unit_decoder, model->SpeechUnitsHash(), "model.unit_decoder");
   FeatureCache cache;
   // Declared after the cache and the model it reads, so it is destroyed (and its workers joined) first.
   Prefetcher prefetch(train, *model, cache, c.data.workers);

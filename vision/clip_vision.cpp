@@ -1,27 +1,18 @@
 #include "vision/clip_vision.h"
 
-#include <filesystem>
 #include <fstream>
-#include <map>
-#include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hf_config.h"
 #include "core/safetensors.h"
+#include "core/strings.h"
 
 namespace slm::vision {
 namespace {
 
-namespace stdfs = std::filesystem;
 using nlohmann::json;
 namespace nn = torch::nn;
-
-std::string ShapeString(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
 
 struct EmbeddingsImpl : nn::Module {
   nn::Conv2d patch_embedding{nullptr};
@@ -328,53 +319,23 @@ void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {
         prefixes[1], anchor, "')");
   const std::string prefix = prefixes[0];
   const std::string internal = "vision_model.";
-  std::vector<std::pair<torch::Tensor, std::string>> plan;
-  std::vector<std::string> missing;
-  std::set<std::string> expected;
-  for (const auto& named : named_parameters()) {
-    const std::string name = prefix + named.key().substr(internal.size());
-    expected.insert(name);
-    const safetensors::Reader* reader = checkpoint.Source(name);
-    if (reader == nullptr) {
-      missing.push_back(name);
-      continue;
-    }
-    const safetensors::TensorInfo& info = reader->Info(name);
-    Check(info.shape == named.value().sizes().vec(), path, ": tensor '", name, "' has shape ",
-          ShapeString(info.shape), ", expected ", ShapeString(named.value().sizes().vec()));
-    Check(torch::isFloatingType(info.scalar_type), path, ": tensor '", name, "' has dtype ",
-          info.dtype, ", expected a floating-point one (F32, F16, BF16)");
-    plan.push_back({named.value(), name});
-  }
-  if (!missing.empty()) {
-    std::string list;
-    for (size_t i = 0; i < missing.size() && i < 5; ++i) list += (i ? "', '" : "") + missing[i];
-    throw Error(Str(path, ": missing tensor", missing.size() > 1 ? "s '" : " '", list, "'",
-                    missing.size() > 5 ? Str(" and ", missing.size() - 5, " more") : "",
-                    " (not a CLIP vision checkpoint with this config?)"));
-  }
-  for (const std::string& name : names) {
-    if (name.rfind(prefix, 0) != 0 || expected.count(name) ||
-        name == prefix + "embeddings.position_ids")
-      continue;
+  safetensors::Plan plan;
+  plan.ExpectParameters(*this, [&](const std::string& name) { return prefix + name.substr(internal.size()); });
+  plan.ignore = [&](const std::string& name) {
+    if (name.rfind(prefix, 0) != 0 || name == prefix + "embeddings.position_ids") return true;
+    // Beside the tower under the same prefix: the text tower, projections, logit_scale, ...
     const std::string rest = name.substr(prefix.size());
-    const bool tower = rest.rfind("embeddings.", 0) == 0 || rest.rfind("encoder.", 0) == 0 ||
-                       rest.rfind("pre_layrnorm.", 0) == 0 || rest.rfind("post_layernorm.", 0) == 0;
-    if (!tower) continue;  // text tower, projections, logit_scale, ...
-    throw Error(Str(path, ": unexpected tensor '", name, "' (not a parameter of this ",
-                    config_.num_hidden_layers, "-layer CLIP vision tower)"));
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [parameter, name] : plan) checkpoint.Source(name)->CopyInto(name, parameter);
+    return rest.rfind("embeddings.", 0) != 0 && rest.rfind("encoder.", 0) != 0 &&
+           rest.rfind("pre_layrnorm.", 0) != 0 && rest.rfind("post_layernorm.", 0) != 0;
+  };
+  plan.missing_hint = " (not a CLIP vision checkpoint with this config?)";
+  plan.unexpected_hint = Str(" (not a parameter of this ", config_.num_hidden_layers, "-layer CLIP vision tower)");
+  checkpoint.Load(plan);
 }
 
 ClipVisionModel LoadClipVision(const std::string& model_dir, torch::Device device,
                                torch::ScalarType dtype) {
-  Check(stdfs::is_directory(model_dir), "model directory '", model_dir, "' does not exist");
-  const std::string config_path = model_dir + "/config.json";
-  Check(stdfs::is_regular_file(config_path), "'", model_dir,
-        "' has no config.json (not a Hugging Face model directory)");
-  const ClipVisionConfig config = ClipVisionConfig::FromFile(config_path);
+  const ClipVisionConfig config = ClipVisionConfig::FromFile(hf_config::ConfigPath(model_dir));
   ClipVisionModel model(config, torch::TensorOptions().dtype(dtype).device(device),
                         /*init_weights=*/false);
   model->LoadWeights(model_dir);

@@ -189,5 +189,51 @@ TEST(Safetensors, FailedWriteLeavesTheOldFile) {
   EXPECT_TRUE(Reader(path).Has("a"));
 }
 
+
+// One module's parameters against files that differ from it in each way a loader reports.
+TEST(Safetensors, PlanReportsEveryMismatchAndLoadsOnlyWhenAllCheckOut) {
+  testing::TempDir dir;
+  torch::nn::Linear module(3, 2);
+  const torch::Tensor weight = torch::arange(6, torch::kFloat).reshape({2, 3});
+  const torch::Tensor bias = torch::tensor({7.0f, 8.0f});
+  auto plan_for = [&] {
+    Plan plan;
+    plan.ExpectParameters(*module, [](const std::string& name) { return "proj." + name; });
+    plan.tensors.push_back({"extra.scale", {1}, torch::kLong, {}, /*optional=*/true});
+    plan.missing_hint = " (hint)";
+    return plan;
+  };
+  auto load = [&](const std::vector<std::pair<std::string, torch::Tensor>>& tensors) {
+    Save(dir.File("m.safetensors"), tensors);
+    Checkpoint::File(dir.File("m.safetensors")).Load(plan_for());
+  };
+  const torch::Tensor before = module->weight.detach().clone();
+  EXPECT_SLM_ERROR(load({{"proj.weight", weight}}), "m.safetensors: missing tensor 'proj.bias' (hint)");
+  EXPECT_SLM_ERROR(load({}), "missing tensors 'proj.weight', 'proj.bias' (hint)");
+  EXPECT_SLM_ERROR(load({{"proj.weight", weight}, {"proj.bias", bias}, {"other", bias}}),
+                   "m.safetensors: unexpected tensor 'other'");
+  EXPECT_SLM_ERROR(load({{"proj.weight", weight.t().contiguous()}, {"proj.bias", bias}}),
+                   "tensor 'proj.weight' has shape [3, 2], expected [2, 3]");
+  EXPECT_SLM_ERROR(load({{"proj.weight", weight.to(torch::kInt)}, {"proj.bias", bias}}),
+                   "tensor 'proj.weight' has dtype I32, expected a floating-point one");
+  EXPECT_SLM_ERROR(load({{"proj.weight", weight}, {"proj.bias", bias}, {"extra.scale", torch::ones({1})}}),
+                   "tensor 'extra.scale' has dtype F32, expected I64");
+  EXPECT_TRUE(torch::equal(module->weight, before));  // no failed load changed anything
+
+  // Any floating-point dtype is converted to the destination's; an optional tensor may be absent.
+  load({{"proj.weight", weight.to(torch::kBFloat16)}, {"proj.bias", bias}});
+  EXPECT_TRUE(torch::equal(module->weight, weight));
+  EXPECT_TRUE(torch::equal(module->bias, bias));
+  EXPECT_FALSE(module->weight.grad_fn());
+
+  Plan tolerant = plan_for();
+  tolerant.ignore = [](const std::string& name) { return name == "other"; };
+  Save(dir.File("m.safetensors"), {{"proj.weight", weight}, {"proj.bias", bias}, {"other", bias}});
+  const Checkpoint file = Checkpoint::File(dir.File("m.safetensors"));
+  file.Verify(tolerant);
+  EXPECT_TRUE(torch::equal(file.Get("other"), bias));
+  EXPECT_SLM_ERROR(file.Get("nope"), "m.safetensors: no tensor named 'nope'");
+}
+
 }  // namespace
 }  // namespace slm::safetensors
