@@ -1,9 +1,7 @@
 #include "adapters/multimodal.h"
 
 #include <algorithm>
-#include <cctype>
 #include <filesystem>
-#include <limits>
 #include <optional>
 
 #include "audio/ctc.h"
@@ -228,11 +226,13 @@ void MultimodalLMImpl::BindCtcHead() {
   const audio::CtcHead head = audio::LoadCtcHead(config_.speech.encoder, speech_encoder_->Config().d_model,
                                                  "model.speech.projector ctc_embed", device_, dtype_);
   const torch::Tensor w = head->proj->weight, b = head->proj->bias;
-  // Symbol i (1 = space, 2 = apostrophe, 3.. = letters) -> the backbone's piece for it.
+  // Symbol i (1 = space, 2 = apostrophe, 3.. = letters) -> the backbone's piece for it; the space
+  // is the tokenizer's word-start marker ("▁" for sentencepiece, "Ġ" for byte-level BPE).
+  const std::string boundary = text::WordStartMarker(*tokenizer_);
   std::vector<int64_t> pieces;
   for (int64_t symbol = 1; symbol < audio::CtcAlphabet::kSize; ++symbol) {
     const std::string text = audio::CtcAlphabet::Decode({symbol});
-    const std::string piece = text == " " ? "\xE2\x96\x81" : text;  // "▁", sentencepiece's word boundary
+    const std::string piece = text == " " ? boundary : text;
     const int64_t id = tokenizer_->PieceToId(piece);
     Check(id != tokenizer_->UnkId(), "model.speech.projector ctc_embed: the backbone's tokenizer has no piece '",
           piece, "' for CTC symbol ", symbol);
@@ -248,7 +248,7 @@ void MultimodalLMImpl::BindCtcHead() {
       return tokenizer->Encode(word, /*add_bos=*/false, /*add_eos=*/false);
     };
     words.embed = [backbone = backbone_](const torch::Tensor& ids) mutable { return backbone->EmbedTokens(ids); };
-    words.empty_piece = pieces[0];  // "▁"
+    words.empty_piece = pieces[0];  // the word boundary
     BindCtcWords(*speech_projector_, std::move(words));
   }
 }
@@ -614,24 +614,27 @@ text::GenerationResult MultimodalLMImpl::Generate(const std::vector<MultimodalEx
 
 namespace {
 
-// The CTC symbols a partial hypothesis has said so far: CtcAlphabet::Normalize, except that every
-// apostrophe stays (a hypothesis ending in "didn'" is on its way to "didn't"; Normalize would drop
-// an apostrophe at a word's edge and the next piece would then be scored against the wrong text).
-// A letter, an apostrophe, or anything else as the word boundary (audio::CtcAlphabet's ids).
-int64_t SpokenSymbol(unsigned char c) {
-  return std::isalpha(c) ? 3 + (std::tolower(c) - 'a') : c == '\'' ? 2 : audio::CtcAlphabet::kSpace;
-}
+// A CTC head's scores of one clip for text::CtcGuidedDecoding: spoken characters are
+// audio::CtcAlphabet's symbols one to one (' ' = the space, the apostrophe, the letters).
+class CtcClipScorer : public text::SpokenScorer {
+ public:
+  CtcClipScorer(const torch::Tensor& log_probs, const std::vector<int64_t>& greedy)
+      : scorer_(log_probs), transcript_(audio::CtcAlphabet::Decode(greedy)) {}
+  double Prefix(const std::string& spoken) override { return scorer_.Prefix(Symbols(spoken)); }
+  double Full(const std::string& spoken) override { return scorer_.Full(Symbols(spoken)); }
+  const std::string& Transcript() const override { return transcript_; }
 
-std::vector<int64_t> SpokenSymbols(const std::string& text) {
-  std::vector<int64_t> out;
-  for (const unsigned char c : text) {
-    const int64_t symbol = SpokenSymbol(c);
-    if (symbol == audio::CtcAlphabet::kSpace && (out.empty() || out.back() == audio::CtcAlphabet::kSpace)) continue;
-    out.push_back(symbol);
+ private:
+  static std::vector<int64_t> Symbols(const std::string& spoken) {
+    std::vector<int64_t> out;
+    out.reserve(spoken.size());
+    for (const char c : spoken)
+      out.push_back(c == ' ' ? audio::CtcAlphabet::kSpace : c == '\'' ? 2 : 3 + (c - 'a'));
+    return out;
   }
-  if (!out.empty() && out.back() == audio::CtcAlphabet::kSpace) out.pop_back();
-  return out;
-}
+  audio::CtcPrefixScorer scorer_;
+  std::string transcript_;
+};
 
 }  // namespace
 
@@ -665,87 +668,18 @@ text::GenerationOptions MultimodalLMImpl::WithCtcGuide(const std::vector<Multimo
                                                        text::GenerationOptions options, const CtcGuide& ctc) {
   Check(ctc.candidates >= 1, "CTC-guided decoding: candidates must be >= 1, got ", ctc.candidates);
   const auto [log_probs, lengths] = CtcLogProbs(prompts, "CTC-guided decoding (eval.ctc_weight)");
-  // Each LM piece as CTC symbols ("▁" = space; pieces with other characters are left out), so that
-  // where the hypothesis has heard a prefix of the CTC's own greedy transcript, the pieces that
-  // spell the transcript's next characters join the LM's candidates: a weak LM rarely proposes an
-  // unexpected word itself, and the rescoring then decides between those and the LM's own.
-  auto spelled = std::make_shared<std::vector<std::pair<int64_t, std::vector<int64_t>>>>();
-  for (int64_t id = 0; id < tokenizer_->SentencePieceVocabSize(); ++id) {
-    const std::string piece = tokenizer_->IdToPiece(id);
-    std::vector<int64_t> symbols;
-    bool speakable = !piece.empty();
-    for (size_t i = 0; i < piece.size() && speakable; ++i) {
-      const unsigned char c = piece[i];
-      if (piece.compare(i, 3, "\xE2\x96\x81") == 0) {
-        symbols.push_back(audio::CtcAlphabet::kSpace);
-        i += 2;
-      } else {
-        speakable = std::isalpha(c) || c == '\'';
-        symbols.push_back(SpokenSymbol(c));
-      }
-    }
-    if (speakable) spelled->emplace_back(id, std::move(symbols));
+  std::shared_ptr<const text::SpokenVocabulary> vocabulary;
+  {
+    const std::lock_guard<std::mutex> lock(ctc_head_mutex_);
+    if (!spoken_vocabulary_) spoken_vocabulary_ = std::make_shared<const text::SpokenVocabulary>(*tokenizer_);
+    vocabulary = spoken_vocabulary_;
   }
-  struct Row {
-    audio::CtcPrefixScorer scorer;
-    std::vector<int64_t> greedy;
-  };
-  auto rows = std::make_shared<std::vector<Row>>();
+  std::vector<std::shared_ptr<text::SpokenScorer>> rows;
   const std::vector<std::vector<int64_t>> greedy = audio::CtcGreedyDecode(log_probs, lengths);
   for (int64_t b = 0; b < log_probs.size(0); ++b)
-    rows->push_back({audio::CtcPrefixScorer(log_probs[b].slice(0, 0, lengths[b].item<int64_t>())), greedy[b]});
-  const std::vector<int64_t> stops = options.stop_token_ids;
-  options.logits_processor = [rows, spelled, stops, ctc, tokenizer = tokenizer_](
-                                 torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens) {
-    const torch::Tensor log_p = torch::log_softmax(logits, -1);
-    const int64_t k = std::min<int64_t>(ctc.candidates, logits.size(1));
-    for (int64_t b = 0; b < logits.size(0); ++b) {
-      audio::CtcPrefixScorer& scorer = (*rows)[b].scorer;
-      const std::vector<int64_t>& transcript = (*rows)[b].greedy;
-      std::vector<int64_t> sequence = tokens[b];
-      const std::vector<int64_t> heard = SpokenSymbols(tokenizer->Decode(sequence, true));
-      const double before = scorer.Prefix(heard);
-      const torch::Tensor top = std::get<1>(log_p[b].topk(k));
-      std::vector<int64_t> candidates(top.data_ptr<int64_t>(), top.data_ptr<int64_t>() + k);
-      // Ending is always a candidate: once the CTC has heard everything, it is the only good one.
-      for (const int64_t stop : stops)
-        if (stop < logits.size(1) && std::find(candidates.begin(), candidates.end(), stop) == candidates.end())
-          candidates.push_back(stop);
-      if (heard.size() < transcript.size() && std::equal(heard.begin(), heard.end(), transcript.begin())) {
-        // The transcript's rest; at the very start no word boundary precedes the first word.
-        const auto rest = transcript.begin() + heard.size();
-        const int64_t skip = heard.empty() ? 1 : 0;  // a leading "▁" of the first piece
-        for (const auto& [id, symbols] : *spelled) {
-          const bool leading_space = !symbols.empty() && symbols[0] == audio::CtcAlphabet::kSpace;
-          const int64_t from = leading_space ? skip : 0;
-          const int64_t length = static_cast<int64_t>(symbols.size()) - from;
-          if (length <= 0 || (heard.empty() && !leading_space) ||
-              length > static_cast<int64_t>(transcript.end() - rest) ||
-              !std::equal(symbols.begin() + from, symbols.end(), rest))
-            continue;
-          if (std::find(candidates.begin(), candidates.end(), id) == candidates.end()) candidates.push_back(id);
-        }
-      }
-      // A token that adds no character (a stop token, punctuation, a bare word boundary) is scored
-      // as the end of the speech: otherwise it would cost nothing where every letter costs its CTC
-      // probability, and a weak LM would fill the transcript with it.
-      const double ending = scorer.Full(heard) - before;
-      const torch::Tensor log_p_b = log_p[b];
-      const auto row_log_p = log_p_b.accessor<float, 1>();
-      std::vector<float> row(static_cast<size_t>(logits.size(1)), -std::numeric_limits<float>::infinity());
-      for (const int64_t id : candidates) {
-        double gain = ending;
-        if (std::find(stops.begin(), stops.end(), id) == stops.end()) {
-          sequence.push_back(id);
-          const std::vector<int64_t> extended = SpokenSymbols(tokenizer->Decode(sequence, true));
-          sequence.pop_back();
-          if (extended != heard) gain = scorer.Prefix(extended) - before;
-        }
-        row[id] = static_cast<float>(row_log_p[id] + ctc.weight * gain);
-      }
-      logits[b].copy_(torch::from_blob(row.data(), {logits.size(1)}, torch::kFloat));
-    }
-  };
+    rows.push_back(std::make_shared<CtcClipScorer>(log_probs[b].slice(0, 0, lengths[b].item<int64_t>()), greedy[b]));
+  options.logits_processor =
+      text::CtcGuidedDecoding(tokenizer_, std::move(vocabulary), std::move(rows), options.stop_token_ids, ctc);
   return options;
 }
 

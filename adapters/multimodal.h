@@ -49,6 +49,7 @@
 #include "audio/whisper_encoder.h"
 #include "core/config.h"
 #include "text/chat_format.h"
+#include "text/ctc_guide.h"
 #include "text/generate.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
@@ -155,11 +156,9 @@ struct SharedComponents {
   std::map<std::string, vision::ClipVisionModel> image_encoders;
 };
 
-// CTC-guided decoding of a transcription (MultimodalLM::Generate).
-struct CtcGuide {
-  double weight = 0;       // 0 = off
-  int64_t candidates = 8;  // LM tokens rescored per step
-};
+// CTC-guided decoding of a transcription (MultimodalLM::Generate; the algorithm is
+// text/ctc_guide.h's).
+using CtcGuide = text::CtcGuideOptions;
 
 class MultimodalLMImpl : public torch::nn::Module {
  public:
@@ -185,12 +184,10 @@ class MultimodalLMImpl : public torch::nn::Module {
   std::pair<torch::Tensor, std::vector<int64_t>> TargetNll(const MultimodalBatch& batch);
   // Greedy/sampled continuation of each example's prompt (targets ignored), KV-cached. With
   // ctc.weight > 0 (transcription; each example has exactly one speech clip and the speech encoder
-  // a CTC head), decoding is CTC-guided as in hybrid CTC/attention ASR: at every step the LM's
-  // ctc.candidates most likely tokens are rescored by log p_LM + weight * (the CTC prefix score of
-  // the hypothesis with the token - without it; for a stop token, the CTC probability of the
-  // hypothesis being the whole output), over the normalised characters of the decoded text
-  // (audio::CtcAlphabet), and the best one is taken; other tokens are excluded. slm::Error when
-  // the encoder has no CTC head or an example has no or several clips.
+  // a CTC head), decoding is CTC-guided as in hybrid CTC/attention ASR (text::CtcGuidedDecoding,
+  // text/ctc_guide.h): the LM's candidates are rescored by the CTC head's prefix scores of each
+  // clip (audio::CtcPrefixScorer) and the best one is taken; other tokens are excluded. slm::Error
+  // when the encoder has no CTC head or an example has no or several clips.
   text::GenerationResult Generate(const std::vector<MultimodalExample>& examples,
                                   const text::GenerationOptions& options,
                                   const text::TokenCallback& callback = nullptr, const CtcGuide& ctc = {});
@@ -272,7 +269,8 @@ class MultimodalLMImpl : public torch::nn::Module {
   // the real frames per row [B]; loads the head on first use (slm::Error naming `what` without one).
   std::pair<torch::Tensor, torch::Tensor> CtcLogProbs(const std::vector<MultimodalExample>& examples,
                                                       const std::string& what);
-  // CtcGuide: the logits processor that rescores each step's candidates by CTC prefix scores.
+  // CtcGuide: options whose logits processor is text::CtcGuidedDecoding over the CTC head's scores
+  // of each prompt's clip.
   text::GenerationOptions WithCtcGuide(const std::vector<MultimodalExample>& prompts,
                                        text::GenerationOptions options, const CtcGuide& ctc);
   std::vector<torch::Tensor> EncodeImages(const std::vector<MultimodalExample>& examples);
@@ -292,8 +290,10 @@ class MultimodalLMImpl : public torch::nn::Module {
   vision::ClipVisionModel image_encoder_{nullptr};
   std::shared_ptr<ProjectorImpl> speech_projector_, image_projector_;
   std::unique_ptr<audio::LogMel> mel_;
-  std::mutex ctc_head_mutex_;  // ctc_head_ is loaded on first use by CTC-guided decoding
+  // ctc_head_ and spoken_vocabulary_ are built on first use by CTC-guided decoding.
+  std::mutex ctc_head_mutex_;
   audio::CtcHead ctc_head_{nullptr};
+  std::shared_ptr<const text::SpokenVocabulary> spoken_vocabulary_;
   vision::ClipPreprocessOptions image_preprocess_;
   int64_t speech_marker_ = -1, image_marker_ = -1;
   int64_t num_units_ = 0, first_unit_id_ = -1;

@@ -1,5 +1,10 @@
 #include "http/config.h"
 
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
 namespace slm::http {
 
 using config::InRange;
@@ -14,6 +19,14 @@ void HttpConfig::Load(config::Node node) {
       .Read("threads", threads, InRange(1, 256));
   if (!listen.empty() && listen.find(':') == std::string::npos)
     node.Fail("listen", "must be host:port, e.g. 127.0.0.1:8080 (empty = no HTTP front-end)");
+}
+
+std::string ReadTlsFile(const std::string& path, const std::string& key) {
+  std::ifstream in(path, std::ios::binary);
+  Check(in.good(), key, ": cannot read '", path, "'");
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
 }
 
 }  // namespace slm::http

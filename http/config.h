@@ -41,4 +41,8 @@ struct Security {
   std::string tls_cert, tls_key;  // PEM files; both or neither
 };
 
+// The bytes of a TLS file, read the same way by both front-ends (this one and serve/'s gRPC):
+// slm::Error "<key>: cannot read '<path>'" naming the config key (tls.cert, tls.key) it came from.
+std::string ReadTlsFile(const std::string& path, const std::string& key);
+
 }  // namespace slm::http

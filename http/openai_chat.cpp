@@ -140,7 +140,8 @@ std::string RenderMessages(const Context& c, const json& messages, const engine:
   return Join(lines, "\n");
 }
 
-Chat ParseChat(const Context& c, const json& body) {
+// `cancelled`: the client left (the transcription of a transcript adapter's audio stops then).
+Chat ParseChat(const Context& c, const json& body, const engine::Cancelled& cancelled) {
   Chat chat;
   chat.model = ReqString(body, "model", "model");
   engine::AdapterRef adapter;
@@ -220,7 +221,7 @@ Chat ParseChat(const Context& c, const json& body) {
     // An adapter that answers spoken questions from their transcripts (engine/served_model.h): the
     // same transcript and prompt as a RESPOND stream of that audio.
     engine::TranscribeResult heard;
-    Require(c.engine.Transcribe(std::move(s.audio[0]), [] { return false; }, &heard), "messages");
+    Require(c.engine.Transcribe(std::move(s.audio[0]), cancelled, &heard), "messages");
     s.audio.clear();
     s.prompt = engine::FillTranscript(adapter->tasks.at("sqa"), heard.transcript.text);
   }
@@ -254,8 +255,9 @@ void Speak(const Context& c, const Chat& chat, const std::string& text, Exchange
 }  // namespace
 
 void ChatCompletions(const Context& c, const Request& request, Exchange& exchange) {
-  Chat chat = ParseChat(c, ParseJsonObject(request.body));
-  chat.settings.cancelled = [&exchange] { return exchange.ClientGone(); };
+  const engine::Cancelled client_gone = [&exchange] { return exchange.ClientGone(); };
+  Chat chat = ParseChat(c, ParseJsonObject(request.body), client_gone);
+  chat.settings.cancelled = client_gone;
   const std::string id = "chatcmpl-" + c.request_id;
   const std::string audio_id = "audio-" + c.request_id;
   const int64_t created = UnixTime();

@@ -3,9 +3,6 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/ssl.hpp>
 
-#include <fstream>
-#include <sstream>
-
 #include "core/error.h"
 #include "core/log.h"
 #include "core/strings.h"
@@ -17,18 +14,6 @@ namespace slm::http {
 
 thread_local bool t_io_thread = false;
 
-namespace {
-
-std::string ReadFile(const std::string& path, const std::string& key) {
-  std::ifstream in(path, std::ios::binary);
-  Check(in.good(), key, ": cannot read '", path, "'");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-}  // namespace
-
 ServerImpl::ServerImpl(const HttpConfig& c, const Security& s)
     : config(c), security(s), ioc(c.threads), acceptor(net::make_strand(ioc)) {
   router = std::make_unique<Router>(config, security, metrics, [this](std::function<void()> work) { Spawn(std::move(work)); });
@@ -36,7 +21,7 @@ ServerImpl::ServerImpl(const HttpConfig& c, const Security& s)
     tls.emplace(net::ssl::context::tls_server);
     tls->set_options(net::ssl::context::default_workarounds | net::ssl::context::no_sslv2 | net::ssl::context::no_sslv3 |
                      net::ssl::context::no_tlsv1 | net::ssl::context::no_tlsv1_1);
-    const std::string cert = ReadFile(security.tls_cert, "tls.cert"), key = ReadFile(security.tls_key, "tls.key");
+    const std::string cert = ReadTlsFile(security.tls_cert, "tls.cert"), key = ReadTlsFile(security.tls_key, "tls.key");
     try {
       tls->use_certificate_chain(net::buffer(cert));
       tls->use_private_key(net::buffer(key), net::ssl::context::pem);

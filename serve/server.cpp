@@ -5,25 +5,13 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "core/error.h"
 #include "core/log.h"
+#include "http/config.h"
 
 namespace slm::serve {
-namespace {
-
-std::string ReadFile(const std::string& path, const std::string& key) {
-  std::ifstream in(path, std::ios::binary);
-  Check(in.good(), key, ": cannot read '", path, "'");
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
-
-}  // namespace
 
 Server::Server(const ServeConfig& config) : config_(config) {
   service_ = std::make_unique<SpeechService>(config_);
@@ -32,7 +20,7 @@ Server::Server(const ServeConfig& config) : config_(config) {
   std::shared_ptr<grpc::ServerCredentials> credentials;
   if (!config_.tls_cert.empty()) {
     grpc::SslServerCredentialsOptions options;
-    options.pem_key_cert_pairs.push_back({ReadFile(config_.tls_key, "tls.key"), ReadFile(config_.tls_cert, "tls.cert")});
+    options.pem_key_cert_pairs.push_back({http::ReadTlsFile(config_.tls_key, "tls.key"), http::ReadTlsFile(config_.tls_cert, "tls.cert")});
     credentials = grpc::SslServerCredentials(options);
   } else {
     credentials = grpc::InsecureServerCredentials();

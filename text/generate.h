@@ -37,6 +37,12 @@
 
 namespace slm::text {
 
+// Called before each step's choice with that step's logits [B, V] (float32, CPU, writable) and
+// the tokens each row has produced so far (new tokens only); it may rewrite the logits, e.g. set
+// tokens a row must not produce to -inf. Runs on the calling thread.
+using LogitsProcessor =
+    std::function<void(torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens)>;
+
 struct GenerationOptions {
   int64_t max_new_tokens = 64;      // >= 0; 0 returns no tokens
   double temperature = 0.0;         // 0 = greedy; > 0 samples
@@ -58,10 +64,9 @@ struct GenerationOptions {
   // token instead of hundreds of kernel launches; CUDA only), "auto" = graph on CUDA, dynamic
   // elsewhere. All give the same tokens up to floating-point reassociation.
   std::string decode_mode = "auto";
-  // Set in code, not config: called before each step's choice with that step's logits [B, V]
-  // (float32, CPU, writable) and the tokens each row has produced so far; it may rewrite the
-  // logits (e.g. MultimodalLM's CTC-guided decoding). Runs on the calling thread.
-  std::function<void(torch::Tensor& logits, const std::vector<std::vector<int64_t>>& tokens)> logits_processor;
+  // Set in code, not config: rewrites each step's logits before the choice (LogitsProcessor; e.g.
+  // text/ctc_guide.h's CTC-guided decoding).
+  LogitsProcessor logits_processor;
   // Set in code, not config: per-row LoRA from a bank for every forward pass (LlamaInput::row_lora;
   // slots [B] for the batch's rows). Must outlive the call.
   const RowLora* lora = nullptr;

@@ -2,6 +2,7 @@
 // for the same audio and settings on the same engine.
 #include <sndfile.h>
 
+#include "http/router.h"
 #include "tests/http/http_fixture.h"
 
 namespace slm::http::testing_http {
@@ -165,6 +166,60 @@ TEST_F(HttpTest, ChatCompletionsWithAudioEqualAGrpcRespondStream) {
   r = Upload(mp3, {}, "q.mp3");
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_FALSE(Body(r)["text"].get<std::string>().empty());
+}
+
+// A client whose connection is already closed: the exchange the router answers on.
+class GoneClient : public Exchange {
+ public:
+  void Reply(Response r) override {
+    response = std::move(r);
+    answered = true;
+  }
+  bool BeginStream(int, const std::string&, const std::vector<std::pair<std::string, std::string>>&) override {
+    answered = true;
+    return false;
+  }
+  bool Write(std::string_view) override { return false; }
+  void EndStream() override {}
+  bool ClientGone() const override { return true; }
+  bool Answered() const override { return answered; }
+  Response response;
+  bool answered = false;
+};
+
+// A prompt-only adapter whose sqa template holds "{transcript}": the chat transcribes the audio
+// first and answers the filled template. That transcription is cancelled with the client: for a
+// client already gone the request ends there (the error names "messages", the transcription's
+// parameter), before any generation starts.
+TEST_F(HttpTest, ChatCompletionsOnATranscriptAdapterTranscribeUntilTheClientIsGone) {
+  serve::ServeConfig config = HttpTestConfig();
+  engine::AdapterEntry dictionary;
+  dictionary.name = "dictionary";
+  dictionary.tasks = {{"sqa", "{transcript}:"}};
+  config.adapters.push_back(dictionary);
+  StartHttp(config);
+  const std::string body = AudioMessage(EncodeWav(Speech(kQuestion), 16000), "dictionary", 12);
+  const ClientResponse answered = PostRaw("/v1/chat/completions", body, "application/json");
+  ASSERT_EQ(answered.status, 200) << answered.body;
+  EXPECT_EQ(Body(answered)["model"], "dictionary");
+  EXPECT_EQ(Body(answered)["choices"][0]["message"]["role"], "assistant");
+
+  Metrics metrics;
+  Router router(config_.http, Security{}, metrics, [](std::function<void()> work) { work(); });
+  router.Attach(server_->GetEngine());
+  Request request;
+  request.method = "POST";
+  request.path = "/v1/chat/completions";
+  request.headers["content-type"] = "application/json";
+  request.body = body;
+  auto client = std::make_shared<GoneClient>();
+  router.Handle(std::move(request), client);
+  ASSERT_TRUE(client->answered);
+  EXPECT_EQ(client->response.status, 499) << client->response.body;
+  const json error = json::parse(client->response.body)["error"];
+  EXPECT_EQ(error["param"], "messages") << client->response.body;
+  EXPECT_NE(error["message"].get<std::string>().find("cancelled by the client"), std::string::npos) << client->response.body;
+  EXPECT_EQ(router.Active(), 0);
 }
 
 TEST_F(HttpTest, ChatCompletionsOfTextEqualGrpcGenerateWithSamplingAndStops) {
