@@ -42,8 +42,9 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
     const auto c = opts->config.Load<slm::train::TrainConfig>();
     slm::SetThreads(1);
     slm::adapters::MultimodalLM model(c.model);
+    slm::train::PrepareSources(c.data.train, 1, false);
     const slm::train::Dataset data(c.data.train, c.data.max_missing_fraction, model->MaxSpeechSeconds(), "data.train",
-                                   1, true, model.get());
+                                   true, model.get());
     slm::train::FeatureCache cache;
 
     // Pipeline: batching of two epochs, then Materialize of the first `batches` batches.

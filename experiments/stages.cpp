@@ -162,8 +162,9 @@ class ReplayPlanner {
     if (auto it = sizes_.find(k); it != sizes_.end()) return it->second;
     const TrainConfig& tc = c_.stages[k].config;
     if (!model_) model_.emplace(tc.model);  // interleaved sources need its tokenizer and unit rate
-    const Dataset data(tc.data.train, tc.data.max_missing_fraction, (*model_)->MaxSpeechSeconds(), "replay",
-                       tc.threads, true, model_->get());
+    PrepareSources(tc.data.train, tc.threads, false);
+    const Dataset data(tc.data.train, tc.data.max_missing_fraction, (*model_)->MaxSpeechSeconds(), "replay", true,
+                       model_->get());
     SourceSizes sizes;
     for (size_t s = 0; s < data.Stats().size(); ++s) {
       sizes.usable.push_back(data.Stats()[s].selected);

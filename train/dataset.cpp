@@ -254,14 +254,21 @@ void PrepareSource(const DataSourceConfig& src, int threads, bool progress) {
                                  src.units_from_dedup, progress);
 }
 
+void PrepareSources(const std::vector<DataSourceConfig>& sources, int threads, bool progress) {
+  for (const DataSourceConfig& source : sources) PrepareSource(source, threads, progress);
+}
+
 Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
-                 double max_audio_seconds, const std::string& what, int threads, bool quiet,
+                 double max_audio_seconds, const std::string& what, bool quiet,
                  const adapters::MultimodalLMImpl* model)
     : sources_(sources), model_(model) {
   Check(!sources.empty(), what, ": no data sources");
   for (size_t s = 0; s < sources.size(); ++s) {
     const DataSourceConfig& src = sources[s];
-    PrepareSource(src, threads, !quiet);
+    const bool generates = src.synthesize || src.synthesize_qa || src.text_from || src.shapes ||
+                           !src.units_from_manifest.empty();
+    Check(!generates || stdfs::exists(src.manifest), what, "[", s, "]: '", src.manifest,
+          "' does not exist yet; the source generates it: prepare the sources first (PrepareSources)");
     manifest::Manifest m = manifest::Read(src.manifest);
     AddPhonemes(src, m);
     SourceStats stats;

@@ -83,7 +83,9 @@ struct DataSourceConfig {
 // Generates what a source's generation keys ask for and its manifest lacks (synthesize,
 // synthesize_qa, shapes, text_from, units_from); a no-op for existing manifests. Not thread-safe
 // for one manifest: prepare every source once before processes share them (slm ablate does).
+// Dataset never generates: the trainer prepares its sources before it reads them.
 void PrepareSource(const DataSourceConfig& source, int threads, bool progress);
+void PrepareSources(const std::vector<DataSourceConfig>& sources, int threads, bool progress);
 
 struct DatasetItem {
   int source = 0;
@@ -128,8 +130,10 @@ class Dataset {
   // rate maps word times to units); their entries whose alignment fails AlignUtterance's checks
   // (no words, overlapping words, times past the audio or the units) are skipped and counted
   // (SourceStats::bad_alignment, a warning naming the first); none left is an slm::Error.
+  // Reads the sources' manifests as they are: a missing manifest of a source that generates its
+  // data is an slm::Error that says to prepare it first (PrepareSources).
   Dataset(const std::vector<DataSourceConfig>& sources, double max_missing_fraction,
-          double max_audio_seconds, const std::string& what, int threads = 1, bool quiet = true,
+          double max_audio_seconds, const std::string& what, bool quiet = true,
           const adapters::MultimodalLMImpl* model = nullptr);
 
   size_t Size() const { return items_.size(); }

@@ -480,8 +480,9 @@ json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid, const Tra
 
 json EvaluateValid(const TrainConfig& config, adapters::MultimodalLMImpl& model) {
   Check(!config.data.valid.empty(), "no data.valid source to evaluate on");
+  PrepareSources(config.data.valid, config.threads, false);
   const Dataset valid(config.data.valid, config.data.max_missing_fraction, model.MaxSpeechSeconds(), "data.valid",
-                      config.threads, true, &model);
+                      true, &model);
   FeatureCache cache;
   const AutocastGuard precision = PrecisionScope(config);
   return Evaluate(model, valid, config.eval, cache);
@@ -515,11 +516,13 @@ TrainResult Train(const TrainConfig& c, const std::string& effective_config_yaml
                                            [](const DataSourceConfig& s) { return s.task == "asr"; }))
     model->RequireCtcHead("eval.ctc_weight");  // before training, not at the first evaluation
   const double max_seconds = model->MaxSpeechSeconds();
-  const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", c.threads, quiet, model.get());
+  PrepareSources(c.data.train, c.threads, !quiet);
+  PrepareSources(c.data.valid, c.threads, !quiet);
+  const Dataset train(c.data.train, c.data.max_missing_fraction, max_seconds, "data.train", quiet, model.get());
   std::unique_ptr<Dataset> valid;
   if (!c.data.valid.empty())
-    valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", c.threads,
-                                      quiet, model.get());
+    valid = std::make_unique<Dataset>(c.data.valid, c.data.max_missing_fraction, max_seconds, "data.valid", quiet,
+                                      model.get());
   const bool interleaved = std::any_of(c.data.train.begin(), c.data.train.end(),
                                        [](const DataSourceConfig& s) { return s.task == "interleaved"; });
   // What each epoch's interleaving makes of the data (streams, spans, switches, tokens per modality).

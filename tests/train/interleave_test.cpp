@@ -231,7 +231,7 @@ TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWi
   DataSourceConfig source = data.Source();
   source.interleave.seed = 5;
   source.interleave.context_length = 200;
-  const Dataset d({source}, 0.0, 0.0, "data.train", 1, true, model.get());
+  const Dataset d({source}, 0.0, 0.0, "data.train", true, model.get());
   ASSERT_EQ(d.Size(), 6u);
   EXPECT_EQ(d.Stats()[0].bad_alignment, 1);
   EXPECT_EQ(d.StreamProbabilitiesOf(0).size(), 3u);
@@ -278,7 +278,7 @@ TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWi
   EXPECT_EQ(items, 6u);
   DataSourceConfig speech_only = source;  // every sequence fills a 200-token row: one item per batch
   speech_only.interleave.text_share = speech_only.interleave.interleaved_share = 0;
-  const Dataset s({speech_only}, 0.0, 0.0, "data.train", 1, true, model.get());
+  const Dataset s({speech_only}, 0.0, 0.0, "data.train", true, model.get());
   EXPECT_EQ(s.EpochBatches(9, 0, 1).size(), 6u);
   EXPECT_EQ(s.EpochBatches(9, 0, 3).size(), 2u);
 
@@ -292,7 +292,7 @@ TEST(InterleavedDataset, EpochsPackTheirOwnSequencesAndBadAlignmentsAreSkippedWi
   adapters::MultimodalConfig plain;
   plain.backbone = kBackbone;
   adapters::MultimodalLM no_units(plain);
-  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", 1, true, no_units.get()), "needs a model with model.speech_units");
+  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", true, no_units.get()), "needs a model with model.speech_units");
   EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train"), "needs the model's tokenizer");
 }
 
@@ -300,7 +300,7 @@ TEST(InterleavedDataset, PairEvaluationReportsTheFourSettingsAndTheUntouchedBack
   const InterleavedData data;
   adapters::MultimodalLM model(data.UnitModel());
   const DataSourceConfig source = data.Source();
-  const Dataset valid({source}, 0.0, 0.0, "data.valid", 1, true, model.get());
+  const Dataset valid({source}, 0.0, 0.0, "data.valid", true, model.get());
   FeatureCache cache;
   TrainConfig::Eval eval;
   const nlohmann::json r = Evaluate(*model, valid, eval, cache).begin().value();
@@ -366,7 +366,7 @@ TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
   source.interleave.speech = "frames";
   source.interleave.seed = 2;
   source.interleave.text_share = 0.1;  // mostly spans of speech, so that clips appear
-  const Dataset d({source}, 0.0, 0.0, "data.train", 1, true, model.get());
+  const Dataset d({source}, 0.0, 0.0, "data.train", true, model.get());
   ASSERT_EQ(d.Size(), 6u);
   EXPECT_EQ(d.Stats()[0].bad_alignment, 1);
   FeatureCache cache;
@@ -400,7 +400,7 @@ TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
   adapters::MultimodalConfig text_only;
   text_only.backbone = kBackbone;
   adapters::MultimodalLM no_speech(text_only);
-  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", 1, true, no_speech.get()), "needs a model with a speech encoder");
+  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train", true, no_speech.get()), "needs a model with a speech encoder");
 }
 
 TEST(InterleavedDataset, TheSampleConfigLoadsWithDataLevelOptionsAndTheRunSeed) {

@@ -148,6 +148,24 @@ TEST(DataPrep, ClosedVocabularySelectsSentencesOfTheMostFrequentWords) {
   EXPECT_SLM_ERROR(source.Load(doc.Root()), "vocabulary_size");
 }
 
+TEST(Dataset, ReadsPreparedDataAndNeverGeneratesIt) {
+  testing::TempDir dir;
+  std::ofstream(dir.File("sentences.txt")) << "The cat sat.\nA dog ran.\n";
+  auto doc = config::Document::LoadString("task: asr\nmanifest: " + dir.File("speech/manifest.jsonl") +
+                                              "\nsynthesize: {sentences: " + dir.File("sentences.txt") +
+                                              ", voices: [en-us], seed: 2}\n",
+                                          "source.yaml");
+  DataSourceConfig source;
+  source.Load(doc.Root());
+  EXPECT_SLM_ERROR(Dataset({source}, 0.0, 0.0, "data.train"),
+                   "data.train[0]: '" + dir.File("speech/manifest.jsonl") + "' does not exist yet; the source "
+                   "generates it: prepare the sources first (PrepareSources)");
+  EXPECT_FALSE(stdfs::exists(dir.File("speech")));  // nothing was generated
+  PrepareSources({source}, 1, false);
+  const Dataset d({source}, 0.0, 0.0, "data.train");
+  EXPECT_EQ(d.Size(), 2u);
+}
+
 TEST(Dataset, EpochsAreDeterministicWeightedAndSkipMissingMedia) {
   DataSourceConfig s;
   s.manifest = Mini().train_manifest;

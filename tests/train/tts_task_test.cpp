@@ -164,7 +164,7 @@ TEST(TtsTask, ExamplesLongerThanTheBackboneAreLeftOut) {
   DataSourceConfig source;
   source.manifest = dir.File("m.jsonl");
   source.task = "tts";
-  const Dataset data({source}, 0.0, 0.0, "data.train", 1, true, model.get());
+  const Dataset data({source}, 0.0, 0.0, "data.train", true, model.get());
   std::set<std::string> kept;
   for (size_t i = 0; i < data.Size(); ++i) kept.insert(data.Item(i).id);
   EXPECT_GT(kept.size(), 0u);
@@ -244,7 +244,7 @@ TEST(TtsTask, WordCuedExamplesAreSaidWordByWordAndTheTrainedAdapterSaysThemBack)
   source.manifest = f.dir.File("m.jsonl");
   source.task = "tts";
   source.prompt = "Say: {text} {words}";
-  const Dataset data({source}, 0.0, 0.0, "data.train", 1, true, f.model.get());
+  const Dataset data({source}, 0.0, 0.0, "data.train", true, f.model.get());
   ASSERT_EQ(data.Size(), 1u);
   FeatureCache cache;
   const std::vector<adapters::MultimodalExample> rows = data.Materialize({0}, *f.model, cache, 0);
@@ -270,7 +270,7 @@ TEST(TtsTask, WordCuedExamplesAreSaidWordByWordAndTheTrainedAdapterSaysThemBack)
   // {word_phonemes}: the cue is the word's pronunciation.
   DataSourceConfig phonemes = source;
   phonemes.prompt = "Say: {text} {word_phonemes}";
-  const Dataset said_data({phonemes}, 0.0, 0.0, "data.train", 1, true, f.model.get());
+  const Dataset said_data({phonemes}, 0.0, 0.0, "data.train", true, f.model.get());
   const std::vector<adapters::MultimodalExample> said_rows = said_data.Materialize({0}, *f.model, cache, 0);
   const std::string dog_said = audio::EspeakSynthesizer::Instance().Phonemize({"dog"}, "en-us")[0];
   std::vector<int64_t> dog_cue = {text};
