@@ -6,7 +6,6 @@
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <map>

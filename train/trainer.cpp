@@ -3,7 +3,6 @@
 #include <torch/torch.h>
 
 #include <array>
-#include <chrono>
 #include <cstring>
 #include <cmath>
 #include <filesystem>
@@ -28,7 +27,6 @@ namespace {
 namespace stdfs = std::filesystem;
 using config::InRange;
 using nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 std::vector<DataSourceConfig> LoadSources(config::Node node, const std::string& key,
                                           const InterleaveOptions& interleave) {

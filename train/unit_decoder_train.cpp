@@ -51,6 +51,7 @@ UnitDecoderTrainResult TrainUnitDecoder(audio::UnitDecoderImpl& decoder, const s
   LoopHooks hooks;
   hooks.next = [&](TrainingState&, int64_t) -> std::optional<MicroBatch> {
     std::vector<torch::Tensor> unit_rows, mel_rows;
+    int64_t real_values = 0;  // the loss's terms: the rows' unpadded mel values
     for (int64_t b = 0; b < o.batch_size; ++b) {
       const auto& [units, mel] = train[torch::randint(train.size(), {1}, generator).item<int64_t>()];
       const int64_t n = units.size(0), w = std::min(o.window_units, n);
@@ -60,6 +61,7 @@ UnitDecoderTrainResult TrainUnitDecoder(audio::UnitDecoderImpl& decoder, const s
         u = torch::cat({u, u.narrow(0, w - 1, 1).expand({o.window_units - w})});
         m = torch::cat({m, torch::full({(o.window_units - w) * upsample, m.size(1)}, std::nanf(""))});
       }
+      real_values += w * upsample * m.size(1);
       unit_rows.push_back(u);
       mel_rows.push_back(m);
     }
@@ -67,7 +69,7 @@ UnitDecoderTrainResult TrainUnitDecoder(audio::UnitDecoderImpl& decoder, const s
     const torch::Tensor real = ~torch::isnan(target);
     const torch::Tensor predicted = decoder.forward(torch::stack(unit_rows));
     return MicroBatch{(predicted - target.nan_to_num()).abs().masked_select(real).mean(), o.batch_size,
-                      real.sum().item<int64_t>()};
+                      real_values};
   };
   LoopSettings settings{"unit decoder", "l1"};
   settings.quiet = quiet;
