@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "core/error.h"
+#include "train/tasks.h"
 
 namespace slm::experiments {
 namespace {
@@ -43,12 +44,9 @@ std::string ManifestFromKey(const std::string& key, const std::string& task) {
 }  // namespace
 
 TaskMetric DefaultMetric(const std::string& task) {
-  static const std::map<std::string, TaskMetric> kDefaults = {
-      {"asr", {"wer", false}},           {"tts", {"loss", false}},        {"sqa", {"ranking_accuracy", true}},
-      {"caption", {"attribute_accuracy", true}}, {"text", {"perplexity", false}}, {"interleaved", {"S->T", true}},
-      {"vqa", {"exact_match", true}}};
-  const auto it = kDefaults.find(task);
-  return it == kDefaults.end() ? TaskMetric{"loss", false} : it->second;
+  const std::vector<std::string> known = train::TaskNames();
+  return std::find(known.begin(), known.end(), task) != known.end() ? train::GetTask(task).headline
+                                                                    : TaskMetric{"loss", false};
 }
 
 ForgettingReport BuildForgettingReport(const std::vector<std::pair<std::string, nlohmann::json>>& rows,

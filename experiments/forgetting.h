@@ -28,17 +28,15 @@
 #include <utility>
 #include <vector>
 
+#include "train/tasks.h"
+
 namespace slm::experiments {
 
 // Which number of a task's evaluation a report follows, and which way is better.
-struct TaskMetric {
-  std::string metric;
-  bool higher_is_better = false;
-};
+using train::TaskMetric;  // train/tasks.h
 
-// asr: wer (lower), tts: loss (lower), sqa: ranking_accuracy (higher), caption:
-// attribute_accuracy (higher), text: perplexity (lower), interleaved: "S->T" (higher), vqa:
-// exact_match (higher); any other task: loss (lower).
+// The task's headline (train/tasks.h Task::headline: asr wer, sqa ranking_accuracy, ...); a task
+// the registry does not know (a hand-written evaluation): loss (lower).
 TaskMetric DefaultMetric(const std::string& task);
 
 struct ForgettingReport {

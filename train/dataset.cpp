@@ -14,6 +14,7 @@
 #include "audio/espeak_synth.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/strings.h"
 
 namespace slm::train {
 namespace {
@@ -63,10 +64,14 @@ void DataSourceConfig::Load(config::Node node) {
   if (sample > 0 && !pick.empty()) node.Fail("pick", "a source has sample or pick, not both");
   for (const int64_t i : pick)
     if (i < 0) node.Fail("pick", Str("positions are usable-entry indices >= 0, got ", i));
-  if (max_units > 0 && task != "tts" && task != "interleaved")
-    node.Fail("max_units", "applies to tasks tts and interleaved only");
+  const Task& kind = GetTask(task);
+  auto only = [&](const char* key, bool Task::*has) {
+    const std::vector<std::string> tasks = TasksWhere([has](const Task& t) { return t.*has; });
+    node.Fail(key, Str("applies to task", tasks.size() > 1 ? "s " : " ", Join(tasks, " and "), " only"));
+  };
+  if (max_units > 0 && !kind.predicts_units) only("max_units", &Task::predicts_units);
   if (node.Has("interleave")) {
-    if (task != "interleaved") node.Fail("interleave", "applies to task interleaved only");
+    if (!kind.interleaves) only("interleave", &Task::interleaves);
     interleave.Load(node.Child("interleave"));
   }
   if (node.Has("synthesize")) {
@@ -116,7 +121,7 @@ void DataSourceConfig::Load(config::Node node) {
   if (node.Has("units_from")) {
     auto u = node.Child("units_from");
     u.Require("manifest", units_from_manifest).Require("units", units_from_dir).Read("dedup", units_from_dedup);
-    if (task != "tts" && task != "interleaved") node.Fail("units_from", "applies to tasks tts and interleaved only");
+    if (!kind.predicts_units) only("units_from", &Task::predicts_units);
     if (units_from_manifest == manifest) u.Fail("manifest", "must differ from the source's own manifest");
   }
   if (int(synthesize) + int(synthesize_qa) + int(shapes) + int(text_from) > 1)
@@ -277,9 +282,10 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
     stats.entries = static_cast<int64_t>(m.entries.size());
     std::string first_missing, first_bad_alignment;
     std::vector<int64_t> mine;
-    const bool interleaved = src.task == "interleaved";
+    const Task& task = GetTask(src.task);
+    const bool interleaved = task.interleaves;
     const bool frames = interleaved && src.interleave.speech == "frames";
-    const bool word_cued = src.task == "tts" && adapters::IsWordCued(src.PromptTemplate());
+    const bool word_cued = task.speaks && adapters::IsWordCued(src.PromptTemplate());
     std::function<std::vector<int64_t>(const std::string&)> tokenize;
     std::optional<InterleaveIds> ids;
     int64_t context = 0;
@@ -359,7 +365,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         }
       }
       // A tts example whose prompt and units outgrow the backbone would stop training mid-run.
-      if (src.task == "tts" && model != nullptr) {
+      if (task.speaks && model != nullptr) {
         const text::Tokenizer& tokenizer = model->Tokenizer();
         const size_t positions = word_cued ? WordCuedRow(item, tokenizer, *ids).tokens.size()
                                            : tokenizer.EncodeWithSpecialTokens(item.example.prompt).size() +
@@ -381,9 +387,7 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
         ++skipped;
         continue;
       }
-      item.length = seconds > 0 ? seconds * 100
-                    : interleaved ? static_cast<double>(item.example.num_units)
-                                  : static_cast<double>(item.example.target.size());
+      item.length = task.length(item.example, seconds);
       mine.push_back(static_cast<int64_t>(items_.size()));
       items_.push_back(std::move(item));
       ++stats.used;
@@ -398,8 +402,8 @@ Dataset::Dataset(const std::vector<DataSourceConfig>& sources, double max_missin
                     " with missing or unreadable media (first: '", first_missing, "')"));
     if (stats.too_long > 0)
       log::Warn(Str(what, ": skipped ", stats.too_long, " entries of ", src.manifest, " longer than ",
-                    src.max_units > 0 ? Str(src.max_units, " units (max_units)", src.task == "tts" ? " or the backbone's positions" : "")
-                    : src.task == "tts" ? std::string("the backbone's positions")
+                    src.max_units > 0 ? Str(src.max_units, " units (max_units)", task.speaks ? " or the backbone's positions" : "")
+                    : task.speaks ? std::string("the backbone's positions")
                                       : Str(max_audio_seconds, " s (the speech encoder's limit)")));
     if (stats.bad_alignment > 0)
       log::Warn(Str(what, ": skipped ", stats.bad_alignment, " entries of ", src.manifest,

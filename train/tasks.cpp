@@ -8,16 +8,10 @@
 #include "core/fs.h"
 #include "core/registry.h"
 #include "text/tokenizer.h"
+#include "train/evaluate.h"
 
 namespace slm::train {
 namespace {
-
-struct Task {
-  std::string prompt;
-  int speech = 0;  // placeholders its template must hold
-  int images = 0;
-  std::function<TaskExample(const manifest::Entry&, const std::string& base, const std::string& where)> build;
-};
 
 std::string Required(const std::string& value, const char* field, const std::string& where,
                      const std::string& task) {
@@ -65,65 +59,101 @@ void ReadUnits(const manifest::Entry& e, const std::string& where, const std::st
     x.unit_tokenizer = e.extra["unit_tokenizer"].get<std::string>();
 }
 
-const Registry<Task>& Tasks() {
-  static const Registry<Task> registry = [] {
-    Registry<Task> r("task");
-    r.Add("asr", {"<speech> Transcribe:", 1, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
+// The batching length of most tasks: input audio when there is some, else the target's characters.
+double AudioOrTarget(const TaskExample& x, double audio_seconds) {
+  return audio_seconds > 0 ? audio_seconds * 100 : static_cast<double>(x.target.size());
+}
+
+struct Tasks {
+  Registry<Task> registry{"task"};
+  std::vector<std::string> order;  // as declared (the table in train/tasks.h)
+
+  void Add(const std::string& name, Task task, const std::string& description) {
+    if (!task.length) task.length = AudioOrTarget;
+    registry.Add(name, std::move(task), description);
+    order.push_back(name);
+  }
+};
+
+// A task of the table: its default template, placeholders, example builder and evaluator.
+Task Declare(std::string prompt, int speech, int images, decltype(Task::build) build,
+             decltype(Task::evaluator) evaluator, TaskMetric headline) {
+  Task t;
+  t.headline = std::move(headline);
+  t.prompt = std::move(prompt);
+  t.speech = speech;
+  t.images = images;
+  t.build = std::move(build);
+  t.evaluator = std::move(evaluator);
+  return t;
+}
+
+const Tasks& AllTasks() {
+  static const Tasks tasks = [] {
+    using manifest::Entry;
+    Tasks r;
+    r.Add("asr", Declare("<speech> Transcribe:", 1, 0, [](const Entry& e, const std::string& base, const std::string& where) {
             TaskExample x;
             x.audio = {fs::Resolve(base, Required(e.audio, "audio", where, "asr"))};
             x.target = Required(e.text, "text", where, "asr");
             return x;
-          }}, "speech -> transcript");
-    r.Add("sqa", {"<speech> Answer:", 1, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
+          }, MakeAsrEvaluator, {"wer", false}), "speech -> transcript");
+    r.Add("sqa", Declare("<speech> Answer:", 1, 0, [](const Entry& e, const std::string& base, const std::string& where) {
             TaskExample x;
             x.audio = {fs::Resolve(base, Required(e.audio, "audio", where, "sqa"))};
             x.target = Required(e.response, "response", where, "sqa");
             return x;
-          }}, "spoken question -> text answer");
-    r.Add("caption", {"<image> Describe the image:", 0, 1, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
+          }, MakeSqaEvaluator, {"ranking_accuracy", true}), "spoken question -> text answer");
+    r.Add("caption", Declare("<image> Describe the image:", 0, 1, [](const Entry& e, const std::string& base, const std::string& where) {
             TaskExample x;
             x.images = {fs::Resolve(base, Required(e.image, "image", where, "caption"))};
             x.target = Required(e.text, "text", where, "caption");
             return x;
-          }}, "image -> caption");
-    r.Add("vqa", {"<image> {question}?", 0, 1, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
+          }, MakeCaptionEvaluator, {"attribute_accuracy", true}), "image -> caption");
+    r.Add("vqa", Declare("<image> {question}?", 0, 1, [](const Entry& e, const std::string& base, const std::string& where) {
             TaskExample x;
             x.images = {fs::Resolve(base, Required(e.image, "image", where, "vqa"))};
             Required(e.prompt, "prompt", where, "vqa");
             x.target = Required(e.response, "response", where, "vqa");
             return x;
-          }}, "image + question -> answer");
-    r.Add("tts", {"Say: {text}", 0, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
-            TaskExample x;
-            if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
-            Required(e.text, "text", where, "tts");
-            ReadUnits(e, where, "tts", x);
-            for (const int64_t id : x.units) x.target += text::SpeechUnitToken(id);
-            return x;
-          }}, "text -> speech units");
-    r.Add("interleaved", {"", 0, 0, [](const manifest::Entry& e, const std::string& base, const std::string& where) {
-            TaskExample x;
-            if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
-            if (e.extra.contains("units")) ReadUnits(e, where, "interleaved", x);  // frames mode needs none
-            if (e.extra.contains("unit_durations")) {
-              const nlohmann::json& d = e.extra["unit_durations"];
-              Check(d.is_array(), where, ": \"unit_durations\" must be a list of frame counts");
-              for (const auto& f : d) {
-                Check(f.is_number_integer() && f.get<int64_t>() >= 1, where,
-                      ": \"unit_durations\" must hold frame counts >= 1, got ", f.dump());
-                x.unit_durations.push_back(f.get<int64_t>());
-              }
-            }
-            return x;  // the alignment (words, units) is checked by the dataset: AlignUtterance
-          }}, "word-aligned speech units + text -> interleaved sequences");
-    r.Add("text", {"", 0, 0, [](const manifest::Entry& e, const std::string&, const std::string& where) {
+          }, MakeGenerationEvaluator, {"exact_match", true}), "image + question -> answer");
+    r.Add("text", Declare("", 0, 0, [](const Entry& e, const std::string&, const std::string& where) {
             TaskExample x;
             x.target = Required(e.text, "text", where, "text");
             return x;
-          }}, "plain language-model data");
+          }, MakeTextEvaluator, {"perplexity", false}), "plain language-model data");
+    Task tts = Declare("Say: {text}", 0, 0, [](const Entry& e, const std::string& base, const std::string& where) {
+      TaskExample x;
+      if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
+      Required(e.text, "text", where, "tts");
+      ReadUnits(e, where, "tts", x);
+      for (const int64_t id : x.units) x.target += text::SpeechUnitToken(id);
+      return x;
+    }, MakeTtsEvaluator, {"loss", false});
+    tts.predicts_units = tts.speaks = true;
+    r.Add("tts", std::move(tts), "text -> speech units");
+    Task interleaved = Declare("", 0, 0, [](const Entry& e, const std::string& base, const std::string& where) {
+      TaskExample x;
+      if (!e.audio.empty()) x.reference_audio = fs::Resolve(base, e.audio);
+      if (e.extra.contains("units")) ReadUnits(e, where, "interleaved", x);  // frames mode needs none
+      if (e.extra.contains("unit_durations")) {
+        const nlohmann::json& d = e.extra["unit_durations"];
+        Check(d.is_array(), where, ": \"unit_durations\" must be a list of frame counts");
+        for (const auto& f : d) {
+          Check(f.is_number_integer() && f.get<int64_t>() >= 1, where,
+                ": \"unit_durations\" must hold frame counts >= 1, got ", f.dump());
+          x.unit_durations.push_back(f.get<int64_t>());
+        }
+      }
+      return x;  // the alignment (words, units) is checked by the dataset: AlignUtterance
+    }, MakeInterleavedEvaluator, {"S->T", true});
+    interleaved.predicts_units = interleaved.interleaves = true;
+    // Its sequences are units and words rebuilt each epoch: their length is the units'.
+    interleaved.length = [](const TaskExample& x, double) { return static_cast<double>(x.num_units); };
+    r.Add("interleaved", std::move(interleaved), "word-aligned speech units + text -> interleaved sequences");
     return r;
   }();
-  return registry;
+  return tasks;
 }
 
 int Occurrences(const std::string& text, const std::string& what) {
@@ -134,12 +164,21 @@ int Occurrences(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-std::vector<std::string> TaskNames() { return Tasks().Names(); }
+std::vector<std::string> TaskNames() { return AllTasks().registry.Names(); }
 
-const std::string& DefaultPromptTemplate(const std::string& task) { return Tasks().Get(task).prompt; }
+const Task& GetTask(const std::string& name) { return AllTasks().registry.Get(name); }
+
+std::vector<std::string> TasksWhere(const std::function<bool(const Task&)>& has) {
+  std::vector<std::string> names;
+  for (const std::string& name : AllTasks().order)
+    if (has(GetTask(name))) names.push_back(name);
+  return names;
+}
+
+const std::string& DefaultPromptTemplate(const std::string& task) { return GetTask(task).prompt; }
 
 void CheckPromptTemplate(const std::string& task, const std::string& prompt_template) {
-  const Task& t = Tasks().Get(task);
+  const Task& t = GetTask(task);
   const int speech = Occurrences(prompt_template, "<speech>");
   const int images = Occurrences(prompt_template, "<image>");
   Check(speech == t.speech && images == t.images, "task '", task, "': prompt template \"",
@@ -147,15 +186,17 @@ void CheckPromptTemplate(const std::string& task, const std::string& prompt_temp
         t.speech, " and ", t.images);
   for (const char* tts_only :
        {adapters::kPhonemesPlaceholder, adapters::kWordsPlaceholder, adapters::kWordPhonemesPlaceholder})
-    Check(task == "tts" || prompt_template.find(tts_only) == std::string::npos, "task '", task, "': prompt template \"",
-          prompt_template, "\" uses ", tts_only, ", which only task tts has");
-  if (task == "tts") adapters::CheckTtsTemplate(prompt_template);
+    Check(t.speaks || prompt_template.find(tts_only) == std::string::npos, "task '", task, "': prompt template \"",
+          prompt_template, "\" uses ", tts_only, ", which only task ",
+          Join(TasksWhere([](const Task& k) { return k.speaks; }), " or "), " has");
+  if (t.speaks) adapters::CheckTtsTemplate(prompt_template);
 }
 
 TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_template,
                              const manifest::Entry& entry, const std::string& base_dir,
                              const std::string& where) {
-  TaskExample x = Tasks().Get(task).build(entry, base_dir, where);
+  const Task& t = GetTask(task);
+  TaskExample x = t.build(entry, base_dir, where);
   x.prompt = prompt_template;
   std::string phonemes;
   if (prompt_template.find(adapters::kPhonemesPlaceholder) != std::string::npos) {
@@ -165,7 +206,7 @@ TaskExample BuildTaskExample(const std::string& task, const std::string& prompt_
           "espeak-ng; a manifest may carry its own)");
     phonemes = entry.extra["phonemes"].get<std::string>();
   }
-  if (task == "tts") {
+  if (t.speaks) {
     x.prompt = adapters::TtsPrompt(prompt_template, entry.text, phonemes);
     x.word_cued = adapters::IsWordCued(prompt_template);
     return x;

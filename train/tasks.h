@@ -24,15 +24,23 @@
 // writes: a string of unit tokens "<u12><u5>..." (or a JSON array of unit ids), and
 // `unit_tokenizer` the hash of the unit tokenizer that made them; the trainer checks both against
 // the model's model.speech_units.
-// Thread-safety: pure functions of their arguments.
+// Each task owns its behaviour (Task below): how an entry becomes an example and its loss target,
+// the example's batching length, which source keys apply to it, and how a valid source of it is
+// evaluated (train/evaluate.h). The trainer and the dataset ask the task; they never test its name.
+// Thread-safety: the registry is built once on first use; lookups and the functions are then
+// read-only and thread-safe.
 #pragma once
 
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/manifest.h"
 
 namespace slm::train {
+
+class TaskEvaluator;  // train/evaluate.h
 
 struct TaskExample {
   std::string prompt;               // with placeholders
@@ -48,7 +56,41 @@ struct TaskExample {
   bool word_cued = false;           // tts: the template ends in {words} (the target is WordCuedUnits)
 };
 
-std::vector<std::string> TaskNames();
+// A number of an evaluation report (train/evaluate.h) and which way is better.
+struct TaskMetric {
+  std::string metric;
+  bool higher_is_better = false;
+};
+
+struct Task {
+  std::string prompt;  // the default prompt template
+  int speech = 0;      // <speech> placeholders its template must hold
+  int images = 0;      // <image> placeholders its template must hold
+  // The target is speech units (the model needs model.speech_units): max_units and units_from apply.
+  bool predicts_units = false;
+  // Sequences are built per epoch from word-aligned utterances (train/interleave.h): the source's
+  // interleave keys apply and its items carry an AlignedUtterance.
+  bool interleaves = false;
+  // Text to speech: the template is a tts template (adapters/tts.h: {phonemes}, {words}), filled by
+  // adapters::TtsPrompt, and an example must fit the backbone's positions (prompt + units).
+  bool speaks = false;
+  // The entry as an example (media resolved against the manifest's directory, the loss target);
+  // slm::Error naming `where` for a missing or malformed field. The prompt is filled in afterwards.
+  std::function<TaskExample(const manifest::Entry&, const std::string& base_dir, const std::string& where)> build;
+  // Batching length (Dataset::EpochBatches sorts and budgets by it): centiseconds of input audio
+  // when the example has any (`audio_seconds` > 0), else the task's own measure of its target.
+  std::function<double(const TaskExample&, double audio_seconds)> length;
+  // A fresh evaluator for one valid source of this task (train/evaluate.h).
+  std::function<std::unique_ptr<TaskEvaluator>()> evaluator;
+  // The report's headline number: what forgetting and ablation tables compare across stages.
+  TaskMetric headline{"loss", false};
+};
+
+// slm::Error listing the valid tasks for an unknown one.
+const Task& GetTask(const std::string& name);
+std::vector<std::string> TaskNames();  // sorted
+// The tasks `has` holds for, in the order of the table above (for messages: "tts and interleaved").
+std::vector<std::string> TasksWhere(const std::function<bool(const Task&)>& has);
 // slm::Error listing the valid tasks for an unknown one.
 const std::string& DefaultPromptTemplate(const std::string& task);
 // slm::Error naming `task` when the template's placeholders do not fit the task.

@@ -18,15 +18,7 @@
 // checkpoint stays. --resume continues from `latest`: data order, optimizer, RNG and counters are
 // restored, so on CPU a resumed run reproduces an uninterrupted one bit for bit.
 //
-// Evaluation (per valid source, by task): asr -> WER and CER (train/metrics.h normalisation) of
-// greedy transcripts; caption -> attribute accuracy of generated captions on shapes data (colour,
-// shape, relation, colour, shape; order-independent scene, train/metrics.h CaptionAttributes),
-// also per slot (attribute_accuracy_by_slot), and exact match; sqa -> likelihood
-// ranking of the right answer among 4 (it and three other answers of the set) by mean NLL per
-// token, next to the same ranking with the written question as text through the backbone without
-// LoRA ("what is a dog" -> "dog:", the pretraining format: the frozen LM's upper bound) and chance;
-// sqa/vqa -> exact match of generated answers; every task -> mean target NLL (teacher forced).
-// With eval.lora_discount != 1 every score is computed with the LoRA scaling discounted.
+// Evaluation: train/evaluate.h (each valid source scored by its task).
 // Not thread-safe (one run per process).
 #pragma once
 
@@ -40,6 +32,7 @@
 #include "core/config.h"
 #include "core/optim.h"
 #include "train/dataset.h"
+#include "train/evaluate.h"
 #include "train/runner.h"
 
 namespace slm::train {
@@ -64,22 +57,7 @@ struct TrainConfig {
     // The rest stays as it is (no gradients, no optimizer state) and is saved unchanged.
     std::vector<std::string> trainable;
   } train;
-  struct Eval {
-    int64_t every = 0;
-    int64_t max_examples = 200;  // per valid source; 0 = all
-    int64_t batch_size = 16;
-    int64_t max_new_tokens = 48;
-    // asr sources: CTC-guided decoding (adapters::CtcGuide) with this weight; 0 = the LM alone.
-    // When on, the LM-alone WER/CER and the encoder's own greedy CTC WER/CER are reported beside.
-    double ctc_weight = 0;
-    int64_t ctc_candidates = 8;
-    // tts sources: a speech encoder directory with a CTC head (the project's own ASR) that
-    // transcribes the synthesized audio and the entry's recording (round-trip WER).
-    std::string asr_encoder;
-    // LoRA scaling discount: evaluation runs with W = W0 + lora_discount * (alpha / r) * B A
-    // (forgetting mitigation: 1 = the trained adapter, 0 = the backbone without LoRA).
-    double lora_discount = 1.0;
-  } eval;
+  EvalOptions eval;  // train/evaluate.h
   struct Checkpoint {
     int64_t every = 0;
     int64_t keep = 2;
@@ -123,11 +101,7 @@ AutocastGuard PrecisionScope(const TrainConfig& config);
 // slm::Error naming a part the model does not have or an unknown name.
 std::vector<torch::Tensor> SelectTrainable(const adapters::MultimodalLMImpl& model, const std::vector<std::string>& parts);
 
-// Evaluates `model` on the valid sources (see above); {"<manifest> (<task>)": {...}} plus
-// "loss" means over sources.
-nlohmann::json Evaluate(adapters::MultimodalLMImpl& model, const Dataset& valid,
-                        const TrainConfig::Eval& eval, FeatureCache& cache);
-// The same on config.data.valid (its own Dataset and cache), under config's precision: `slm eval`
+// Evaluate (train/evaluate.h) on config.data.valid (its own Dataset and cache), under config's precision: `slm eval`
 // and the stages that only evaluate. slm::Error when the config lists no valid source.
 nlohmann::json EvaluateValid(const TrainConfig& config, adapters::MultimodalLMImpl& model);
 

@@ -302,7 +302,7 @@ TEST(InterleavedDataset, PairEvaluationReportsTheFourSettingsAndTheUntouchedBack
   const DataSourceConfig source = data.Source();
   const Dataset valid({source}, 0.0, 0.0, "data.valid", true, model.get());
   FeatureCache cache;
-  TrainConfig::Eval eval;
+  EvalOptions eval;
   const nlohmann::json r = Evaluate(*model, valid, eval, cache).begin().value();
   EXPECT_EQ(r["task"], "interleaved");
   EXPECT_EQ(r["pairs"], 6);
@@ -390,7 +390,7 @@ TEST(InterleavedDataset, FramesModeSplicesTheAudioOfEachSpokenSpan) {
   }
   EXPECT_GT(clips, 0);
   // Evaluation: spoken endings cannot be scored in frames mode.
-  TrainConfig::Eval eval;
+  EvalOptions eval;
   const nlohmann::json r = Evaluate(*model, d, eval, cache).begin().value();
   EXPECT_TRUE(r["S->S"].is_null());
   EXPECT_TRUE(r["T->S"].is_null());

@@ -380,7 +380,7 @@ TEST(Trainer, LoraDiscountScalesLoraAtEvaluationOnly) {
   source.task = "asr";
   const Dataset valid({source}, 0.0, 0.0, "data.valid");
   FeatureCache cache;
-  TrainConfig::Eval eval;
+  EvalOptions eval;
   eval.max_new_tokens = 2;
   const double scale = model->Backbone()->LoraScale();
   auto loss = [&](double discount) {
