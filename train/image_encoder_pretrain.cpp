@@ -211,6 +211,7 @@ RetrievalScores Evaluate(Towers& t, const ImageSet& set, int64_t batch_size) {
 }  // namespace
 
 ImageEncoderPretrainConfig::ImageEncoderPretrainConfig() {
+  output_dir = "runs/image_encoder_tiny";
   train.steps = 1000;
   train.batch_size = 64;
   train.lr = 1e-3;
@@ -254,8 +255,7 @@ void ImageEncoderPretrainConfig::Load(config::Node node) {
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
-  node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
-  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
+  LoadJobKeys(node);
 }
 
 nlohmann::json RetrievalScores::ToJson() const {
@@ -266,18 +266,15 @@ nlohmann::json RetrievalScores::ToJson() const {
 }
 
 nlohmann::json ImageEncoderPretrainResult::ToJson() const {
-  return {{"model_dir", model_dir},     {"steps", steps},
-          {"parameters", parameters},   {"train_images", train_images},
-          {"seconds", seconds},         {"images_per_second", images_per_second},
-          {"final_train_loss", final_train_loss}, {"valid", valid.ToJson()},
-          {"stopped_by_time_limit", stopped_by_time_limit},
-          {"training", training.ToJson()}};
+  nlohmann::json j = JobResult::ToJson();
+  j.update({{"train_images", train_images}, {"images_per_second", images_per_second}, {"valid", valid.ToJson()}});
+  return j;
 }
 
 ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig& c,
                                                 const std::string& effective_config_yaml,
                                                 bool quiet) {
-  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
+  const Job job(c.Options(effective_config_yaml));
 
   // 1. Data.
   vision::ClipPreprocessOptions pre;
@@ -377,9 +374,6 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   TrainingState state;
   TrainingLoop loop(c.train, settings, trainable, *optimizer, std::move(hooks));
   const LoopResult run = loop.Run(state, &job);
-  result.steps = run.steps;
-  result.final_train_loss = run.final_loss;
-  result.stopped_by_time_limit = run.stopped_by_time_limit;
   result.training = run;
   result.images_per_second = run.examples / std::max(1e-9, run.seconds);
   result.valid = Evaluate(t, valid, c.eval.batch_size);

@@ -33,7 +33,7 @@
 
 namespace slm::train {
 
-struct ImageEncoderPretrainConfig {
+struct ImageEncoderPretrainConfig : JobConfig {  // seed, threads, device, output_dir
   struct Data {
     // files: GenerateShapes output in shapes_dir (generated there when missing), read as PNGs.
     // render: the same scenes (same seed, count, size and valid split, so the same pixels) drawn
@@ -52,13 +52,9 @@ struct ImageEncoderPretrainConfig {
     int64_t every = 250;
     int64_t batch_size = 128;
   } eval;
-  uint64_t seed = 1;
-  int threads = 0;
-  // Where the tower trains: cpu | cuda | cuda:N | auto (core/device.h). The preprocessed images and
-  // caption features are moved to the device once; batches are gathered there. CUDA runs are not
-  // bitwise reproducible (cuBLAS/attention reductions); the saved model is the same format.
-  std::string device = "cpu";
-  std::string output_dir = "runs/image_encoder_tiny";
+  // On a CUDA `device` the preprocessed images and caption features are moved there once;
+  // batches are gathered there. CUDA runs are not bitwise reproducible (cuBLAS/attention
+  // reductions); the saved model is the same format.
 
   ImageEncoderPretrainConfig();  // the tiny defaults of samples/configs/image_encoder_tiny.yaml
   void Load(config::Node node);
@@ -75,17 +71,11 @@ struct RetrievalScores {
   nlohmann::json ToJson() const;
 };
 
-struct ImageEncoderPretrainResult {
-  std::string model_dir;
-  int64_t steps = 0;
-  int64_t parameters = 0;  // tower + projections (the frozen backbone not counted)
+// parameters: tower + projections (the frozen backbone not counted).
+struct ImageEncoderPretrainResult : JobResult {  // model_dir, parameters, seconds, the loop (train/runner.h)
   int64_t train_images = 0;
-  double seconds = 0;
   double images_per_second = 0;
-  double final_train_loss = 0;
   RetrievalScores valid;
-  bool stopped_by_time_limit = false;
-  LoopResult training;  // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 

@@ -102,6 +102,7 @@ double QaExactMatch(LlamaModel& model, const Tokenizer& tokenizer, const std::ve
 }  // namespace
 
 LmPretrainConfig::LmPretrainConfig() {
+  output_dir = "runs/backbone_tiny";
   model.vocab_size = 0;  // from the tokenizer
   model.hidden_size = 256;
   model.intermediate_size = 688;
@@ -157,30 +158,24 @@ void LmPretrainConfig::Load(config::Node node) {
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("max_windows", eval.max_windows, InRange<int64_t>(0, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
-  node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
-  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
+  LoadJobKeys(node);
 }
 
 nlohmann::json LmPretrainResult::ToJson() const {
-  return {{"model_dir", model_dir},
-          {"steps", steps},
-          {"train_tokens_seen", train_tokens_seen},
-          {"seconds", seconds},
+  nlohmann::json j = JobResult::ToJson();
+  j.update({{"train_tokens_seen", train_tokens_seen},
           {"tokens_per_second", tokens_per_second},
-          {"final_train_loss", final_train_loss},
           {"valid_perplexity", valid_perplexity},
           {"test_perplexity", test_perplexity},
           {"unigram_valid_perplexity", unigram_valid_perplexity},
           {"unigram_test_perplexity", unigram_test_perplexity},
-          {"parameters", parameters},
-          {"stopped_by_time_limit", stopped_by_time_limit},
           {"qa_questions", qa_questions},
-          {"qa_exact_match", qa_exact_match},
-          {"training", training.ToJson()}};
+          {"qa_exact_match", qa_exact_match}});
+  return j;
 }
 
 LmPretrainResult PretrainLm(const LmPretrainConfig& c, const std::string& effective_config_yaml, bool quiet) {
-  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
+  const Job job(c.Options(effective_config_yaml));
 
   // 1. Corpus.
   const std::string text_dir = c.data.corpus_dir + "/text";
@@ -301,10 +296,7 @@ LmPretrainResult PretrainLm(const LmPretrainConfig& c, const std::string& effect
   TrainingState state;
   TrainingLoop loop(c.train, settings, model->parameters(), *optimizer, std::move(hooks));
   const LoopResult run = loop.Run(state, &job);
-  result.steps = run.steps;
   result.train_tokens_seen = run.tokens;
-  result.final_train_loss = run.final_loss;
-  result.stopped_by_time_limit = run.stopped_by_time_limit;
   result.training = run;
 
   // 5. Final evaluation and the unigram baseline on the same predicted tokens.

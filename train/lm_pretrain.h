@@ -23,7 +23,7 @@
 
 namespace slm::train {
 
-struct LmPretrainConfig {
+struct LmPretrainConfig : JobConfig {
   struct Data {
     std::string corpus_dir = "data/wordnet";  // output of `slm data corpus` (text/train.txt, ...)
     std::string wordnet_dir = "/usr/share/wordnet";
@@ -58,31 +58,21 @@ struct LmPretrainConfig {
     int64_t max_windows = 0;  // 0 = the whole valid split
     int64_t batch_size = 32;
   } eval;
-  uint64_t seed = 1;
-  int threads = 0;
-  std::string device = "cpu";  // "cpu", "cuda", "cuda:N": where the model trains (float32 either way)
-  std::string output_dir = "runs/backbone_tiny";
+  // seed, threads, device (the model trains in float32 on either), output_dir: train/runner.h JobConfig.
 
   LmPretrainConfig();  // small-model defaults (see samples/configs/backbone_tiny.yaml)
   void Load(config::Node node);
 };
 
-struct LmPretrainResult {
-  std::string model_dir;
-  int64_t steps = 0;
+struct LmPretrainResult : JobResult {  // model_dir, parameters, seconds, the loop (train/runner.h)
   int64_t train_tokens_seen = 0;
-  double seconds = 0;
   double tokens_per_second = 0;
-  double final_train_loss = 0;
   double valid_perplexity = 0;
   double test_perplexity = 0;
   double unigram_valid_perplexity = 0;
   double unigram_test_perplexity = 0;
-  int64_t parameters = 0;
-  bool stopped_by_time_limit = false;
   int64_t qa_questions = 0;        // data.qa_file's pairs asked (typed, greedy)
   double qa_exact_match = 0;       // fraction answered exactly (text/dictionary.h NormalizeAnswer)
-  LoopResult training;             // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 

@@ -81,6 +81,25 @@ json LoopResult::ToJson() const {
           {"stopped_by_data", stopped_by_data}};
 }
 
+void JobConfig::LoadJobKeys(config::Node& node) {
+  node.Read("seed", seed).Read("threads", threads, config::InRange(0, 1024)).Read("output_dir", output_dir);
+  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
+}
+
+JobOptions JobConfig::Options(const std::string& effective_config_yaml) const {
+  return {output_dir, effective_config_yaml, seed, threads};
+}
+
+json JobResult::ToJson() const {
+  return {{"model_dir", model_dir},
+          {"parameters", parameters},
+          {"seconds", seconds},
+          {"steps", training.steps},
+          {"final_train_loss", training.final_loss},
+          {"stopped_by_time_limit", training.stopped_by_time_limit},
+          {"training", training.ToJson()}};
+}
+
 TrainingLoop::TrainingLoop(const LoopOptions& options, LoopSettings settings, std::vector<torch::Tensor> parameters,
                            torch::optim::Optimizer& optimizer, LoopHooks hooks, Distributed* dist)
     : options_(options),

@@ -80,6 +80,45 @@ struct JobOptions {
   bool writer = true;
 };
 
+struct LoopResult {
+  int64_t steps = 0;             // state.step at the end
+  int64_t steps_this_run = 0;
+  double final_loss = 0;         // the last step's loss (penalty included)
+  double recent_loss = 0;        // mean loss of the steps since the last log_every boundary (or the last window)
+  double seconds = 0;            // the loop's wall time
+  int64_t examples = 0, tokens = 0;  // this run's, all ranks
+  bool stopped_by_time_limit = false;
+  bool stopped_by_data = false;
+  nlohmann::json ToJson() const;
+};
+
+// The top-level keys of a pretraining job's config: its seed, intra-op threads (0 = LibTorch's
+// default), where the model trains (cpu | cuda | cuda:N | auto, core/device.h) and its run
+// directory. (slm train reads seed, threads and output_dir alike and places its model by
+// model.device.)
+struct JobConfig {
+  uint64_t seed = 1;
+  int threads = 0;
+  std::string device = "cpu";
+  std::string output_dir;
+  // seed, threads (0..1024), device and output_dir, each optional; config errors name the key.
+  void LoadJobKeys(config::Node& node);
+  // The Job these keys describe; `effective_config_yaml` becomes config.yaml.
+  JobOptions Options(const std::string& effective_config_yaml) const;
+};
+
+// What every pretraining job's result (result.json) holds first: where the model went, its
+// trainable parameter count, the job's wall time (data preparation and evaluation included) and
+// the loop's account. ToJson also writes the loop's steps, last loss ("final_train_loss") and
+// time-limit stop at the top, where readers of result.json find them.
+struct JobResult {
+  std::string model_dir;
+  int64_t parameters = 0;
+  double seconds = 0;
+  LoopResult training;
+  nlohmann::json ToJson() const;
+};
+
 class Job {
  public:
   explicit Job(const JobOptions& options);
@@ -129,17 +168,6 @@ struct LoopSettings {
   bool quiet = false;
 };
 
-struct LoopResult {
-  int64_t steps = 0;             // state.step at the end
-  int64_t steps_this_run = 0;
-  double final_loss = 0;         // the last step's loss (penalty included)
-  double recent_loss = 0;        // mean loss of the steps since the last log_every boundary (or the last window)
-  double seconds = 0;            // the loop's wall time
-  int64_t examples = 0, tokens = 0;  // this run's, all ranks
-  bool stopped_by_time_limit = false;
-  bool stopped_by_data = false;
-  nlohmann::json ToJson() const;
-};
 
 // The optimizer steps of a job. Each step: learning rate from the schedule, grad_accum
 // micro-batches (each loss scaled by its rank's token share and 1/grad_accum, backward), the

@@ -246,6 +246,7 @@ Scores Evaluate(audio::WhisperEncoder& encoder, audio::CtcHead& head, const std:
 }  // namespace
 
 SpeechEncoderPretrainConfig::SpeechEncoderPretrainConfig() {
+  output_dir = "runs/speech_encoder_tiny";
   features.normalization = audio::MelNormalization::kFixedFloor;
   model.d_model = 192;
   model.encoder_layers = 4;
@@ -307,34 +308,28 @@ void SpeechEncoderPretrainConfig::Load(config::Node node) {
   auto e = node.Child("eval");
   e.Read("every", eval.every, InRange<int64_t>(1, int64_t{1} << 40))
       .Read("batch_size", eval.batch_size, InRange<int64_t>(1, 1 << 16));
-  node.Read("seed", seed).Read("threads", threads, InRange(0, 1024)).Read("output_dir", output_dir);
-  node.Read("device", device, config::Validator<std::string>(DeviceNameProblem));
+  LoadJobKeys(node);
   if (data.max_seconds * features.sample_rate / features.hop_length > model.MaxInputFrames())
     d.Fail("max_seconds", Str("gives more feature frames than the encoder accepts (",
                               model.MaxInputFrames(), " = 2 * model.max_source_positions)"));
 }
 
 nlohmann::json SpeechEncoderPretrainResult::ToJson() const {
-  return {{"model_dir", model_dir},
-          {"steps", steps},
-          {"parameters", parameters},
-          {"train_utterances", train_utterances},
-          {"train_audio_seconds", train_audio_seconds},
-          {"seconds", seconds},
-          {"audio_seconds_per_second", audio_seconds_per_second},
-          {"final_train_loss", final_train_loss},
-          {"valid_cer", valid_cer},
-          {"test_cer", test_cer},
-          {"test_wer", test_wer},
-          {"test_utterances", test_utterances},
-          {"stopped_by_time_limit", stopped_by_time_limit},
-          {"training", training.ToJson()}};
+  nlohmann::json j = JobResult::ToJson();
+  j.update({{"train_utterances", train_utterances},
+            {"train_audio_seconds", train_audio_seconds},
+            {"audio_seconds_per_second", audio_seconds_per_second},
+            {"valid_cer", valid_cer},
+            {"test_cer", test_cer},
+            {"test_wer", test_wer},
+            {"test_utterances", test_utterances}});
+  return j;
 }
 
 SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainConfig& c,
                                                   const std::string& effective_config_yaml,
                                                   bool quiet) {
-  const Job job({c.output_dir, effective_config_yaml, c.seed, c.threads});
+  const Job job(c.Options(effective_config_yaml));
 
   // 1. Data: synthesized once, features in memory.
   const audio::LogMel mel(c.features);
@@ -432,9 +427,6 @@ SpeechEncoderPretrainResult PretrainSpeechEncoder(const SpeechEncoderPretrainCon
   TrainingState state;
   TrainingLoop loop(c.train, settings, trainable, *optimizer, std::move(hooks));
   const LoopResult run = loop.Run(state, &job);
-  result.steps = run.steps;
-  result.final_train_loss = run.final_loss;
-  result.stopped_by_time_limit = run.stopped_by_time_limit;
   result.training = run;
 
   // 4. Final evaluation on unseen sentences.

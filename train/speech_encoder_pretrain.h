@@ -37,7 +37,7 @@
 
 namespace slm::train {
 
-struct SpeechEncoderPretrainConfig {
+struct SpeechEncoderPretrainConfig : JobConfig {  // seed, threads, device, output_dir
   struct Data {
     std::string corpus_dir = "data/wordnet";
     std::string wordnet_dir = "/usr/share/wordnet";
@@ -86,33 +86,22 @@ struct SpeechEncoderPretrainConfig {
     int64_t every = 500;
     int64_t batch_size = 32;
   } eval;
-  uint64_t seed = 1;
-  int threads = 0;
-  // Where the model trains: cpu | cuda | cuda:N | auto (core/device.h). Features are computed and
-  // batched on the CPU; each batch is copied over. Results on CUDA are not bitwise reproducible
-  // (its CTC and attention kernels are not deterministic); the saved model is the same format.
-  std::string device = "cpu";
-  std::string output_dir = "runs/speech_encoder_tiny";
+  // On a CUDA `device` features are still computed and batched on the CPU; each batch is copied
+  // over. Results on CUDA are not bitwise reproducible (its CTC and attention kernels are not
+  // deterministic); the saved model is the same format.
 
   SpeechEncoderPretrainConfig();  // the tiny defaults of samples/configs/speech_encoder_tiny.yaml
   void Load(config::Node node);
 };
 
-struct SpeechEncoderPretrainResult {
-  std::string model_dir;
-  int64_t steps = 0;
-  int64_t parameters = 0;
+struct SpeechEncoderPretrainResult : JobResult {  // model_dir, parameters, seconds, the loop (train/runner.h)
   int64_t train_utterances = 0;
   double train_audio_seconds = 0;
-  double seconds = 0;
   double audio_seconds_per_second = 0;  // training throughput (seconds of audio per wall second)
-  double final_train_loss = 0;
   double valid_cer = 0;
   double test_cer = 0;
   double test_wer = 0;
   int64_t test_utterances = 0;
-  bool stopped_by_time_limit = false;
-  LoopResult training;  // the runner's account of the loop (every job's result has one)
   nlohmann::json ToJson() const;
 };
 

@@ -101,7 +101,7 @@ TEST(EncoderPretrainSlow, SpeechEncoderMiniatureRun) {
   c.Load(doc.Root());
   doc.CheckAllConsumed();
   const SpeechEncoderPretrainResult r = PretrainSpeechEncoder(c, doc.EffectiveYaml(), true);
-  EXPECT_EQ(r.steps, 6);
+  EXPECT_EQ(r.training.steps, 6);
   EXPECT_EQ(r.train_utterances, 8);
   EXPECT_EQ(r.test_utterances, 2);
   EXPECT_GE(r.test_cer, 0.0);
@@ -164,7 +164,7 @@ TEST(EncoderPretrainSlow, ImageEncoderMiniatureRun) {
     return PretrainImageEncoder(c, doc.EffectiveYaml(), true);
   };
   const ImageEncoderPretrainResult r = run("files", "run");
-  EXPECT_EQ(r.steps, 5);
+  EXPECT_EQ(r.training.steps, 5);
   EXPECT_EQ(r.valid.images, 12);
   EXPECT_GT(r.valid.chance_top1, 0.0);
   EXPECT_LE(r.valid.image_to_text_top1, r.valid.image_to_text_top5);
@@ -180,7 +180,7 @@ TEST(EncoderPretrainSlow, ImageEncoderMiniatureRun) {
   EXPECT_FALSE(std::filesystem::exists(tmp.File("run_render_shapes")));
   EXPECT_EQ(rr.train_images, r.train_images);
   EXPECT_EQ(rr.valid.images, r.valid.images);
-  EXPECT_EQ(rr.final_train_loss, r.final_train_loss);
+  EXPECT_EQ(rr.training.final_loss, r.training.final_loss);
   EXPECT_EQ(rr.valid.image_to_text_top5, r.valid.image_to_text_top5);
   EXPECT_TRUE(fs::ReadFile(tmp.File("run_render") + "/model.safetensors") ==
               fs::ReadFile(tmp.File("run") + "/model.safetensors"))

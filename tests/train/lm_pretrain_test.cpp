@@ -72,7 +72,7 @@ TEST(PretrainSlow, TinyModelBeatsUnigramAndLoadsBack) {
   config.Load(doc.Root());
   doc.CheckAllConsumed();
   const LmPretrainResult r = PretrainLm(config, doc.EffectiveYaml(), true);
-  EXPECT_EQ(r.steps, 200);
+  EXPECT_EQ(r.training.steps, 200);
   EXPECT_LT(r.valid_perplexity, 0.8 * r.unigram_valid_perplexity);
   EXPECT_LT(r.test_perplexity, 0.8 * r.unigram_test_perplexity);
   for (const char* file : {"config.json", "model.safetensors", "tokenizer.model",
