@@ -1,5 +1,5 @@
 // English speech with word timings from espeak-ng: the source of the project's offline ASR/TTS
-// training data (`slm data synth`, audio/speech_corpus.h).
+// training data (`slm data synth`, datagen/speech_corpus.h).
 //
 // Units: SynthResult::samples are float32 mono at kSampleRate (16 kHz), already resampled from
 // espeak-ng's native kEspeakSampleRate (22050 Hz); word times are seconds from the first sample of

@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "audio/espeak_synth.h"
-#include "audio/speech_corpus.h"
 #include "bench/bench_util.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/json_report.h"
+#include "datagen/speech_corpus.h"
 
 namespace {
 
@@ -69,11 +69,11 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
     // Baseline first: it also fixes how many sentences make the target amount of speech, so the
     // pipeline then synthesizes exactly the same sentences with the same speakers.
     const slm::audio::NativeRate raw = slm::audio::EspeakSynthesizer::Instance().MeasureNativeRate(
-        sentences, [&](int64_t i) { return slm::audio::CorpusVoice(seed, i, voices); },
+        sentences, [&](int64_t i) { return slm::datagen::CorpusVoice(seed, i, voices); },
         opts->seconds_target);
 
     slm::bench::ScratchDir scratch("slm-bench-synth-");
-    slm::audio::SpeechCorpusOptions corpus;
+    slm::datagen::SpeechCorpusOptions corpus;
     corpus.text_path = scratch.path() + "/sentences.txt";
     corpus.out_dir = scratch.path() + "/corpus";
     corpus.seed = seed;
@@ -84,7 +84,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
         text << sentences[static_cast<size_t>(i) % sentences.size()] << "\n";
       slm::Check(text.good(), "cannot write ", corpus.text_path);
     }
-    const slm::audio::SpeechCorpusStats pipeline = slm::audio::SynthesizeCorpus(corpus);
+    const slm::datagen::SpeechCorpusStats pipeline = slm::datagen::SynthesizeCorpus(corpus);
 
     const double pipeline_rate = pipeline.SpeechSecondsPerSecond();
     const double raw_rate = raw.AudioSecondsPerSecond();

@@ -4,13 +4,13 @@
 Starts `slm serve --config CONFIG` on free loopback ports and asks, through its OpenAI-compatible
 HTTP API, questions "what is a(n) X" taken from a dictionary manifest (`slm data dictionary`):
   - typed: a chat completion whose message is the question as text ("what is a lantern?", the
-    format the backbone learnt, text/dictionary.h), the text upper bound;
+    format the backbone learnt, text/qa_text.h), the text upper bound;
   - spoken: the question synthesized by espeak-ng with each voice of a set (seen voices, and the
     held-out `+f5` voice that no speech model of the project trained on) and sent as one
     input_audio part, exactly what a RESPOND stream or the web page gets; its transcript is also
     taken from /v1/audio/transcriptions to report how often the question itself was heard right.
 An answer is right when it equals the manifest's response after normalization (lower case,
-whitespace collapsed, final . ; , dropped: text/dictionary.h NormalizeAnswer).
+whitespace collapsed, final . ; , dropped: text/qa_text.h NormalizeAnswer).
 
 Usage (after scripts/build slm and `slm data dictionary`):
   .venv/bin/python bench/eval_spoken_qa.py --questions 200 --json docs/results/spoken_qa.json

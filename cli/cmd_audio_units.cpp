@@ -10,8 +10,6 @@
 #include "audio/audio_io.h"
 #include "audio/unit_decoder.h"
 #include "audio/units.h"
-#include "train/data_prep.h"
-#include "train/unit_decoder_train.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -19,7 +17,9 @@
 #include "core/log.h"
 #include "core/manifest.h"
 #include "core/progress.h"
+#include "datagen/data_prep.h"
 #include "text/tokenizer.h"
+#include "train/unit_decoder_train.h"
 
 namespace slm::cli {
 namespace {
@@ -91,7 +91,7 @@ struct UnitsEncodeCommand {
 
 void RunUnitsEncodeManifest(const UnitsEncodeCommand& c, bool json) {
   Check(!c.out.empty(), "--manifest needs --out (the new manifest)");
-  const train::UnitsManifestStats stats = train::EncodeUnitsManifest(c.manifest, c.out, c.units, c.task, c.dedup, !json);
+  const datagen::UnitsManifestStats stats = datagen::EncodeUnitsManifest(c.manifest, c.out, c.units, c.task, c.dedup, !json);
   Report report(json);
   report.Set("out", c.out);
   report.Set("entries", stats.entries);

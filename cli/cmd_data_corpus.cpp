@@ -1,20 +1,20 @@
 // `slm data corpus --source wordnet --out DIR`: the offline text corpus, QA pairs and speakable
-// sentences of text/wordnet_corpus.h; `slm data dictionary`: the spoken dictionary's word list
-// chosen from that corpus (text/dictionary.h).
+// sentences of datagen/wordnet_corpus.h; `slm data dictionary`: the spoken dictionary's word list
+// chosen from that corpus (datagen/dictionary.h).
 #include <memory>
 #include <string>
 
 #include "cli/command.h"
 #include "core/json_report.h"
 #include "core/manifest.h"
-#include "text/dictionary.h"
-#include "text/wordnet_corpus.h"
+#include "datagen/dictionary.h"
+#include "datagen/wordnet_corpus.h"
 
 namespace {
 
 struct CorpusCommandOptions {
   std::string source = "wordnet";
-  slm::text::WordNetCorpusOptions wordnet;
+  slm::datagen::WordNetCorpusOptions wordnet;
 };
 
 slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
@@ -41,14 +41,14 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
       ->check(CLI::Range(0.0, 0.5))
       ->capture_default_str();
   cmd->callback([options, &common] {
-    const slm::text::WordNetCorpusStats stats = slm::text::BuildWordNetCorpus(options->wordnet);
+    const slm::datagen::WordNetCorpusStats stats = slm::datagen::BuildWordNetCorpus(options->wordnet);
     slm::Report report(common.json);
     report.Set("source", options->source);
     report.Set("out", options->wordnet.out_dir);
     report.Set("synsets", stats.synsets);
-    for (slm::text::DataSplit split : slm::text::kDataSplits) {
-      const slm::text::WordNetSplitCounts& counts = stats.Of(split);
-      const std::string name = slm::text::SplitName(split);
+    for (slm::datagen::DataSplit split : slm::datagen::kDataSplits) {
+      const slm::datagen::WordNetSplitCounts& counts = stats.Of(split);
+      const std::string name = slm::datagen::SplitName(split);
       report.Set(name + ".synsets", counts.synsets);
       report.Set(name + ".text_lines", counts.text_lines);
       report.Set(name + ".qa_pairs", counts.qa_pairs);
@@ -63,7 +63,7 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
 });
 
 struct DictionaryCommandOptions {
-  slm::text::DictionaryOptions dictionary;
+  slm::datagen::DictionaryOptions dictionary;
   std::string out;
 };
 
@@ -71,7 +71,7 @@ slm::cli::Registrar dictionary_reg([](CLI::App& app, slm::cli::Common& common) {
   CLI::App* cmd = slm::cli::Group(app, "data", "make training data offline")
                       ->add_subcommand("dictionary",
                                        "the spoken dictionary: the most common concrete nouns of a WordNet corpus "
-                                       "with their questions and glosses (text/dictionary.h)");
+                                       "with their questions and glosses (datagen/dictionary.h)");
   auto options = std::make_shared<DictionaryCommandOptions>();
   cmd->add_option("--corpus", options->dictionary.corpus_dir, "a corpus made by `slm data corpus`")
       ->capture_default_str();
@@ -82,7 +82,7 @@ slm::cli::Registrar dictionary_reg([](CLI::App& app, slm::cli::Common& common) {
       ->capture_default_str();
   cmd->add_option("--out", options->out, "output manifest (JSONL, task qa)")->required();
   cmd->callback([options, &common] {
-    const std::vector<slm::manifest::Entry> entries = slm::text::SelectDictionary(options->dictionary);
+    const std::vector<slm::manifest::Entry> entries = slm::datagen::SelectDictionary(options->dictionary);
     slm::manifest::Write(options->out, entries);
     slm::Report report(common.json);
     report.Set("out", options->out);

@@ -1,11 +1,11 @@
 // `slm data shapes --out DIR`: synthetic shape images with captions and visual QA
-// (vision/shapes.h).
+// (datagen/shapes.h).
 #include <memory>
 #include <string>
 
 #include "cli/command.h"
 #include "core/json_report.h"
-#include "vision/shapes.h"
+#include "datagen/shapes.h"
 
 namespace {
 
@@ -14,7 +14,7 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
                       ->add_subcommand("shapes",
                                        "synthetic images of two shapes in a spatial "
                                        "relation, with captions and QA");
-  auto options = std::make_shared<slm::vision::ShapesOptions>();
+  auto options = std::make_shared<slm::datagen::ShapesOptions>();
   cmd->add_option("--out", options->out_dir, "output directory")->required();
   cmd->add_option("--count", options->count, "number of images")->capture_default_str();
   cmd->add_option("--seed", options->seed, "random seed (same seed, same dataset)")
@@ -28,7 +28,7 @@ slm::cli::Registrar reg([](CLI::App& app, slm::cli::Common& common) {
   cmd->callback([options, &common] {
     // --threads sizes LibTorch's pool elsewhere; here it bounds the drawing workers.
     if (common.threads > 0) options->threads = common.threads;
-    const slm::vision::ShapesStats stats = slm::vision::GenerateShapes(*options);
+    const slm::datagen::ShapesStats stats = slm::datagen::GenerateShapes(*options);
     slm::Report report(common.json);
     report.Set("out", options->out_dir);
     report.Set("train.images", stats.train_images);

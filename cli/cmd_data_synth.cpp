@@ -1,14 +1,14 @@
 // slm data synth --text FILE --out DIR [--voices a,b] [--exclude-voices c] [--limit N] [--seed S]: espeak-ng speech with
-// word timings and an ASR manifest (audio/speech_corpus.h).
+// word timings and an ASR manifest (datagen/speech_corpus.h).
 #include <cmath>
 #include <memory>
 #include <string>
 
-#include "audio/speech_corpus.h"
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/json_report.h"
 #include "core/strings.h"
+#include "datagen/speech_corpus.h"
 
 namespace {
 
@@ -47,7 +47,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
   cmd->add_flag("--fixed-prosody", opts->fixed_prosody,
                 "espeak-ng's default rate, pitch and range for every utterance (one steady voice, for TTS data)");
   cmd->callback([opts, &common] {
-    slm::audio::SpeechCorpusOptions options;
+    slm::datagen::SpeechCorpusOptions options;
     options.text_path = opts->text;
     options.out_dir = opts->out;
     options.voices = slm::Split(opts->voices, ", ");
@@ -55,7 +55,7 @@ static slm::cli::Registrar registrar([](CLI::App& app, slm::cli::Common& common)
     options.limit = opts->limit;
     options.seed = opts->seed;
     options.fixed_prosody = opts->fixed_prosody;
-    const slm::audio::SpeechCorpusStats stats = slm::audio::SynthesizeCorpus(options);
+    const slm::datagen::SpeechCorpusStats stats = slm::datagen::SynthesizeCorpus(options);
 
     slm::Report report(common.json);
     report.Set("manifest", stats.manifest_path);

@@ -249,13 +249,13 @@ EpochItem MakeEpochItem(const AlignedUtterance& u, const InterleaveOptions& o, c
 void PrepareSource(const DataSourceConfig& src, int threads, bool progress) {
   const bool units = !src.units_from_manifest.empty();
   if (units && stdfs::exists(src.manifest)) return;
-  if (src.synthesize) EnsureSpeechManifest(units ? src.units_from_manifest : src.manifest, src.synthesis);
-  if (src.synthesize_qa) EnsureSpokenQaManifest(src.manifest, src.qa);
-  if (src.text_from) EnsureTextManifest(src.manifest, src.text);
+  if (src.synthesize) datagen::EnsureSpeechManifest(units ? src.units_from_manifest : src.manifest, src.synthesis);
+  if (src.synthesize_qa) datagen::EnsureSpokenQaManifest(src.manifest, src.qa);
+  if (src.text_from) datagen::EnsureTextManifest(src.manifest, src.text);
   if (src.shapes)
-    EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed, src.shapes_size,
+    datagen::EnsureShapes(stdfs::path(src.manifest).parent_path().string(), src.shapes_count, src.shapes_seed, src.shapes_size,
                  threads, progress, src.shapes_canonical);
-  if (units) EncodeUnitsManifest(src.units_from_manifest, src.manifest, src.units_from_dir, src.task,
+  if (units) datagen::EncodeUnitsManifest(src.units_from_manifest, src.manifest, src.units_from_dir, src.task,
                                  src.units_from_dedup, progress);
 }
 

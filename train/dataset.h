@@ -30,7 +30,7 @@
 
 #include "adapters/multimodal.h"
 #include "core/config.h"
-#include "train/data_prep.h"
+#include "datagen/data_prep.h"
 #include "train/interleave.h"
 #include "train/tasks.h"
 
@@ -53,28 +53,28 @@ struct DataSourceConfig {
   uint64_t sample_seed = 0;
   std::vector<int64_t> pick;
   InterleaveOptions interleave;  // task interleaved: span selection, stream shares, packing
-  // Optional generation when the manifest does not exist yet (train/data_prep.h):
+  // Optional generation when the manifest does not exist yet (datagen/data_prep.h):
   //   synthesize: {sentences: FILE, count: N, seed: S, voices: [..]}   (espeak-ng speech)
   //   shapes: {count: N, seed: S, size: PX, caption_order: drawn|canonical}
   //                                                                     (shapes images; the manifest
   //                                                                     must sit in the shapes dir)
   bool synthesize = false;
-  SpeechSynthesis synthesis;
+  datagen::SpeechSynthesis synthesis;
   //   synthesize_qa: {qa: FILE, split: S, count: N, seed: S}         (spoken questions, sqa entries)
   bool synthesize_qa = false;
-  SpokenQaSynthesis qa;
+  datagen::SpokenQaSynthesis qa;
   //   text_from: {lines: FILE, count: N, skip: K}                    (task text: lines of a text file)
   //   units_from: {manifest: M, units: DIR, dedup: false}              (tts, interleaved: M's entries
   //     with their speech units, EncodeUnitsManifest; with synthesize, M is what is synthesized)
   bool text_from = false;
-  TextLines text;
+  datagen::TextLines text;
   std::string units_from_manifest, units_from_dir;
   bool units_from_dedup = false;
   bool shapes = false;
   int64_t shapes_count = 2000;
   uint64_t shapes_seed = 0;
   int shapes_size = 64;
-  bool shapes_canonical = false;  // shapes.caption_order: canonical (vision::CanonicalOrder)
+  bool shapes_canonical = false;  // shapes.caption_order: canonical (datagen::CanonicalOrder)
   void Load(config::Node node);
   // The template in use (prompt or the task's default).
   std::string PromptTemplate() const;

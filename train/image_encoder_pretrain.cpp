@@ -16,11 +16,11 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/manifest.h"
+#include "datagen/data_prep.h"
+#include "datagen/shapes.h"
 #include "text/llama.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
-#include "vision/shapes.h"
-#include "train/data_prep.h"
 
 namespace slm::train {
 namespace {
@@ -66,11 +66,11 @@ ImageSet RenderImages(uint64_t seed, int size, int64_t begin, int64_t end,
   cv::setNumThreads(1);
   at::parallel_for(0, n, 64, [&](int64_t from, int64_t to) {
     for (int64_t i = from; i < to; ++i) {
-      const vision::ShapeScene scene = vision::SampleScene(vision::SceneSeed(seed, begin + i), size);
+      const datagen::ShapeScene scene = datagen::SampleScene(datagen::SceneSeed(seed, begin + i), size);
       cv::Mat rgb;
-      cv::cvtColor(vision::RenderScene(scene, size), rgb, cv::COLOR_BGR2RGB);
+      cv::cvtColor(datagen::RenderScene(scene, size), rgb, cv::COLOR_BGR2RGB);
       pixels[i] = vision::ClipPreprocess(rgb, pre);
-      entries[i] = vision::CaptionEntry(scene, begin + i);
+      entries[i] = datagen::CaptionEntry(scene, begin + i);
     }
   });
   cv::setNumThreads(opencv_threads);
@@ -282,12 +282,12 @@ ImageEncoderPretrainResult PretrainImageEncoder(const ImageEncoderPretrainConfig
   pre.crop_height = pre.crop_width = c.model.image_size;
   ImageSet train, valid;
   if (c.data.source == "render") {
-    const int64_t valid_begin = c.data.count - vision::ValidCount(c.data.count, vision::ShapesOptions{}.valid_fraction);
+    const int64_t valid_begin = c.data.count - datagen::ValidCount(c.data.count, datagen::ShapesOptions{}.valid_fraction);
     log::Info(Str("drawing ", c.data.count, " shapes images in memory"));
     train = RenderImages(c.seed, c.data.size, 0, valid_begin, pre);
     valid = RenderImages(c.seed, c.data.size, valid_begin, c.data.count, pre);
   } else {
-    EnsureShapes(c.data.shapes_dir, c.data.count, c.seed, c.data.size, c.threads, !quiet);
+    datagen::EnsureShapes(c.data.shapes_dir, c.data.count, c.seed, c.data.size, c.threads, !quiet);
     train = LoadImages(c.data.shapes_dir + "/caption_train.jsonl", pre);
     valid = LoadImages(c.data.shapes_dir + "/caption_valid.jsonl", pre);
   }

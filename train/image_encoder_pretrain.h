@@ -1,6 +1,6 @@
 // `slm vision pretrain-encoder`: the embedded default image encoder. Trains a small CLIP ViT tower
 // (vision/clip_vision.h) contrastively (CLIP's symmetric InfoNCE loss with a learned temperature)
-// on the synthetic shapes data (vision/shapes.h) against the captions as the frozen text backbone
+// on the synthetic shapes data (datagen/shapes.h) against the captions as the frozen text backbone
 // reads them: each caption's text feature pools the backbone's last hidden states over its tokens
 // (text_pooling: mean, last, or both concatenated; computed once, under no-grad), mapped by a
 // trainable text_projection; images go through

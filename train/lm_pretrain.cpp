@@ -13,11 +13,11 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/manifest.h"
-#include "text/dictionary.h"
+#include "datagen/wordnet_corpus.h"
 #include "text/generate.h"
 #include "text/lm_data.h"
+#include "text/qa_text.h"
 #include "text/tokenizer.h"
-#include "text/wordnet_corpus.h"
 
 namespace slm::train {
 
@@ -184,10 +184,10 @@ LmPretrainResult PretrainLm(const LmPretrainConfig& c, const std::string& effect
           "/train.txt'; run `slm data corpus --source wordnet --out ", c.data.corpus_dir,
           "` or set data.build_if_missing: true");
     log::Info(Str("building the WordNet corpus in ", c.data.corpus_dir));
-    WordNetCorpusOptions corpus;
+    datagen::WordNetCorpusOptions corpus;
     corpus.wordnet_dir = c.data.wordnet_dir;
     corpus.out_dir = c.data.corpus_dir;
-    BuildWordNetCorpus(corpus);
+    datagen::BuildWordNetCorpus(corpus);
   }
 
   // 2. Tokenizer: trained on the training split only, or the init_from model's.

@@ -30,7 +30,7 @@ struct LmPretrainConfig : JobConfig {
     bool build_if_missing = true;             // run the WordNet corpus builder when absent
     int64_t max_train_lines = 0;              // 0 = all
     // Question-answer pairs (a manifest with prompt/response, e.g. `slm data dictionary` output)
-    // mixed into the training text as text/dictionary.h's QaTrainingText lines, qa_repeat copies
+    // mixed into the training text as text/qa_text.h's QaTrainingText lines, qa_repeat copies
     // of each, spread over the text lines in a seeded order: what the model must know by heart.
     // The final report adds the typed exact-match accuracy on them (greedy, NormalizeAnswer).
     std::string qa_file;
@@ -72,7 +72,7 @@ struct LmPretrainResult : JobResult {  // model_dir, parameters, seconds, the lo
   double unigram_valid_perplexity = 0;
   double unigram_test_perplexity = 0;
   int64_t qa_questions = 0;        // data.qa_file's pairs asked (typed, greedy)
-  double qa_exact_match = 0;       // fraction answered exactly (text/dictionary.h NormalizeAnswer)
+  double qa_exact_match = 0;       // fraction answered exactly (text/qa_text.h NormalizeAnswer)
   nlohmann::json ToJson() const;
 };
 

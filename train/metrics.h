@@ -1,9 +1,7 @@
 // Evaluation metrics: word and character error rate (speech recognition), caption attributes.
 //
-// Text normalisation (applied to both reference and hypothesis before scoring, so that casing and
-// punctuation never count as errors): lower-case ASCII; every character that is not a letter, digit
-// or an apostrophe inside a word becomes a space (so "well-known," -> "well known"); apostrophes at
-// word edges are dropped; runs of whitespace collapse to one space; leading/trailing space removed.
+// Both reference and hypothesis are normalised before scoring (text/scoring_words.h), so that
+// casing and punctuation never count as errors.
 // WER = (substitutions + deletions + insertions) / reference words, from a Levenshtein alignment
 // over words; CER the same over the characters of the normalised text (spaces included).
 // Corpus-level rates sum edits and reference lengths over utterances (not a mean of ratios), as
@@ -15,11 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "text/scoring_words.h"
+
 namespace slm::train {
 
-std::string NormalizeForScoring(const std::string& text);
-// The words of NormalizeForScoring(text), what WER counts.
-std::vector<std::string> ScoringWords(const std::string& text);
+using text::NormalizeForScoring;
+using text::ScoringWords;
 
 struct EditCounts {
   int64_t substitutions = 0;
@@ -40,7 +39,7 @@ EditCounts AlignTokens(const std::vector<std::string>& reference,
 EditCounts WordErrors(const std::string& reference, const std::string& hypothesis);
 EditCounts CharErrors(const std::string& reference, const std::string& hypothesis);
 
-// Caption attribute accuracy on the shapes data (vision/shapes.h): a caption "a red circle below a
+// Caption attribute accuracy on the shapes data (datagen/shapes.h): a caption "a red circle below a
 // blue square" as its scene {colour, shape, relation, colour, shape} with "below" / "right of"
 // turned around ({"blue", "square", "above", "red", "circle"}), so both phrasings of one scene
 // compare equal and the relation slot scores the axis (vertical or horizontal) alone. Read from

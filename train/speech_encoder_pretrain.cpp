@@ -14,7 +14,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/manifest.h"
-#include "train/data_prep.h"
+#include "datagen/data_prep.h"
 #include "train/metrics.h"
 
 namespace slm::train {
@@ -45,7 +45,7 @@ std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string&
     Check(c.data.build_if_missing || stdfs::exists(c.data.corpus_dir + "/sentences/" + split + ".txt"),
           "no sentences at '", c.data.corpus_dir, "/sentences/", split, ".txt'; run `slm data corpus --out ",
           c.data.corpus_dir, "` or set data.build_if_missing: true");
-  SpeechSynthesis synthesis;
+  datagen::SpeechSynthesis synthesis;
   synthesis.sentences = c.data.corpus_dir + "/sentences/" + split + ".txt";
   synthesis.count = count;
   synthesis.seed = c.seed * 7919 + seed_offset;
@@ -56,7 +56,7 @@ std::string EnsureSplit(const SpeechEncoderPretrainConfig& c, const std::string&
   synthesis.max_words = c.data.max_words;
   synthesis.corpus_dir = c.data.corpus_dir;
   synthesis.wordnet_dir = c.data.wordnet_dir;
-  EnsureSpeechManifest(manifest, synthesis);
+  datagen::EnsureSpeechManifest(manifest, synthesis);
   return manifest;
 }
 

@@ -49,7 +49,7 @@ struct SpeechEncoderPretrainConfig : JobConfig {  // seed, threads, device, outp
     double max_seconds = 8.0;
     std::vector<std::string> voices;          // empty = every English espeak-ng voice; "+f5" = a variant
     std::vector<std::string> exclude_voices;  // held out of all three splits (unseen-speaker tests)
-    // Closed-vocabulary domain (train/data_prep.h SpeechSynthesis), for every split: sentences of at
+    // Closed-vocabulary domain (datagen/data_prep.h SpeechSynthesis), for every split: sentences of at
     // most max_words words among the vocabulary_size most frequent words of the train sentences.
     int64_t vocabulary_size = 0;
     int64_t max_words = 0;

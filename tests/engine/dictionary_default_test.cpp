@@ -15,7 +15,7 @@
 #include "core/config.h"
 #include "engine/engine.h"
 #include "tests/test_util.h"
-#include "text/dictionary.h"
+#include "text/qa_text.h"
 
 namespace slm::engine {
 namespace {

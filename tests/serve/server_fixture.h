@@ -29,7 +29,6 @@
 #include "text/llama.h"
 #include "text/tokenizer.h"
 #include "vision/image.h"
-#include "vision/shapes.h"
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>

@@ -3,6 +3,8 @@
 // sent as fast as possible (no real-time pacing): these tests check behaviour, never speed.
 #include "tests/serve/server_fixture.h"
 
+#include "datagen/shapes.h"
+
 namespace slm::serve {
 namespace {
 
@@ -707,10 +709,10 @@ TEST_F(ServerTest, TwoAdaptersOverOneBackboneEachAnswerAsTheirOfflineModel) {
   config.adapters.push_back(caption);
   Start(config);
 
-  const vision::ShapeScene scene = vision::SampleScene(11, 64);
+  const datagen::ShapeScene scene = datagen::SampleScene(11, 64);
   std::vector<uchar> png;
   cv::Mat bgr;
-  cv::cvtColor(vision::RenderScene(scene, 64), bgr, cv::COLOR_RGB2BGR);
+  cv::cvtColor(datagen::RenderScene(scene, 64), bgr, cv::COLOR_RGB2BGR);
   ASSERT_TRUE(cv::imencode(".png", bgr, png));
   const std::vector<float> speech = Speech("what is a dog");
 

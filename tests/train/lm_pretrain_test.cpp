@@ -7,15 +7,17 @@
 
 #include "core/fs.h"
 #include "core/manifest.h"
+#include "datagen/wordnet_corpus.h"
+#include "tests/test_util.h"
 #include "text/generate.h"
 #include "text/tokenizer.h"
-#include "text/wordnet_corpus.h"
-#include "tests/test_util.h"
 
 namespace slm::train {
 namespace {
 
 using namespace text;
+using datagen::BuildWordNetCorpus;
+using datagen::WordNetCorpusOptions;
 
 const char* kTinyConfig = R"(
 data: {build_if_missing: false, max_train_lines: 4000}

@@ -20,12 +20,12 @@
 #include "core/fs.h"
 #include "core/manifest.h"
 #include "core/safetensors.h"
+#include "datagen/data_prep.h"
 #include "tests/test_util.h"
 #include "tests/train/tiny_encoder.h"
 #include "train/checkpoint.h"
-#include "train/data_prep.h"
-#include "train/distributed.h"
 #include "train/dataset.h"
+#include "train/distributed.h"
 #include "train/tasks.h"
 #include "train/trainer.h"
 
@@ -123,14 +123,14 @@ TEST(DataPrep, ClosedVocabularySelectsSentencesOfTheMostFrequentWords) {
                                           "A dog and the mat.\nA zebra the\n";
   std::ofstream(dir.File("sentences.txt")) << "The cat.\nA zebra.\nThe dog sat on the mat.\n\n"
                                                "A dog sat.\nThe cat the dog the cat the dog.\n";
-  SpeechSynthesis s;
+  datagen::SpeechSynthesis s;
   s.sentences = dir.File("sentences.txt");
   s.vocabulary_from = dir.File("vocab.txt");
   s.vocabulary_size = 5;  // the, a, cat, dog, sat
   s.max_words = 4;
   s.seed = 2;
   s.voices = {"en-us"};
-  EnsureSpeechManifest(dir.File("out/manifest.jsonl"), s);
+  datagen::EnsureSpeechManifest(dir.File("out/manifest.jsonl"), s);
   std::ifstream chosen(dir.File("out/sentences.txt"));
   std::stringstream text;
   text << chosen.rdbuf();
@@ -139,7 +139,7 @@ TEST(DataPrep, ClosedVocabularySelectsSentencesOfTheMostFrequentWords) {
   ASSERT_EQ(m.entries.size(), 2u);
   EXPECT_EQ(m.entries[1].text, "A dog sat.");
   s.vocabulary_size = 1;
-  EXPECT_SLM_ERROR(EnsureSpeechManifest(dir.File("none/manifest.jsonl"), s),
+  EXPECT_SLM_ERROR(datagen::EnsureSpeechManifest(dir.File("none/manifest.jsonl"), s),
                    "no sentence passes the closed-vocabulary selection");
   EXPECT_FALSE(stdfs::exists(dir.File("none/manifest.jsonl")));
   auto doc = config::Document::LoadString(

@@ -1,4 +1,4 @@
-#include "text/dictionary.h"
+#include "datagen/dictionary.h"
 
 #include <gtest/gtest.h>
 
@@ -7,7 +7,7 @@
 #include "core/manifest.h"
 #include "tests/test_util.h"
 
-namespace slm::text {
+namespace slm::datagen {
 namespace {
 
 // A WordNet directory and a corpus small enough to reason about: dog and cat (animals), umbrella
@@ -112,13 +112,5 @@ TEST(Dictionary, MalformedIndexLineNamesFileAndLine) {
   EXPECT_SLM_ERROR(SelectDictionary(Options(temp, 1)), "index.noun:1: expected 2 synset offsets");
 }
 
-TEST(Dictionary, OneTextFormatForQuestionsAndAnswers) {
-  EXPECT_EQ(QaPromptText(" what is a dog "), "what is a dog?");
-  EXPECT_EQ(QaTrainingText("what is a dog", "a member of the genus Canis "), "what is a dog? a member of the genus Canis");
-  EXPECT_EQ(NormalizeAnswer("  A member of\tthe  genus Canis. "), "a member of the genus canis");
-  EXPECT_EQ(NormalizeAnswer("light;"), "light");
-  EXPECT_EQ(NormalizeAnswer(""), "");
-}
-
 }  // namespace
-}  // namespace slm::text
+}  // namespace slm::datagen

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace slm::train {
+namespace slm::datagen {
 
-// The WordNet corpus (text/wordnet_corpus.h) in corpus_dir unless corpus_dir/text/train.txt exists.
+// The WordNet corpus (datagen/wordnet_corpus.h) in corpus_dir unless corpus_dir/text/train.txt exists.
 void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordnet_dir);
 
 struct SpeechSynthesis {
@@ -18,10 +18,10 @@ struct SpeechSynthesis {
   int64_t count = 0;      // first `count` non-blank lines; 0 = all
   uint64_t seed = 0;
   std::vector<std::string> voices;          // empty = every English espeak-ng voice; "+f5" = a variant
-  std::vector<std::string> exclude_voices;  // held-out voices (audio/speech_corpus.h SelectVoices)
+  std::vector<std::string> exclude_voices;  // held-out voices (datagen/speech_corpus.h SelectVoices)
   // Closed-vocabulary selection (like WSJ's 5k closed-vocabulary task), applied before `count`:
   // only sentences of at most `max_words` words (0 = any) whose words, after the scoring
-  // normalisation (train/metrics.h), are all among the `vocabulary_size` most frequent words of
+  // normalisation (text/scoring_words.h), are all among the `vocabulary_size` most frequent words of
   // the file `vocabulary_from` (0 = no vocabulary limit). The chosen sentences are written to
   // sentences.txt next to the manifest.
   std::string vocabulary_from;
@@ -32,7 +32,7 @@ struct SpeechSynthesis {
   std::string wordnet_dir = "/usr/share/wordnet";
 };
 
-// manifest_path's directory receives wav/ and manifest.jsonl (audio/speech_corpus.h) unless
+// manifest_path's directory receives wav/ and manifest.jsonl (datagen/speech_corpus.h) unless
 // manifest_path exists. slm::Error when the sentences are missing and cannot be built, or when the
 // closed-vocabulary selection leaves none.
 void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesis& synthesis);
@@ -82,10 +82,10 @@ UnitsManifestStats EncodeUnitsManifest(const std::string& source_manifest, const
                                        const std::string& units_dir, const std::string& task, bool dedup,
                                        bool progress);
 
-// GenerateShapes (vision/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
+// GenerateShapes (datagen/shapes.h) into shapes_dir unless shapes_dir/caption_train.jsonl exists.
 // An existing dir whose stats.json says another caption order is refused (slm::Error naming it),
 // so that a config never trains on captions in an order it did not ask for.
 void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, int size, int threads,
                   bool progress, bool canonical_captions = false);
 
-}  // namespace slm::train
+}  // namespace slm::datagen

@@ -1,4 +1,4 @@
-#include "train/data_prep.h"
+#include "datagen/data_prep.h"
 
 #include <algorithm>
 #include <cmath>
@@ -11,29 +11,29 @@
 #include <unordered_set>
 
 #include "audio/audio_io.h"
-#include "audio/speech_corpus.h"
 #include "audio/units.h"
 #include "core/error.h"
 #include "core/fs.h"
-#include "core/manifest.h"
 #include "core/log.h"
+#include "core/manifest.h"
 #include "core/progress.h"
+#include "datagen/shapes.h"
+#include "datagen/speech_corpus.h"
+#include "datagen/wordnet_corpus.h"
+#include "text/scoring_words.h"
 #include "text/tokenizer.h"
-#include "text/wordnet_corpus.h"
-#include "train/metrics.h"
-#include "vision/shapes.h"
 
-namespace slm::train {
+namespace slm::datagen {
 
 namespace stdfs = std::filesystem;
 
 void EnsureWordNetCorpus(const std::string& corpus_dir, const std::string& wordnet_dir) {
   if (stdfs::exists(corpus_dir + "/text/train.txt")) return;
   log::Info(Str("building the WordNet corpus in ", corpus_dir));
-  text::WordNetCorpusOptions corpus;
+  WordNetCorpusOptions corpus;
   corpus.wordnet_dir = wordnet_dir;
   corpus.out_dir = corpus_dir;
-  text::BuildWordNetCorpus(corpus);
+  BuildWordNetCorpus(corpus);
 }
 
 namespace {
@@ -65,7 +65,7 @@ std::vector<std::string> ClosedVocabularySentences(const SpeechSynthesis& s) {
     EnsureCorpusFile(s.vocabulary_from, s, "synthesize.vocabulary_from");
     std::unordered_map<std::string, int64_t> counts;
     for (const std::string& line : ReadLines(s.vocabulary_from))
-      for (const std::string& w : ScoringWords(line)) ++counts[w];
+      for (const std::string& w : text::ScoringWords(line)) ++counts[w];
     std::vector<std::pair<int64_t, std::string>> ranked;
     for (const auto& [word, n] : counts) ranked.emplace_back(-n, word);  // ties by spelling: deterministic
     std::sort(ranked.begin(), ranked.end());
@@ -74,7 +74,7 @@ std::vector<std::string> ClosedVocabularySentences(const SpeechSynthesis& s) {
   }
   std::vector<std::string> chosen;
   for (const std::string& line : ReadLines(s.sentences)) {
-    const std::vector<std::string> words = ScoringWords(line);
+    const std::vector<std::string> words = text::ScoringWords(line);
     if (words.empty() || (s.max_words > 0 && static_cast<int64_t>(words.size()) > s.max_words)) continue;
     if (s.vocabulary_size > 0 &&
         !std::all_of(words.begin(), words.end(), [&](const std::string& w) { return vocabulary.count(w) > 0; }))
@@ -107,7 +107,7 @@ void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesi
   }
   log::Info(Str("synthesizing ", s.count > 0 ? std::to_string(s.count) : std::string("all"),
                 " utterances of ", text_path, " into ", dir));
-  audio::SpeechCorpusOptions options;
+  SpeechCorpusOptions options;
   options.text_path = text_path;
   options.out_dir = dir.empty() ? "." : dir;
   options.voices = s.voices;
@@ -115,7 +115,7 @@ void EnsureSpeechManifest(const std::string& manifest_path, const SpeechSynthesi
   options.limit = s.count;
   options.seed = s.seed;
   options.quiet = true;
-  const audio::SpeechCorpusStats stats = audio::SynthesizeCorpus(options);
+  const SpeechCorpusStats stats = SynthesizeCorpus(options);
   log::Info(Str(dir, ": ", stats.utterances, " utterances, ", std::lround(stats.audio_seconds),
                 " s of speech in ", std::lround(stats.wall_seconds), " s"));
 }
@@ -236,7 +236,7 @@ void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, i
     return;
   }
   log::Info(Str("generating ", count, " shapes images in ", shapes_dir));
-  vision::ShapesOptions shapes;
+  ShapesOptions shapes;
   shapes.out_dir = shapes_dir;
   shapes.count = count;
   shapes.seed = seed;
@@ -244,7 +244,7 @@ void EnsureShapes(const std::string& shapes_dir, int64_t count, uint64_t seed, i
   shapes.threads = std::max(1, threads);
   shapes.progress = progress;
   shapes.canonical_captions = canonical_captions;
-  vision::GenerateShapes(shapes);
+  GenerateShapes(shapes);
 }
 
-}  // namespace slm::train
+}  // namespace slm::datagen

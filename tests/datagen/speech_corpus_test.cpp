@@ -1,4 +1,4 @@
-#include "audio/speech_corpus.h"
+#include "datagen/speech_corpus.h"
 
 #include <gtest/gtest.h>
 
@@ -13,8 +13,10 @@
 #include "core/strings.h"
 #include "tests/test_util.h"
 
-namespace slm::audio {
+namespace slm::datagen {
 namespace {
+
+using namespace audio;  // the corpus is made of espeak-ng speech: voices, word tokens, wav reading
 
 const char* const kSentences[] = {
     "The cat sat on the mat.",
@@ -214,4 +216,4 @@ TEST(SpeechCorpus, ReportsBadInputAsErrors) {
 }
 
 }  // namespace
-}  // namespace slm::audio
+}  // namespace slm::datagen

@@ -1,5 +1,5 @@
-// train/data_prep.h: offline generation that a training config triggers (here: the shapes data).
-#include "train/data_prep.h"
+// datagen/data_prep.h: offline generation that a training config triggers (here: the shapes data).
+#include "datagen/data_prep.h"
 
 #include <gtest/gtest.h>
 
@@ -8,7 +8,7 @@
 #include "core/fs.h"
 #include "tests/test_util.h"
 
-namespace slm::train {
+namespace slm::datagen {
 namespace {
 
 TEST(EnsureShapes, GeneratesOnceAndRefusesADirectoryOfTheOtherCaptionOrder) {
@@ -26,4 +26,4 @@ TEST(EnsureShapes, GeneratesOnceAndRefusesADirectoryOfTheOtherCaptionOrder) {
 }
 
 }  // namespace
-}  // namespace slm::train
+}  // namespace slm::datagen

@@ -33,12 +33,12 @@
 
 #include "audio/espeak_synth.h"
 
-namespace slm::audio {
+namespace slm::datagen {
 
 struct SpeechCorpusOptions {
   std::string text_path;
   std::string out_dir;
-  std::vector<std::string> voices;          // empty = AvailableEnglishVoices(); see SelectVoices
+  std::vector<std::string> voices;          // empty = audio::AvailableEnglishVoices(); see SelectVoices
   std::vector<std::string> exclude_voices;  // left out of `voices` (a held-out speaker set)
   int64_t limit = 0;                // first `limit` non-blank lines; 0 = all
   uint64_t seed = 0;
@@ -49,7 +49,7 @@ struct SpeechCorpusOptions {
 };
 
 // The voices of a corpus: `include` (empty = every English voice) minus `exclude`, in
-// AvailableEnglishVoices() order. An entry is a voice name ("en-us+f2") or "+variant", which stands
+// audio::AvailableEnglishVoices() order. An entry is a voice name ("en-us+f2") or "+variant", which stands
 // for that variant on every English language voice ("+f5" -> "en+f5", "en-us+f5", ...), so a whole
 // synthetic speaker can be held out of training and used alone for testing. slm::Error naming the
 // entry when one matches no voice, or when nothing is left.
@@ -76,8 +76,8 @@ struct SpeechCorpusStats {
 };
 
 // The speaker of the `index`-th (0-based) non-blank line: VoiceForSeed(seed * 1000003 + index).
-VoiceSpec CorpusVoice(uint64_t seed, int64_t index, const std::vector<std::string>& voices);
+audio::VoiceSpec CorpusVoice(uint64_t seed, int64_t index, const std::vector<std::string>& voices);
 
 SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options);
 
-}  // namespace slm::audio
+}  // namespace slm::datagen

@@ -38,7 +38,7 @@
 
 #include "core/manifest.h"
 
-namespace slm::vision {
+namespace slm::datagen {
 
 enum class Shape { kCircle, kSquare, kTriangle, kStar, kDiamond, kCross };
 enum class Color { kRed, kGreen, kBlue, kYellow, kPurple, kOrange, kWhite, kBlack };
@@ -153,4 +153,4 @@ struct ShapesStats {
 // that cannot be created or written (the message names the path).
 ShapesStats GenerateShapes(const ShapesOptions& options);
 
-}  // namespace slm::vision
+}  // namespace slm::datagen

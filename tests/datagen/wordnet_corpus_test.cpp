@@ -1,4 +1,4 @@
-#include "text/wordnet_corpus.h"
+#include "datagen/wordnet_corpus.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -15,7 +15,7 @@
 #include "core/strings.h"
 #include "tests/test_util.h"
 
-namespace slm::text {
+namespace slm::datagen {
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -490,4 +490,4 @@ TEST(WordNetCorpusTest, SystemWordNetGivesPlausibleLeakFreeCorpus) {
 }
 
 }  // namespace
-}  // namespace slm::text
+}  // namespace slm::datagen

@@ -33,7 +33,7 @@
 #include <string_view>
 #include <vector>
 
-namespace slm::text {
+namespace slm::datagen {
 
 // One line of a WordNet data file ("wndb(5WN)"), reduced to what the corpus needs.
 struct Synset {
@@ -142,4 +142,4 @@ struct WordNetCorpusStats {
 // keeps only the output text in memory (docs/BENCHMARKS.md, "Data generators").
 WordNetCorpusStats BuildWordNetCorpus(const WordNetCorpusOptions& options);
 
-}  // namespace slm::text
+}  // namespace slm::datagen

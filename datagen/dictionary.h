@@ -1,14 +1,13 @@
 // The spoken dictionary: the common concrete nouns that the embedded assistant is expected to know
-// by heart ("what is a lantern" -> WordNet's gloss of its first sense), and the one text format
-// in which questions and answers meet the backbone (pretraining lines, typed evaluation, the
-// server's transcript-conditioned answers), so that all three agree.
+// by heart ("what is a lantern" -> WordNet's gloss of its first sense). The text format in which
+// its questions and answers meet the backbone is text/qa_text.h.
 //
 // Selection (SelectDictionary) from the Debian WordNet files and a corpus that `slm data corpus`
 // built:
 //   - nouns of index.noun that are one lower-case word of at least 3 letters;
 //   - whose most frequent sense (the first offset of index.noun, WordNet's sense order) is in a
 //     concrete lexicographer file (animal, artifact, body, food, object, plant) and has a question
-//     "what is a(n) <word>" in qa.jsonl (text/wordnet_corpus.h asks about the first lemma);
+//     "what is a(n) <word>" in qa.jsonl (datagen/wordnet_corpus.h asks about the first lemma);
 //   - that are not mostly another part of speech (a verb, adjective or adverb entry of the same
 //     lemma with more sense-tagged occurrences than the noun: "down", "young" go);
 //   - ranked by how often the word occurs in the corpus's training text (text/train.txt and
@@ -25,7 +24,7 @@
 
 #include "core/manifest.h"
 
-namespace slm::text {
+namespace slm::datagen {
 
 struct DictionaryOptions {
   std::string wordnet_dir = "/usr/share/wordnet";
@@ -39,12 +38,4 @@ struct DictionaryOptions {
 // index line ("<file>:<line>: ..."), or fewer qualifying nouns than asked for.
 std::vector<manifest::Entry> SelectDictionary(const DictionaryOptions& options);
 
-// The prompt a question becomes for the backbone: "what is a dog?".
-std::string QaPromptText(const std::string& question);
-// A pretraining line: QaPromptText(question) + " " + answer.
-std::string QaTrainingText(const std::string& question, const std::string& answer);
-// The form answers are compared in (normalized exact match): ASCII lower case, whitespace collapsed
-// and trimmed, final "." / ";" / "," dropped.
-std::string NormalizeAnswer(const std::string& text);
-
-}  // namespace slm::text
+}  // namespace slm::datagen

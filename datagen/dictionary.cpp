@@ -1,4 +1,4 @@
-#include "text/dictionary.h"
+#include "datagen/dictionary.h"
 
 #include <algorithm>
 #include <cctype>
@@ -10,9 +10,9 @@
 
 #include "core/error.h"
 #include "core/strings.h"
-#include "text/wordnet_corpus.h"
+#include "datagen/wordnet_corpus.h"
 
-namespace slm::text {
+namespace slm::datagen {
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -169,25 +169,4 @@ std::vector<manifest::Entry> SelectDictionary(const DictionaryOptions& options) 
   return out;
 }
 
-std::string QaPromptText(const std::string& question) { return Trim(question) + "?"; }
-
-std::string QaTrainingText(const std::string& question, const std::string& answer) {
-  return QaPromptText(question) + " " + Trim(answer);
-}
-
-std::string NormalizeAnswer(const std::string& text) {
-  std::string out;
-  for (const char raw : text) {
-    const char c = static_cast<char>(std::tolower(static_cast<unsigned char>(raw)));
-    if (std::isspace(static_cast<unsigned char>(c))) {
-      if (!out.empty() && out.back() != ' ') out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  while (!out.empty() && (out.back() == ' ' || out.back() == '.' || out.back() == ';' || out.back() == ','))
-    out.pop_back();
-  return out;
-}
-
-}  // namespace slm::text
+}  // namespace slm::datagen

@@ -1,4 +1,4 @@
-#include "vision/shapes.h"
+#include "datagen/shapes.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -13,7 +13,7 @@
 #include "core/manifest.h"
 #include "tests/test_util.h"
 
-namespace slm::vision {
+namespace slm::datagen {
 namespace {
 
 namespace stdfs = std::filesystem;
@@ -395,4 +395,4 @@ TEST(ShapesGenerateTest, BadOptionsAreExplained) {
 }
 
 }  // namespace
-}  // namespace slm::vision
+}  // namespace slm::datagen

@@ -1,4 +1,4 @@
-#include "vision/shapes.h"
+#include "datagen/shapes.h"
 
 #include <unistd.h>
 
@@ -20,7 +20,7 @@
 #include "core/manifest.h"
 #include "core/progress.h"
 
-namespace slm::vision {
+namespace slm::datagen {
 namespace {
 
 constexpr int kMinSize = 32;
@@ -523,4 +523,4 @@ ShapesStats GenerateShapes(const ShapesOptions& options) {
   return stats;
 }
 
-}  // namespace slm::vision
+}  // namespace slm::datagen

@@ -1,4 +1,4 @@
-#include "text/wordnet_corpus.h"
+#include "datagen/wordnet_corpus.h"
 
 #include <cctype>
 #include <chrono>
@@ -13,7 +13,7 @@
 #include "core/manifest.h"
 #include "core/strings.h"
 
-namespace slm::text {
+namespace slm::datagen {
 namespace {
 
 bool IsAsciiLetter(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
@@ -502,4 +502,4 @@ WordNetCorpusStats BuildWordNetCorpus(const WordNetCorpusOptions& options) {
   return stats;
 }
 
-}  // namespace slm::text
+}  // namespace slm::datagen

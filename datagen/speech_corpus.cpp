@@ -1,4 +1,4 @@
-#include "audio/speech_corpus.h"
+#include "datagen/speech_corpus.h"
 
 #include <chrono>
 #include <cstdio>
@@ -9,7 +9,15 @@
 #include "core/progress.h"
 #include "core/strings.h"
 
-namespace slm::audio {
+namespace slm::datagen {
+
+using audio::AvailableEnglishVoices;
+using audio::CheckEnglishVoice;
+using audio::EspeakSynthesizer;
+using audio::SynthResult;
+using audio::VoiceForSeed;
+using audio::VoiceSpec;
+
 namespace {
 
 struct Line {
@@ -127,7 +135,7 @@ SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options) {
     entry.extra["speaker"] = voice.Label();
     entry.extra["duration"] = speech.Seconds();
     // A write failure (disk full, permissions) is fatal: every later line would fail the same way.
-    Write(options.out_dir + "/" + entry.audio, speech.samples, speech.sample_rate);
+    audio::Write(options.out_dir + "/" + entry.audio, speech.samples, speech.sample_rate);
     stats.audio_seconds += speech.Seconds();
     ++stats.per_voice[voice.name];
     ++stats.utterances;
@@ -146,4 +154,4 @@ SpeechCorpusStats SynthesizeCorpus(const SpeechCorpusOptions& options) {
   return stats;
 }
 
-}  // namespace slm::audio
+}  // namespace slm::datagen
