@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hf_config.h"
+#include "core/module_weights.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 
@@ -419,23 +420,11 @@ WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& inpu
   return output;
 }
 
-void WhisperEncoderImpl::Freeze() {
-  for (torch::Tensor& p : parameters()) p.set_requires_grad(false);
-  eval();
-}
+void WhisperEncoderImpl::Freeze() { module_weights::Freeze(*this); }
 
-bool WhisperEncoderImpl::IsFrozen() const {
-  if (is_training()) return false;
-  for (const torch::Tensor& p : parameters())
-    if (p.requires_grad()) return false;
-  return true;
-}
+bool WhisperEncoderImpl::IsFrozen() const { return module_weights::IsFrozen(*this); }
 
-int64_t WhisperEncoderImpl::ParameterCount() const {
-  int64_t count = 0;
-  for (const torch::Tensor& p : parameters()) count += p.numel();
-  return count;
-}
+int64_t WhisperEncoderImpl::ParameterCount() const { return module_weights::CountParameters(*this); }
 
 void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
   const safetensors::Checkpoint checkpoint(model_dir);
@@ -457,21 +446,15 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
 void WhisperEncoderImpl::SaveWeights(
     const std::string& model_dir,
     const std::vector<std::pair<std::string, torch::Tensor>>& extra) const {
-  fs::MakeDirs(model_dir);
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& named : named_parameters()) tensors.emplace_back(named.key(), named.value().detach());
-  for (const auto& [name, tensor] : extra) {
-    Check(!StartsWith(name, kPrefix) && !StartsWith(name, "encoder."),
-          "WhisperEncoder::SaveWeights: extra tensor '", name, "' would collide with the encoder's");
-    tensors.emplace_back(name, tensor.detach());
-  }
+  const module_weights::NamedTensors tensors = module_weights::ParametersAndExtra(
+      *this, extra, [](const std::string& name) { return StartsWith(name, kPrefix) || StartsWith(name, "encoder."); },
+      "WhisperEncoder", "the encoder's");
   json config = config_.ToJson();
   const auto dtype = tensors.front().second.scalar_type();
   config["torch_dtype"] = dtype == torch::kBFloat16 ? "bfloat16"
                           : dtype == torch::kHalf   ? "float16"
                                                     : "float32";
-  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  fs::AtomicWriteString(model_dir + "/config.json", config.dump(2) + "\n");
+  module_weights::WriteModelDirectory(model_dir, tensors, config);
 }
 
 WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,
