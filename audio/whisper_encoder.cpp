@@ -32,6 +32,7 @@ std::string Shape(torch::IntArrayRef shape) {
 }
 
 // config.json values through the one Hugging Face config reader (core/hf_config.h).
+using hf_config::CheckPositive;
 using hf_config::Field;
 
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias, const torch::TensorOptions& o) {
@@ -127,15 +128,12 @@ EncoderImpl::EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptio
 // Config
 
 void WhisperEncoderConfig::Validate(const std::string& where) const {
-  auto positive = [&](int64_t value, const char* key) {
-    Check(value > 0, where, ": \"", key, "\" must be positive, got ", value);
-  };
-  positive(d_model, "d_model");
-  positive(encoder_layers, "encoder_layers");
-  positive(encoder_attention_heads, "encoder_attention_heads");
-  positive(encoder_ffn_dim, "encoder_ffn_dim");
-  positive(num_mel_bins, "num_mel_bins");
-  positive(max_source_positions, "max_source_positions");
+  CheckPositive(d_model, "d_model", where);
+  CheckPositive(encoder_layers, "encoder_layers", where);
+  CheckPositive(encoder_attention_heads, "encoder_attention_heads", where);
+  CheckPositive(encoder_ffn_dim, "encoder_ffn_dim", where);
+  CheckPositive(num_mel_bins, "num_mel_bins", where);
+  CheckPositive(max_source_positions, "max_source_positions", where);
   Check(d_model % encoder_attention_heads == 0, where, ": \"d_model\" (", d_model,
         ") is not a multiple of \"encoder_attention_heads\" (", encoder_attention_heads, ")");
   Check(d_model % 2 == 0 && d_model >= 4, where,
