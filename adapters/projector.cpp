@@ -4,6 +4,7 @@
 #include <functional>
 
 #include "audio/ctc.h"
+#include "core/module_weights.h"
 #include "core/registry.h"
 
 namespace slm::adapters {
@@ -446,11 +447,7 @@ void ProjectorSpec::Load(config::Node node) {
   Projectors().Get(type).load(node, *this);
 }
 
-int64_t ProjectorImpl::ParameterCount() const {
-  int64_t count = 0;
-  for (const auto& p : parameters()) count += p.numel();
-  return count;
-}
+int64_t ProjectorImpl::ParameterCount() const { return module_weights::CountParameters(*this); }
 
 void ProjectorImpl::CheckInput(const torch::Tensor& features) const {
   Check(features.defined() && features.dim() == 3 && features.size(2) == spec_.input_dim &&

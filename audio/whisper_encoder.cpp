@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hf_config.h"
+#include "core/module_weights.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 
@@ -31,6 +32,7 @@ std::string Shape(torch::IntArrayRef shape) {
 }
 
 // config.json values through the one Hugging Face config reader (core/hf_config.h).
+using hf_config::CheckPositive;
 using hf_config::Field;
 
 torch::nn::Linear MakeLinear(int64_t in, int64_t out, bool bias, const torch::TensorOptions& o) {
@@ -126,15 +128,12 @@ EncoderImpl::EncoderImpl(const WhisperEncoderConfig& c, const torch::TensorOptio
 // Config
 
 void WhisperEncoderConfig::Validate(const std::string& where) const {
-  auto positive = [&](int64_t value, const char* key) {
-    Check(value > 0, where, ": \"", key, "\" must be positive, got ", value);
-  };
-  positive(d_model, "d_model");
-  positive(encoder_layers, "encoder_layers");
-  positive(encoder_attention_heads, "encoder_attention_heads");
-  positive(encoder_ffn_dim, "encoder_ffn_dim");
-  positive(num_mel_bins, "num_mel_bins");
-  positive(max_source_positions, "max_source_positions");
+  CheckPositive(d_model, "d_model", where);
+  CheckPositive(encoder_layers, "encoder_layers", where);
+  CheckPositive(encoder_attention_heads, "encoder_attention_heads", where);
+  CheckPositive(encoder_ffn_dim, "encoder_ffn_dim", where);
+  CheckPositive(num_mel_bins, "num_mel_bins", where);
+  CheckPositive(max_source_positions, "max_source_positions", where);
   Check(d_model % encoder_attention_heads == 0, where, ": \"d_model\" (", d_model,
         ") is not a multiple of \"encoder_attention_heads\" (", encoder_attention_heads, ")");
   Check(d_model % 2 == 0 && d_model >= 4, where,
@@ -419,23 +418,11 @@ WhisperEncoderOutput WhisperEncoderImpl::forward(const WhisperEncoderInput& inpu
   return output;
 }
 
-void WhisperEncoderImpl::Freeze() {
-  for (torch::Tensor& p : parameters()) p.set_requires_grad(false);
-  eval();
-}
+void WhisperEncoderImpl::Freeze() { module_weights::Freeze(*this); }
 
-bool WhisperEncoderImpl::IsFrozen() const {
-  if (is_training()) return false;
-  for (const torch::Tensor& p : parameters())
-    if (p.requires_grad()) return false;
-  return true;
-}
+bool WhisperEncoderImpl::IsFrozen() const { return module_weights::IsFrozen(*this); }
 
-int64_t WhisperEncoderImpl::ParameterCount() const {
-  int64_t count = 0;
-  for (const torch::Tensor& p : parameters()) count += p.numel();
-  return count;
-}
+int64_t WhisperEncoderImpl::ParameterCount() const { return module_weights::CountParameters(*this); }
 
 void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
   const safetensors::Checkpoint checkpoint(model_dir);
@@ -457,21 +444,15 @@ void WhisperEncoderImpl::LoadWeights(const std::string& model_dir) {
 void WhisperEncoderImpl::SaveWeights(
     const std::string& model_dir,
     const std::vector<std::pair<std::string, torch::Tensor>>& extra) const {
-  fs::MakeDirs(model_dir);
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& named : named_parameters()) tensors.emplace_back(named.key(), named.value().detach());
-  for (const auto& [name, tensor] : extra) {
-    Check(!StartsWith(name, kPrefix) && !StartsWith(name, "encoder."),
-          "WhisperEncoder::SaveWeights: extra tensor '", name, "' would collide with the encoder's");
-    tensors.emplace_back(name, tensor.detach());
-  }
+  const module_weights::NamedTensors tensors = module_weights::ParametersAndExtra(
+      *this, extra, [](const std::string& name) { return StartsWith(name, kPrefix) || StartsWith(name, "encoder."); },
+      "WhisperEncoder", "the encoder's");
   json config = config_.ToJson();
   const auto dtype = tensors.front().second.scalar_type();
   config["torch_dtype"] = dtype == torch::kBFloat16 ? "bfloat16"
                           : dtype == torch::kHalf   ? "float16"
                                                     : "float32";
-  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  fs::AtomicWriteString(model_dir + "/config.json", config.dump(2) + "\n");
+  module_weights::WriteModelDirectory(model_dir, tensors, config);
 }
 
 WhisperEncoder LoadWhisperEncoder(const std::string& model_dir, torch::Device device,

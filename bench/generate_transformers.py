@@ -8,11 +8,11 @@ Prompts come from a JSON file ([[ids...], ...]). Prints one JSON line: tokens/s 
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from transformers import AutoModelForCausalLM
+
+from generate_timing import median_generate_seconds  # this folder: python puts it on sys.path
 
 p = argparse.ArgumentParser()
 p.add_argument("--model", required=True)
@@ -36,22 +36,7 @@ for r, x in enumerate(prompts):
     mask[r, longest - len(x):] = 1
 ids, mask = ids.to(a.device), mask.to(a.device)
 
-
-def sync():
-    if a.device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-times = []
-with torch.no_grad():
-    for i in range(a.repeats + 1):
-        sync()
-        start = time.perf_counter()
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=a.new, min_new_tokens=a.new,
-                       do_sample=False, pad_token_id=pad)
-        sync()
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
-seconds = statistics.median(times)
+seconds = median_generate_seconds(model, a.device, a.repeats, input_ids=ids, attention_mask=mask,
+                                  max_new_tokens=a.new, min_new_tokens=a.new, pad_token_id=pad)
 print(json.dumps({"implementation": "transformers generate (padded batch)", "device": a.device, "dtype": a.dtype,
                   "rows": len(prompts), "tokens_per_second": len(prompts) * a.new / seconds, "seconds": seconds}))

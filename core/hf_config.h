@@ -59,6 +59,12 @@ inline std::string AsString(const nlohmann::json& value, const std::string& key,
   return value.get<std::string>();
 }
 
+// Every config's Validate refuses a size or a scale that is not above zero with this message.
+template <class T>
+inline void CheckPositive(T value, const std::string& key, const std::string& where) {
+  Check(value > 0, where, ": \"", key, "\" must be positive, got ", value);
+}
+
 inline int64_t RequiredInt(const nlohmann::json& object, const std::string& key,
                            const std::string& where) {
   const nlohmann::json* value = Field(object, key);

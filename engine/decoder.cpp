@@ -29,6 +29,20 @@ int64_t PoolTokens(const EngineConfig& config, const text::LlamaConfig& model, t
   return std::max<int64_t>(model.max_position_embeddings, static_cast<int64_t>(free * config.kv_memory_fraction) / per_token);
 }
 
+// Removes `row` from `rows` (the decoder's active rows) and hands back its owner, null when it was
+// not there: Finish and Fail hold it so that the row outlives callbacks that may drop every other
+// reference to it, Preempt moves it to the waiting queue.
+template <class T>
+std::shared_ptr<T> TakeOut(std::vector<std::shared_ptr<T>>& rows, const T& row) {
+  for (auto it = rows.begin(); it != rows.end(); ++it)
+    if (it->get() == &row) {
+      std::shared_ptr<T> owned = std::move(*it);
+      rows.erase(it);
+      return owned;
+    }
+  return nullptr;
+}
+
 }  // namespace
 
 struct Decoder::Row {
@@ -330,12 +344,7 @@ void Decoder::Preempt(Row& row) {
   row.cached = 0;
   row.state = Row::State::kWaiting;
   row.queued = Clock::now();
-  for (auto it = active_.begin(); it != active_.end(); ++it)
-    if (it->get() == &row) {
-      waiting_.push_front(*it);
-      active_.erase(it);
-      break;
-    }
+  if (std::shared_ptr<Row> owned = TakeOut(active_, row)) waiting_.push_front(std::move(owned));
   std::lock_guard<std::mutex> lock(mutex_);
   ++counters_.preemptions;
 }
@@ -501,26 +510,14 @@ void Decoder::NoteBlocks() {
 void Decoder::Finish(Row& row, FinishReason reason) {
   Release(row);
   row.state = Row::State::kDone;
-  std::shared_ptr<Row> keep;
-  for (auto it = active_.begin(); it != active_.end(); ++it)
-    if (it->get() == &row) {
-      keep = *it;
-      active_.erase(it);
-      break;
-    }
+  const std::shared_ptr<Row> keep = TakeOut(active_, row);  // alive until its callback returns
   row.request->on_finish(reason, row.prompt_positions, row.Tokens());
 }
 
 void Decoder::Fail(Row& row, const Status& status) {
   Release(row);
   row.state = Row::State::kDone;
-  std::shared_ptr<Row> keep;
-  for (auto it = active_.begin(); it != active_.end(); ++it)
-    if (it->get() == &row) {
-      keep = *it;
-      active_.erase(it);
-      break;
-    }
+  const std::shared_ptr<Row> keep = TakeOut(active_, row);  // alive until its callback returns
   row.request->on_fail(status);
 }
 

@@ -62,6 +62,17 @@ std::string BadUtf8Field(const google::protobuf::Descriptor* descriptor, const s
   return "";
 }
 
+// What every answer's summary reports the same way (engine::UtteranceSummary and GenerateSummary
+// into v1::UtteranceSummary and GenerateSummary): time, tokens, why it ended, who answered.
+template <class Summary, class Proto>
+void SetAnswerOutcome(const Summary& s, Proto* summary) {
+  summary->set_total_ms(s.total_ms);
+  summary->set_tokens_generated(s.tokens);
+  summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
+  summary->set_model(s.model);
+  summary->set_adapter(s.adapter);
+}
+
 }  // namespace
 
 v1::AudioChunk ToProto(const engine::AudioOut& audio, v1::AudioEncoding encoding) {
@@ -125,14 +136,39 @@ v1::ConverseResponse ToProto(const engine::StreamEvent& event, const std::string
       summary->set_first_interim_ms(s.first_interim_ms);
       summary->set_final_after_end_of_audio_ms(s.final_after_end_of_audio_ms);
       summary->set_first_answer_token_ms(s.first_answer_token_ms);
-      summary->set_total_ms(s.total_ms);
       summary->set_audio_seconds_processed(s.audio_seconds);
-      summary->set_tokens_generated(s.tokens);
-      summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
-      summary->set_model(s.model);
-      summary->set_adapter(s.adapter);
+      SetAnswerOutcome(s, summary);
       break;
     }
+  }
+  return response;
+}
+
+v1::GenerateResponse ToProto(const engine::GenerateEvent& event, const std::string& request_id) {
+  v1::GenerateResponse response;
+  response.set_request_id(request_id);
+  if (event.kind == engine::GenerateEvent::Kind::kToken) {
+    *response.mutable_token() = ToProto(event.token);
+  } else {
+    v1::GenerateSummary* summary = response.mutable_summary();
+    summary->set_first_token_ms(event.summary.first_token_ms);
+    summary->set_prompt_tokens(event.summary.prompt_tokens);
+    SetAnswerOutcome(event.summary, summary);
+  }
+  return response;
+}
+
+v1::SynthesizeResponse ToProto(const engine::SynthesizeEvent& event, const std::string& request_id,
+                               v1::AudioEncoding encoding) {
+  v1::SynthesizeResponse response;
+  response.set_request_id(request_id);
+  if (event.kind == engine::SynthesizeEvent::Kind::kAudio) {
+    *response.mutable_audio() = ToProto(event.audio, encoding);
+  } else {
+    v1::SynthesizeSummary* summary = response.mutable_summary();
+    summary->set_audio_seconds(event.summary.audio_seconds);
+    summary->set_first_audio_ms(event.summary.first_audio_ms);
+    summary->set_total_ms(event.summary.total_ms);
   }
   return response;
 }

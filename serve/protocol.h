@@ -42,5 +42,9 @@ void ToProto(const engine::Transcript& transcript, slm::v1::FinalTranscript* out
 slm::v1::AnswerToken ToProto(const engine::Token& token);
 slm::v1::ConverseResponse ToProto(const engine::StreamEvent& event, const std::string& request_id,
                                   slm::v1::AudioEncoding answer_audio);
+// One event of a Generate / Synthesize job -> the response that carries it, tagged with request_id.
+slm::v1::GenerateResponse ToProto(const engine::GenerateEvent& event, const std::string& request_id);
+slm::v1::SynthesizeResponse ToProto(const engine::SynthesizeEvent& event, const std::string& request_id,
+                                    slm::v1::AudioEncoding encoding);
 
 }  // namespace slm::serve

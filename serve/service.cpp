@@ -58,6 +58,33 @@ void Require(const engine::Status& status) {
   if (!status.ok()) Fail(static_cast<StatusCode>(status.code), status.message);
 }
 
+grpc::Status CancelledByClient() { return grpc::Status(StatusCode::CANCELLED, "cancelled by the client"); }
+
+// The one request message of a unary or server-streaming call (gRPC's ServerUnaryStreamer or
+// ServerSplitStreamer), parsed as `request`; parse errors name `where`.
+template <class Call>
+void ReadRequest(Call* call, google::protobuf::Message* request, const std::string& where) {
+  grpc::ByteBuffer raw;
+  if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
+  ParseRequest(raw, request, where);
+}
+
+// Writes the events of a started Generate or Synthesize job to `call`, each turned into its
+// response by `respond`, until the job ends or a write fails (the client went); then closes the
+// job and returns its status, CANCELLED when the client cancelled. If this throws, the job is
+// still open and the caller closes it.
+template <class Event, class Job, class Call, class Respond>
+grpc::Status StreamJob(engine::Engine& engine, Job& job, grpc::ServerContext* context, Call* call,
+                       const Respond& respond) {
+  Event event;
+  while (engine.Next(job, &event))
+    if (!call->Write(respond(event))) break;
+  grpc::Status status = ToGrpc(engine.Result(job));
+  if (status.ok() && context->IsCancelled()) status = CancelledByClient();
+  engine.Close(job);
+  return status;
+}
+
 // Bytes of an encoded audio file -> mono samples at `rate`, decoded in memory.
 std::vector<float> DecodeAudioFile(const std::string& bytes, int rate, double max_seconds) {
   audio::FileInfo info;
@@ -114,10 +141,8 @@ SpeechService::SpeechService(const ServeConfig& config) : config_(config) {
                                          Counted counted(active_calls_);
                                          if (grpc::Status admitted = Admit(c); !admitted.ok()) return admitted;
                                          try {
-                                           grpc::ByteBuffer raw;
-                                           if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
                                            v1::LoadAdapterRequest request;
-                                           ParseRequest(raw, &request, "LoadAdapterRequest");
+                                           ReadRequest(call, &request, "LoadAdapterRequest");
                                            AdapterEntry entry;
                                            entry.name = request.name();
                                            entry.run = request.run();
@@ -147,10 +172,8 @@ SpeechService::SpeechService(const ServeConfig& config) : config_(config) {
                                            Counted counted(active_calls_);
                                            if (grpc::Status admitted = Admit(c); !admitted.ok()) return admitted;
                                            try {
-                                             grpc::ByteBuffer raw;
-                                             if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
                                              v1::UnloadAdapterRequest request;
-                                             ParseRequest(raw, &request, "UnloadAdapterRequest");
+                                             ReadRequest(call, &request, "UnloadAdapterRequest");
                                              Require(engine_.load()->UnloadAdapter(request.name()));
                                              call->Write(v1::UnloadAdapterResponse());
                                              return grpc::Status::OK;
@@ -207,7 +230,7 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context, RawStream* st
   try {
     while (stream->Read(&raw)) session.Receive(Bytes(raw));
     if (context->IsCancelled())
-      result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+      result = CancelledByClient();
     else
       session.EndOfInput();
   } catch (...) {
@@ -216,7 +239,7 @@ grpc::Status SpeechService::Converse(grpc::ServerContext* context, RawStream* st
   if (!result.ok()) session.Abort({static_cast<engine::Code>(result.error_code()), result.error_message()});
   writer.join();
   if (result.ok()) result = ToGrpc(session.Result());
-  if (result.ok() && context->IsCancelled()) result = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
+  if (result.ok() && context->IsCancelled()) result = CancelledByClient();
   return result;
 }
 
@@ -227,10 +250,8 @@ grpc::Status SpeechService::Transcribe(grpc::ServerContext* context,
   engine::Engine& engine = *engine_.load();
   const auto start = std::chrono::steady_clock::now();
   try {
-    grpc::ByteBuffer raw;
-    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
     v1::TranscribeRequest request;
-    ParseRequest(raw, &request, "TranscribeRequest");
+    ReadRequest(call, &request, "TranscribeRequest");
     CheckModel(engine, request.model(), "model");
     if (!request.adapter().empty() && !engine.Model().Find(request.adapter()))
       Fail(StatusCode::NOT_FOUND, Str("adapter: unknown adapter '", request.adapter(), "'"));
@@ -276,10 +297,8 @@ grpc::Status SpeechService::Generate(grpc::ServerContext* context,
   engine::Engine& engine = *engine_.load();
   std::shared_ptr<engine::Engine::GenerateJob> job;
   try {
-    grpc::ByteBuffer raw;
-    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
     v1::GenerateRequest request;
-    ParseRequest(raw, &request, "GenerateRequest");
+    ReadRequest(call, &request, "GenerateRequest");
     CheckModel(engine, request.model(), "model");
     engine::GenerateSettings settings;
     const std::string request_id = RequestId(request.request_id());
@@ -309,29 +328,9 @@ grpc::Status SpeechService::Generate(grpc::ServerContext* context,
     }
     settings.cancelled = [context] { return context->IsCancelled(); };
     Require(engine.StartGenerate(std::move(settings), &job));
-    engine::GenerateEvent event;
-    while (engine.Next(*job, &event)) {
-      v1::GenerateResponse response;
-      response.set_request_id(request_id);
-      if (event.kind == engine::GenerateEvent::Kind::kToken) {
-        *response.mutable_token() = ToProto(event.token);
-      } else {
-        const engine::GenerateSummary& s = event.summary;
-        v1::GenerateSummary* summary = response.mutable_summary();
-        summary->set_first_token_ms(s.first_token_ms);
-        summary->set_total_ms(s.total_ms);
-        summary->set_prompt_tokens(s.prompt_tokens);
-        summary->set_tokens_generated(s.tokens);
-        summary->set_finish_reason(static_cast<v1::FinishReason>(s.finish));
-        summary->set_model(s.model);
-        summary->set_adapter(s.adapter);
-      }
-      if (!call->Write(response)) break;
-    }
-    grpc::Status status = ToGrpc(engine.Result(*job));
-    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-    engine.Close(*job);
-    return status;
+    return StreamJob<engine::GenerateEvent>(engine, *job, context, call, [&](const engine::GenerateEvent& event) {
+      return ToProto(event, request_id);
+    });
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());
@@ -381,10 +380,8 @@ grpc::Status SpeechService::Synthesize(grpc::ServerContext* context,
   engine::Engine& engine = *engine_.load();
   std::shared_ptr<engine::Engine::SynthesizeJob> job;
   try {
-    grpc::ByteBuffer raw;
-    if (!call->Read(&raw)) Fail(StatusCode::INVALID_ARGUMENT, "no request");
     v1::SynthesizeRequest request;
-    ParseRequest(raw, &request, "SynthesizeRequest");
+    ReadRequest(call, &request, "SynthesizeRequest");
     if (engine.Model().Voices().empty())
       return grpc::Status(StatusCode::UNIMPLEMENTED, "this server has no speech synthesizer (Synthesize): no adapter "
                                                      "with task tts");
@@ -397,24 +394,9 @@ grpc::Status SpeechService::Synthesize(grpc::ServerContext* context,
     settings.sample_rate = request.sample_rate_hz();
     settings.cancelled = [context] { return context->IsCancelled(); };
     Require(engine.StartSynthesize(std::move(settings), &job));
-    engine::SynthesizeEvent event;
-    while (engine.Next(*job, &event)) {
-      v1::SynthesizeResponse response;
-      response.set_request_id(request_id);
-      if (event.kind == engine::SynthesizeEvent::Kind::kAudio) {
-        *response.mutable_audio() = ToProto(event.audio, encoding);
-      } else {
-        v1::SynthesizeSummary* summary = response.mutable_summary();
-        summary->set_audio_seconds(event.summary.audio_seconds);
-        summary->set_first_audio_ms(event.summary.first_audio_ms);
-        summary->set_total_ms(event.summary.total_ms);
-      }
-      if (!call->Write(response)) break;
-    }
-    grpc::Status status = ToGrpc(engine.Result(*job));
-    if (status.ok() && context->IsCancelled()) status = grpc::Status(StatusCode::CANCELLED, "cancelled by the client");
-    engine.Close(*job);
-    return status;
+    return StreamJob<engine::SynthesizeEvent>(engine, *job, context, call, [&](const engine::SynthesizeEvent& event) {
+      return ToProto(event, request_id, encoding);
+    });
   } catch (...) {
     if (job) engine.Close(*job);
     return ToGrpcStatus(std::current_exception());

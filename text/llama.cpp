@@ -8,8 +8,8 @@
 #include <utility>
 
 #include "core/error.h"
-#include "core/fs.h"
 #include "core/hf_config.h"
+#include "core/module_weights.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 #include "text/llama_layers.h"
@@ -512,14 +512,12 @@ void LlamaModelImpl::LoadWeights(const std::string& model_dir) {
 }
 
 void LlamaModelImpl::SaveWeights(const std::string& model_dir) const {
-  fs::MakeDirs(model_dir);
   json config = config_.ToJson();
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  module_weights::NamedTensors tensors;
   for (const auto& [name, parameter] : BaseParameters()) tensors.emplace_back(name, parameter.detach());
   // Declare the dtype the weights are actually stored in, not the one the model was loaded from.
   config["torch_dtype"] = ConfigDtypeName(tensors.front().second.scalar_type());
-  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  fs::AtomicWriteString(model_dir + "/config.json", config.dump(2) + "\n");
+  module_weights::WriteModelDirectory(model_dir, tensors, config);
 }
 
 LlamaModel LoadLlama(const std::string& model_dir, torch::Device device, torch::ScalarType dtype) {

@@ -28,6 +28,7 @@ const std::vector<std::string> kLayerTypes = {"full_attention", "sliding_attenti
 using hf_config::AsInt;
 using hf_config::AsNumber;
 using hf_config::AsString;
+using hf_config::CheckPositive;
 using hf_config::Field;
 using hf_config::OptionalBool;
 using hf_config::OptionalInt;
@@ -133,8 +134,7 @@ void ParseGemma(const json& object, const std::string& where, LlamaConfig& c) {
   Check(!OptionalBool(object, "use_bidirectional_attention", where, false), where,
         ": \"use_bidirectional_attention\": true is not supported (slm runs causal decoders only)");
   c.query_pre_attn_scalar = OptionalNumber(object, "query_pre_attn_scalar", where, 256.0);
-  Check(c.query_pre_attn_scalar > 0, where, ": \"query_pre_attn_scalar\" must be positive, got ",
-        c.query_pre_attn_scalar);
+  CheckPositive(c.query_pre_attn_scalar, "query_pre_attn_scalar", where);
   c.attn_logit_softcapping = CapOrNone(object, "attn_logit_softcapping", where, 50.0);
   c.final_logit_softcapping = CapOrNone(object, "final_logit_softcapping", where, 30.0);
 }
@@ -215,16 +215,13 @@ void ParseRope(const json& object, const std::string& where, LlamaConfig& config
 // LlamaConfig
 
 void LlamaConfig::Validate(const std::string& where) const {
-  auto positive = [&](int64_t value, const char* key) {
-    Check(value > 0, where, ": \"", key, "\" must be positive, got ", value);
-  };
-  positive(vocab_size, "vocab_size");
-  positive(hidden_size, "hidden_size");
-  positive(intermediate_size, "intermediate_size");
-  positive(num_hidden_layers, "num_hidden_layers");
-  positive(num_attention_heads, "num_attention_heads");
-  positive(num_key_value_heads, "num_key_value_heads");
-  positive(max_position_embeddings, "max_position_embeddings");
+  CheckPositive(vocab_size, "vocab_size", where);
+  CheckPositive(hidden_size, "hidden_size", where);
+  CheckPositive(intermediate_size, "intermediate_size", where);
+  CheckPositive(num_hidden_layers, "num_hidden_layers", where);
+  CheckPositive(num_attention_heads, "num_attention_heads", where);
+  CheckPositive(num_key_value_heads, "num_key_value_heads", where);
+  CheckPositive(max_position_embeddings, "max_position_embeddings", where);
   Check(head_dim >= 0, where, ": \"head_dim\" must be positive, got ", head_dim);
   Check(head_dim > 0 || hidden_size % num_attention_heads == 0, where, ": hidden_size (",
         hidden_size, ") is not a multiple of num_attention_heads (", num_attention_heads, ")");
@@ -233,8 +230,8 @@ void LlamaConfig::Validate(const std::string& where) const {
         ")");
   Check(HeadDim() % 2 == 0, where, ": the head dimension (", HeadDim(),
         ") must be even for rotary embeddings");
-  Check(rms_norm_eps > 0, where, ": \"rms_norm_eps\" must be positive, got ", rms_norm_eps);
-  Check(rope_theta > 0, where, ": \"rope_theta\" must be positive, got ", rope_theta);
+  CheckPositive(rms_norm_eps, "rms_norm_eps", where);
+  CheckPositive(rope_theta, "rope_theta", where);
   Check(initializer_range >= 0, where, ": \"initializer_range\" must not be negative, got ",
         initializer_range);
   const RopeScaling& rope = rope_scaling;

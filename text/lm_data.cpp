@@ -8,6 +8,19 @@
 
 namespace slm::text {
 
+namespace {
+
+// The result of `tokens` (> 0) predictions that cost `total_nll` nats together.
+PerplexityResult FromNll(double total_nll, int64_t tokens) {
+  PerplexityResult r;
+  r.mean_nll = total_nll / tokens;
+  r.perplexity = std::exp(r.mean_nll);
+  r.predicted_tokens = tokens;
+  return r;
+}
+
+}  // namespace
+
 std::vector<int64_t> TokenizeFile(const std::string& path,
                                   const std::function<std::vector<int64_t>(const std::string&)>& encode_line,
                                   int64_t max_lines) {
@@ -63,11 +76,7 @@ PerplexityResult Perplexity(LlamaModel& model, const torch::Tensor& windows, int
   }
   if (was_training) model->train();
   Check(total > 0, "perplexity: no token to predict");
-  PerplexityResult r;
-  r.mean_nll = total_nll / total;
-  r.perplexity = std::exp(r.mean_nll);
-  r.predicted_tokens = total;
-  return r;
+  return FromNll(total_nll, total);
 }
 
 PerplexityResult UnigramPerplexity(const std::vector<int64_t>& train, const torch::Tensor& windows,
@@ -89,11 +98,7 @@ PerplexityResult UnigramPerplexity(const std::vector<int64_t>& train, const torc
     ++n;
   }
   Check(n > 0, "unigram baseline: no token to predict");
-  PerplexityResult r;
-  r.mean_nll = nll / n;
-  r.perplexity = std::exp(r.mean_nll);
-  r.predicted_tokens = n;
-  return r;
+  return FromNll(nll, n);
 }
 
 }  // namespace slm::text

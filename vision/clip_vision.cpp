@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/hf_config.h"
+#include "core/module_weights.h"
 #include "core/safetensors.h"
 #include "core/strings.h"
 
@@ -265,36 +266,19 @@ torch::Tensor ClipVisionModelImpl::Features(const torch::Tensor& pixel_values,
   return options.keep_class_token ? h : h.slice(1, 1);
 }
 
-void ClipVisionModelImpl::Freeze() {
-  for (auto& p : parameters()) p.set_requires_grad(false);
-  eval();
-}
+void ClipVisionModelImpl::Freeze() { module_weights::Freeze(*this); }
 
-bool ClipVisionModelImpl::IsFrozen() const {
-  for (const auto& p : parameters())
-    if (p.requires_grad()) return false;
-  return !is_training();
-}
+bool ClipVisionModelImpl::IsFrozen() const { return module_weights::IsFrozen(*this); }
 
-int64_t ClipVisionModelImpl::ParameterCount() const {
-  int64_t count = 0;
-  for (const auto& p : parameters()) count += p.numel();
-  return count;
-}
+int64_t ClipVisionModelImpl::ParameterCount() const { return module_weights::CountParameters(*this); }
 
 void ClipVisionModelImpl::SaveWeights(
     const std::string& model_dir,
     const std::vector<std::pair<std::string, torch::Tensor>>& extra) const {
-  fs::MakeDirs(model_dir);
-  std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (const auto& named : named_parameters()) tensors.emplace_back(named.key(), named.value().detach());
-  for (const auto& [name, tensor] : extra) {
-    Check(name.rfind("vision_model.", 0) != 0, "ClipVisionModel::SaveWeights: extra tensor '", name,
-          "' would collide with the tower's");
-    tensors.emplace_back(name, tensor.detach());
-  }
-  safetensors::Save(model_dir + "/model.safetensors", tensors, {{"format", "pt"}});
-  fs::AtomicWriteString(model_dir + "/config.json", config_.ToJson().dump(2) + "\n");
+  const module_weights::NamedTensors tensors = module_weights::ParametersAndExtra(
+      *this, extra, [](const std::string& name) { return name.rfind("vision_model.", 0) == 0; }, "ClipVisionModel",
+      "the tower's");
+  module_weights::WriteModelDirectory(model_dir, tensors, config_.ToJson());
 }
 
 void ClipVisionModelImpl::LoadWeights(const std::string& model_dir) {

@@ -13,11 +13,14 @@ run on the same machine in the same session.
 """
 import argparse
 import json
-import statistics
-import time
+import os
+import sys
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench"))
+from generate_timing import median_generate_seconds  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--hidden", type=int, default=2048)
@@ -44,23 +47,8 @@ model = LlamaForCausalLM._from_config(config, attn_implementation=a.attn, dtype=
 model.to(a.device).eval()
 ids = torch.randint(0, a.vocab, (1, a.prompt), device=a.device)
 
-
-def sync():
-    if a.device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-times = []
-with torch.no_grad():
-    for i in range(a.repeats + 1):
-        sync()
-        start = time.perf_counter()
-        model.generate(ids, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False,
-                       pad_token_id=0)
-        sync()
-        if i:  # the first run warms up
-            times.append(time.perf_counter() - start)
-seconds = statistics.median(times)
+seconds = median_generate_seconds(model, a.device, a.repeats, input_ids=ids, max_new_tokens=a.new,
+                                  min_new_tokens=a.new, pad_token_id=0)
 weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
 result = {"implementation": f"transformers generate ({a.attn})", "device": a.device, "dtype": a.dtype,
           "tokens_per_second": a.new / seconds, "seconds": seconds, "weight_bytes": weight_bytes}

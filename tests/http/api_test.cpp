@@ -265,11 +265,7 @@ TEST_F(HttpTest, ChatCompletionsOfTextEqualGrpcGenerateWithSamplingAndStops) {
 TEST_F(HttpTest, SlowSpeechAndSpokenAnswersWithATtsAdapter) {
   const TtsAdapterFiles tts;
   serve::ServeConfig config = HttpTestConfig();
-  serve::AdapterEntry entry;
-  entry.name = "tts";
-  entry.config = tts.config;
-  entry.adapters = tts.adapters;
-  config.adapters.push_back(entry);
+  config.adapters.push_back(tts.Entry());
   StartHttp(config);
 
   ClientResponse r = PostJson("/v1/audio/speech", {{"model", "tts"}, {"input", "a dog barks"}, {"voice", "default"}});

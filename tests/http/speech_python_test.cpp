@@ -12,11 +12,7 @@ TEST_F(HttpTest, SlowOpenAiPythonPackageSpeaks) {
   if (::access(python.c_str(), X_OK) != 0) GTEST_SKIP() << "no " << python;
   const TtsAdapterFiles tts;
   serve::ServeConfig config = HttpTestConfig();
-  serve::AdapterEntry entry;
-  entry.name = "tts";
-  entry.config = tts.config;
-  entry.adapters = tts.adapters;
-  config.adapters.push_back(entry);
+  config.adapters.push_back(tts.Entry());
   StartHttp(config);
   const std::string command = python + " " + kRoot + "/tests/http/openai_speech_check.py --base-url http://" +
                               server_->HttpAddress() + "/v1 --model tts";

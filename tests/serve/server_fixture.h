@@ -140,6 +140,14 @@ struct TtsAdapterFiles {
     model->SaveAdapters(adapters);
     fs::AtomicWriteString(adapters + "/tasks.json", "{\"tasks\": {\"tts\": \"Say: {text}\"}}\n");
   }
+  // The adapter as a server serves it, under the name "tts".
+  AdapterEntry Entry() const {
+    AdapterEntry entry;
+    entry.name = "tts";
+    entry.config = config;
+    entry.adapters = adapters;
+    return entry;
+  }
 };
 
 struct Call {

@@ -239,11 +239,7 @@ TEST_F(ServerTest, AnswersOnlyUseIdsTheTokenizerCanDecode) {
 TEST_F(ServerTest, SynthesizeStreamsAudioChunksAndRefusesBadRequests) {
   const TtsAdapterFiles tts;
   ServeConfig config = TestConfig();
-  AdapterEntry entry;
-  entry.name = "tts";
-  entry.config = tts.config;
-  entry.adapters = tts.adapters;
-  config.adapters.push_back(entry);
+  config.adapters.push_back(tts.Entry());
   config.max_synthesis_characters = 300;
   Start(config);
 
