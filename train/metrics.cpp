@@ -1,9 +1,6 @@
 #include "train/metrics.h"
 
 #include <algorithm>
-#include <cctype>
-
-#include "core/strings.h"
 
 namespace slm::train {
 

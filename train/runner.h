@@ -168,7 +168,6 @@ struct LoopSettings {
   bool quiet = false;
 };
 
-
 // The optimizer steps of a job. Each step: learning rate from the schedule, grad_accum
 // micro-batches (each loss scaled by its rank's token share and 1/grad_accum, backward), the
 // penalty, the gradients summed over ranks, clipping, the optimizer step. The loss of each
